@@ -1,0 +1,15 @@
+"""Declares the compiled modules; all metadata lives in pyproject.toml."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+EXTENSIONS = [
+    Extension("tcpmgm._addr", ["tcpmgm/_addr.pyx"]),
+]
+
+setup(
+    ext_modules=cythonize(
+        EXTENSIONS,
+        compiler_directives={"language_level": "3", "embedsignature": True},
+    ),
+)

@@ -1,0 +1,3 @@
+from typing import Any, Optional, Tuple
+
+def normalize(value: Any, argument: str = ...) -> Optional[Tuple[int, int]]: ...

@@ -1,0 +1,120 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Address normalisation for lookups, compiled (twin of ``_addr_py.py``).
+
+Same contract as the pure module: ``normalize(value, argument)`` returns
+``(version, int)``, mapping IPv4-mapped IPv6 to IPv4 and dropping zones.
+Strings go through the C library's ``inet_pton`` instead of ``ipaddress``,
+which is what makes a lookup on ``str`` addresses cheap.  The C entry point
+:c:func:`parse_into` is what the classifier calls per lookup.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsASCIIString
+from libc.stdint cimport uint8_t
+from libc.string cimport memcpy, memchr, memset
+
+import ipaddress
+import socket
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char* src, void* dst)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
+
+cdef object _IPv4Address = ipaddress.IPv4Address
+cdef object _IPv6Address = ipaddress.IPv6Address
+cdef dict _FAMILIES = {4: 4, 6: 6, int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
+
+cdef inline bint _is_mapped(const uint8_t* a) noexcept:
+    cdef int i
+    for i in range(10):
+        if a[i] != 0:
+            return False
+    return a[10] == 0xFF and a[11] == 0xFF
+
+
+cdef inline int _finish_v6(uint8_t* out) noexcept:
+    # An IPv4-mapped IPv6 address is matched as the IPv4 address it carries.
+    if _is_mapped(out):
+        memcpy(out, out + 12, 4)
+        memset(out + 4, 0, 12)
+        return 4
+    return 6
+
+
+cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
+    cdef bytes raw
+    try:
+        raw = PyUnicode_AsASCIIString(value)
+    except UnicodeEncodeError:
+        raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address") from None
+    cdef const char* text = PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
+    cdef char buf[64]
+    cdef const char* zone = <const char*>memchr(text, b'%', size)
+    if zone != NULL:
+        size = zone - text
+    if size >= 64:
+        raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
+    memcpy(buf, text, size)
+    buf[size] = 0
+    memset(out, 0, 16)
+    if inet_pton(AF_INET, buf, out) == 1:
+        return 4
+    if inet_pton(AF_INET6, buf, out) == 1:
+        return _finish_v6(out)
+    raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
+
+
+cdef int _parse_int(object number, int version, uint8_t* out, str argument) except -1:
+    cdef bytes packed
+    try:
+        packed = number.to_bytes(4 if version == 4 else 16, "big")
+    except OverflowError:
+        raise ValueError(f"{argument}: {number} is out of range for IPv{version}") from None
+    memset(out, 0, 16)
+    memcpy(out, PyBytes_AS_STRING(packed), 4 if version == 4 else 16)
+    return 4 if version == 4 else _finish_v6(out)
+
+
+cdef int parse_into(object value, uint8_t* out, str argument) except -1:
+    cdef const uint8_t[::1] view
+    cdef Py_ssize_t n
+    if value is None:
+        return 0
+    if type(value) is str:
+        return _parse_text(<str>value, out, argument)
+    if isinstance(value, _IPv4Address) or isinstance(value, _IPv6Address):
+        return _parse_int(int(value), value.version, out, argument)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        view = memoryview(value).cast("B")
+        n = view.shape[0]
+        if n != 4 and n != 16:
+            raise ValueError(f"{argument}: packed address must be 4 or 16 bytes, got {n}")
+        memset(out, 0, 16)
+        memcpy(out, &view[0], n)
+        return 4 if n == 4 else _finish_v6(out)
+    if isinstance(value, str):
+        return _parse_text(str(value), out, argument)
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        version = _FAMILIES.get(value[1])
+        if version is None:
+            raise ValueError(f"{argument}: unknown address family {value[1]!r} (use 4 or 6)")
+        if value[0] < 0:
+            raise ValueError(f"{argument}: {value[0]} is out of range for IPv{version}")
+        return _parse_int(value[0], version, out, argument)
+    raise TypeError(
+        f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), "
+        f"got {type(value).__name__}"
+    )
+
+
+def normalize(value, argument="address"):
+    """``(version, int)`` for ``value``; ``None`` for ``None`` (see ``_addr_py.normalize``)."""
+    cdef uint8_t out[16]
+    cdef int version = parse_into(value, out, argument)
+    if version == 0:
+        return None
+    return version, int.from_bytes(out[:4] if version == 4 else out[:16], "big")

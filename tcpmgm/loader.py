@@ -1,0 +1,142 @@
+"""Read the rule table into validated rules (the SQL side of a reload).
+
+The loader asks the database which columns the table has, infers the schema
+version from them (``parallel_read`` present: version 1), checks the optional
+``version`` table, then streams the rows in batches through
+:meth:`Rule.from_row`.  Bad rows are collected, not raised: the caller decides
+(strict mode) whether they fail the reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
+from .profile import Profile
+from .rule import Rule
+from .schema import (
+    SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
+    expected_version, missing_columns, version_check,
+)
+
+__all__ = ["LoadResult", "load_rules", "BATCH_SIZE"]
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    rules: Tuple[Rule, ...]
+    rejected: Tuple[RuleError, ...]
+    warnings: Tuple[RuleWarning, ...]
+    schema_version: int
+
+
+def _rollback(conn: Any) -> None:
+    # After a failed statement PostgreSQL refuses everything until a rollback.
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the connection may be gone; the caller reports the first error
+        pass
+
+
+def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
+    cur = conn.cursor()
+    try:
+        cur.execute(f"SELECT * FROM {dialect.quote(names.table)} WHERE 1 = 0")
+        columns = [d[0] for d in cur.description]
+        cur.fetchall()
+        return columns
+    except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
+        _rollback(conn)
+        raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
+    finally:
+        cur.close()
+
+
+def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
+    """The ``table_version`` recorded for ``table``; ``None`` when there is no version table/row."""
+    q = dialect.quote
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"SELECT {q('table_version')} FROM {q(VERSION_TABLE)} WHERE {q('table_name')} = {dialect.placeholder}",
+            (table,),
+        )
+        row = cur.fetchone()
+    except Exception as exc:  # noqa: BLE001 - a missing version table is tolerated
+        log.debug("no usable version table: %s", _one_line(exc))
+        _rollback(conn)
+        return None
+    finally:
+        cur.close()
+    if row is None or row[0] is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise SchemaError(f"version table: table_version for {table!r} is {row[0]!r}, not a number") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def load_rules(
+    conn: Any,
+    dialect: Dialect,
+    names: TableNames,
+    *,
+    listeners: Optional[Mapping[str, Any]] = None,
+    defaults: Optional[Profile] = None,
+    schema_version: Optional[int] = None,
+    batch_size: int = BATCH_SIZE,
+) -> LoadResult:
+    """Read and validate every row of the rule table over ``conn``."""
+    present = _table_columns(conn, dialect, names)
+    missing = missing_columns(present, names)
+    if missing:
+        raise SchemaError(f"table {names.table!r} lacks column(s): {', '.join(missing)}")
+    version = version_check(
+        _version_row(conn, dialect, names.table), expected_version(present, names),
+        schema_version, names.table,
+    )
+    canonical = SCHEMA_VERSIONS[version]
+    q = dialect.quote
+    select = ", ".join(q(names.column(c)) for c in canonical)
+
+    rules: List[Rule] = []
+    rejected: List[RuleError] = []
+    warnings: List[RuleWarning] = []
+    seen_ids = set()
+    cur = conn.cursor()
+    try:
+        cur.execute(f"SELECT {select} FROM {q(names.table)}")
+        while True:
+            batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
+            if not batch:
+                break
+            for values in batch:
+                row = dict(zip(canonical, values))
+                try:
+                    rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
+                    if rule.id in seen_ids:
+                        raise RuleError(rule.id, "id", row["id"], "duplicate id")
+                except RuleError as exc:
+                    rejected.append(exc)
+                    continue
+                seen_ids.add(rule.id)
+                rules.append(rule)
+                warnings.extend(rule.warnings)
+    except (RuleError, SchemaError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
+        _rollback(conn)
+        raise DatabaseError(f"reading table {names.table!r} failed: {_one_line(exc)}") from None
+    finally:
+        cur.close()
+    return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

@@ -1,0 +1,194 @@
+"""``TcpMgm``: rules from SQL, served by a matcher that reloads swap atomically.
+
+A reload builds a complete new matcher beside the one in service and then
+replaces it with one reference assignment, so a lookup always sees either the
+old rules or the new ones, never a mix, and never waits for a reload.  A
+reload that fails (database down, table missing, wrong version, strict mode
+with bad rows) raises and leaves the old matcher in service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .db import Source, open_source
+from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
+from .loader import load_rules
+from .matcher import Matcher
+from .profile import Profile, default_profile
+from .reference import Explanation
+from .rule import Rule
+from .schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
+
+__all__ = ["TcpMgm", "ReloadReport", "DEFAULT_DB_URL"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB_URL = "sqlite:///tcpmgm.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did."""
+
+    loaded: int
+    rejected: Tuple[RuleError, ...]
+    warnings: Tuple[RuleWarning, ...]
+    seconds: float
+    schema_version: int
+
+    def __str__(self) -> str:
+        lines = [
+            f"loaded {self.loaded} rule(s), rejected {len(self.rejected)}, "
+            f"{len(self.warnings)} warning(s), schema version {self.schema_version}, "
+            f"{self.seconds * 1000:.1f} ms"
+        ]
+        lines += [f"  rejected: {err}" for err in self.rejected]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
+        return "\n".join(lines)
+
+
+class TcpMgm:
+    """Rules from the ``tcp_mgm`` table of ``db`` (a URL or an open DB-API connection)."""
+
+    def __init__(
+        self,
+        db: Any = DEFAULT_DB_URL,
+        *,
+        table: str = "tcp_mgm",
+        columns: Optional[Mapping[str, str]] = None,
+        listeners: Optional[Mapping[str, Any]] = None,
+        strict: bool = False,
+        schema_version: Optional[int] = None,
+        default: Optional[Profile] = None,
+    ) -> None:
+        if schema_version is not None and schema_version not in SCHEMA_VERSIONS:
+            raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
+        self.names = TableNames(table, dict(columns or {}))
+        self.source: Source = open_source(db)
+        self.listeners = dict(listeners or {})
+        self.strict = strict
+        self.schema_version = schema_version
+        self.default = (default if default is not None else default_profile()).replace(id=0)
+        self._matcher = Matcher([], default=self.default)
+        self._reload_lock = threading.Lock()
+        self.last_report: Optional[ReloadReport] = None
+
+    def __repr__(self) -> str:
+        return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
+
+    @property
+    def matcher(self):
+        """The matcher in service (replaced as a whole by each successful reload)."""
+        return self._matcher
+
+    # -- reload --------------------------------------------------------------
+    def reload(self) -> ReloadReport:
+        """Read the table into a new matcher and put it in service.
+
+        Raises :class:`ReloadError` (wrapping the cause) and keeps the old
+        rules when anything goes wrong.
+        """
+        with self._reload_lock:
+            started = time.perf_counter()
+            try:
+                with self.source.connection() as conn:
+                    result = load_rules(
+                        conn, self.source.dialect, self.names, listeners=self.listeners,
+                        defaults=self.default, schema_version=self.schema_version,
+                    )
+            except (DatabaseError, SchemaError) as exc:
+                log.error("reload from %s failed, old rules stay in service: %s", self.source.description, exc)
+                raise ReloadError(f"reload failed, old rules stay in service: {exc}") from exc
+            report = ReloadReport(
+                loaded=len(result.rules), rejected=result.rejected, warnings=result.warnings,
+                seconds=0.0, schema_version=result.schema_version,
+            )
+            if self.strict and result.rejected:
+                log.error("strict reload refused: %d bad row(s)", len(result.rejected))
+                raise ReloadError(
+                    f"strict mode: {len(result.rejected)} row(s) rejected, old rules stay in service; "
+                    f"first: {result.rejected[0]}",
+                    report,
+                )
+            matcher = Matcher(result.rules, default=self.default)
+            self._matcher = matcher  # the one atomic swap
+            report = dataclasses.replace(report, seconds=time.perf_counter() - started)
+            self.last_report = report
+            for err in result.rejected:
+                log.warning("rejected: %s", err)
+            log.info("reloaded %d rule(s) from %s in %.3f s", report.loaded, self.source.description, report.seconds)
+            return report
+
+    # -- lookups -------------------------------------------------------------
+    def lookup(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Profile:
+        return self._matcher.lookup(proto, remote_ip, remote_port, local_ip, local_port)
+
+    def explain(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Explanation:
+        return self._matcher.explain(proto, remote_ip, remote_port, local_ip, local_port)
+
+    # -- table management ----------------------------------------------------
+    def create_schema(self, schema_version: int = DEFAULT_SCHEMA_VERSION) -> None:
+        """Create the rule table and record its version in the ``version`` table."""
+        dialect = self.source.dialect
+        q = dialect.quote
+        ph = dialect.placeholder
+        statements = create_table_statements(dialect, self.names, schema_version)
+        with self.source.connection() as conn:
+            cur = conn.cursor()
+            try:
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute(
+                    f"DELETE FROM {q('version')} WHERE {q('table_name')} = {ph}", (self.names.table,)
+                )
+                cur.execute(
+                    f"INSERT INTO {q('version')} ({q('table_name')}, {q('table_version')}) VALUES ({ph}, {ph})",
+                    (self.names.table, schema_version),
+                )
+                conn.commit()
+            except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
+                conn.rollback()
+                raise SchemaError(f"cannot create table {self.names.table!r}: {' '.join(str(exc).split())}") from None
+            finally:
+                cur.close()
+
+    def add_rule(self, row: Mapping[str, Any]) -> int:
+        """Validate ``row`` (canonical column names) and insert it; return its id.
+
+        Without an ``id`` the database assigns one.  Nothing is written when
+        the row is invalid (:class:`RuleError`).
+        """
+        row = {k: v for k, v in row.items() if v is not None}
+        Rule.from_row({"id": 1, **row}, listeners=self.listeners, defaults=self.default)
+        dialect = self.source.dialect
+        q = dialect.quote
+        columns = list(row)
+        sql = (
+            f"INSERT INTO {q(self.names.table)} ({', '.join(q(self.names.column(c)) for c in columns)}) "
+            f"VALUES ({', '.join([dialect.placeholder] * len(columns))})"
+        )
+        with self.source.connection() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, [row[c] for c in columns])
+                new_id = row.get("id", cur.lastrowid)
+                conn.commit()
+            except Exception as exc:  # noqa: BLE001
+                conn.rollback()
+                raise DatabaseError(f"cannot insert into {self.names.table!r}: {' '.join(str(exc).split())}") from None
+            finally:
+                cur.close()
+        return int(new_id)
+
+

@@ -1,0 +1,150 @@
+"""The connection profile (SPEC section 2) and the registry of ``attrs`` names.
+
+A :class:`Profile` is immutable: the classifier hands the same object to every
+connection that matches a rule, so nobody may change it under another caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from types import MappingProxyType
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+
+__all__ = [
+    "Profile",
+    "PROFILE_FIELDS",
+    "SPEC_DEFAULTS",
+    "default_profile",
+    "set_default_profile",
+    "register_attr",
+    "known_attrs",
+    "parse_attrs",
+    "format_attrs",
+]
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Profile:
+    """How one connection is to be treated; ``id`` is the rule it came from (0: default)."""
+
+    id: int = 0
+    connect_timeout: int = 100   # ms
+    con_lifetime: int = 120      # s
+    msg_read_timeout: int = 4    # s
+    send_threshold: int = 0      # us, 0 = not set
+    no_new_conn: bool = False
+    alias_mode: int = 0          # 0 never, 1 with RFC 5923 ;alias, 2 always
+    parallel_read: int = 0       # 0, 1 or 2 (schema version 1 only)
+    keepalive: bool = True
+    keepcount: int = 9
+    keepidle: int = 7200         # s
+    keepinterval: int = 75       # s
+    attrs: Mapping[str, int] = dataclasses.field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        # A plain dict passed by the caller must not stay mutable behind our back.
+        if not isinstance(self.attrs, MappingProxyType):
+            object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+        object.__setattr__(self, "no_new_conn", bool(self.no_new_conn))
+        object.__setattr__(self, "keepalive", bool(self.keepalive))
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Profile):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def _identity(self) -> Tuple[Any, ...]:
+        values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
+        return (self.id, values, tuple(sorted(self.attrs.items())))
+
+    def replace(self, **changes: Any) -> "Profile":
+        """A copy with some attributes changed."""
+        return dataclasses.replace(self, **changes)
+
+    def values(self) -> Dict[str, Any]:
+        """The twelve attributes as a plain dict (``attrs`` as a dict too)."""
+        out: Dict[str, Any] = {name: getattr(self, name) for name in PROFILE_FIELDS}
+        out["attrs"] = dict(self.attrs)
+        return out
+
+    def differences(self, other: "Profile") -> Dict[str, Any]:
+        """The attributes whose value differs from ``other``'s, with this profile's value."""
+        mine, theirs = self.values(), other.values()
+        return {name: mine[name] for name in PROFILE_FIELDS if mine[name] != theirs[name]}
+
+
+# The twelve attributes, in the order of the OpenSIPS table.
+PROFILE_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "id")
+
+SPEC_DEFAULTS = Profile()
+
+_default = SPEC_DEFAULTS
+_default_lock = threading.Lock()
+
+
+def default_profile() -> Profile:
+    """The profile used when no rule matches, and for NULL profile columns."""
+    return _default
+
+
+def set_default_profile(profile: Optional[Profile] = None, **values: Any) -> Profile:
+    """Replace the process-wide default profile (OpenSIPS's global ``tcp_*`` settings).
+
+    Pass a :class:`Profile`, or keyword values changed from the current one.
+    Matchers built before the call keep the default they were built with.
+    """
+    global _default
+    with _default_lock:
+        base = profile if profile is not None else _default
+        _default = base.replace(id=0, **values)
+        return _default
+
+
+_attrs_lock = threading.Lock()
+_attrs = {"max_msg_chunks"}
+
+
+def register_attr(name: str) -> None:
+    """Allow ``name`` in the ``attrs`` column."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"attrs name must be an identifier, got {name!r}")
+    with _attrs_lock:
+        _attrs.add(name)
+
+
+def known_attrs() -> frozenset:
+    return frozenset(_attrs)
+
+
+def parse_attrs(text: str) -> Dict[str, int]:
+    """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item."""
+    result: Dict[str, int] = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if name not in _attrs:
+            raise ValueError(f"unknown attribute {name!r} (known: {', '.join(sorted(_attrs))})")
+        if not sep:
+            result[name] = 0
+            continue
+        raw = raw.strip()
+        try:
+            result[name] = int(raw, 10)
+        except ValueError:
+            raise ValueError(f"attribute {name!r} has non-integer value {raw!r}") from None
+    return result
+
+
+def format_attrs(attrs: Mapping[str, int]) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+
+
