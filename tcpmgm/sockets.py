@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 from .errors import NoNewConnection
 from .profile import Profile
 
-__all__ = ["apply", "connect", "tune", "endpoint"]
+__all__ = ["apply", "connect", "tune", "endpoint", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +136,28 @@ def connect(
     if last_error is None:
         raise OSError(f"getaddrinfo returned no address for {host!r}")
     raise last_error
+
+
+def parse_endpoint(text: str) -> Tuple[str, int]:
+    """``(ip, port)`` from ``ip``, ``ip:port``, ``[ipv6]`` or ``[ipv6]:port`` (no port: 0).
+
+    A bare IPv6 address without brackets is accepted too (it has no port).
+    ``ValueError`` names what is wrong.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ipv6]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{text!r}: no address")
+    if not port_text:
+        return host, 0
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
+    return host, int(port_text)
