@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import click
 
-from . import mi
 from .errors import ReloadError, RuleError, TcpMgmError
 from .lint import lint, rejected_findings
 from .loader import load_rules
@@ -134,8 +133,10 @@ def db_init(mgr: TcpMgm, schema_version: int) -> None:
 def _column_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for column in reversed(COLUMNS):
         kind = str if column in _TEXT_COLUMNS else int
-        command = click.option(f"--{column.replace('_', '-')}", column, type=kind, default=None,
-                               help=f"Value of column {column}.")(command)
+        # proto is NOT NULL with a default of 'any' in the table; validate what will be stored.
+        default = "any" if column == "proto" else None
+        command = click.option(f"--{column.replace('_', '-')}", column, type=kind, default=default,
+                               show_default=default is not None, help=f"Value of column {column}.")(command)
     return command
 
 
@@ -213,19 +214,21 @@ def match(mgr: TcpMgm, proto: str, remote: Tuple[Optional[str], int], local: Tup
     Addresses as IP:PORT, [IPV6]:PORT or a bare IP (port 0); LOCAL may be
     omitted or 'any' (unknown).
     """
+    from .mi import profile_dict
+
     _reload_for_query(mgr)
     try:
         found = mgr.explain(proto, remote[0], remote[1], local[0], local[1])
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
-        result: Dict[str, Any] = {"rule": found.profile.id, "profile": mi.profile_dict(found.profile)}
+        result: Dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
         if explain:
             result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
         _echo_json(result)
         return
     click.echo(f"rule {found.winner.describe()}" if found.winner else "rule 0: no rule matches (default profile)")
-    values = mi.profile_dict(found.profile)
+    values = profile_dict(found.profile)
     values["attrs"] = ";".join(f"{k}={v}" for k, v in sorted(values["attrs"].items())) or "-"
     click.echo(_table([("attribute", "value")] + list(values.items())))
     if explain:
@@ -321,16 +324,18 @@ def _mi_params(values: Sequence[str]) -> Any:
 @cli.command("mi")
 @click.argument("method")
 @click.argument("params", nargs=-1)
-@click.option("--url", envvar="TCPMGM_MI_URL", default=mi.DEFAULT_URL, show_default=True,
-              help="Endpoint URL (also $TCPMGM_MI_URL).")
+@click.option("--url", envvar="TCPMGM_MI_URL", default=None,
+              help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).")
 @click.option("--token", envvar="TCPMGM_MI_TOKEN", default=None, help="Bearer token (also $TCPMGM_MI_TOKEN).")
-def mi_command(method: str, params: Sequence[str], url: str, token: Optional[str]) -> None:
+def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Optional[str]) -> None:
     """Call METHOD on a running service's admin endpoint and print the result as JSON.
 
     PARAMS are NAME=VALUE pairs or positional values, e.g.
     `tcpmgm mi tcp_match proto=tcp remote=10.0.0.1:5060`.
     """
-    _echo_json(mi.call(url, method, _mi_params(params), token=token))
+    from . import mi  # the HTTP machinery, only for the commands that need it
+
+    _echo_json(mi.call(url or mi.DEFAULT_URL, method, _mi_params(params), token=token))
 
 
 # click >= 8.2 reports a bare group invocation as this usage error; show the help instead.
