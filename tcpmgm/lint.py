@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .errors import RuleError, RuleWarning
@@ -121,19 +122,20 @@ class _RemoteSpans:
     """The rules with a remote network of one family, ordered by first address."""
 
     def __init__(self, rules: Sequence[Tuple[int, Rule]], version: int) -> None:
-        spans = sorted(
-            (int(r.remote.network_address), int(r.remote.broadcast_address), rank, r)
-            for rank, r in rules
-            if r.remote is not None and r.remote.version == version
-        )
+        bits = 32 if version == 4 else 128
+        spans = []
+        for rank, r in rules:
+            if r.remote is not None and r.remote.version == version:
+                start = int(r.remote.network_address)
+                spans.append((start, start | ((1 << (bits - r.remote.prefixlen)) - 1), rank, r))
+        spans.sort(key=lambda span: span[0])
         self.starts = [s[0] for s in spans]
         self.ends = [s[1] for s in spans]
         self.ranks = [s[2] for s in spans]
         self.rules = [s[3] for s in spans]
 
-    def union_cover(self, rule: Rule, rank: int) -> Optional[List[Rule]]:
-        """Better-ranked rules whose remote networks tile ``rule.remote``, or ``None``."""
-        low, high = int(rule.remote.network_address), int(rule.remote.broadcast_address)
+    def union_cover(self, rule: Rule, rank: int, low: int, high: int) -> Optional[List[Rule]]:
+        """Better-ranked rules whose remote networks cover ``low..high`` (``rule.remote``), or ``None``."""
         i = bisect.bisect_left(self.starts, low)
         stop = bisect.bisect_right(self.starts, high)
         covered = low - 1
@@ -166,7 +168,7 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
     ordered = sorted(rules, key=Rule.key)
     ranked = list(enumerate(ordered))
     spans = {4: _RemoteSpans(ranked, 4), 6: _RemoteSpans(ranked, 6)}
-    best: Dict[Tuple[Any, ...], Rule] = {}        # filters -> best-keyed rule with exactly them
+    best: Dict[Tuple[Any, ...], Tuple[int, Rule]] = {}  # filters -> (rank, rule) of the first with them
     remote_lengths: Dict[int, Set[int]] = {4: set(), 6: set()}
     local_lengths: Dict[int, Set[int]] = {4: set(), 6: set()}
     findings: List[Finding] = []
@@ -177,7 +179,7 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
         findings.extend(_warning_finding(w) for w in rule.warnings)
         filters = _filters(rule)
         proto, remote, rport, local, lport = filters
-        same = best.get(filters)
+        same = best.get(filters, (None, None))[1]
         if same is not None and same.priority == rule.priority:
             findings.append(Finding(
                 "error", "duplicate", rule.id,
@@ -185,7 +187,7 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
                 (same.id,),
             ))
             continue
-        cover = _single_cover(rule, filters, best, remote_lengths, local_lengths)
+        cover = _single_cover(filters, best, remote_lengths, local_lengths)
         if cover is not None:
             findings.append(Finding(
                 "error", "shadowed", rule.id,
@@ -193,8 +195,10 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
                 f"and ranks first (rule {rule.id} has {key_difference(rule, cover)})",
                 (cover.id,),
             ))
-        elif rule.remote is not None:
-            union = spans[rule.remote.version].union_cover(rule, rank)
+        elif remote is not None:
+            version, low, length = remote
+            high = low | ((1 << ((32 if version == 4 else 128) - length)) - 1)
+            union = spans[version].union_cover(rule, rank, low, high)
             if union is not None:
                 ids = ", ".join(str(s.id) for s in union)
                 findings.append(Finding(
@@ -204,7 +208,7 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
                     tuple(s.id for s in union),
                 ))
         if same is None:
-            best[filters] = rule
+            best[filters] = (rank, rule)
             if remote is not None:
                 remote_lengths[remote[0]].add(remote[2])
             if local is not None:
@@ -215,19 +219,18 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
 
 
 def _single_cover(
-    rule: Rule, filters: Tuple[Any, ...], best: Dict[Tuple[Any, ...], Rule],
+    filters: Tuple[Any, ...], best: Dict[Tuple[Any, ...], Tuple[int, Rule]],
     remote_lengths: Dict[int, Set[int]], local_lengths: Dict[int, Set[int]],
 ) -> Optional[Rule]:
-    """The best-keyed rule already indexed whose match set contains ``rule``'s."""
+    """The best-keyed rule already indexed whose match set contains the one of ``filters``."""
     proto, remote, rport, local, lport = filters
-    found: Optional[Rule] = None
-    locals_ = _ancestors(local, local_lengths)
+    found: Optional[Tuple[int, Rule]] = None
+    rest = list(itertools.product(
+        _options(proto, None), _options(rport, 0), _ancestors(local, local_lengths), _options(lport, 0),
+    ))
     for r in _ancestors(remote, remote_lengths):
-        for p in _options(proto, None):
-            for rp in _options(rport, 0):
-                for lo in locals_:
-                    for lp in _options(lport, 0):
-                        s = best.get((p, r, rp, lo, lp))
-                        if s is not None and (found is None or s.key() < found.key()):
-                            found = s
-    return found
+        for p, rp, lo, lp in rest:
+            candidate = best.get((p, r, rp, lo, lp))
+            if candidate is not None and (found is None or candidate[0] < found[0]):
+                found = candidate
+    return found[1] if found is not None else None
