@@ -15,6 +15,9 @@ from tcpmgm import mi
 
 SCRIPT = Path(sys.executable).parent / "tcpmgm"
 if not SCRIPT.exists():
+    # CI installs the package into the venv that runs the tests: a missing script there is a failure.
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(f"the tcpmgm console script is not installed next to {sys.executable}")
     pytest.skip(f"the tcpmgm console script is not installed next to {sys.executable}", allow_module_level=True)
 
 
