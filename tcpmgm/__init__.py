@@ -22,6 +22,7 @@ from .reference import Explanation, ReferenceMatcher
 from .rule import Rule
 from .matcher import Matcher
 from .manager import ReloadReport, TcpMgm
+from .sockets import apply, connect
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,8 @@ __all__ = [
     "SchemaError",
     "TcpMgm",
     "TcpMgmError",
+    "apply",
+    "connect",
     "default_profile",
     "register_attr",
     "register_protocol",

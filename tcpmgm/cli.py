@@ -1,16 +1,36 @@
-"""The ``tcpmgm`` command line."""
+"""The ``tcpmgm`` command line.
+
+Table commands (``db init``, ``add``, ``rm``, ``list``, ``match``, ``check``)
+take ``--db URL`` (default ``$TCPMGM_DB``, else ``sqlite:///tcpmgm.db``, a
+file in the current directory), ``--table``, ``--column NAME=COL`` and
+``--listener TAG=ADDR``.  Expected failures print one line on stderr: exit
+status 2 for a usage mistake, 1 for anything else.  Long work shows a
+progress bar when stderr is a terminal and stays quiet when it is not.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import logging
 import sys
-from typing import Optional, Sequence
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 
-from .errors import TcpMgmError
+from .errors import ReloadError, RuleError, TcpMgmError
+from .lint import lint, rejected_findings
+from .loader import load_rules
+from .manager import DEFAULT_DB_URL, ReloadReport, TcpMgm
+from .rule import COLUMNS
+from .sockets import parse_endpoint
+from .table import count_rows, read_rows, remove_rule
 
 __all__ = ["main", "cli"]
+
+_TEXT_COLUMNS = {"proto", "remote_addr", "local_addr", "attrs"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,17 +52,318 @@ def demo(path: str) -> None:
     run_demo(path, sys.stdout)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; expected failures print one line on stderr and exit 1."""
+# -- shared options -------------------------------------------------------------------
+
+def _pairs(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> Dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise click.BadParameter(f"{value!r} is not {param.metavar}", ctx, param)
+        pairs[name.strip()] = target.strip()
+    return pairs
+
+
+_TABLE_OPTIONS = (
+    click.option("--db", "db_url", envvar="TCPMGM_DB", default=DEFAULT_DB_URL, show_default=True, metavar="URL",
+                 help="Database URL (also $TCPMGM_DB)."),
+    click.option("--table", default="tcp_mgm", show_default=True, metavar="NAME", help="Rule table name."),
+    click.option("--column", "columns", multiple=True, callback=_pairs, metavar="NAME=COL",
+                 help="Column rename, e.g. connect_timeout=connect_to (repeatable)."),
+    click.option("--listener", "listeners", multiple=True, callback=_pairs, metavar="TAG=ADDR",
+                 help="Socket tag a local_addr may name, e.g. internal=10.0.0.1 (repeatable)."),
+)
+
+
+def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the table options to ``command`` and pass it a :class:`TcpMgm` as ``mgr``."""
+
+    @functools.wraps(command)
+    def wrapper(db_url: str, table: str, columns: Dict[str, str], listeners: Dict[str, str], **kwargs: Any) -> Any:
+        mgr = TcpMgm(db_url, table=table, columns=columns, listeners=listeners)
+        return command(mgr=mgr, **kwargs)
+
+    for option in reversed(_TABLE_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+@contextlib.contextmanager
+def _progress(label: str, length: Callable[[], int]) -> Iterator[Optional[Callable[[int], None]]]:
+    """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=length(), label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _table(rows: List[Sequence[Any]]) -> str:
+    """Rows of cells as aligned text (the first row is the header)."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- db -----------------------------------------------------------------------------
+
+@cli.group()
+def db() -> None:
+    """Manage the rule table itself."""
+
+
+@db.command("init")
+@click.option("--schema-version", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="1: OpenSIPS 3.3 (with parallel_read); 2: OpenSIPS 3.4 and later.")
+@_with_manager
+def db_init(mgr: TcpMgm, schema_version: int) -> None:
+    """Create the rule table and its version row."""
+    mgr.create_schema(schema_version)
+    click.echo(f"created table {mgr.names.table!r} (schema version {schema_version}) in {mgr.source.description}")
+
+
+# -- add / rm / list ------------------------------------------------------------------
+
+def _column_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for column in reversed(COLUMNS):
+        kind = str if column in _TEXT_COLUMNS else int
+        # proto is NOT NULL with a default of 'any' in the table; validate what will be stored.
+        default = "any" if column == "proto" else None
+        command = click.option(f"--{column.replace('_', '-')}", column, type=kind, default=default,
+                               show_default=default is not None, help=f"Value of column {column}.")(command)
+    return command
+
+
+@cli.command()
+@_column_options
+@_with_manager
+def add(mgr: TcpMgm, **row: Any) -> None:
+    """Add a rule (validated like a loaded row); print its id.
+
+    Unset columns take the table's defaults; without --id the database picks one.
+    """
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="tcpmgm", standalone_mode=False)
+        click.echo(mgr.add_rule(row))
+    except RuleError as exc:
+        if row.get("id") is not None:
+            raise
+        # Validation numbered the id-less row 1; that number means nothing to the operator.
+        raise TcpMgmError(f"rule not added: column {exc.column!r}, value {exc.value!r}: {exc.reason}") from None
+
+
+@cli.command()
+@click.argument("rule_id", metavar="ID", type=int)
+@_with_manager
+def rm(mgr: TcpMgm, rule_id: int) -> None:
+    """Remove the rule with id ID."""
+    if not remove_rule(mgr.source, mgr.names, rule_id):
+        raise TcpMgmError(f"no rule with id {rule_id} in table {mgr.names.table!r}")
+    click.echo(f"removed rule {rule_id}")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_with_manager
+def list_rules(mgr: TcpMgm, as_json: bool) -> None:
+    """Print the table's rows as stored (invalid ones too), by id."""
+    rows = read_rows(mgr.source, mgr.names)
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(f"table {mgr.names.table!r} is empty")
+    else:
+        header = list(rows[0])
+        click.echo(_table([header] + [[row[c] for c in header] for row in rows]))
+
+
+# -- match ----------------------------------------------------------------------------
+
+def _endpoint(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Tuple[Optional[str], int]:
+    if value is None or value.lower() in ("any", "-"):
+        return None, 0
+    try:
+        return parse_endpoint(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _reload_for_query(mgr: TcpMgm) -> None:
+    report = mgr.reload()
+    if report.rejected:
+        click.echo(f"tcpmgm: note: {len(report.rejected)} row(s) rejected and ignored "
+                   "(`tcpmgm check` lists them)", err=True)
+
+
+@cli.command()
+@click.argument("proto")
+@click.argument("remote", metavar="REMOTE_IP[:PORT]", callback=_endpoint)
+@click.argument("local", metavar="[LOCAL_IP[:PORT]]", required=False, callback=_endpoint)
+@click.option("--explain", is_flag=True, help="Show every matching rule and why it lost.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_with_manager
+def match(mgr: TcpMgm, proto: str, remote: Tuple[Optional[str], int], local: Tuple[Optional[str], int],
+          explain: bool, as_json: bool) -> None:
+    """Which rule wins for a connection, and its profile.
+
+    Addresses as IP:PORT, [IPV6]:PORT or a bare IP (port 0); LOCAL may be
+    omitted or 'any' (unknown).
+    """
+    from .mi import profile_dict
+
+    _reload_for_query(mgr)
+    try:
+        found = mgr.explain(proto, remote[0], remote[1], local[0], local[1])
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        result: Dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
+        if explain:
+            result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
+        _echo_json(result)
+        return
+    click.echo(f"rule {found.winner.describe()}" if found.winner else "rule 0: no rule matches (default profile)")
+    values = profile_dict(found.profile)
+    values["attrs"] = ";".join(f"{k}={v}" for k, v in sorted(values["attrs"].items())) or "-"
+    click.echo(_table([("attribute", "value")] + list(values.items())))
+    if explain:
+        click.echo("")
+        if not found.matches:
+            click.echo("no rule matches")
+        for rule, reason in found.matches:
+            click.echo(f"{rule.describe()}: {reason}")
+
+
+# -- check ----------------------------------------------------------------------------
+
+class _CountingConnection:
+    """A DB-API connection whose cursors report each batch of fetched rows (progress)."""
+
+    def __init__(self, conn: Any, update: Callable[[int], None]) -> None:
+        self._conn, self._update = conn, update
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return _CountingCursor(self._conn.cursor(*args, **kwargs), self._update)
+
+
+class _CountingCursor:
+    def __init__(self, cursor: Any, update: Callable[[int], None]) -> None:
+        self._cursor, self._update = cursor, update
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def fetchmany(self, *args: Any) -> Any:
+        rows = self._cursor.fetchmany(*args)
+        self._update(len(rows))
+        return rows
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_with_manager
+def check(mgr: TcpMgm, as_json: bool) -> None:
+    """Load the table and lint it: rejected rows, shadowed rules, duplicates, host bits.
+
+    Exit status 1 when there is any error (warnings alone: 0).
+    """
+    started = time.perf_counter()
+    with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update:
+        with mgr.source.connection() as conn:
+            reader = conn if update is None else _CountingConnection(conn, update)
+            loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
+    report = ReloadReport(len(loaded.rules), loaded.rejected, loaded.warnings,
+                          time.perf_counter() - started, loaded.schema_version)
+    with _progress("linting", lambda: len(loaded.rules)) as update:
+        findings = rejected_findings(loaded.rejected) + lint(loaded.rules, progress=update)
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = len(findings) - errors
+    if as_json:
+        _echo_json({
+            "loaded": report.loaded, "rejected": len(report.rejected), "schema_version": report.schema_version,
+            "seconds": round(report.seconds, 3), "errors": errors, "warnings": warnings,
+            "findings": [f.to_dict() for f in findings],
+        })
+    else:
+        click.echo(str(report).splitlines()[0])
+        for finding in findings:
+            click.echo(str(finding))
+        click.echo(f"{errors} error(s), {warnings} warning(s)")
+    if errors:
+        click.get_current_context().exit(1)
+
+
+# -- mi -------------------------------------------------------------------------------
+
+def _mi_params(values: Sequence[str]) -> Any:
+    """``name=value`` words to an object, bare words to an array; values are JSON when they parse."""
+    def value_of(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    if not values:
+        return None
+    named = ["=" in v for v in values]
+    if all(named):
+        return {k: value_of(v) for k, _, v in (value.partition("=") for value in values)}
+    if not any(named):
+        return [value_of(v) for v in values]
+    raise click.UsageError("give params either all as NAME=VALUE or all positional")
+
+
+@cli.command("mi")
+@click.argument("method")
+@click.argument("params", nargs=-1)
+@click.option("--url", envvar="TCPMGM_MI_URL", default=None,
+              help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).")
+@click.option("--token", envvar="TCPMGM_MI_TOKEN", default=None, help="Bearer token (also $TCPMGM_MI_TOKEN).")
+def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Optional[str]) -> None:
+    """Call METHOD on a running service's admin endpoint and print the result as JSON.
+
+    PARAMS are NAME=VALUE pairs or positional values, e.g.
+    `tcpmgm mi tcp_match proto=tcp remote=10.0.0.1:5060`.
+    """
+    from . import mi  # the HTTP machinery, only for the commands that need it
+
+    _echo_json(mi.call(url or mi.DEFAULT_URL, method, _mi_params(params), token=token))
+
+
+# click >= 8.2 reports a bare group invocation as this usage error; show the help instead.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; expected failures print one line on stderr (exit 2: usage, 1: failure)."""
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="tcpmgm", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
-    except click.ClickException as exc:
-        exc.show()
+    except _NO_ARGS_IS_HELP as exc:
+        click.echo(exc.ctx.get_help())
         return exc.exit_code
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "tcpmgm"
+        click.echo(f"{command}: error: {exc.format_message()} (see '{command} --help')", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"tcpmgm: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except ReloadError as exc:
+        # From the command line there are no "old rules in service": show the cause.
+        click.echo(f"tcpmgm: error: {exc.__cause__ or exc}", err=True)
+        return 1
     except TcpMgmError as exc:
         click.echo(f"tcpmgm: error: {exc}", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0

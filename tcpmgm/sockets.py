@@ -1,0 +1,163 @@
+"""Applying a profile to real sockets: keepalive options, connect timeout, no_new_conn.
+
+:func:`apply` writes a profile's keepalive settings into a socket.
+:func:`connect` is ``socket.create_connection`` that first asks the rules
+about the would-be connection; :func:`tune` does the same for a socket that
+already exists (an accepted one), reading both ends from the socket itself.
+
+The kernel bounds the keepalive values (Linux: idle and interval 1..32767 s,
+count 1..127); a profile outside those bounds is clamped, with a warning in
+the log, rather than failing the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Dict, Optional, Tuple
+
+from .errors import NoNewConnection
+from .profile import Profile
+
+__all__ = ["apply", "connect", "tune", "endpoint", "parse_endpoint"]
+
+log = logging.getLogger(__name__)
+
+# (profile attribute, socket option name, lowest, highest accepted value)
+_KEEPALIVE_OPTIONS = (
+    ("keepidle", "TCP_KEEPIDLE", 1, 32767),
+    ("keepinterval", "TCP_KEEPINTVL", 1, 32767),
+    ("keepcount", "TCP_KEEPCNT", 1, 127),
+)
+
+
+def _option(name: str) -> Optional[int]:
+    if name == "TCP_KEEPIDLE" and not hasattr(socket, name):
+        return getattr(socket, "TCP_KEEPALIVE", None)  # macOS names the idle time so
+    return getattr(socket, name, None)
+
+
+def apply(sock: Any, profile: Profile) -> Dict[str, int]:
+    """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
+
+    Returns ``{option name: value set}``.  With keepalive off only
+    ``SO_KEEPALIVE = 0`` is set.  ``sock`` is a ``socket.socket`` or anything
+    with its ``setsockopt`` (an asyncio transport's socket).
+    """
+    applied = {"SO_KEEPALIVE": int(profile.keepalive)}
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, applied["SO_KEEPALIVE"])
+    if not profile.keepalive:
+        return applied
+    for attr, name, low, high in _KEEPALIVE_OPTIONS:
+        option = _option(name)
+        if option is None:
+            continue
+        wanted = getattr(profile, attr)
+        value = min(max(wanted, low), high)
+        if value != wanted:
+            log.warning("rule %s: %s=%d is outside %d..%d; using %d", profile.id, attr, wanted, low, high, value)
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        applied[name] = value
+    return applied
+
+
+def endpoint(sockaddr: Any) -> Tuple[Optional[str], int]:
+    """``(ip, port)`` of a socket address as ``getpeername``/``getsockname`` give it."""
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        return sockaddr[0], int(sockaddr[1])
+    return None, 0  # AF_UNIX and friends: no address to match on
+
+
+def tune(mgr: Any, proto: str, sock: Any) -> Profile:
+    """Look up the profile of a connected socket by its own two ends and apply it.
+
+    For accepted connections (and any socket whose ends are known only after
+    connecting).  ``mgr`` is anything with ``lookup`` (a :class:`TcpMgm` or a
+    matcher).
+    """
+    remote_ip, remote_port = endpoint(sock.getpeername())
+    local_ip, local_port = endpoint(sock.getsockname())
+    profile = mgr.lookup(proto, remote_ip, remote_port, local_ip, local_port)
+    apply(sock, profile)
+    return profile
+
+
+def connect_timeout(profile: Profile) -> Optional[float]:
+    """The profile's connect timeout in seconds; 0 means no timeout of our own."""
+    return profile.connect_timeout / 1000 if profile.connect_timeout else None
+
+
+def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[str, int]) -> None:
+    """Raise :class:`NoNewConnection` when the profile forbids opening this connection."""
+    if profile.no_new_conn:
+        raise NoNewConnection(
+            f"rule {profile.id} forbids new {proto} connections to {remote[0]} port {remote[1]} (no_new_conn)"
+        )
+
+
+def connect(
+    mgr: Any, proto: str, address: Tuple[str, int], *, source: Optional[Tuple[str, int]] = None,
+) -> socket.socket:
+    """Open a TCP connection to ``address`` = ``(host, port)`` under the rules of ``mgr``.
+
+    The profile is looked up with the remote end ``address`` and the local end
+    ``source`` (``(ip, port)`` to bind to; unknown when ``None``).  Raises
+    :class:`NoNewConnection` when its ``no_new_conn`` is set, connects within
+    ``connect_timeout`` milliseconds (``TimeoutError``/``OSError`` otherwise),
+    applies the profile and returns the socket, in blocking mode with the
+    default socket timeout.  A host name is resolved first; each address it
+    resolves to is tried in turn, as ``socket.create_connection`` does.
+    """
+    host, port = address
+    local_ip, local_port = source if source is not None else (None, 0)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    last_error: Optional[BaseException] = None
+    for family, kind, protocol, _, sockaddr in infos:
+        remote = endpoint(sockaddr)
+        profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
+        try:
+            refuse_if_forbidden(profile, proto, remote)
+        except NoNewConnection as exc:
+            last_error = exc
+            continue
+        sock = socket.socket(family, kind, protocol)
+        try:
+            apply(sock, profile)  # before connecting: keepalive holds from the first packet
+            if source is not None:
+                sock.bind(source)
+            sock.settimeout(connect_timeout(profile))
+            sock.connect(sockaddr)
+            sock.settimeout(socket.getdefaulttimeout())
+            log.debug("connected %s to %s under rule %d", proto, remote, profile.id)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    if last_error is None:
+        raise OSError(f"getaddrinfo returned no address for {host!r}")
+    raise last_error
+
+
+def parse_endpoint(text: str) -> Tuple[str, int]:
+    """``(ip, port)`` from ``ip``, ``ip:port``, ``[ipv6]`` or ``[ipv6]:port`` (no port: 0).
+
+    A bare IPv6 address without brackets is accepted too (it has no port).
+    ``ValueError`` names what is wrong.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ipv6]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{text!r}: no address")
+    if not port_text:
+        return host, 0
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
+    return host, int(port_text)

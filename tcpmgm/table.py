@@ -1,0 +1,86 @@
+"""Raw access to the rule table for operator tools: read rows as stored, delete a row.
+
+The loader turns rows into validated rules; an operator listing the table
+wants to see what is *stored*, invalid rows included, and to remove a row by
+id.  Both go through the :class:`~tcpmgm.db.Source` of a :class:`TcpMgm`, its
+dialect's quoting and the table's renames, so they work on every backend the
+manager supports.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from .db import Source
+from .errors import DatabaseError, SchemaError
+from .rule import COLUMNS
+from .schema import TableNames
+
+__all__ = ["read_rows", "remove_rule", "count_rows"]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _rollback(conn: Any) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the first error is the one worth reporting
+        pass
+
+
+def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
+    """Every row of the table, ordered by id, keyed by canonical column name.
+
+    Only the canonical columns the table has are returned (``parallel_read``
+    appears for schema version 1 only); values are as the driver gives them.
+    """
+    q = source.dialect.quote
+    by_stored = {names.column(c).lower(): c for c in COLUMNS}
+    with source.connection() as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT * FROM {q(names.table)} ORDER BY {q(names.column('id'))}")
+            stored = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
+            _rollback(conn)
+            raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
+        finally:
+            cur.close()
+    wanted = [(i, by_stored[name.lower()]) for i, name in enumerate(stored) if name.lower() in by_stored]
+    wanted.sort(key=lambda pair: COLUMNS.index(pair[1]))
+    return [{canonical: row[i] for i, canonical in wanted} for row in rows]
+
+
+def count_rows(source: Source, names: TableNames) -> int:
+    """The number of rows in the table (for progress display)."""
+    with source.connection() as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT COUNT(*) FROM {source.dialect.quote(names.table)}")
+            return int(cur.fetchone()[0])
+        except Exception as exc:  # noqa: BLE001
+            _rollback(conn)
+            raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
+        finally:
+            cur.close()
+
+
+def remove_rule(source: Source, names: TableNames, rule_id: int) -> bool:
+    """Delete the row with ``rule_id``; ``False`` when there was none."""
+    q = source.dialect.quote
+    sql = f"DELETE FROM {q(names.table)} WHERE {q(names.column('id'))} = {source.dialect.placeholder}"
+    with source.connection() as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, (int(rule_id),))
+            deleted = cur.rowcount
+            conn.commit()
+        except Exception as exc:  # noqa: BLE001
+            _rollback(conn)
+            raise DatabaseError(f"cannot delete from {names.table!r}: {_one_line(exc)}") from None
+        finally:
+            cur.close()
+    return deleted > 0

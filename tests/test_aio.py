@@ -1,0 +1,174 @@
+"""tcpmgm.aio end to end on loopback: tuned accepts and connects, refusal, idle close."""
+
+import asyncio
+import socket
+
+import pytest
+
+import tcpmgm
+from tcpmgm import aio
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
+
+GENEROUS = 15.0  # seconds: an upper bound for "eventually", never a timing assertion
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = _ipv6_loopback()
+
+
+def matcher(*rows):
+    return tcpmgm.Matcher([tcpmgm.Rule.from_row(row) for row in rows])
+
+
+def keepalive_of(sock):
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    )
+
+
+def expected(profile):
+    return (True, profile.keepidle, profile.keepinterval, profile.keepcount)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, GENEROUS * 2))
+
+
+SERVER_RULES = matcher(
+    {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "keepidle": 11, "keepinterval": 12, "keepcount": 3},
+    {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "keepidle": 21, "keepinterval": 22, "keepcount": 4,
+     "msg_read_timeout": 1},
+    {"id": 3, "proto": "tcp", "remote_addr": "::1", "keepidle": 31, "keepinterval": 32, "keepcount": 5},
+    {"id": 4, "proto": "tcp", "remote_addr": "127.0.0.4", "con_lifetime": 1},
+)
+CLIENT_RULES = matcher(
+    {"id": 11, "proto": "tcp", "local_addr": "127.0.0.2", "keepidle": 111, "keepinterval": 112, "keepcount": 6},
+    {"id": 12, "proto": "tcp", "local_addr": "127.0.0.3", "keepidle": 121, "keepinterval": 122, "keepcount": 7},
+    {"id": 13, "proto": "tcp", "remote_addr": "::1", "keepidle": 131, "keepinterval": 132, "keepcount": 8},
+    {"id": 14, "proto": "tcp", "local_addr": "127.0.0.5", "no_new_conn": 1},
+)
+
+
+async def echo_server(host, seen):
+    """A server that records what each accepted connection carried, then echoes one line."""
+
+    async def handle(conn):
+        seen.append((conn.profile.id, conn.peer[0], keepalive_of(conn.socket)))
+        line = await conn.readuntil(b"\n")
+        conn.write(line)
+        await conn.drain()
+
+    return await aio.start_server(SERVER_RULES, handle, host, 0, proto="tcp")
+
+
+async def talk(server_host, port, source):
+    conn = await aio.open_connection(CLIENT_RULES, "tcp", server_host, port, local_addr=(source, 0))
+    try:
+        conn.write(b"ping\n")
+        assert await conn.readuntil(b"\n") == b"ping\n"
+        return conn.profile.id, keepalive_of(conn.socket)
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_each_side_carries_its_rules_keepalive(family):
+    if family == "ipv6" and not HAVE_IPV6:
+        pytest.skip("no IPv6 loopback (::1) on this machine")
+    host, sources = ("127.0.0.1", ["127.0.0.2", "127.0.0.3"]) if family == "ipv4" else ("::1", ["::1"])
+
+    async def scenario():
+        seen = []
+        server = await echo_server(host, seen)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            clients = [await talk(host, port, source) for source in sources]
+        return seen, clients
+
+    seen, clients = run(scenario())
+    server_ids = [rule_id for rule_id, _, _ in seen]
+    assert server_ids == ([1, 2] if family == "ipv4" else [3])
+    for rule_id, peer, options in seen:
+        assert options == expected(SERVER_RULES.get(rule_id).profile)
+    assert [rule_id for rule_id, _ in clients] == ([11, 12] if family == "ipv4" else [13])
+    for rule_id, options in clients:
+        assert options == expected(CLIENT_RULES.get(rule_id).profile)
+
+
+def test_open_connection_refuses_no_new_conn():
+    async def scenario():
+        accepted = []
+
+        async def handle(conn):
+            accepted.append(conn)
+
+        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            with pytest.raises(tcpmgm.NoNewConnection, match="rule 14"):
+                await aio.open_connection(CLIENT_RULES, "tcp", "127.0.0.1", port, local_addr=("127.0.0.5", 0))
+            # the refused path opened nothing; another source still connects
+            conn = await aio.open_connection(CLIENT_RULES, "tcp", "127.0.0.1", port, local_addr=("127.0.0.6", 0))
+            conn.close()
+            await conn.wait_closed()
+            while not accepted:           # the server side of that one connection
+                await asyncio.sleep(0.01)
+        return [c.peer[0] for c in accepted]
+
+    assert run(scenario()) == ["127.0.0.6"]
+
+
+def test_idle_connection_is_closed_after_con_lifetime():
+    async def scenario():
+        outcome = {}
+
+        async def handle(conn):
+            outcome["lifetime"] = conn.con_lifetime
+            outcome["read"] = await conn.read(100)   # nothing comes: the idle close ends it
+
+        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0))
+            # The client sends nothing and waits for the server to hang up.
+            outcome["client saw"] = await asyncio.wait_for(reader.read(), GENEROUS)
+            writer.close()
+        return outcome
+
+    assert run(scenario()) == {"lifetime": 1, "read": b"", "client saw": b""}
+
+
+def test_readuntil_gives_up_after_msg_read_timeout():
+    async def scenario():
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handle(conn):
+            try:
+                await conn.readuntil(b"\n")
+                outcome.set_result("complete")
+            except asyncio.TimeoutError:
+                outcome.set_result(f"timed out after msg_read_timeout={conn.msg_read_timeout}")
+
+        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.3", 0))
+            writer.write(b"half a mess")     # never the end of line
+            result = await asyncio.wait_for(outcome, GENEROUS)
+            writer.close()
+        return result
+
+    assert run(scenario()) == "timed out after msg_read_timeout=1"
