@@ -83,6 +83,7 @@ cdef extern from *:
     static inline unsigned long long tcpmgm_load_be64(const unsigned char* p) {
         unsigned long long v; memcpy(&v, p, 8); return __builtin_bswap64(v);
     }
+    #define tcpmgm_prefetch(p) __builtin_prefetch(p)
     static inline unsigned int tcpmgm_load_be32(const unsigned char* p) {
         unsigned int v; memcpy(&v, p, 4); return __builtin_bswap32(v);
     }
@@ -90,6 +91,7 @@ cdef extern from *:
     int clz64 "tcpmgm_clz64"(uint64_t x) nogil
     uint64_t load_be64 "tcpmgm_load_be64"(const uint8_t* p) nogil
     uint32_t load_be32 "tcpmgm_load_be32"(const uint8_t* p) nogil
+    void prefetch "tcpmgm_prefetch"(const void* p) nogil
 
 cdef extern from *:
     """
@@ -300,9 +302,27 @@ cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept 
         h = (h + 1) & c.hmask
 
 
+cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q) noexcept nogil:
+    """Start loading the hash slots the hashed groups will probe, so that their
+    cache misses overlap instead of following one another (the ports workload)."""
+    cdef uint32_t i, mask, proto, rport, lport
+    cdef uint64_t a
+    for i in range(off, off + min(cnt, 8)):
+        mask = c.groups[i].mask
+        if mask & (G_INLINE | G_LOCAL):
+            continue
+        proto = (q.proto if q.proto != 0 else ANY_PROTO) if mask & G_PROTO else 0
+        rport = q.rport if mask & G_RPORT else 0
+        lport = q.lport if mask & G_LPORT else 0
+        a = <uint64_t>i | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
+        prefetch(&c.table[entry_hash(a, 0, lport) & c.hmask])
+
+
 cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query* q,
                                uint32_t best) noexcept nogil:
     cdef uint32_t i, rank
+    if cnt > 1:
+        prefetch_groups(c, off, cnt, q)
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break

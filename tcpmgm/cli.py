@@ -32,6 +32,11 @@ def demo(path: str) -> None:
     run_demo(path, sys.stdout)
 
 
+from .bench import command as _bench_command  # noqa: E402  (defined beside the benchmark code)
+
+cli.add_command(_bench_command)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; expected failures print one line on stderr and exit 1."""
     try:
