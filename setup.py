@@ -5,6 +5,7 @@ from setuptools import Extension, setup
 
 EXTENSIONS = [
     Extension("tcpmgm._addr", ["tcpmgm/_addr.pyx"]),
+    Extension("tcpmgm._matcher", ["tcpmgm/_matcher.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -342,6 +342,11 @@ def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Op
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+from .bench import command as _bench_command  # noqa: E402  (defined beside the benchmark code)
+
+cli.add_command(_bench_command)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; expected failures print one line on stderr (exit 2: usage, 1: failure)."""
     try:

@@ -1,0 +1,1234 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled classifier: SPEC section 4 answered by a prefix trie and tuple-space hashing.
+
+Rank
+    The rules are sorted once with :meth:`tcpmgm.Rule.key` (the one definition
+    of the key) and each gets its position, its *rank*.  "Smallest key among the
+    matching rules" is then "smallest rank among the matching rules": every
+    structure below stores ranks, every comparison is one integer compare, and
+    nothing here re-derives the key.  ``NONE`` (0xFFFFFFFFU) is "no rule".
+
+Layout (all plain C arrays owned by the ``Matcher``, freed in ``__dealloc__``;
+nothing changes after ``__init__``, so lookups from many threads need no lock)
+
+    rule set     The rules sharing one remote prefix (or all rules whose remote
+                 is "any").  Split into *groups* by which of proto / remote port /
+                 local address (and its prefix length) / local port are exact
+                 rather than "any": the tuple spaces of Open vSwitch's
+                 classifier.  A group's ``best`` is the smallest rank in it; a
+                 rule set's groups are contiguous and sorted by ``best``.
+    group        One exact key (the common case) is stored inline; otherwise
+                 the group's keys live in ``table``, one open-addressing hash
+                 for the whole matcher, keyed by (group index, proto, remote
+                 port, local prefix id, local port) -> smallest rank with that
+                 key.  Rules of a proto-exact group also get an entry with
+                 proto ``ANY_PROTO`` (smallest rank over their protocols) for
+                 lookups whose protocol is "any".
+    local ids    Every distinct local prefix gets an id (hash ``ltable``); a
+                 group filtering on a local prefix of length L masks the
+                 connection's local address to L and asks ``ltable`` for the
+                 id, one probe instead of a scan.
+    trie         Per family one binary path-compressed (PATRICIA) trie over the
+                 remote prefixes; IPv4 lives in the top 32 bits of the same
+                 128-bit key.  A node exists for each rule prefix and each
+                 branching point; ``own_best`` is the best rank of its own rule
+                 set, ``sub_best`` the best rank anywhere in its subtree.
+    first stride Per family a direct table of 65536 slots indexed by the top
+                 16 address bits.  A slot holds (a) the rule-bearing prefixes
+                 shorter than /16 that cover it, as a list sorted by
+                 ``own_best`` (``chains``/``pool``), and (b) the topmost trie
+                 node of length >= 16 under it, where the descent starts.
+
+Lookup (``classify``), keeping ``best`` = smallest matching rank so far
+    1. the slot's short prefixes in ``own_best`` order, stopping at the first
+       whose ``own_best`` cannot beat ``best``;
+    2. the trie from the slot's start node downwards, stopping when the node's
+       ``sub_best`` cannot beat ``best`` or its prefix does not contain the
+       address (then no deeper node can);
+    3. the remote-"any" rule set.
+    Each rule set is probed group by group in ``best`` order, stopping as soon
+    as a group's ``best`` cannot beat ``best``.
+
+Why this is SPEC 4 exactly: every rule whose remote filter matches sits in a
+rule set visited in 1-3 unless a bound proved that everything it holds ranks
+after a rule already matched; inside a rule set a rule matches iff its group's
+exact fields equal the connection's (masked) fields, which is the hash key, and
+the hash keeps the smallest rank per key; the minimum over all of them is the
+smallest matching rank.  ``explain`` and the ``LinearScanBaseline`` check
+every rule one by one instead, and the tests compare all of them with the
+pure-Python reference.
+"""
+
+from cpython.array cimport array, clone
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+from tcpmgm._addr cimport parse_into
+
+import array as _array_module
+
+from .profile import default_profile
+from .protocols import protocol_code, protocols
+from .reference import Explanation, check_unique_ids, lookup_port, lookup_proto
+from .rule import Rule, key_difference
+
+cdef extern from "Python.h":
+    PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+
+cdef extern from *:
+    """
+    static inline int tcpmgm_clz64(unsigned long long x) { return x ? __builtin_clzll(x) : 64; }
+    static inline unsigned long long tcpmgm_load_be64(const unsigned char* p) {
+        unsigned long long v; memcpy(&v, p, 8); return __builtin_bswap64(v);
+    }
+    #define tcpmgm_prefetch(p) __builtin_prefetch(p)
+    static inline unsigned int tcpmgm_load_be32(const unsigned char* p) {
+        unsigned int v; memcpy(&v, p, 4); return __builtin_bswap32(v);
+    }
+    """
+    int clz64 "tcpmgm_clz64"(uint64_t x) nogil
+    uint64_t load_be64 "tcpmgm_load_be64"(const uint8_t* p) nogil
+    uint32_t load_be32 "tcpmgm_load_be32"(const uint8_t* p) nogil
+    void prefetch "tcpmgm_prefetch"(const void* p) nogil
+
+cdef extern from *:
+    """
+    #define TCPMGM_NONE 0xFFFFFFFFu
+    """
+    const uint32_t NONE "TCPMGM_NONE"      # "no rule" as a rank, "no node" as an index
+
+__all__ = ["Matcher", "LinearScanBaseline"]
+
+cdef enum:
+    ANY_PROTO = 0xFFFF        # proto key of the entries serving "any" lookups
+    SLOT_BITS = 16            # the first stride
+    G_PROTO = 1               # group mask bits: which fields are exact
+    G_RPORT = 2
+    G_LPORT = 4
+    G_LOCAL = 8
+    G_INLINE = 16             # the group's single key is stored in the group
+
+
+# -- the C layout (see the module docstring) ---------------------------------
+
+ctypedef struct Node:
+    uint64_t hi, lo           # prefix, masked to plen
+    uint32_t child[2]
+    uint32_t own_best
+    uint32_t sub_best
+    uint32_t group_off
+    uint16_t group_cnt
+    uint8_t plen
+    uint8_t family
+
+ctypedef struct Group:
+    uint32_t best
+    uint16_t mask             # G_* bits
+    uint16_t lslot            # which local (family, length) when G_LOCAL
+    uint32_t local_id         # the inline key (G_INLINE) ...
+    uint16_t proto, rport, lport, pad
+
+ctypedef struct Entry:
+    uint64_t a                # group index | proto << 32 | remote port << 48
+    uint32_t local_id
+    uint32_t lport
+    uint32_t rank             # NONE: empty slot
+
+ctypedef struct LocalEntry:
+    uint64_t hi, lo
+    uint32_t fp               # family << 8 | plen; 0: empty slot
+    uint32_t id
+
+ctypedef struct LocalPrefix:
+    uint64_t hi, lo
+    uint8_t family, plen
+
+ctypedef struct Slot:
+    uint32_t chain            # index into chains, or NONE
+    uint32_t start            # topmost node of length >= 16, or NONE
+
+ctypedef struct Chain:
+    uint32_t off, len
+
+ctypedef struct RuleRec:      # per rank, for explain
+    uint32_t node             # remote prefix node, NONE for any
+    uint32_t local_id         # 0 for any
+    uint16_t proto, rport, lport, pad
+
+ctypedef struct Core:
+    Node* nodes
+    uint32_t n_nodes, cap_nodes
+    uint32_t root[2]          # [0] IPv4, [1] IPv6
+    Slot* slots[2]
+    Chain* chains
+    uint32_t n_chains, cap_chains
+    uint32_t* pool
+    uint32_t n_pool, cap_pool
+    Group* groups
+    uint32_t n_groups, cap_groups
+    Entry* table
+    uint64_t hmask
+    uint64_t n_entries
+    LocalEntry* ltable
+    uint64_t lmask
+    LocalPrefix* lprefixes    # by local id (0 unused)
+    uint32_t n_local
+    LocalPrefix* lslots       # (family, plen) per local slot
+    uint32_t n_lslots
+    uint32_t any_off, any_cnt, any_best
+    RuleRec* rules
+    int64_t* id_of_rank
+    int64_t* ids_sorted
+    uint32_t* rank_of_sorted
+    uint32_t n_rules
+
+ctypedef struct Query:
+    uint64_t rhi, rlo, lhi, llo
+    int rfam, lfam            # 0: no address
+    uint32_t proto            # 0: any
+    uint32_t rport, lport
+    uint32_t memo_lslot, memo_lid
+
+
+# -- bit helpers --------------------------------------------------------------
+
+cdef inline uint64_t mask_hi(int plen) noexcept nogil:
+    if plen <= 0:
+        return 0
+    if plen >= 64:
+        return 0xFFFFFFFFFFFFFFFFULL
+    return 0xFFFFFFFFFFFFFFFFULL << (64 - plen)
+
+
+cdef inline uint64_t mask_lo(int plen) noexcept nogil:
+    if plen <= 64:
+        return 0
+    return 0xFFFFFFFFFFFFFFFFULL << (128 - plen)
+
+
+cdef inline int bit_at(uint64_t hi, uint64_t lo, int i) noexcept nogil:
+    if i < 64:
+        return <int>((hi >> (63 - i)) & 1)
+    return <int>((lo >> (127 - i)) & 1)
+
+
+cdef inline bint covers(uint64_t phi, uint64_t plo, int plen, uint64_t hi, uint64_t lo) noexcept nogil:
+    return ((hi ^ phi) & mask_hi(plen)) == 0 and ((lo ^ plo) & mask_lo(plen)) == 0
+
+
+cdef inline uint64_t mix(uint64_t x) noexcept nogil:
+    x ^= x >> 33
+    x *= 0xFF51AFD7ED558CCDULL
+    x ^= x >> 33
+    x *= 0xC4CEB9FE1A85EC53ULL
+    x ^= x >> 33
+    return x
+
+
+cdef inline uint64_t entry_hash(uint64_t a, uint32_t local_id, uint32_t lport) noexcept nogil:
+    return mix(a ^ ((<uint64_t>local_id << 16 | lport) * 0x9E3779B97F4A7C15ULL))
+
+
+cdef inline uint64_t local_hash(uint64_t hi, uint64_t lo, uint32_t fp) noexcept nogil:
+    return mix(hi ^ mix(lo ^ fp))
+
+
+cdef inline void set_address(const uint8_t* raw, int family, uint64_t* hi, uint64_t* lo) noexcept nogil:
+    # ``raw`` as parse_into writes it: IPv4 in the first 4 bytes, network order.
+    if family == 4:
+        hi[0] = <uint64_t>load_be32(raw) << 32
+        lo[0] = 0
+    else:
+        hi[0] = load_be64(raw)
+        lo[0] = load_be64(raw + 8)
+
+
+# -- the lookup (no Python objects, callable without the GIL) ---------------
+
+cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noexcept nogil:
+    """The id of the local prefix in ``lslot``'s length that holds the local address (0: none)."""
+    if q.memo_lslot == lslot:
+        return q.memo_lid
+    cdef const LocalPrefix* shape = &c.lslots[lslot]
+    cdef uint32_t lid = 0
+    cdef uint64_t hi, lo, h
+    cdef uint32_t fp
+    if q.lfam == shape.family:
+        hi = q.lhi & mask_hi(shape.plen)
+        lo = q.llo & mask_lo(shape.plen)
+        fp = <uint32_t>shape.family << 8 | shape.plen
+        h = local_hash(hi, lo, fp) & c.lmask
+        while c.ltable[h].fp != 0:
+            if c.ltable[h].fp == fp and c.ltable[h].hi == hi and c.ltable[h].lo == lo:
+                lid = c.ltable[h].id
+                break
+            h = (h + 1) & c.lmask
+    q.memo_lslot = lslot
+    q.memo_lid = lid
+    return lid
+
+
+cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept nogil:
+    """The smallest rank in group ``gi`` that matches the connection, or NONE."""
+    cdef const Group* g = &c.groups[gi]
+    cdef uint32_t mask = g.mask
+    cdef uint32_t proto = 0, rport = 0, lport = 0, lid = 0
+    if mask & G_PROTO:
+        proto = q.proto if q.proto != 0 else ANY_PROTO
+    if mask & G_RPORT:
+        rport = q.rport
+    if mask & G_LPORT:
+        lport = q.lport
+    if mask & G_LOCAL:
+        lid = resolve_local(c, g.lslot, q)
+        if lid == 0:
+            return NONE
+    if mask & G_INLINE:
+        if ((g.proto == proto or proto == ANY_PROTO) and g.rport == rport
+                and g.lport == lport and g.local_id == lid):
+            return g.best
+        return NONE
+    cdef uint64_t a = <uint64_t>gi | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
+    cdef uint64_t h = entry_hash(a, lid, lport) & c.hmask
+    cdef const Entry* e
+    while True:
+        e = &c.table[h]
+        if e.rank == NONE:
+            return NONE
+        if e.a == a and e.local_id == lid and e.lport == lport:
+            return e.rank
+        h = (h + 1) & c.hmask
+
+
+cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q) noexcept nogil:
+    """Start loading the hash slots the hashed groups will probe, so that their
+    cache misses overlap instead of following one another (the ports workload)."""
+    cdef uint32_t i, mask, proto, rport, lport
+    cdef uint64_t a
+    for i in range(off, off + min(cnt, 8)):
+        mask = c.groups[i].mask
+        if mask & (G_INLINE | G_LOCAL):
+            continue
+        proto = (q.proto if q.proto != 0 else ANY_PROTO) if mask & G_PROTO else 0
+        rport = q.rport if mask & G_RPORT else 0
+        lport = q.lport if mask & G_LPORT else 0
+        a = <uint64_t>i | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
+        prefetch(&c.table[entry_hash(a, 0, lport) & c.hmask])
+
+
+cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query* q,
+                               uint32_t best) noexcept nogil:
+    cdef uint32_t i, rank
+    if cnt > 1:
+        prefetch_groups(c, off, cnt, q)
+    for i in range(off, off + cnt):
+        if c.groups[i].best >= best:
+            break
+        rank = probe_group(c, i, q)
+        if rank < best:
+            best = rank
+    return best
+
+
+cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
+    """The smallest rank among the rules matching ``q``, or NONE."""
+    cdef uint32_t best = NONE
+    cdef uint32_t idx, i
+    cdef const Slot* slot
+    cdef const Chain* chain
+    cdef const Node* n
+    q.memo_lslot = NONE
+    if q.rfam != 0 and c.slots[q.rfam == 6] != NULL:
+        slot = &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
+        if slot.chain != NONE:
+            chain = &c.chains[slot.chain]
+            for i in range(chain.off, chain.off + chain.len):
+                n = &c.nodes[c.pool[i]]
+                if n.own_best >= best:
+                    break
+                best = probe_set(c, n.group_off, n.group_cnt, q, best)
+        idx = slot.start
+        while idx != NONE:
+            n = &c.nodes[idx]
+            if n.sub_best >= best or not covers(n.hi, n.lo, n.plen, q.rhi, q.rlo):
+                break
+            if n.own_best < best:
+                best = probe_set(c, n.group_off, n.group_cnt, q, best)
+            if n.plen >= 128:
+                break
+            idx = n.child[bit_at(q.rhi, q.rlo, n.plen)]
+    if c.any_best < best:
+        best = probe_set(c, c.any_off, c.any_cnt, q, best)
+    return best
+
+
+cdef bint rule_matches(const Core* c, uint32_t rank, const Query* q) noexcept nogil:
+    """Rule ``rank`` against ``q``, filter by filter (explain's brute force)."""
+    cdef const RuleRec* r = &c.rules[rank]
+    cdef const Node* n
+    cdef const LocalPrefix* lp
+    if r.proto != 0 and q.proto != 0 and r.proto != q.proto:
+        return False
+    if r.rport != 0 and r.rport != q.rport:
+        return False
+    if r.lport != 0 and r.lport != q.lport:
+        return False
+    if r.node != NONE:
+        n = &c.nodes[r.node]
+        if q.rfam != n.family or not covers(n.hi, n.lo, n.plen, q.rhi, q.rlo):
+            return False
+    if r.local_id != 0:
+        lp = &c.lprefixes[r.local_id]
+        if q.lfam != lp.family or not covers(lp.hi, lp.lo, lp.plen, q.lhi, q.llo):
+            return False
+    return True
+
+
+# -- argument parsing shared by every lookup entry point --------------------
+
+cdef dict _PROTO_CODES = {}      # lookup spelling -> code; the registry only grows
+
+
+cdef uint32_t proto_arg(object proto) except? NONE:
+    if proto is None:
+        return 0
+    if type(proto) is str:
+        code = _PROTO_CODES.get(proto)
+        if code is not None:
+            return <uint32_t>code
+    code = lookup_proto(proto)          # TypeError / ValueError naming "proto"
+    if type(proto) is str and len(_PROTO_CODES) < 1024:
+        _PROTO_CODES[proto] = code
+    return <uint32_t>code
+
+
+cdef inline uint32_t port_arg(object port, str argument) except? NONE:
+    if type(port) is int:
+        if 0 <= port <= 65535:
+            return <uint32_t>port
+        raise ValueError(f"{argument}: {port} is outside 0..65535")
+    return <uint32_t>lookup_port(port, argument)
+
+
+cdef int parse_query(Query* q, object proto, object remote_ip, object remote_port,
+                     object local_ip, object local_port) except -1:
+    cdef uint8_t raw[16]
+    q.proto = proto_arg(proto)
+    q.rfam = parse_into(remote_ip, raw, "remote_ip")
+    if q.rfam:
+        set_address(raw, q.rfam, &q.rhi, &q.rlo)
+    q.rport = port_arg(remote_port, "remote_port")
+    q.lfam = parse_into(local_ip, raw, "local_ip")
+    if q.lfam:
+        set_address(raw, q.lfam, &q.lhi, &q.llo)
+    q.lport = port_arg(local_port, "local_port")
+    return 0
+
+
+# -- lookup_many's buffers ---------------------------------------------------
+
+cdef enum:
+    COL_NONE = 0              # argument was None: every row 0 / no address
+    COL_SCALAR = 1            # protos given as one str: same code for every row
+    COL_INT = 2               # integer buffer
+    COL_V4 = 3                # uint32 IPv4 addresses, host order
+    COL_PACKED = 4            # 16-byte packed addresses
+
+ctypedef struct Column:
+    const uint8_t* data
+    Py_ssize_t n
+    int kind
+    int itemsize
+    bint signed
+    uint32_t scalar
+
+cdef str _INT_FORMATS = "bBhHiIlLqQnN"
+
+
+cdef object column(Column* col, object obj, str argument, bint address):
+    """Fill ``col`` from ``obj``; returns the object that keeps the memory alive."""
+    memset(col, 0, sizeof(Column))
+    if obj is None:
+        col.kind = COL_NONE
+        return None
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError(
+            f"{argument}: expected a buffer (array.array, bytes, memoryview, NumPy array) or None, "
+            f"got {type(obj).__name__}"
+        ) from None
+    fmt = view.format
+    if fmt[:1] in ("<", "@", "="):
+        fmt = fmt[1:]
+    elif fmt[:1] in (">", "!"):
+        raise ValueError(f"{argument}: big-endian buffers are not accepted, use native byte order")
+    if not view.c_contiguous:
+        raise ValueError(f"{argument}: the buffer must be C-contiguous")
+    cdef const uint8_t[::1] raw = view.cast("B") if view.nbytes else bytearray(1)
+    col.data = &raw[0]
+    if address and fmt in ("B", "b", "c") and view.itemsize == 1:
+        if view.nbytes % 16:
+            raise ValueError(
+                f"{argument}: packed IPv6 buffers hold 16 bytes per address, got {view.nbytes} bytes"
+            )
+        col.kind = COL_PACKED
+        col.n = view.nbytes // 16
+        return raw
+    if view.ndim != 1:
+        raise ValueError(f"{argument}: expected a one-dimensional buffer, got {view.ndim} dimensions")
+    if len(fmt) != 1 or fmt not in _INT_FORMATS:
+        raise TypeError(f"{argument}: expected a buffer of integers, got format {view.format!r}")
+    if address:
+        if view.itemsize != 4 or fmt.islower():
+            raise TypeError(
+                f"{argument}: IPv4 addresses must be unsigned 32-bit integers (array 'I'), "
+                f"got format {view.format!r}; IPv6 goes in a bytes buffer of 16 bytes per address"
+            )
+        col.kind = COL_V4
+    else:
+        col.kind = COL_INT
+    col.itemsize = view.itemsize
+    col.signed = fmt.islower()
+    col.n = view.nbytes // view.itemsize
+    return raw
+
+
+ctypedef signed char int8_t_
+ctypedef short int16_t_
+ctypedef int int32_t_
+
+
+cdef inline int64_t read_int(const Column* col, Py_ssize_t i) noexcept nogil:
+    cdef const uint8_t* p = col.data + i * col.itemsize
+    cdef int8_t_ v8
+    cdef int16_t_ v16
+    cdef int32_t_ v32
+    cdef int64_t v64
+    if col.kind != COL_INT:
+        return col.scalar
+    if col.itemsize == 1:
+        return <int8_t_>p[0] if col.signed else p[0]
+    if col.itemsize == 2:
+        memcpy(&v16, p, 2)
+        return v16 if col.signed else <uint16_t>v16
+    if col.itemsize == 4:
+        memcpy(&v32, p, 4)
+        return v32 if col.signed else <uint32_t>v32
+    memcpy(&v64, p, 8)
+    if not col.signed and v64 < 0:
+        return -1                      # above 2**63: out of every range here
+    return v64
+
+
+cdef inline int read_address(const Column* col, Py_ssize_t i, uint64_t* hi, uint64_t* lo) noexcept nogil:
+    cdef const uint8_t* p
+    cdef uint32_t v4
+    if col.kind == COL_NONE:
+        return 0
+    if col.kind == COL_V4:
+        memcpy(&v4, col.data + 4 * i, 4)
+        hi[0] = <uint64_t>v4 << 32
+        lo[0] = 0
+        return 4
+    p = col.data + 16 * i
+    hi[0] = load_be64(p)
+    lo[0] = load_be64(p + 8)
+    if hi[0] == 0 and (lo[0] >> 32) == 0xFFFF:       # IPv4-mapped: matched as IPv4
+        hi[0] = (lo[0] & 0xFFFFFFFFU) << 32
+        lo[0] = 0
+        return 4
+    return 6
+
+
+# -- growable arrays used while building ------------------------------------
+
+cdef void* grow(void* p, uint32_t* cap, uint64_t need, size_t item) except NULL:
+    cdef uint64_t new_cap = cap[0] if cap[0] else 16
+    if need <= cap[0] and p != NULL:
+        return p
+    while new_cap < need:
+        new_cap *= 2
+    if new_cap > 0xFFFFFFF0:
+        raise MemoryError("tcpmgm: rule set too large")
+    cdef void* q = realloc(p, new_cap * item)
+    if q == NULL:
+        raise MemoryError()
+    cap[0] = <uint32_t>new_cap
+    return q
+
+
+cdef uint64_t pow2_at_least(uint64_t n):
+    cdef uint64_t size = 16
+    while size < n:
+        size *= 2
+    return size
+
+
+cdef class Matcher:
+    """Compiled classifier: same API and answers as :class:`tcpmgm.ReferenceMatcher`.
+
+    ``lookup`` and ``explain`` take the same arguments as the reference.
+    ``lookup_many(protos, remote_ips, remote_ports=None, local_ips=None,
+    local_ports=None)`` classifies a batch given as buffers (see its docstring)
+    without the GIL.  Immutable once built; safe to share between threads.
+    """
+
+    cdef Core c
+    cdef tuple _rules
+    cdef tuple _profiles
+    cdef object _default
+    cdef bint _built
+    cdef str _id_typecode
+    cdef size_t _nbytes
+
+    def __cinit__(self):
+        memset(&self.c, 0, sizeof(Core))
+        self.c.root[0] = self.c.root[1] = NONE
+        self.c.any_best = NONE
+
+    def __dealloc__(self):
+        free(self.c.nodes)
+        free(self.c.slots[0])
+        free(self.c.slots[1])
+        free(self.c.chains)
+        free(self.c.pool)
+        free(self.c.groups)
+        free(self.c.table)
+        free(self.c.ltable)
+        free(self.c.lprefixes)
+        free(self.c.lslots)
+        free(self.c.rules)
+        free(self.c.id_of_rank)
+        free(self.c.ids_sorted)
+        free(self.c.rank_of_sorted)
+
+    def __init__(self, rules=(), *, default=None):
+        if self._built:
+            raise TypeError("a Matcher is immutable; build a new one")
+        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+        self._rules = tuple(ordered)
+        self._profiles = tuple([rule.profile for rule in ordered])
+        self._default = (default if default is not None else default_profile()).replace(id=0)
+        self._build(ordered)
+        self._built = True
+
+    # -- build ---------------------------------------------------------------
+    cdef int _build(self, list ordered) except -1:
+        cdef Core* c = &self.c
+        cdef uint32_t n = len(ordered)
+        cdef uint32_t rank, i, j
+        cdef RuleRec* rec
+        cdef int family
+        cdef uint64_t hi, lo
+        cdef int64_t max_id = 0
+        c.n_rules = n
+        c.rules = <RuleRec*>calloc(n + 1, sizeof(RuleRec))
+        c.id_of_rank = <int64_t*>malloc((n + 1) * sizeof(int64_t))
+        if c.rules == NULL or c.id_of_rank == NULL:
+            raise MemoryError()
+        local_ids = {}               # (family, plen, hi, lo) -> id
+        local_slots = {}             # (family, plen) -> slot
+        lslot_of = array("I", [0]) * (n + 1) if n else array("I", [0])
+        cdef uint32_t[::1] lslot_view = lslot_of
+        codes = {}
+        for rank in range(n):
+            rule = ordered[rank]
+            rec = &c.rules[rank]
+            if not 0 < rule.id < 2**63:
+                raise ValueError(f"rule id {rule.id} is out of range for the compiled matcher")
+            c.id_of_rank[rank] = rule.id
+            if rule.id > max_id:
+                max_id = rule.id
+            code = codes.get(rule.proto)
+            if code is None:
+                code = codes[rule.proto] = protocol_code(rule.proto)
+                if code is None or code >= ANY_PROTO:
+                    raise ValueError(f"rule {rule.id}: protocol {rule.proto!r} is not registered")
+            rec.proto = code
+            rec.rport = rule.remote_port
+            rec.lport = rule.local_port
+            remote = rule.remote
+            rec.node = NONE
+            if remote is not None:
+                family, hi, lo = _split(remote)
+                rec.node = self._insert(family, hi, lo, remote.prefixlen)
+            local = rule.local
+            if local is not None:
+                family, hi, lo = _split(local)
+                key = (family, local.prefixlen, hi, lo)
+                lid = local_ids.get(key)
+                if lid is None:
+                    lid = local_ids[key] = len(local_ids) + 1
+                rec.local_id = lid
+                shape = (family, local.prefixlen)
+                slot = local_slots.get(shape)
+                if slot is None:
+                    slot = local_slots[shape] = len(local_slots)
+                lslot_view[rank] = slot
+        self._id_typecode = "I" if max_id <= 0xFFFFFFFFU else "Q"
+        self._build_locals(local_ids, local_slots)
+        self._build_groups(lslot_view)
+        self._build_bounds()
+        for family in (4, 6):
+            if c.root[family == 6] != NONE:
+                self._build_slots(family)
+        self._build_ids(ordered)
+        cdef size_t total = (
+            c.cap_nodes * sizeof(Node) + c.cap_chains * sizeof(Chain) + c.cap_pool * sizeof(uint32_t)
+            + c.cap_groups * sizeof(Group) + (c.lmask + 1) * sizeof(LocalEntry)
+            + (c.n_local + 1 + c.n_lslots + 1) * sizeof(LocalPrefix)
+            + (n + 1) * (sizeof(RuleRec) + 2 * sizeof(int64_t) + sizeof(uint32_t))
+        )
+        if c.table != NULL:
+            total += (c.hmask + 1) * sizeof(Entry)
+        for family in range(2):
+            if c.slots[family] != NULL:
+                total += (1 << SLOT_BITS) * sizeof(Slot)
+        self._nbytes = total
+        return 0
+
+    cdef uint32_t _new_node(self, int family, uint64_t hi, uint64_t lo, int plen) except NONE:
+        cdef Core* c = &self.c
+        c.nodes = <Node*>grow(c.nodes, &c.cap_nodes, <uint64_t>c.n_nodes + 1, sizeof(Node))
+        cdef Node* node = &c.nodes[c.n_nodes]
+        node.hi = hi & mask_hi(plen)
+        node.lo = lo & mask_lo(plen)
+        node.plen = plen
+        node.family = family
+        node.child[0] = node.child[1] = NONE
+        node.own_best = node.sub_best = NONE
+        node.group_off = 0
+        node.group_cnt = 0
+        c.n_nodes += 1
+        return c.n_nodes - 1
+
+    cdef uint32_t _insert(self, int family, uint64_t hi, uint64_t lo, int plen) except NONE:
+        """The trie node of prefix hi:lo/plen, created (with a branching node) if needed."""
+        cdef Core* c = &self.c
+        cdef int f = family == 6
+        cdef uint32_t cur = c.root[f], parent = NONE, fresh, branch
+        cdef int parent_bit = 0, common, bit
+        cdef uint64_t nhi, nlo
+        if cur == NONE:
+            c.root[f] = self._new_node(family, hi, lo, plen)
+            return c.root[f]
+        while True:
+            nhi = c.nodes[cur].hi
+            nlo = c.nodes[cur].lo
+            common = clz64(hi ^ nhi)
+            if common == 64:
+                common += clz64(lo ^ nlo)
+            common = min(common, plen, c.nodes[cur].plen)
+            if common == c.nodes[cur].plen:
+                if plen == common:
+                    return cur                      # the prefix already has its node
+                bit = bit_at(hi, lo, common)
+                if c.nodes[cur].child[bit] == NONE:
+                    fresh = self._new_node(family, hi, lo, plen)
+                    c.nodes[cur].child[bit] = fresh
+                    return fresh
+                parent, parent_bit, cur = cur, bit, c.nodes[cur].child[bit]
+                continue
+            # The prefix and ``cur`` part ways at ``common`` bits: put a node there.
+            if common == plen:
+                fresh = branch = self._new_node(family, hi, lo, plen)
+            else:
+                branch = self._new_node(family, hi, lo, common)
+                fresh = self._new_node(family, hi, lo, plen)
+                c.nodes[branch].child[bit_at(hi, lo, common)] = fresh
+            c.nodes[branch].child[bit_at(nhi, nlo, common)] = cur
+            if parent == NONE:
+                c.root[f] = branch
+            else:
+                c.nodes[parent].child[parent_bit] = branch
+            return fresh
+
+    cdef int _build_locals(self, dict local_ids, dict local_slots) except -1:
+        cdef Core* c = &self.c
+        cdef uint64_t size = pow2_at_least(2 * len(local_ids) + 2)
+        cdef uint64_t h
+        cdef uint32_t fp
+        c.n_local = len(local_ids)
+        c.n_lslots = len(local_slots)
+        c.ltable = <LocalEntry*>calloc(size, sizeof(LocalEntry))
+        c.lprefixes = <LocalPrefix*>calloc(c.n_local + 1, sizeof(LocalPrefix))
+        c.lslots = <LocalPrefix*>calloc(c.n_lslots + 1, sizeof(LocalPrefix))
+        if c.ltable == NULL or c.lprefixes == NULL or c.lslots == NULL:
+            raise MemoryError()
+        c.lmask = size - 1
+        for (family, plen, hi, lo), lid in local_ids.items():
+            c.lprefixes[lid].family = family
+            c.lprefixes[lid].plen = plen
+            c.lprefixes[lid].hi = hi
+            c.lprefixes[lid].lo = lo
+            fp = <uint32_t>family << 8 | <uint32_t>plen
+            h = local_hash(hi, lo, fp) & c.lmask
+            while c.ltable[h].fp != 0:
+                h = (h + 1) & c.lmask
+            c.ltable[h].hi = hi
+            c.ltable[h].lo = lo
+            c.ltable[h].fp = fp
+            c.ltable[h].id = lid
+        for (family, plen), slot in local_slots.items():
+            c.lslots[slot].family = family
+            c.lslots[slot].plen = plen
+        return 0
+
+    cdef int _put(self, uint64_t a, uint32_t local_id, uint32_t lport, uint32_t rank) except -1:
+        """Insert a hash key unless present (ranks arrive in ascending order: the first is the best)."""
+        cdef Core* c = &self.c
+        cdef uint64_t h, size, i
+        cdef Entry* old
+        if c.table == NULL or 2 * (c.n_entries + 1) > c.hmask + 1:
+            old = c.table
+            size = pow2_at_least(4 * (c.n_entries + 1)) if old != NULL else 64
+            c.table = <Entry*>malloc(size * sizeof(Entry))
+            if c.table == NULL:
+                c.table = old
+                raise MemoryError()
+            for i in range(size):
+                c.table[i].rank = NONE
+            if old != NULL:
+                for i in range(c.hmask + 1):
+                    if old[i].rank != NONE:
+                        h = entry_hash(old[i].a, old[i].local_id, old[i].lport) & (size - 1)
+                        while c.table[h].rank != NONE:
+                            h = (h + 1) & (size - 1)
+                        c.table[h] = old[i]
+                free(old)
+            c.hmask = size - 1
+        h = entry_hash(a, local_id, lport) & c.hmask
+        while c.table[h].rank != NONE:
+            if c.table[h].a == a and c.table[h].local_id == local_id and c.table[h].lport == lport:
+                return 0
+            h = (h + 1) & c.hmask
+        c.table[h].a = a
+        c.table[h].local_id = local_id
+        c.table[h].lport = lport
+        c.table[h].rank = rank
+        c.n_entries += 1
+        return 0
+
+    cdef int _put_rule(self, uint32_t gi, const RuleRec* r, uint32_t mask) except -1:
+        cdef uint64_t base = gi | (<uint64_t>r.rport << 48)
+        cdef uint32_t rank = <uint32_t>(r - self.c.rules)
+        self._put(base | (<uint64_t>r.proto << 32), r.local_id, r.lport, rank)
+        if mask & G_PROTO:
+            self._put(base | (<uint64_t>ANY_PROTO << 32), r.local_id, r.lport, rank)
+        return 0
+
+    cdef int _build_groups(self, const uint32_t[::1] lslot_of) except -1:
+        """Split each rule set (per trie node, plus remote "any") into groups; fill the hash."""
+        cdef Core* c = &self.c
+        cdef uint32_t n_sets = c.n_nodes + 1          # the last one is remote "any"
+        cdef uint32_t* start = <uint32_t*>calloc(n_sets + 1, sizeof(uint32_t))
+        cdef uint32_t* order = <uint32_t*>malloc((c.n_rules + 1) * sizeof(uint32_t))
+        cdef uint32_t* sigs = NULL
+        cdef uint32_t sig_cap = 0
+        cdef uint32_t rank, s, i, k, n_sig, sig, gi, mask, first_group
+        cdef RuleRec* r
+        cdef RuleRec* first
+        cdef Group* g
+        if start == NULL or order == NULL:
+            free(start)
+            free(order)
+            raise MemoryError()
+        try:
+            # Counting sort of the ranks by rule set; each set's ranks stay ascending.
+            for rank in range(c.n_rules):
+                s = c.rules[rank].node if c.rules[rank].node != NONE else c.n_nodes
+                start[s + 1] += 1
+            for s in range(n_sets):
+                start[s + 1] += start[s]
+            for rank in range(c.n_rules):
+                s = c.rules[rank].node if c.rules[rank].node != NONE else c.n_nodes
+                order[start[s]] = rank
+                start[s] += 1
+            for s in range(n_sets, 0, -1):
+                start[s] = start[s - 1]
+            start[0] = 0
+            for s in range(n_sets):
+                if start[s] == start[s + 1]:
+                    continue
+                n_sig = 0
+                first_group = c.n_groups
+                for i in range(start[s], start[s + 1]):
+                    rank = order[i]
+                    r = &c.rules[rank]
+                    mask = ((G_PROTO if r.proto else 0) | (G_RPORT if r.rport else 0)
+                            | (G_LPORT if r.lport else 0) | (G_LOCAL if r.local_id else 0))
+                    sig = mask | (lslot_of[rank] << 8 if r.local_id else 0)
+                    # Groups are found in order of their first (= best) rank, so they come out sorted.
+                    for k in range(n_sig):
+                        if sigs[k] == sig:
+                            break
+                    else:
+                        sigs = <uint32_t*>grow(sigs, &sig_cap, n_sig + 1, sizeof(uint32_t))
+                        sigs[n_sig] = sig
+                        n_sig += 1
+                        c.groups = <Group*>grow(c.groups, &c.cap_groups, <uint64_t>c.n_groups + 1, sizeof(Group))
+                        g = &c.groups[c.n_groups]
+                        c.n_groups += 1
+                        g.best = rank
+                        g.mask = mask | G_INLINE
+                        g.lslot = lslot_of[rank] if r.local_id else 0
+                        g.local_id = r.local_id
+                        g.proto = r.proto
+                        g.rport = r.rport
+                        g.lport = r.lport
+                        continue
+                    gi = first_group + k
+                    g = &c.groups[gi]
+                    if (g.mask & G_INLINE and g.proto == r.proto and g.rport == r.rport
+                            and g.lport == r.lport and g.local_id == r.local_id):
+                        continue                            # same key, worse rank: can never win
+                    if g.mask & G_INLINE:
+                        g.mask &= ~G_INLINE
+                        first = &c.rules[g.best]
+                        self._put_rule(gi, first, mask)
+                        g = &c.groups[gi]
+                    self._put_rule(gi, r, mask)
+                if s == c.n_nodes:
+                    c.any_off = first_group
+                    c.any_cnt = c.n_groups - first_group
+                    c.any_best = c.groups[first_group].best
+                else:
+                    if c.n_groups - first_group > 0xFFFF:
+                        raise ValueError("too many distinct filter shapes under one remote prefix")
+                    c.nodes[s].group_off = first_group
+                    c.nodes[s].group_cnt = c.n_groups - first_group
+                    c.nodes[s].own_best = c.groups[first_group].best
+        finally:
+            free(start)
+            free(order)
+            free(sigs)
+        return 0
+
+    cdef int _build_bounds(self) except -1:
+        """sub_best = min(own_best, children's sub_best): children are longer, so go by length down."""
+        cdef Core* c = &self.c
+        cdef uint32_t by_len[130]
+        cdef uint32_t* order = <uint32_t*>malloc((c.n_nodes + 1) * sizeof(uint32_t))
+        cdef uint32_t i, k, best
+        cdef int plen
+        cdef Node* node
+        if order == NULL:
+            raise MemoryError()
+        memset(by_len, 0, sizeof(by_len))
+        for i in range(c.n_nodes):
+            by_len[c.nodes[i].plen + 1] += 1
+        for plen in range(129):
+            by_len[plen + 1] += by_len[plen]
+        for i in range(c.n_nodes):
+            order[by_len[c.nodes[i].plen]] = i
+            by_len[c.nodes[i].plen] += 1
+        for k in range(c.n_nodes, 0, -1):
+            node = &c.nodes[order[k - 1]]
+            best = node.own_best
+            for plen in range(2):
+                if node.child[plen] != NONE and c.nodes[node.child[plen]].sub_best < best:
+                    best = c.nodes[node.child[plen]].sub_best
+            node.sub_best = best
+        free(order)
+        return 0
+
+    cdef int _build_slots(self, int family) except -1:
+        cdef Core* c = &self.c
+        cdef int f = family == 6
+        cdef Slot* slots = <Slot*>malloc((1 << SLOT_BITS) * sizeof(Slot))
+        cdef uint32_t stack[SLOT_BITS + 1]
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0xFF, (1 << SLOT_BITS) * sizeof(Slot))
+        c.slots[f] = slots
+        self._fill(slots, c.root[f], stack, 0)
+        return 0
+
+    cdef int _fill(self, Slot* slots, uint32_t idx, uint32_t* stack, int depth) except -1:
+        """Pre-order walk: short rule-bearing prefixes write their chain over their slots,
+        deeper ones overwrite; the first node of length >= 16 is its slot's start."""
+        cdef Core* c = &self.c
+        cdef Node* node = &c.nodes[idx]
+        cdef uint32_t first, count, i, j, tmp, chain
+        cdef uint64_t s
+        if node.plen >= SLOT_BITS:
+            slots[node.hi >> (64 - SLOT_BITS)].start = idx
+            return 0
+        if node.group_cnt:
+            stack[depth] = idx
+            depth += 1
+            # This slot range's chain: the rule-bearing short prefixes on the path, by own_best.
+            c.pool = <uint32_t*>grow(c.pool, &c.cap_pool, <uint64_t>c.n_pool + depth, sizeof(uint32_t))
+            c.chains = <Chain*>grow(c.chains, &c.cap_chains, <uint64_t>c.n_chains + 1, sizeof(Chain))
+            first = c.n_pool
+            for i in range(depth):
+                c.pool[first + i] = stack[i]
+                j = first + i
+                while j > first and c.nodes[c.pool[j - 1]].own_best > c.nodes[c.pool[j]].own_best:
+                    tmp = c.pool[j - 1]
+                    c.pool[j - 1] = c.pool[j]
+                    c.pool[j] = tmp
+                    j -= 1
+            c.n_pool += depth
+            chain = c.n_chains
+            c.chains[chain].off = first
+            c.chains[chain].len = depth
+            c.n_chains += 1
+            node = &c.nodes[idx]
+            count = 1 << (SLOT_BITS - node.plen)
+            first = <uint32_t>(node.hi >> (64 - SLOT_BITS)) if node.plen else 0
+            for s in range(first, first + count):
+                slots[s].chain = chain
+        for i in range(2):
+            if c.nodes[idx].child[i] != NONE:
+                self._fill(slots, c.nodes[idx].child[i], stack, depth)
+        return 0
+
+    cdef int _build_ids(self, list ordered) except -1:
+        """ids sorted, with their ranks, for get() and ``in`` without a dict."""
+        cdef Core* c = &self.c
+        cdef uint32_t n = c.n_rules, i
+        c.ids_sorted = <int64_t*>malloc((n + 1) * sizeof(int64_t))
+        c.rank_of_sorted = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        if c.ids_sorted == NULL or c.rank_of_sorted == NULL:
+            raise MemoryError()
+        ids = [rule.id for rule in ordered]
+        by_id = sorted(range(n), key=ids.__getitem__)
+        for i in range(n):
+            c.rank_of_sorted[i] = by_id[i]
+            c.ids_sorted[i] = c.id_of_rank[by_id[i]]
+        return 0
+
+    cdef uint32_t _rank_of_id(self, object rule_id) except? NONE:
+        cdef int64_t want
+        cdef uint32_t low = 0, high = self.c.n_rules, mid
+        if type(rule_id) is not int or not 0 < rule_id < 2**63:
+            return NONE
+        want = rule_id
+        while low < high:
+            mid = (low + high) // 2
+            if self.c.ids_sorted[mid] < want:
+                low = mid + 1
+            else:
+                high = mid
+        if low < self.c.n_rules and self.c.ids_sorted[low] == want:
+            return self.c.rank_of_sorted[low]
+        return NONE
+
+    # -- container protocol --------------------------------------------------
+    def __len__(self):
+        return self.c.n_rules
+
+    def __iter__(self):
+        """The rules in key order (the order in which they are tried)."""
+        return iter(self._rules)
+
+    def __contains__(self, rule_id):
+        return self._rank_of_id(rule_id) != NONE
+
+    def get(self, rule_id, default=None):
+        cdef uint32_t rank = self._rank_of_id(rule_id)
+        return default if rank == NONE else self._rules[rank]
+
+    @property
+    def default(self):
+        return self._default
+
+    @property
+    def nbytes(self):
+        """Bytes of C memory this matcher owns (trie, groups, hashes, per-rule arrays)."""
+        return self._nbytes
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.c.n_rules} rules>"
+
+    # -- lookups -------------------------------------------------------------
+    def lookup(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
+        """The profile of the winning rule, or the default profile (id 0)."""
+        cdef Query q
+        parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port)
+        cdef uint32_t rank = classify(&self.c, &q)
+        if rank == NONE:
+            return self._default
+        return <object>PyTuple_GET_ITEM(self._profiles, rank)
+
+    def explain(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
+        """The winner and every matching rule in key order, with why each lost."""
+        cdef Query q
+        cdef uint32_t rank
+        parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port)
+        matches = [self._rules[rank] for rank in range(self.c.n_rules) if rule_matches(&self.c, rank, &q)]
+        if not matches:
+            return Explanation(None, self._default, ())
+        winner = matches[0]
+        reasons = tuple(
+            (rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches
+        )
+        return Explanation(winner, winner.profile, reasons)
+
+    def lookup_many(self, protos, remote_ips, remote_ports=None, local_ips=None, local_ports=None):
+        """Classify a batch; returns ``array('I')`` of winning rule ids (0: default).
+
+        ``array('Q')`` instead when some rule id does not fit in 32 bits.
+        Every argument but ``remote_ips`` may be ``None`` (any protocol, port 0,
+        no local address).  Buffers must be C-contiguous in native byte order:
+
+        - ``protos``: integer buffer of protocol codes
+          (``tcpmgm.protocols.protocol_code``; 0 = any), or one ``str`` for all;
+        - ``remote_ips`` / ``local_ips``: either unsigned 32-bit integers
+          (``array('I')``, NumPy ``uint32``), IPv4 in host order, or bytes
+          (``bytes``, ``array('B')``, NumPy ``uint8`` of shape (n, 16)), 16 per
+          address, IPv6 in network order (IPv4-mapped ones match as IPv4);
+        - ``remote_ports`` / ``local_ports``: integer buffers, 0..65535.
+
+        The classification runs without the GIL.
+        """
+        cdef Column cp, cr, crp, cl, clp
+        cdef Query q
+        cdef Py_ssize_t n, i, bad = -1
+        cdef int64_t value
+        cdef int bad_arg = 0
+        cdef uint32_t max_code = len(protocols())
+        cdef uint32_t rank
+        cdef const Core* c = &self.c
+        keep = (
+            column(&cr, remote_ips, "remote_ips", True),
+            column(&cl, local_ips, "local_ips", True),
+            column(&crp, remote_ports, "remote_ports", False),
+            column(&clp, local_ports, "local_ports", False),
+        )
+        if cr.kind == COL_NONE:
+            raise TypeError("remote_ips: a buffer of addresses is required")
+        if isinstance(protos, str):
+            memset(&cp, 0, sizeof(Column))
+            cp.kind = COL_SCALAR
+            cp.scalar = proto_arg(protos)
+        else:
+            keep += (column(&cp, protos, "protos", False),)
+        n = cr.n
+        _check_length("protos", cp.kind, cp.n, n)
+        _check_length("remote_ports", crp.kind, crp.n, n)
+        _check_length("local_ips", cl.kind, cl.n, n)
+        _check_length("local_ports", clp.kind, clp.n, n)
+        cdef array template = array(self._id_typecode, [])
+        cdef array out = clone(template, n, False)
+        cdef uint32_t* out32 = <uint32_t*>out.data.as_voidptr
+        cdef int64_t* out64 = <int64_t*>out.data.as_voidptr
+        cdef bint wide = self._id_typecode == "Q"
+        with nogil:
+            for i in range(n):
+                value = read_int(&cp, i)
+                if value < 0 or value > max_code:
+                    bad, bad_arg = i, 1
+                    break
+                q.proto = <uint32_t>value
+                value = read_int(&crp, i)
+                if value < 0 or value > 65535:
+                    bad, bad_arg = i, 2
+                    break
+                q.rport = <uint32_t>value
+                value = read_int(&clp, i)
+                if value < 0 or value > 65535:
+                    bad, bad_arg = i, 3
+                    break
+                q.lport = <uint32_t>value
+                q.rfam = read_address(&cr, i, &q.rhi, &q.rlo)
+                q.lfam = read_address(&cl, i, &q.lhi, &q.llo)
+                rank = classify(c, &q)
+                if wide:
+                    out64[i] = 0 if rank == NONE else c.id_of_rank[rank]
+                else:
+                    out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
+        if bad >= 0:
+            name = ("protos", "remote_ports", "local_ports")[bad_arg - 1]
+            given = (protos, remote_ports, local_ports)[bad_arg - 1]
+            if bad_arg == 1:
+                raise ValueError(f"protos[{bad}]: unknown protocol code {memoryview(given)[bad]}")
+            raise ValueError(f"{name}[{bad}]: {memoryview(given)[bad]} is outside 0..65535")
+        return out
+
+
+cdef int _check_length(str argument, int kind, Py_ssize_t n, Py_ssize_t expected) except -1:
+    if (kind == COL_INT or kind == COL_V4 or kind == COL_PACKED) and n != expected:
+        raise ValueError(f"{argument}: {n} items, but remote_ips has {expected}")
+    return 0
+
+
+cdef tuple _split(object network):
+    """(family, hi, lo) of a network address as this module keys it."""
+    cdef object value = int(network.network_address)
+    if network.version == 4:
+        return 4, <uint64_t>value << 32, 0
+    return 6, <uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFFULL)
+
+
+# -- benchmark baseline -------------------------------------------------------
+
+ctypedef struct ScanRule:
+    uint64_t rhi, rlo, rmhi, rmlo, lhi, llo, lmhi, lmlo
+    uint8_t rfam, lfam
+    uint16_t proto, rport, lport
+
+
+cdef class LinearScanBaseline:
+    """Benchmark baseline only (SPEC 7): the rules sorted by key, tried one by one.
+
+    The algorithm OpenSIPS's tcp_mgm uses, compiled, with every filter inline
+    in one flat array so that the comparison with :class:`Matcher` is fair.
+    """
+
+    cdef ScanRule* rules
+    cdef uint32_t n
+    cdef tuple _profiles
+    cdef object _default
+
+    def __dealloc__(self):
+        free(self.rules)
+
+    def __init__(self, rules=(), *, default=None):
+        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+        self._profiles = tuple([rule.profile for rule in ordered])
+        self._default = (default if default is not None else default_profile()).replace(id=0)
+        free(self.rules)
+        self.n = len(ordered)
+        self.rules = <ScanRule*>calloc(self.n + 1, sizeof(ScanRule))
+        if self.rules == NULL:
+            raise MemoryError()
+        cdef ScanRule* s
+        cdef uint32_t i
+        for i in range(self.n):
+            rule = ordered[i]
+            s = &self.rules[i]
+            s.proto = protocol_code(rule.proto)
+            s.rport = rule.remote_port
+            s.lport = rule.local_port
+            if rule.remote is not None:
+                family, s.rhi, s.rlo = _split(rule.remote)
+                s.rfam = family
+                s.rmhi = mask_hi(rule.remote.prefixlen)
+                s.rmlo = mask_lo(rule.remote.prefixlen)
+            if rule.local is not None:
+                family, s.lhi, s.llo = _split(rule.local)
+                s.lfam = family
+                s.lmhi = mask_hi(rule.local.prefixlen)
+                s.lmlo = mask_lo(rule.local.prefixlen)
+
+    def lookup(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
+        cdef Query q
+        cdef uint32_t i
+        cdef const ScanRule* s
+        parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port)
+        for i in range(self.n):
+            s = &self.rules[i]
+            if ((s.proto == 0 or q.proto == 0 or s.proto == q.proto)
+                    and (s.rfam == 0 or (s.rfam == q.rfam and ((q.rhi ^ s.rhi) & s.rmhi) == 0
+                                         and ((q.rlo ^ s.rlo) & s.rmlo) == 0))
+                    and (s.rport == 0 or s.rport == q.rport)
+                    and (s.lfam == 0 or (s.lfam == q.lfam and ((q.lhi ^ s.lhi) & s.lmhi) == 0
+                                         and ((q.llo ^ s.llo) & s.lmlo) == 0))
+                    and (s.lport == 0 or s.lport == q.lport)):
+                return <object>PyTuple_GET_ITEM(self._profiles, i)
+        return self._default

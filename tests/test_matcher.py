@@ -1,0 +1,271 @@
+"""Hand-written matcher tests: API, bad input, batches, threads, memory."""
+
+import array
+import gc
+import ipaddress
+import threading
+import tracemalloc
+
+import pytest
+
+from tcpmgm import ReferenceMatcher, Rule, RuleError, matcher as matcher_module
+from tcpmgm.protocols import protocol_code
+from tcpmgm.workloads import WORKLOADS, batch
+
+NET = ipaddress.ip_network
+
+RULES = [
+    Rule(id=7, proto="tcp", remote=NET("10.0.0.0/8"), priority=1),
+    Rule(id=3, remote=NET("10.1.0.0/16"), remote_port=5060),
+    Rule(id=9, proto="tls", remote=NET("2001:db8::/32"), local=NET("2001:db8:ffff::1/128")),
+    Rule(id=4, local=NET("192.0.2.0/24"), local_port=5061),
+    Rule(id=5),
+]
+
+compiled_only = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled classifier not in use")
+
+
+@pytest.fixture
+def compiled():
+    return matcher_module.Matcher(RULES)
+
+
+# -- API shared with the reference -------------------------------------------
+
+def test_container_protocol(matcher_cls):
+    matcher = matcher_cls(RULES)
+    assert len(matcher) == 5
+    assert [rule.id for rule in matcher] == [rule.id for rule in sorted(RULES, key=Rule.key)]
+    assert 3 in matcher and 8 not in matcher and "3" not in matcher
+    assert matcher.get(9) is RULES[2]
+    assert matcher.get(8) is None and matcher.get(8, "none") == "none"
+    assert matcher.default.id == 0
+
+
+def test_duplicate_ids_are_refused(matcher_cls):
+    with pytest.raises(RuleError) as info:
+        matcher_cls([Rule(id=1), Rule(id=2), Rule(id=1, proto="tcp")])
+    assert info.value.rule_id == 1 and info.value.column == "id"
+
+
+def test_lookups(matcher_cls):
+    matcher = matcher_cls(RULES)
+    assert matcher.lookup("tcp", "10.1.2.3", 5060).id == 3          # priority 0 beats 1
+    assert matcher.lookup("tcp", "10.1.2.3", 5061).id == 5          # remote-any rule 5, priority 0
+    assert matcher.lookup(None, "2001:db8::5", 0, "2001:db8:ffff::1").id == 9
+    assert matcher.lookup("tcp", "2001:db8::5", 0, "2001:db8:ffff::1").id == 5
+    assert matcher.lookup("ws", None, 0, "192.0.2.9", 5061).id == 4
+    assert matcher.lookup("ws", "::ffff:10.1.0.1", 5060).id == 3    # IPv4-mapped
+
+
+def test_returns_the_rules_profile_objects(compiled):
+    assert compiled.lookup("tcp", "10.1.2.3", 5060) is compiled.get(3).profile
+    empty = matcher_module.Matcher([])
+    assert empty.lookup("tcp", "10.1.2.3") is empty.default
+
+
+@pytest.mark.parametrize("args, error, argument", [
+    (("tcp", "10.0.0.300"), ValueError, "remote_ip"),
+    (("tcp", "10.0.0.1", 5060, "nonsense"), ValueError, "local_ip"),
+    (("tcp", b"\x01\x02\x03"), ValueError, "remote_ip"),
+    (("tcp", 3.5), TypeError, "remote_ip"),
+    (("tcp", "10.0.0.1", 65536), ValueError, "remote_port"),
+    (("tcp", "10.0.0.1", -1), ValueError, "remote_port"),
+    (("tcp", "10.0.0.1", 2**70), ValueError, "remote_port"),
+    (("tcp", "10.0.0.1", 0, None, 70000), ValueError, "local_port"),
+    (("tcp", "10.0.0.1", "5060"), TypeError, "remote_port"),
+    (("tcp", "10.0.0.1", True), TypeError, "remote_port"),
+    (("udp", "10.0.0.1"), ValueError, "proto"),
+    (("nope", "10.0.0.1"), ValueError, "proto"),
+    ((6, "10.0.0.1"), TypeError, "proto"),
+    ((["tcp"], "10.0.0.1"), TypeError, "proto"),
+])
+def test_bad_input_names_the_argument(matcher_cls, args, error, argument):
+    matcher = matcher_cls(RULES)
+    for method in (matcher.lookup, matcher.explain):
+        with pytest.raises(error, match=argument):
+            method(*args)
+
+
+@compiled_only
+def test_immutable(compiled):
+    with pytest.raises(TypeError):
+        compiled.__init__([])
+    assert len(compiled) == 5
+
+
+@compiled_only
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_workloads_agree_with_reference(name):
+    workload = WORKLOADS[name](400, 600, seed=3)
+    reference = ReferenceMatcher(workload.rules)
+    compiled = matcher_module.Matcher(workload.rules)
+    expected = [reference.lookup(*query).id for query in workload.lookups]
+    assert [compiled.lookup(*query).id for query in workload.lookups] == expected
+    for version in (4, 6):
+        chosen = [e for q, e in zip(workload.lookups, expected) if ipaddress.ip_address(q[1]).version == version]
+        assert list(compiled.lookup_many(*batch(workload.lookups, version))) == chosen
+    assert len(set(expected)) > 10, "the workload should exercise many rules"
+
+
+# -- lookup_many's buffers -----------------------------------------------------
+
+def _v4(text):
+    return int(ipaddress.IPv4Address(text))
+
+
+@compiled_only
+def test_lookup_many_buffer_forms(compiled):
+    remotes = ["10.1.2.3", "10.1.2.3", "10.9.9.9", "192.168.0.1"]
+    ports = [5060, 5061, 5060, 5060]
+    expected = [compiled.lookup("tcp", r, p).id for r, p in zip(remotes, ports)]
+    assert expected == [3, 5, 5, 5]
+    code = protocol_code("tcp")
+    as_ints = array.array("I", [_v4(r) for r in remotes])
+    as_packed = b"".join(ipaddress.IPv6Address("::ffff:" + r).packed for r in remotes)
+    forms = [
+        (array.array("B", [code] * 4), as_ints, array.array("H", ports)),
+        (memoryview(array.array("q", [code] * 4)), memoryview(as_ints), memoryview(array.array("l", ports))),
+        ("tcp", as_packed, array.array("i", ports)),
+        ("tcp", bytearray(as_packed), array.array("Q", ports)),
+    ]
+    for protos, remote_ips, remote_ports in forms:
+        result = compiled.lookup_many(protos, remote_ips, remote_ports)
+        assert result.typecode == "I" and list(result) == expected
+
+
+@compiled_only
+def test_lookup_many_numpy(compiled):
+    np = pytest.importorskip("numpy")
+    remotes = np.array([_v4("10.1.2.3"), _v4("10.200.0.1")], dtype=np.uint32)
+    packed = np.frombuffer(ipaddress.IPv6Address("2001:db8::1").packed * 2, dtype=np.uint8).reshape(2, 16)
+    local = np.frombuffer(ipaddress.IPv6Address("2001:db8:ffff::1").packed * 2, dtype=np.uint8).reshape(2, 16)
+    assert list(compiled.lookup_many(np.zeros(2, np.int64), remotes, np.array([5060, 1], np.uint16))) == [3, 5]
+    assert list(compiled.lookup_many(np.array([2, 1], np.int32), packed, None, local)) == [9, 5]
+    assert list(compiled.lookup_many(np.ones(1, np.uint8), remotes[::2].copy(), np.array([5060], np.int16))) == [3]
+
+
+@compiled_only
+def test_lookup_many_wide_ids():
+    matcher = matcher_module.Matcher([Rule(id=2**40, remote=NET("10.0.0.0/8")), Rule(id=1)])
+    result = matcher.lookup_many(None, array.array("I", [_v4("10.0.0.1"), _v4("11.0.0.1")]))
+    assert result.typecode == "Q" and list(result) == [2**40, 1]
+
+
+@compiled_only
+def test_lookup_many_empty(compiled):
+    assert list(compiled.lookup_many(None, array.array("I"))) == []
+    assert list(compiled.lookup_many(None, b"")) == []
+
+
+@compiled_only
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(remote_ports=array.array("H", [1])), ValueError, "remote_ports: 1 items"),
+    (dict(local_ports=array.array("H", [1, 2, 3])), ValueError, "local_ports: 3 items"),
+    (dict(protos=array.array("H", [1])), ValueError, "protos: 1 items"),
+    (dict(local_ips=b"\x00" * 16), ValueError, "local_ips: 1 items"),
+    (dict(local_ips=b"\x00" * 17), ValueError, "local_ips: packed IPv6"),
+    (dict(remote_ports=array.array("i", [1, -5])), ValueError, r"remote_ports\[1\]: -5"),
+    (dict(local_ports=array.array("I", [70000, 1])), ValueError, r"local_ports\[0\]: 70000"),
+    (dict(protos=array.array("H", [1, 999])), ValueError, r"protos\[1\]: unknown protocol code 999"),
+    (dict(protos=array.array("h", [-1, 1])), ValueError, r"protos\[0\]"),
+    (dict(protos="udp"), ValueError, "proto"),
+    (dict(remote_ports=array.array("d", [1.0, 2.0])), TypeError, "remote_ports: expected a buffer of integers"),
+    (dict(remote_ports=[1, 2]), TypeError, "remote_ports: expected a buffer"),
+    (dict(remote_ips=array.array("i", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
+    (dict(remote_ips=array.array("Q", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
+    (dict(remote_ips=None), TypeError, "remote_ips"),
+    (dict(remote_ips="10.0.0.1"), TypeError, "remote_ips"),
+])
+def test_lookup_many_bad_input(compiled, kwargs, error, message):
+    arguments = dict(protos=None, remote_ips=array.array("I", [1, 2]), remote_ports=None,
+                     local_ips=None, local_ports=None)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        compiled.lookup_many(**arguments)
+
+
+@compiled_only
+def test_lookup_many_refuses_big_endian_and_strided(compiled):
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ValueError, match="remote_ips: big-endian"):
+        compiled.lookup_many(None, np.array([1, 2], dtype=">u4"))
+    with pytest.raises(ValueError, match="remote_ips: the buffer must be C-contiguous"):
+        compiled.lookup_many(None, np.arange(4, dtype=np.uint32)[::2])
+
+
+# -- threads and memory --------------------------------------------------------
+
+@compiled_only
+def test_many_threads_share_one_matcher():
+    workload = WORKLOADS["carrier"](3000, 2000, seed=5)
+    matcher = matcher_module.Matcher(workload.rules)
+    singles = [matcher.lookup(*query).id for query in workload.lookups]
+    batches = {v: batch(workload.lookups, v) for v in (4, 6)}
+    expected = {v: list(matcher.lookup_many(*batches[v])) for v in (4, 6)}
+    failures = []
+
+    def worker(index):
+        try:
+            for _ in range(20):
+                for version in (4, 6):
+                    if list(matcher.lookup_many(*batches[version])) != expected[version]:
+                        failures.append(("many", index, version))
+                if index % 2 and [matcher.lookup(*q).id for q in workload.lookups[:300]] != singles[:300]:
+                    failures.append(("single", index))
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+@compiled_only
+def test_lookups_do_not_allocate():
+    workload = WORKLOADS["carrier"](2000, 500, seed=9)
+    matcher = matcher_module.Matcher(workload.rules)
+    four = batch(workload.lookups, 4)
+
+    def run():
+        for query in workload.lookups:
+            matcher.lookup(*query)
+        matcher.lookup_many(*four)
+
+    run()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):       # 100,000 single lookups and 200 batches
+            run()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth < 16 * 1024, f"{growth} bytes retained by lookups"
+
+
+def _rss_kib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4
+
+
+@compiled_only
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity"), reason="needs /proc (Linux)")
+def test_dropped_matchers_free_their_memory():
+    workload = WORKLOADS["carrier"](20000, 0, seed=1)
+    matcher_module.Matcher(workload.rules)
+    gc.collect()
+    one = matcher_module.Matcher(workload.rules).nbytes
+    start = _rss_kib()
+    for _ in range(30):
+        matcher_module.Matcher(workload.rules)
+    gc.collect()
+    growth = (_rss_kib() - start) * 1024
+    # A leak would keep 30 matchers' C memory (30 * nbytes); allow malloc some slack.
+    assert growth < 5 * one, f"RSS grew by {growth} bytes; one matcher owns {one}"
