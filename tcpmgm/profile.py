@@ -65,6 +65,11 @@ class Profile:
         values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
         return (self.id, values, tuple(sorted(self.attrs.items())))
 
+    def __reduce__(self):
+        # A mappingproxy cannot be pickled: rebuild from the plain values
+        # (multiprocessing, copy.deepcopy and caches all go through here).
+        return (type(self), (self.id, *self.values().values()))
+
     def replace(self, **changes: Any) -> "Profile":
         """A copy with some attributes changed."""
         return dataclasses.replace(self, **changes)
