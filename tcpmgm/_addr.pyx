@@ -101,7 +101,7 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
         return 4 if n == 4 else _finish_v6(out)
     if isinstance(value, str):
         return _parse_text(str(value), out, argument)
-    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+    if isinstance(value, tuple) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
         version = _FAMILIES.get(value[1])
         if version is None:
             raise ValueError(f"{argument}: unknown address family {value[1]!r} (use 4 or 6)")
