@@ -1,5 +1,6 @@
 """Lookup address normalisation: both twins (compiled ``_addr`` and ``_addr_py``) via ``normalize``."""
 
+import collections
 import ipaddress
 import socket
 
@@ -91,6 +92,11 @@ def test_packed_bytes(normalize, value, expected):
 ])
 def test_int_with_family(normalize, value, expected):
     assert normalize(value) == expected
+
+
+def test_int_with_family_as_a_named_tuple(normalize):
+    Address = collections.namedtuple("Address", "value family")
+    assert normalize(Address(V4, 4)) == (4, V4)
 
 
 def test_none_is_an_unknown_address(normalize):
