@@ -56,7 +56,8 @@ cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
     cdef const char* zone = <const char*>memchr(text, b'%', size)
     if zone != NULL:
         size = zone - text
-    if size >= 64:
+    # inet_pton stops at a NUL, so "10.0.0.1\0junk" would parse: refuse it here.
+    if size >= 64 or memchr(text, 0, size) != NULL:
         raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
     memcpy(buf, text, size)
     buf[size] = 0
@@ -89,6 +90,8 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
     if isinstance(value, _IPv4Address) or isinstance(value, _IPv6Address):
         return _parse_int(int(value), value.version, out, argument)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        if not memoryview(value).c_contiguous:  # a strided view cannot be cast; copy it
+            value = bytes(value)
         view = memoryview(value).cast("B")
         n = view.shape[0]
         if n != 4 and n != 16:
@@ -98,7 +101,7 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
         return 4 if n == 4 else _finish_v6(out)
     if isinstance(value, str):
         return _parse_text(str(value), out, argument)
-    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+    if isinstance(value, tuple) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
         version = _FAMILIES.get(value[1])
         if version is None:
             raise ValueError(f"{argument}: unknown address family {value[1]!r} (use 4 or 6)")

@@ -7,6 +7,7 @@ connection that matches a rule, so nobody may change it under another caller.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
@@ -20,6 +21,7 @@ __all__ = [
     "register_attr",
     "known_attrs",
     "parse_attrs",
+    "parse_integer",
     "format_attrs",
 ]
 
@@ -62,6 +64,11 @@ class Profile:
     def _identity(self) -> Tuple[Any, ...]:
         values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
         return (self.id, values, tuple(sorted(self.attrs.items())))
+
+    def __reduce__(self):
+        # A mappingproxy cannot be pickled: rebuild from the plain values
+        # (multiprocessing, copy.deepcopy and caches all go through here).
+        return (type(self), (self.id, *self.values().values()))
 
     def replace(self, **changes: Any) -> "Profile":
         """A copy with some attributes changed."""
@@ -122,6 +129,18 @@ def known_attrs() -> frozenset:
     return frozenset(_attrs)
 
 
+# What SQL calls an integer literal.  Python's int() would also take "1_000"
+# and non-ASCII digits, which are no integer in any table.
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+
+
+def parse_integer(text: str) -> int:
+    """``text`` (already stripped) as an integer: optional sign, ASCII digits; else ``ValueError``."""
+    if not _INTEGER.match(text):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text, 10)
+
+
 def parse_attrs(text: str) -> Dict[str, int]:
     """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item."""
     result: Dict[str, int] = {}
@@ -138,7 +157,7 @@ def parse_attrs(text: str) -> Dict[str, int]:
             continue
         raw = raw.strip()
         try:
-            result[name] = int(raw, 10)
+            result[name] = parse_integer(raw)
         except ValueError:
             raise ValueError(f"attribute {name!r} has non-integer value {raw!r}") from None
     return result

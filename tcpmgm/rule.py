@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Any, Mapping, Optional, Tuple, Union
 
 from .errors import RuleError, RuleWarning
-from .profile import PROFILE_FIELDS, Profile, default_profile, format_attrs, parse_attrs
+from .profile import (
+    PROFILE_FIELDS, Profile, default_profile, format_attrs, parse_attrs, parse_integer,
+)
 from .protocols import ANY, NOT_TCP_PROTOCOLS, protocol_code
 
 __all__ = ["Rule", "Network", "FILTER_COLUMNS", "COLUMNS", "key_difference"]
@@ -208,7 +210,8 @@ def _as_int(rule_id: Any, column: str, value: Any) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, Decimal):
-        if value == value.to_integral_value():
+        # NUMERIC columns can hold NaN and Infinity (PostgreSQL), which int() refuses.
+        if value.is_finite() and value == value.to_integral_value():
             return int(value)
         raise RuleError(rule_id, column, value, "not an integer")
     if isinstance(value, float):
@@ -218,18 +221,19 @@ def _as_int(rule_id: Any, column: str, value: Any) -> int:
     if isinstance(value, (str, bytes, bytearray, memoryview)):
         text = _text(rule_id, column, value)
         try:
-            return int(text, 10)
+            return parse_integer(text)
         except ValueError:
             raise RuleError(rule_id, column, _shown(value), "not an integer") from None
     raise RuleError(rule_id, column, value, f"expected an integer, got {type(value).__name__}")
 
 
 def _rule_id(value: Any) -> int:
+    # An unusable id is reported as rule_id None (RuleError's contract); the value shows it.
     if value is None:
         raise RuleError(None, "id", None, "id is NULL")
-    rule_id = _as_int(value, "id", value)
+    rule_id = _as_int(None, "id", value)
     if rule_id <= 0:
-        raise RuleError(rule_id, "id", value, "id must be a positive integer (0 is the default profile)")
+        raise RuleError(None, "id", value, "id must be a positive integer (0 is the default profile)")
     return rule_id
 
 
@@ -280,7 +284,7 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     except ValueError:
         raise RuleError(rule_id, column, _shown(raw), "not an IPv4 or IPv6 address") from None
     if slash:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise RuleError(rule_id, column, _shown(raw), "prefix length is not a number")
         prefixlen = int(length)
         if prefixlen > ip.max_prefixlen:
@@ -291,16 +295,17 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     else:
         prefixlen = ip.max_prefixlen
     network = ipaddress.ip_network((ip, prefixlen), strict=False)
-    if network.network_address != ip:
-        warnings.append(RuleWarning(
-            rule_id, column, _shown(raw), f"host bits set under the prefix; stored as {network}",
-        ))
+    host_bits = network.network_address != ip
     # Lookups match an IPv4-mapped address as IPv4 (SPEC 4), so a rule written
     # in mapped form must live among the IPv4 rules to ever match.
     if network.version == 6 and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
         network = ipaddress.IPv4Network(
             (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
         )
+    if host_bits:
+        warnings.append(RuleWarning(
+            rule_id, column, _shown(raw), f"host bits set under the prefix; stored as {network}",
+        ))
     return network
 
 
