@@ -108,7 +108,7 @@ LOCAL_NETS = st.one_of(
     with_length(v4_text(LOCAL_V4, 2), [0, 24, 30, 31, 32]),
     with_length(v6_text(V6_BASE, 2), [0, 126, 128]),
 )
-ROWS = st.fixed_dictionaries({
+FIELDS = {
     "proto": st.sampled_from(["any", "any", "tcp", "tls", "ws", "TCP", "ANY"]),
     "remote_addr": REMOTE_NETS,
     "remote_port": st.sampled_from([0, 0, 5060, 5061]),
@@ -116,7 +116,8 @@ ROWS = st.fixed_dictionaries({
     "local_port": st.sampled_from([0, 0, 5060]),
     "priority": st.sampled_from([-1, 0, 0, 0, 1, 2]),
     "connect_timeout": st.integers(0, 5000),
-})
+}
+ROWS = st.fixed_dictionaries(FIELDS)
 
 
 @st.composite
@@ -130,9 +131,9 @@ def rule_sets(draw):
     bases = draw(st.lists(ROWS, min_size=1, max_size=3))
     drafts = []
     for _ in range(draw(st.integers(0, 14))):
-        base, fresh = draw(st.sampled_from(bases)), draw(ROWS)
-        redrawn = draw(st.sets(st.sampled_from(sorted(fresh)), max_size=3))
-        drafts.append({**base, **{name: fresh[name] for name in redrawn}})
+        base = draw(st.sampled_from(bases))
+        redrawn = draw(st.sets(st.sampled_from(sorted(FIELDS)), max_size=3))
+        drafts.append({**base, **{name: draw(FIELDS[name]) for name in sorted(redrawn)}})
     ids = draw(st.lists(st.integers(1, 10_000), min_size=len(drafts), max_size=len(drafts), unique=True))
     rows, rules = [], []
     for rule_id, draft in zip(ids, drafts):
