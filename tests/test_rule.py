@@ -429,15 +429,18 @@ def test_null_profile_columns_take_the_process_default(restore_default_profile):
 
 # -- registries ------------------------------------------------------------------------
 
-def test_protocol_registry_is_extensible(matcher_cls):
-    assert protocol_code("xmpp") is None
-    assert_refused(row(proto="xmpp"), 7, "proto", "xmpp", "unknown protocol")
-    code = register_protocol("XMPP")
-    assert code == register_protocol("xmpp") == protocol_code("Xmpp") and code > len(BUILTIN_PROTOCOLS)
-    rule = Rule.from_row(row(proto="Xmpp"))
-    assert rule.proto == "xmpp"
+def test_protocol_registry_is_extensible(matcher_cls, request):
+    # The registry is process-wide and has no "unregister": each run of this
+    # test (one per matcher implementation) registers a name of its own.
+    name = "xmpp" + request.node.callspec.id
+    assert protocol_code(name) is None
+    assert_refused(row(proto=name), 7, "proto", name, "unknown protocol")
+    code = register_protocol(name.upper())
+    assert code == register_protocol(name) == protocol_code(name.title()) and code > len(BUILTIN_PROTOCOLS)
+    rule = Rule.from_row(row(proto=name.title()))
+    assert rule.proto == name
     matcher = matcher_cls([rule, Rule.from_row(row(id=8, proto="tcp"))])
-    assert matcher.lookup("xmpp", "192.0.2.1").id == 7
+    assert matcher.lookup(name, "192.0.2.1").id == 7
     assert matcher.lookup("tcp", "192.0.2.1").id == 8
 
 
