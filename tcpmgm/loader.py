@@ -13,11 +13,12 @@ import dataclasses
 import logging
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from .db import one_line as _one_line, streaming_cursor
 from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from .profile import Profile
 from .rule import Rule
 from .schema import (
-    SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
+    NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
     expected_version, missing_columns, version_check,
 )
 
@@ -82,8 +83,20 @@ def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
         raise SchemaError(f"version table: table_version for {table!r} is {row[0]!r}, not a number") from None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _has_bad_null(row: Mapping[str, Any]) -> bool:
+    return any(v is None and c not in NULLABLE_COLUMNS for c, v in row.items())
+
+
+def _null_error(row: Mapping[str, Any]) -> RuleError:
+    """The error for a NULL in a column the OpenSIPS schema declares NOT NULL.
+
+    Rule.from_row reads NULL as "the default" (right for a row being built by
+    hand); in a table it means the table was not created the OpenSIPS way and
+    the row is not what its author meant, so it is refused.
+    """
+    column = next(c for c, v in row.items() if v is None and c not in NULLABLE_COLUMNS)
+    rule_id = row["id"] if column != "id" else None
+    return RuleError(rule_id, column, None, "NULL in a column that must not be NULL")
 
 
 def load_rules(
@@ -113,30 +126,30 @@ def load_rules(
     rejected: List[RuleError] = []
     warnings: List[RuleWarning] = []
     seen_ids = set()
-    cur = conn.cursor()
     try:
-        cur.execute(f"SELECT {select} FROM {q(names.table)}")
-        while True:
-            batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
-            if not batch:
-                break
-            for values in batch:
-                row = dict(zip(canonical, values))
-                try:
-                    rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
-                    if rule.id in seen_ids:
-                        raise RuleError(rule.id, "id", row["id"], "duplicate id")
-                except RuleError as exc:
-                    rejected.append(exc)
-                    continue
-                seen_ids.add(rule.id)
-                rules.append(rule)
-                warnings.extend(rule.warnings)
+        with streaming_cursor(conn, dialect) as cur:
+            cur.execute(f"SELECT {select} FROM {q(names.table)}")
+            while True:
+                batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
+                if not batch:
+                    break
+                for values in batch:
+                    row = dict(zip(canonical, values))
+                    try:
+                        if None in values and _has_bad_null(row):
+                            raise _null_error(row)
+                        rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
+                        if rule.id in seen_ids:
+                            raise RuleError(rule.id, "id", row["id"], "duplicate id")
+                    except RuleError as exc:
+                        rejected.append(exc)
+                        continue
+                    seen_ids.add(rule.id)
+                    rules.append(rule)
+                    warnings.extend(rule.warnings)
     except (RuleError, SchemaError):
         raise
     except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
         _rollback(conn)
         raise DatabaseError(f"reading table {names.table!r} failed: {_one_line(exc)}") from None
-    finally:
-        cur.close()
     return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from .db import Source, open_source
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
@@ -23,6 +23,9 @@ from .profile import Profile, default_profile
 from .reference import Explanation
 from .rule import Rule
 from .schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
+
+if TYPE_CHECKING:
+    from .watch import Watcher
 
 __all__ = ["TcpMgm", "ReloadReport", "DEFAULT_DB_URL"]
 
@@ -178,11 +181,13 @@ class TcpMgm:
             f"INSERT INTO {q(self.names.table)} ({', '.join(q(self.names.column(c)) for c in columns)}) "
             f"VALUES ({', '.join([dialect.placeholder] * len(columns))})"
         )
+        if dialect.returning:  # PostgreSQL has no lastrowid for a SERIAL column
+            sql += f" RETURNING {q(self.names.column('id'))}"
         with self.source.connection() as conn:
             cur = conn.cursor()
             try:
                 cur.execute(sql, [row[c] for c in columns])
-                new_id = row.get("id", cur.lastrowid)
+                new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
                 conn.commit()
             except Exception as exc:  # noqa: BLE001
                 conn.rollback()
@@ -191,4 +196,19 @@ class TcpMgm:
                 cur.close()
         return int(new_id)
 
+    def install_change_trigger(self) -> None:
+        """Install the PostgreSQL trigger that makes every change of the table
+        notify watchers (LISTEN/NOTIFY); see :mod:`tcpmgm.watch`."""
+        from .watch import install_trigger
 
+        install_trigger(self.source, self.names)
+
+    def watch(self, **options: Any) -> "Watcher":
+        """A started :class:`~tcpmgm.watch.Watcher` that reloads when the table changes."""
+        from .watch import Watcher
+
+        return Watcher(self, **options).start()
+
+    def close(self) -> None:
+        """Close the database connection kept between reloads (rules stay in service)."""
+        self.source.close()
