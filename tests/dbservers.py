@@ -18,6 +18,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import uuid
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -47,6 +48,16 @@ def _pg_user() -> Any:
         except psycopg.Error as exc:
             errors.append(f"{user}: {' '.join(str(exc).split())}")
     return RuntimeError("; ".join(errors))
+
+
+def wait_until(predicate: Any, deadline: float = 5.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``deadline`` seconds pass; its last answer."""
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            return bool(predicate())
+        time.sleep(step)
+    return True
 
 
 def free_port() -> int:
@@ -300,6 +311,9 @@ class Forwarder:
     def cut(self) -> None:
         """The server is gone: refuse new connections and drop the open ones."""
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not (Linux).
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
