@@ -142,7 +142,6 @@ class ServerSource(Source):
                 cur.fetchall()
             finally:
                 cur.close()
-            conn.rollback()
             return True
         except Exception:  # noqa: BLE001 - any failure means: do not reuse
             return False
