@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from .db import Source, open_source
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
-from .loader import load_rules
+from .loader import gc_paused, load_rules
 from .matcher import Matcher
 from .profile import Profile, default_profile
 from .reference import Explanation
@@ -118,7 +118,8 @@ class TcpMgm:
                     f"first: {result.rejected[0]}",
                     report,
                 )
-            matcher = Matcher(result.rules, default=self.default)
+            with gc_paused():
+                matcher = Matcher(result.rules, default=self.default)
             self._matcher = matcher  # the one atomic swap
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
