@@ -35,7 +35,7 @@ from .schema import DIALECTS, Dialect
 
 __all__ = [
     "Source", "SQLiteSource", "ServerSource", "ConnectionSource",
-    "open_source", "dialect_of_connection", "streaming_cursor", "one_line",
+    "open_source", "dialect_of_connection", "streaming_cursor", "one_line", "rollback_quietly",
 ]
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
@@ -44,6 +44,15 @@ CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 def one_line(exc: BaseException) -> str:
     """A driver's (often multi-line) message as one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def rollback_quietly(conn: Any) -> None:
+    """End a failed transaction (PostgreSQL refuses everything after an error
+    until then); the connection may be gone, and the caller reports the first error."""
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - every driver has its own exception classes
+        pass
 
 
 def dialect_of_connection(conn: Any) -> Dialect:

@@ -18,7 +18,7 @@ import logging
 import operator
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .db import one_line as _one_line, streaming_cursor
+from .db import one_line as _one_line, rollback_quietly, streaming_cursor
 from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from .profile import Profile
 from .rule import Rule
@@ -42,14 +42,6 @@ class LoadResult:
     schema_version: int
 
 
-def _rollback(conn: Any) -> None:
-    # After a failed statement PostgreSQL refuses everything until a rollback.
-    try:
-        conn.rollback()
-    except Exception:  # noqa: BLE001 - the connection may be gone; the caller reports the first error
-        pass
-
-
 def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
     cur = conn.cursor()
     try:
@@ -58,7 +50,7 @@ def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
         cur.fetchall()
         return columns
     except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
-        _rollback(conn)
+        rollback_quietly(conn)
         raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
     finally:
         cur.close()
@@ -76,7 +68,7 @@ def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
         row = cur.fetchone()
     except Exception as exc:  # noqa: BLE001 - a missing version table is tolerated
         log.debug("no usable version table: %s", _one_line(exc))
-        _rollback(conn)
+        rollback_quietly(conn)
         return None
     finally:
         cur.close()
@@ -166,10 +158,11 @@ def load_rules(
                         continue
                     seen_ids.add(rule.id)
                     rules.append(rule)
-                    warnings.extend(rule.warnings)
+                    if rule.warnings:
+                        warnings.extend(rule.warnings)
     except (RuleError, SchemaError):
         raise
     except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-        _rollback(conn)
+        rollback_quietly(conn)
         raise DatabaseError(f"reading table {names.table!r} failed: {_one_line(exc)}") from None
     return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

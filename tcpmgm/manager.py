@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
-from .db import Source, open_source
+from .db import Source, one_line, open_source, rollback_quietly
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
 from .loader import gc_paused, load_rules
 from .matcher import Matcher
@@ -162,8 +162,8 @@ class TcpMgm:
                 )
                 conn.commit()
             except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-                conn.rollback()
-                raise SchemaError(f"cannot create table {self.names.table!r}: {' '.join(str(exc).split())}") from None
+                rollback_quietly(conn)
+                raise SchemaError(f"cannot create table {self.names.table!r}: {one_line(exc)}") from None
             finally:
                 cur.close()
 
@@ -191,8 +191,8 @@ class TcpMgm:
                 new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
                 conn.commit()
             except Exception as exc:  # noqa: BLE001
-                conn.rollback()
-                raise DatabaseError(f"cannot insert into {self.names.table!r}: {' '.join(str(exc).split())}") from None
+                rollback_quietly(conn)
+                raise DatabaseError(f"cannot insert into {self.names.table!r}: {one_line(exc)}") from None
             finally:
                 cur.close()
         return int(new_id)

@@ -18,6 +18,10 @@ It learns of changes in one of two ways:
   every commit by any other connection (for a caller's own connection also
   its ``total_changes``, since its own commits do not move data_version).
 
+A manager built on a caller's open connection is polled through that
+connection (no second one can be opened from it); it should be in autocommit
+mode, or a MySQL snapshot would hide other clients' commits.
+
 Bursts (a script inserting a hundred rows) are debounced: after a change the
 watcher waits until ``debounce`` seconds pass without another (at most
 ``max_delay``), then reloads once.  Whenever the watch connection is
@@ -34,7 +38,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
 
-from .db import ConnectionSource, ServerSource, Source, one_line
+from .db import ConnectionSource, ServerSource, Source, one_line, rollback_quietly
 from .errors import DatabaseError, ReloadError, TcpMgmError
 from .schema import TableNames
 
@@ -80,6 +84,7 @@ def install_trigger(source: Source, names: TableNames) -> None:
                 cur.execute(statement)
             conn.commit()
         except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
+            rollback_quietly(conn)
             raise DatabaseError(f"cannot install the change trigger on {names.table!r}: {one_line(exc)}") from None
         finally:
             cur.close()

@@ -118,7 +118,7 @@ def test_missing_table_keeps_old_rules(scratch):
         mgr.reload()
     assert "\n" not in str(info.value)
     assert mgr.lookup("tls", "203.0.113.9").id == 1
-    # The next reload, once the table is back, works on the same manager (and connection).
+    # The next reload, once the table is back, works on the same manager.
     mgr.create_schema()
     mgr.add_rule({"proto": "tcp"})
     assert mgr.reload().loaded == 1
