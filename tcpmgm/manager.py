@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
 from .db import Source, one_line, open_source, rollback_quietly
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
