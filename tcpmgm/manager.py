@@ -189,6 +189,15 @@ class TcpMgm:
             try:
                 cur.execute(sql, [row[c] for c in columns])
                 new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
+                if dialect.name == "postgres" and "id" in row:
+                    # An explicit id leaves the SERIAL sequence behind (MySQL and SQLite
+                    # move theirs): without this the next automatic id could collide.
+                    id_column, table = q(self.names.column("id")), q(self.names.table)
+                    cur.execute(
+                        f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                        f"(SELECT max({id_column}) FROM {table}))",
+                        (table, self.names.column("id")),
+                    )
                 conn.commit()
             except Exception as exc:  # noqa: BLE001
                 rollback_quietly(conn)

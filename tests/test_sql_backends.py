@@ -38,6 +38,14 @@ def test_create_schema_add_rule_reload(scratch):
     mgr.close()
 
 
+def test_automatic_ids_continue_after_explicit_ones(scratch):
+    mgr = tcpmgm.TcpMgm(scratch.url)
+    mgr.create_schema()
+    assert mgr.add_rule({"id": 5, "proto": "tcp"}) == 5
+    assert mgr.add_rule({"proto": "tls"}) == 6
+    assert mgr.reload().loaded == 2
+
+
 def test_create_schema_version_1(scratch):
     mgr = tcpmgm.TcpMgm(scratch.url)
     mgr.create_schema(1)
