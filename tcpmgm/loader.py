@@ -2,26 +2,32 @@
 
 The loader asks the database which columns the table has, infers the schema
 version from them (``parallel_read`` present: version 1), checks the optional
-``version`` table, then streams the rows in batches through
-:meth:`Rule.from_row`.  Bad rows are collected, not raised: the caller decides
-(strict mode) whether they fail the reload.
+``version`` table, then streams the rows in batches (a server-side cursor on
+PostgreSQL, an unbuffered one on MySQL) through :meth:`Rule.from_row`.  A NULL
+in a column that OpenSIPS declares NOT NULL rejects the row.  Bad rows are
+collected, not raised: the caller decides (strict mode) whether they fail the
+reload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+import operator
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from .db import one_line as _one_line, rollback_quietly, streaming_cursor
 from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from .profile import Profile
 from .rule import Rule
 from .schema import (
-    SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
+    NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
     expected_version, missing_columns, version_check,
 )
 
-__all__ = ["LoadResult", "load_rules", "BATCH_SIZE"]
+__all__ = ["LoadResult", "load_rules", "BATCH_SIZE", "gc_paused"]
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +42,6 @@ class LoadResult:
     schema_version: int
 
 
-def _rollback(conn: Any) -> None:
-    # After a failed statement PostgreSQL refuses everything until a rollback.
-    try:
-        conn.rollback()
-    except Exception:  # noqa: BLE001 - the connection may be gone; the caller reports the first error
-        pass
-
-
 def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
     cur = conn.cursor()
     try:
@@ -52,7 +50,7 @@ def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
         cur.fetchall()
         return columns
     except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
-        _rollback(conn)
+        rollback_quietly(conn)
         raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
     finally:
         cur.close()
@@ -70,7 +68,7 @@ def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
         row = cur.fetchone()
     except Exception as exc:  # noqa: BLE001 - a missing version table is tolerated
         log.debug("no usable version table: %s", _one_line(exc))
-        _rollback(conn)
+        rollback_quietly(conn)
         return None
     finally:
         cur.close()
@@ -82,8 +80,39 @@ def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
         raise SchemaError(f"version table: table_version for {table!r} is {row[0]!r}, not a number") from None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a load.
+
+    Rules hold no reference cycles, but creating a million of them would start
+    the collector hundreds of times, and its older-generation passes scan every
+    live object, the rules in service included: a large share of a reload.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _null_warnings(row: Mapping[str, Any], rule: Rule) -> List[RuleWarning]:
+    """Warnings for NULLs in columns the OpenSIPS schema declares NOT NULL.
+
+    Such a table was not created the OpenSIPS way.  The NULL is read as the
+    column's default, exactly what the OpenSIPS DDL would have stored had the
+    column been left out; refusing the row instead would drop its other
+    columns too (a NAT pool's ``no_new_conn`` lost over a NULL ``keepidle``).
+    ``id`` and ``proto`` have no default and were already refused by
+    ``Rule.from_row``.
+    """
+    stored = rule.to_row()
+    return [
+        RuleWarning(rule.id, column, None, f"NULL in a NOT NULL column, read as the default {stored[column]}")
+        for column, value in row.items()
+        if value is None and column not in NULLABLE_COLUMNS
+    ]
 
 
 def load_rules(
@@ -109,34 +138,37 @@ def load_rules(
     q = dialect.quote
     select = ", ".join(q(names.column(c)) for c in canonical)
 
+    # Most rows hold a NULL somewhere (an address or attrs); only these columns may not.
+    not_null = operator.itemgetter(*(i for i, c in enumerate(canonical) if c not in NULLABLE_COLUMNS))
     rules: List[Rule] = []
     rejected: List[RuleError] = []
     warnings: List[RuleWarning] = []
     seen_ids = set()
-    cur = conn.cursor()
     try:
-        cur.execute(f"SELECT {select} FROM {q(names.table)}")
-        while True:
-            batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
-            if not batch:
-                break
-            for values in batch:
-                row = dict(zip(canonical, values))
-                try:
-                    rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
-                    if rule.id in seen_ids:
-                        raise RuleError(rule.id, "id", row["id"], "duplicate id")
-                except RuleError as exc:
-                    rejected.append(exc)
-                    continue
-                seen_ids.add(rule.id)
-                rules.append(rule)
-                warnings.extend(rule.warnings)
+        with gc_paused(), streaming_cursor(conn, dialect) as cur:
+            cur.execute(f"SELECT {select} FROM {q(names.table)}")
+            while True:
+                batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
+                if not batch:
+                    break
+                for values in batch:
+                    row = dict(zip(canonical, values))
+                    try:
+                        rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
+                        if rule.id in seen_ids:
+                            raise RuleError(rule.id, "id", row["id"], "duplicate id")
+                    except RuleError as exc:
+                        rejected.append(exc)
+                        continue
+                    seen_ids.add(rule.id)
+                    rules.append(rule)
+                    if rule.warnings:
+                        warnings.extend(rule.warnings)
+                    if None in values and None in not_null(values):
+                        warnings.extend(_null_warnings(row, rule))
     except (RuleError, SchemaError):
         raise
     except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-        _rollback(conn)
+        rollback_quietly(conn)
         raise DatabaseError(f"reading table {names.table!r} failed: {_one_line(exc)}") from None
-    finally:
-        cur.close()
     return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

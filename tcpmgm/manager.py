@@ -13,16 +13,19 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
-from .db import Source, open_source
+from .db import Source, one_line, open_source, rollback_quietly
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
-from .loader import load_rules
+from .loader import gc_paused, load_rules
 from .matcher import Matcher
 from .profile import Profile, default_profile
 from .reference import Explanation
 from .rule import Rule
 from .schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
+
+if TYPE_CHECKING:
+    from .watch import Watcher
 
 __all__ = ["TcpMgm", "ReloadReport", "DEFAULT_DB_URL"]
 
@@ -115,7 +118,8 @@ class TcpMgm:
                     f"first: {result.rejected[0]}",
                     report,
                 )
-            matcher = Matcher(result.rules, default=self.default)
+            with gc_paused():
+                matcher = Matcher(result.rules, default=self.default)
             self._matcher = matcher  # the one atomic swap
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
@@ -158,8 +162,8 @@ class TcpMgm:
                 )
                 conn.commit()
             except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-                conn.rollback()
-                raise SchemaError(f"cannot create table {self.names.table!r}: {' '.join(str(exc).split())}") from None
+                rollback_quietly(conn)
+                raise SchemaError(f"cannot create table {self.names.table!r}: {one_line(exc)}") from None
             finally:
                 cur.close()
 
@@ -178,17 +182,43 @@ class TcpMgm:
             f"INSERT INTO {q(self.names.table)} ({', '.join(q(self.names.column(c)) for c in columns)}) "
             f"VALUES ({', '.join([dialect.placeholder] * len(columns))})"
         )
+        if dialect.returning:  # PostgreSQL has no lastrowid for a SERIAL column
+            sql += f" RETURNING {q(self.names.column('id'))}"
         with self.source.connection() as conn:
             cur = conn.cursor()
             try:
                 cur.execute(sql, [row[c] for c in columns])
-                new_id = row.get("id", cur.lastrowid)
+                new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
+                if dialect.name == "postgres" and "id" in row:
+                    # An explicit id leaves the SERIAL sequence behind (MySQL and SQLite
+                    # move theirs): without this the next automatic id could collide.
+                    id_column, table = q(self.names.column("id")), q(self.names.table)
+                    cur.execute(
+                        f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                        f"(SELECT max({id_column}) FROM {table}))",
+                        (table, self.names.column("id")),
+                    )
                 conn.commit()
             except Exception as exc:  # noqa: BLE001
-                conn.rollback()
-                raise DatabaseError(f"cannot insert into {self.names.table!r}: {' '.join(str(exc).split())}") from None
+                rollback_quietly(conn)
+                raise DatabaseError(f"cannot insert into {self.names.table!r}: {one_line(exc)}") from None
             finally:
                 cur.close()
         return int(new_id)
 
+    def install_change_trigger(self) -> None:
+        """Install the PostgreSQL trigger that makes every change of the table
+        notify watchers (LISTEN/NOTIFY); see :mod:`tcpmgm.watch`."""
+        from .watch import install_trigger
 
+        install_trigger(self.source, self.names)
+
+    def watch(self, **options: Any) -> "Watcher":
+        """A started :class:`~tcpmgm.watch.Watcher` that reloads when the table changes."""
+        from .watch import Watcher
+
+        return Watcher(self, **options).start()
+
+    def close(self) -> None:
+        """Close the database connection kept between reloads (rules stay in service)."""
+        self.source.close()

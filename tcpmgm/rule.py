@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
+import sys
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple, Union
 
 from .errors import RuleError, RuleWarning
@@ -30,10 +33,17 @@ FILTER_COLUMNS: Tuple[str, ...] = (
 # Every column a rule may have, in table order (parallel_read: schema version 1 only).
 COLUMNS: Tuple[str, ...] = FILTER_COLUMNS + PROFILE_FIELDS
 
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _UNLIMITED_INT_COLUMNS = {"priority"}          # may be negative
 _FLAG_COLUMNS = {"no_new_conn", "keepalive"}    # any non-zero is 1
 _RANGED_COLUMNS = {"alias_mode": (0, 2), "parallel_read": (0, 2)}
+# The integer profile columns in table order (attrs is the last profile field),
+# so that a row with several errors reports the same one first, whatever path;
+# each with the largest value that from_row may take as it is (flags: 1).
+_INT_PROFILE_FIELDS = tuple(
+    (name, 1 if name in _FLAG_COLUMNS else _RANGED_COLUMNS.get(name, (0, sys.maxsize))[1])
+    for name in PROFILE_FIELDS if name != "attrs"
+)
+assert PROFILE_FIELDS[-1] == "attrs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +103,13 @@ class Rule:
         Raises :class:`RuleError` naming the id, column, value and reason.
         """
         defaults = defaults if defaults is not None else default_profile()
-        rule_id = _rule_id(row.get("id"))
+        get = row.get
+        rule_id = _rule_id(get("id"))
         warnings: list = []
 
-        proto = _proto(rule_id, row.get("proto"))
-        remote = _network(rule_id, "remote_addr", row.get("remote_addr"), warnings)
-        local_raw = row.get("local_addr")
+        proto = _proto(rule_id, get("proto"))
+        remote = _network(rule_id, "remote_addr", get("remote_addr"), warnings)
+        local_raw = get("local_addr")
         local_tag = None
         local = _local(rule_id, local_raw, listeners, warnings)
         if isinstance(local, tuple):
@@ -108,22 +119,40 @@ class Rule:
                 rule_id, "local_addr", _shown(local_raw),
                 f"IPv{local.version} local address with an IPv{remote.version} remote address",
             )
-        remote_port = _port(rule_id, "remote_port", row.get("remote_port"))
-        local_port = _port(rule_id, "local_port", row.get("local_port"))
-        priority = _integer(rule_id, "priority", row.get("priority"), 0)
+        remote_port = _port(rule_id, "remote_port", get("remote_port"))
+        local_port = _port(rule_id, "local_port", get("local_port"))
+        priority = get("priority")
+        if type(priority) is not int:  # the common case needs no checking; see _integer
+            priority = _integer(rule_id, "priority", priority, 0)
 
-        values = {}
-        for name in PROFILE_FIELDS:
-            if name == "attrs":
-                values[name] = _attrs(rule_id, row.get("attrs"), defaults.attrs)
-            else:
-                values[name] = _integer(rule_id, name, row.get(name), getattr(defaults, name))
-        profile = Profile(id=rule_id, **values)
-        return cls(
+        # Reloads run this once per row (a million times for a big table), so
+        # the plain case, a non-negative int in a column without further
+        # rules, skips the general parser; everything else goes through it.
+        values = {"id": rule_id}
+        for name, top in _INT_PROFILE_FIELDS:
+            value = get(name)
+            if type(value) is not int or value < 0 or value > top:
+                value = _integer(rule_id, name, value, getattr(defaults, name))
+            values[name] = value
+        attrs = _attrs(rule_id, get("attrs"), defaults.attrs)
+        values["attrs"] = attrs if isinstance(attrs, MappingProxyType) else MappingProxyType(dict(attrs))
+        values["no_new_conn"] = bool(values["no_new_conn"])
+        values["keepalive"] = bool(values["keepalive"])
+        profile = Profile._from_checked(values)
+        return cls._from_checked(
             id=rule_id, proto=proto, remote=remote, remote_port=remote_port,
             local=local, local_port=local_port, priority=priority, profile=profile,
             local_tag=local_tag, warnings=tuple(warnings),
         )
+
+    @classmethod
+    def _from_checked(cls, **fields: Any) -> "Rule":
+        """A rule from fields :meth:`from_row` has validated (its profile's id
+        already the rule's): skips the dataclass ``__init__``, which a reload
+        of a million rows feels."""
+        rule = object.__new__(cls)
+        rule.__dict__.update(fields)
+        return rule
 
     def to_row(self) -> dict:
         """The row that :meth:`from_row` would turn back into this rule."""
@@ -254,6 +283,8 @@ def _integer(rule_id: int, column: str, value: Any, default: Any) -> int:
 
 
 def _port(rule_id: int, column: str, value: Any) -> int:
+    if type(value) is int and 0 <= value <= 65535:
+        return value
     if value is None:
         return 0
     port = _as_int(rule_id, column, value)
@@ -262,7 +293,14 @@ def _port(rule_id: int, column: str, value: Any) -> int:
     return port
 
 
+# proto text -> its name (None: any), for text already accepted once; the
+# registry only ever grows, so an accepted name stays accepted.
+_accepted_protos: dict = {}
+
+
 def _proto(rule_id: int, value: Any) -> Optional[str]:
+    if type(value) is str and value in _accepted_protos:
+        return _accepted_protos[value]
     text = _text(rule_id, "proto", value)
     if text is None:
         raise RuleError(rule_id, "proto", None, "proto is NULL (use 'any')")
@@ -272,37 +310,62 @@ def _proto(rule_id: int, value: Any) -> Optional[str]:
     code = protocol_code(name)
     if code is None:
         raise RuleError(rule_id, "proto", _shown(value), "unknown protocol")
-    return None if code == 0 else name
+    result = None if code == 0 else name
+    if type(value) is str:
+        _accepted_protos[value] = result
+    return result
+
+
+def _ip_value(address: str) -> Tuple[Optional[int], int]:
+    """(address as an int, 4 or 6), or (None, family tried) when it does not parse.
+
+    ``inet_pton`` is the fast path (it accepts no form that ``ipaddress``
+    refuses); whatever it refuses goes to ``ipaddress``, which decides.
+    """
+    family, version = (socket.AF_INET6, 6) if ":" in address else (socket.AF_INET, 4)
+    try:
+        return int.from_bytes(socket.inet_pton(family, address), "big"), version
+    except (OSError, ValueError):
+        pass
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None, version
+    return int(ip), ip.version
 
 
 def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: list) -> Network:
     address, slash, length = text.partition("/")
     if "%" in address:
         raise RuleError(rule_id, column, _shown(raw), "an IPv6 zone has no meaning in a rule")
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise RuleError(rule_id, column, _shown(raw), "not an IPv4 or IPv6 address") from None
+    value, version = _ip_value(address)
+    if value is None:
+        raise RuleError(rule_id, column, _shown(raw), "not an IPv4 or IPv6 address")
+    max_prefixlen = 32 if version == 4 else 128
     if slash:
         if not (length.isascii() and length.isdigit()):
             raise RuleError(rule_id, column, _shown(raw), "prefix length is not a number")
         prefixlen = int(length)
-        if prefixlen > ip.max_prefixlen:
+        if prefixlen > max_prefixlen:
             raise RuleError(
                 rule_id, column, _shown(raw),
-                f"prefix length /{prefixlen} is out of range for IPv{ip.version} (0..{ip.max_prefixlen})",
+                f"prefix length /{prefixlen} is out of range for IPv{version} (0..{max_prefixlen})",
             )
     else:
-        prefixlen = ip.max_prefixlen
-    network = ipaddress.ip_network((ip, prefixlen), strict=False)
-    host_bits = network.network_address != ip
+        prefixlen = max_prefixlen
+    host_bits = max_prefixlen - prefixlen
+    network_int = value >> host_bits << host_bits
     # Lookups match an IPv4-mapped address as IPv4 (SPEC 4), so a rule written
-    # in mapped form must live among the IPv4 rules to ever match.
-    if network.version == 6 and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
-        network = ipaddress.IPv4Network(
-            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
-        )
-    if host_bits:
+    # in mapped form (a prefix of /96 or longer inside ::ffff:0:0/96) must live
+    # among the IPv4 rules to ever match.  Built from ints: given an address
+    # object, ipaddress would format and reparse it.
+    if version == 6 and prefixlen >= 96 and network_int >> 32 == 0xFFFF:
+        network: Network = ipaddress.IPv4Network((network_int & 0xFFFFFFFF, prefixlen - 96))
+    elif version == 4:
+        network = ipaddress.IPv4Network((network_int, prefixlen))
+    else:
+        network = ipaddress.IPv6Network((network_int, prefixlen))
+    if network_int != value:
         warnings.append(RuleWarning(
             rule_id, column, _shown(raw), f"host bits set under the prefix; stored as {network}",
         ))

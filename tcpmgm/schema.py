@@ -19,7 +19,7 @@ from .rule import COLUMNS
 
 __all__ = [
     "Dialect", "DIALECTS", "SCHEMA_VERSIONS", "DEFAULT_SCHEMA_VERSION", "TableNames",
-    "create_table_statements",
+    "create_table_statements", "NULLABLE_COLUMNS",
 ]
 
 DEFAULT_SCHEMA_VERSION = 2
@@ -44,6 +44,8 @@ class Dialect:
     uint_type: str          # unsigned integers (MySQL) or plain ones
     int_type: str           # signed integers (priority)
     table_suffix: str = ""
+    label: str = ""         # the product's name, for messages
+    returning: bool = False  # INSERT ... RETURNING gives the new id (cursor.lastrowid does not)
 
     def quote(self, identifier: str) -> str:
         """``identifier`` quoted for this dialect, after checking it is a plain name."""
@@ -57,12 +59,15 @@ class Dialect:
 
 DIALECTS: Dict[str, Dialect] = {
     "sqlite": Dialect("sqlite", '"', "?", "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-                      "CHAR({n})", "INTEGER", "INTEGER"),
+                      "CHAR({n})", "INTEGER", "INTEGER", label="SQLite"),
     "postgres": Dialect("postgres", '"', "%s", "SERIAL PRIMARY KEY NOT NULL",
-                        "VARCHAR({n})", "INTEGER", "INTEGER"),
+                        "VARCHAR({n})", "INTEGER", "INTEGER", label="PostgreSQL", returning=True),
     "mysql": Dialect("mysql", "`", "%s", "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL",
-                     "CHAR({n})", "INT UNSIGNED", "INT", " ENGINE=InnoDB"),
+                     "CHAR({n})", "INT UNSIGNED", "INT", " ENGINE=InnoDB", label="MySQL/MariaDB"),
 }
+
+# The columns OpenSIPS declares without NOT NULL; a NULL anywhere else is a bad row.
+NULLABLE_COLUMNS = frozenset({"remote_addr", "local_addr", "attrs"})
 
 _TEXT_LENGTHS = {"proto": 8, "remote_addr": 43, "local_addr": 43, "attrs": 255}
 
@@ -97,7 +102,7 @@ def _column_ddl(dialect: Dialect, column: str) -> str:
         return dialect.id_type
     if column in _TEXT_LENGTHS:
         text = dialect.text_type.format(n=_TEXT_LENGTHS[column])
-        return f"{text} DEFAULT 'any' NOT NULL" if column == "proto" else f"{text} DEFAULT NULL"
+        return f"{text} DEFAULT NULL" if column in NULLABLE_COLUMNS else f"{text} DEFAULT 'any' NOT NULL"
     if column == "priority":
         return f"{dialect.int_type} DEFAULT 0 NOT NULL"
     if column in ("remote_port", "local_port"):

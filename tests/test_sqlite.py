@@ -334,10 +334,14 @@ def test_rows_are_read_in_batches(path):
 def test_null_profile_columns_take_the_managers_default(path):
     conn = sqlite3.connect(path)
     create_plain_table(conn)
-    insert(conn, {"id": 1, "proto": "tcp", "keepidle": None, "connect_timeout": 700})
+    insert(conn, {"id": 1, "proto": "tcp", "keepidle": None, "keepcount": None, "connect_timeout": 700})
     conn.close()
     mgr = TcpMgm(url(path), default=Profile(id=5, keepidle=33, keepcount=2))
-    mgr.reload()
+    report = mgr.reload()
+    assert sorted((w.rule_id, w.column, w.reason) for w in report.warnings) == [
+        (1, "keepcount", "NULL in a NOT NULL column, read as the default 2"),
+        (1, "keepidle", "NULL in a NOT NULL column, read as the default 33"),
+    ]
     matched = mgr.lookup("tcp", "10.0.0.1")
     assert (matched.id, matched.keepidle, matched.keepcount, matched.connect_timeout) == (1, 33, 2, 700)
     unmatched = mgr.lookup("tls", "10.0.0.1")

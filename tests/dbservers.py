@@ -1,0 +1,382 @@
+"""Scratch namespaces on the real database servers, for the SQL, reload and watch tests.
+
+Each test gets its own PostgreSQL schema or MariaDB database (dropped
+afterwards) or SQLite file, so tests never see each other's tables, not even
+the shared ``version`` table.  The servers themselves are never stopped or
+reconfigured: outages are simulated with wrong ports, a :class:`Forwarder`
+the test can cut, or by killing tcpmgm's own server session.
+
+Outside CI a test skips (with the reason) when its server is unreachable;
+with ``CI=true`` that is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from typing import Any, Iterator, List, Optional, Sequence
+
+import pytest
+
+PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
+MY_HOST, MY_PORT, MY_DB = "127.0.0.1", 3306, "test"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the server must be there)")
+    pytest.skip(reason)
+
+
+@functools.lru_cache(maxsize=None)
+def _pg_user() -> Any:
+    """The first of postgres/root the server lets in, or the error text."""
+    import psycopg
+
+    errors = []
+    for user in ("postgres", "root"):
+        try:
+            psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=user, connect_timeout=5).close()
+            return user
+        except psycopg.Error as exc:
+            errors.append(f"{user}: {' '.join(str(exc).split())}")
+    return RuntimeError("; ".join(errors))
+
+
+def wait_until(predicate: Any, deadline: float = 5.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``deadline`` seconds pass; its last answer."""
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            return bool(predicate())
+        time.sleep(step)
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Scratch:
+    """One test's namespace: ``url`` for tcpmgm, ``execute`` for the test's own SQL."""
+
+    backend = ""
+    url = ""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> List[tuple]:
+        """Run one statement on a separate connection of the test's own (autocommitted)."""
+        cur = self.admin.cursor()
+        try:
+            cur.execute(self._adapt(sql), tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cur = self.admin.cursor()
+        try:
+            cur.executemany(self._adapt(sql), [tuple(r) for r in rows])
+        finally:
+            cur.close()
+
+    def _adapt(self, sql: str) -> str:
+        return sql
+
+    def connect(self) -> Any:
+        """A new DB-API connection into the namespace (caller closes it)."""
+        raise NotImplementedError
+
+    def kill_tcpmgm_sessions(self) -> int:
+        """Terminate tcpmgm's server sessions in this namespace (never anyone else's)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteScratch(Scratch):
+    backend = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.admin = self.connect()
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
+    def _adapt(self, sql: str) -> str:
+        return sql.replace("%s", "?")
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+class PostgresScratch(Scratch):
+    backend = "postgres"
+
+    def __init__(self) -> None:
+        import psycopg
+
+        user = _pg_user()
+        if isinstance(user, Exception):
+            unavailable(f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable: {user}")
+        self.user = user
+        self.schema = f"tcpmgm_{uuid.uuid4().hex[:12]}"
+        self._base = dict(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=user)
+        with psycopg.connect(**self._base, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        # application_name marks tcpmgm's own sessions, so a test can kill exactly those.
+        self.url = self.url_for(PG_HOST, PG_PORT)
+        self.admin = self.connect()
+
+    def url_for(self, host: str, port: int, password: str = "") -> str:
+        auth = f"{self.user}:{password}" if password else self.user
+        return (
+            f"postgresql://{auth}@{host}:{port}/{PG_DB}"
+            f"?options=-csearch_path%3D{self.schema}&application_name={self.schema}"
+        )
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            **self._base, autocommit=True, options=f"-csearch_path={self.schema}",
+            application_name=f"{self.schema}-test",
+        )
+
+    def kill_tcpmgm_sessions(self) -> int:
+        rows = self.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (self.schema,),
+        )
+        return len(rows)
+
+    def close(self) -> None:
+        self.admin.close()
+        import psycopg
+
+        with psycopg.connect(**self._base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+class MySQLScratch(Scratch):
+    backend = "mysql"
+
+    def __init__(self) -> None:
+        import pymysql
+
+        self.database = f"tcpmgm_{uuid.uuid4().hex[:12]}"
+        try:
+            root = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="",
+                                   database=MY_DB, autocommit=True, connect_timeout=5)
+        except pymysql.Error as exc:
+            unavailable(f"MariaDB at {MY_HOST}:{MY_PORT} unreachable: {exc}")
+        with root, root.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{self.database}`")
+        self.url = self.url_for(MY_HOST, MY_PORT)
+        self.admin = self.connect()
+        self.admin_id = self.admin.thread_id()
+
+    def url_for(self, host: str, port: int, password: str = "") -> str:
+        auth = f"root:{password}" if password else "root"
+        return f"mysql://{auth}@{host}:{port}/{self.database}"
+
+    def connect(self) -> Any:
+        import pymysql
+
+        return pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="",
+                               database=self.database, autocommit=True)
+
+    def kill_tcpmgm_sessions(self) -> int:
+        ids = self.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> %s",
+            (self.database, self.admin_id),
+        )
+        for (thread_id,) in ids:
+            with contextlib.suppress(Exception):
+                self.execute(f"KILL {int(thread_id)}")
+        return len(ids)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
+        self.admin.close()
+
+
+def make_scratch(backend: str, tmp_path: Any) -> Scratch:
+    if backend == "sqlite":
+        return SQLiteScratch(str(tmp_path / "rules.db"))
+    if backend == "postgres":
+        return PostgresScratch()
+    return MySQLScratch()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def scratch(request, tmp_path) -> Iterator[Scratch]:
+    """A scratch namespace on each backend in turn."""
+    s = make_scratch(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def server_scratch(request, tmp_path) -> Iterator[Scratch]:
+    """A scratch namespace on each server backend in turn."""
+    s = make_scratch(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pg_scratch(tmp_path) -> Iterator[PostgresScratch]:
+    s = PostgresScratch()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def my_scratch(tmp_path) -> Iterator[MySQLScratch]:
+    s = MySQLScratch()
+    yield s
+    s.close()
+
+
+class Forwarder:
+    """A loopback TCP relay to a server that a test can cut and restore.
+
+    Cutting closes the listening socket and every relayed connection, which
+    to the client is exactly a server that went away; the real server is
+    untouched.
+    """
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.target = (host, target_port)
+        self.port = free_port()
+        self._listener: Optional[socket.socket] = None
+        self._sockets: List[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> "Forwarder":
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """The server is gone: refuse new connections and drop the open ones."""
+        if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not (Linux).
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def __enter__(self) -> "Forwarder":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.cut()
+
+
+# -- tables made the way OpenSIPS's own scripts make them -------------------
+
+_OPENSIPS_TYPES = {
+    "mysql": dict(id="INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL", text="CHAR({n})",
+                  uint="INT(11) UNSIGNED", int="INT(11)", suffix=" ENGINE=InnoDB"),
+    "postgres": dict(id="SERIAL PRIMARY KEY NOT NULL", text="VARCHAR({n})",
+                     uint="INTEGER", int="INTEGER", suffix=""),
+    "sqlite": dict(id="INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL", text="CHAR({n})",
+                   uint="INTEGER", int="INTEGER", suffix=""),
+}
+
+_PROFILE_DEFAULTS = [
+    ("connect_timeout", 100), ("con_lifetime", 120), ("msg_read_timeout", 4), ("send_threshold", 0),
+    ("no_new_conn", 0), ("alias_mode", 0), ("parallel_read", 0), ("keepalive", 1), ("keepcount", 9),
+    ("keepidle", 7200), ("keepinterval", 75),
+]
+
+
+def opensips_ddl(backend: str, *, version: int = 2, table: str = "tcp_mgm", rename: Optional[dict] = None,
+                 not_null: bool = True) -> List[str]:
+    """The CREATE statements of OpenSIPS's ``tcp_mgm`` script for ``backend`` (plus its version table).
+
+    ``rename`` maps canonical column names to the table's; ``not_null=False``
+    leaves the constraints out, so that NULLs can get in.
+    """
+    t = _OPENSIPS_TYPES[backend]
+    rename = rename or {}
+    nn = " NOT NULL" if not_null else ""
+    text = t["text"]
+    cols = [
+        ("id", t["id"] if not_null else t["id"].replace(" NOT NULL", "").replace(" PRIMARY KEY", "")
+         .replace(" AUTO_INCREMENT", "").replace(" AUTOINCREMENT", "").replace("SERIAL", "INTEGER")),
+        ("proto", f"{text.format(n=8)} DEFAULT 'any'{nn}"),
+        ("remote_addr", f"{text.format(n=43)} DEFAULT NULL"),
+        ("remote_port", f"{t['uint']} DEFAULT 0{nn}"),
+        ("local_addr", f"{text.format(n=43)} DEFAULT NULL"),
+        ("local_port", f"{t['uint']} DEFAULT 0{nn}"),
+        ("priority", f"{t['int']} DEFAULT 0{nn}"),
+        ("attrs", f"{text.format(n=255)} DEFAULT NULL"),
+    ] + [
+        (name, f"{t['uint']} DEFAULT {default}{nn}")
+        for name, default in _PROFILE_DEFAULTS if version == 1 or name != "parallel_read"
+    ]
+    q = "`" if backend == "mysql" else '"'
+    body = ",\n  ".join(f"{q}{rename.get(c, c)}{q} {ddl}" for c, ddl in cols)
+    return [
+        f"CREATE TABLE IF NOT EXISTS version (table_name {text.format(n=32)} NOT NULL, "
+        f"table_version {t['uint']} DEFAULT 0 NOT NULL, CONSTRAINT t_name_idx UNIQUE (table_name)){t['suffix']}",
+        f"CREATE TABLE {q}{table}{q} (\n  {body}\n){t['suffix']}",
+    ]
