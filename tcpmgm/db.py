@@ -77,7 +77,9 @@ class Source:
         self.description = description  # safe to log: never holds a password
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self, *, create: bool = False) -> Iterator[Any]:
+        """A connection for one unit of work; ``create`` allows making a new
+        database (only an SQLite file can be missing and created)."""
         raise NotImplementedError
 
     def open(self) -> Any:
@@ -96,7 +98,13 @@ class SQLiteSource(Source):
         super().__init__(DIALECTS["sqlite"], f"sqlite:///{path}")
         self.path = path
 
-    def open(self) -> sqlite3.Connection:
+    def open(self, create: bool = False) -> sqlite3.Connection:
+        # sqlite3 would silently create a missing file: a typo in a URL would
+        # leave an empty database behind and report a missing table.
+        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+            raise DatabaseError(
+                f"SQLite database {self.path!r} does not exist (create it with 'tcpmgm db init')"
+            )
         try:
             # The watcher polls from its own thread; each connection is used by one thread at a time.
             return sqlite3.connect(self.path, check_same_thread=False)
@@ -104,8 +112,8 @@ class SQLiteSource(Source):
             raise DatabaseError(f"cannot open SQLite database {self.path!r}: {exc}") from None
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        conn = self.open()
+    def connection(self, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+        conn = self.open(create)
         try:
             yield conn
         finally:
@@ -162,7 +170,7 @@ class ServerSource(Source):
                 conn.close()
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self, *, create: bool = False) -> Iterator[Any]:
         with self._lock:
             if self._conn is not None and not self._alive(self._conn):
                 self._discard()     # closed by the server, a restart, a network cut...
@@ -191,7 +199,7 @@ class ConnectionSource(Source):
         self.conn = conn
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self, *, create: bool = False) -> Iterator[Any]:
         yield self.conn
 
 

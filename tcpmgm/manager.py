@@ -148,7 +148,7 @@ class TcpMgm:
         q = dialect.quote
         ph = dialect.placeholder
         statements = create_table_statements(dialect, self.names, schema_version)
-        with self.source.connection() as conn:
+        with self.source.connection(create=True) as conn:
             cur = conn.cursor()
             try:
                 for statement in statements:

@@ -193,7 +193,8 @@ def test_check_shows_progress_on_a_terminal(table):
     (["match", "tcp", "10.0.0.1", "--table", "missing"], "cannot read table 'missing'"),
     (["check", "--table", "missing"], "cannot read table 'missing'"),
     (["list", "--db", "oracle://db/x"], "unsupported database URL scheme 'oracle'"),
-    (["list", "--db", "sqlite:///no/such/dir/x.db"], "cannot open SQLite database"),
+    (["list", "--db", "sqlite:///no/such/dir/x.db"], "SQLite database 'no/such/dir/x.db' does not exist"),
+    (["db", "init", "--db", "sqlite:///no/such/dir/x.db"], "cannot open SQLite database"),
     (["list", "--table", "bad;name"], "invalid SQL identifier"),
     (["db", "init"], "already exists"),
 ])

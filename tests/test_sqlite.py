@@ -377,3 +377,13 @@ def test_empty_manager_answers_the_default_before_any_reload(path):
     mgr = TcpMgm(url(path))
     assert mgr.lookup("tcp", "10.0.0.1").id == 0 and len(mgr.matcher) == 0 and mgr.last_report is None
     assert mgr.explain("tcp", "10.0.0.1").winner is None
+
+
+def test_a_missing_database_file_is_an_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "typo.db"
+    mgr = TcpMgm(url(str(missing)))
+    with pytest.raises(ReloadError, match="does not exist"):
+        mgr.reload()
+    assert not missing.exists()
+    mgr.create_schema()          # creating the schema is what may make the file
+    assert missing.exists() and mgr.reload().loaded == 0
