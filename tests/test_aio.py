@@ -8,6 +8,8 @@ import pytest
 import tcpmgm
 from tcpmgm import aio
 
+from keepalive import expected, keepalive_of, matcher
+
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
 
 GENEROUS = 15.0  # seconds: an upper bound for "eventually", never a timing assertion
@@ -23,23 +25,6 @@ def _ipv6_loopback():
 
 
 HAVE_IPV6 = _ipv6_loopback()
-
-
-def matcher(*rows):
-    return tcpmgm.Matcher([tcpmgm.Rule.from_row(row) for row in rows])
-
-
-def keepalive_of(sock):
-    return (
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-    )
-
-
-def expected(profile):
-    return (True, profile.keepidle, profile.keepinterval, profile.keepcount)
 
 
 def run(coro):

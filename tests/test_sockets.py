@@ -7,24 +7,9 @@ import pytest
 import tcpmgm
 from tcpmgm.sockets import apply, connect, tune
 
+from keepalive import expected, keepalive_of, matcher
+
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
-
-
-def matcher(*rows):
-    return tcpmgm.Matcher([tcpmgm.Rule.from_row(row) for row in rows])
-
-
-def keepalive_of(sock):
-    return (
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-    )
-
-
-def expected(profile):
-    return (True, profile.keepidle, profile.keepinterval, profile.keepcount)
 
 
 @pytest.fixture
