@@ -30,7 +30,7 @@ import threading
 from typing import Any, Callable, Dict, Iterator, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .errors import DatabaseError
+from .errors import DatabaseError, TcpMgmError
 from .schema import DIALECTS, Dialect
 
 __all__ = [
@@ -65,6 +65,32 @@ def dialect_of_connection(conn: Any) -> Dialect:
     if module in ("pymysql", "MySQLdb", "mysql"):
         return DIALECTS["mysql"]
     raise DatabaseError(f"cannot tell the SQL dialect of a {type(conn).__module__} connection")
+
+
+@contextlib.contextmanager
+def work(
+    source: "Source", failure: str, *, error: type = DatabaseError, commit: bool = False, create: bool = False,
+) -> Iterator[Any]:
+    """A cursor for one unit of work on ``source``.
+
+    A driver's exception (each driver has classes of its own) is rolled back
+    and raised again as one ``error`` reading ``"{failure}: {driver message}"``;
+    with ``commit`` the work is committed when the block ends normally.
+    """
+    with source.connection(create=create) as conn:
+        cur = conn.cursor()
+        try:
+            yield cur
+            if commit:
+                conn.commit()
+        except TcpMgmError:
+            rollback_quietly(conn)
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above
+            rollback_quietly(conn)
+            raise error(f"{failure}: {one_line(exc)}") from None
+        finally:
+            cur.close()
 
 
 class Source:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
-from .db import Source, one_line, open_source, rollback_quietly
+from .db import Source, open_source, work
 from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
 from .loader import gc_paused, load_rules
 from .matcher import Matcher
@@ -148,24 +148,15 @@ class TcpMgm:
         q = dialect.quote
         ph = dialect.placeholder
         statements = create_table_statements(dialect, self.names, schema_version)
-        with self.source.connection(create=True) as conn:
-            cur = conn.cursor()
-            try:
-                for statement in statements:
-                    cur.execute(statement)
-                cur.execute(
-                    f"DELETE FROM {q('version')} WHERE {q('table_name')} = {ph}", (self.names.table,)
-                )
-                cur.execute(
-                    f"INSERT INTO {q('version')} ({q('table_name')}, {q('table_version')}) VALUES ({ph}, {ph})",
-                    (self.names.table, schema_version),
-                )
-                conn.commit()
-            except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-                rollback_quietly(conn)
-                raise SchemaError(f"cannot create table {self.names.table!r}: {one_line(exc)}") from None
-            finally:
-                cur.close()
+        failure = f"cannot create table {self.names.table!r}"
+        with work(self.source, failure, error=SchemaError, commit=True, create=True) as cur:
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute(f"DELETE FROM {q('version')} WHERE {q('table_name')} = {ph}", (self.names.table,))
+            cur.execute(
+                f"INSERT INTO {q('version')} ({q('table_name')}, {q('table_version')}) VALUES ({ph}, {ph})",
+                (self.names.table, schema_version),
+            )
 
     def add_rule(self, row: Mapping[str, Any]) -> int:
         """Validate ``row`` (canonical column names) and insert it; return its id.
@@ -184,26 +175,18 @@ class TcpMgm:
         )
         if dialect.returning:  # PostgreSQL has no lastrowid for a SERIAL column
             sql += f" RETURNING {q(self.names.column('id'))}"
-        with self.source.connection() as conn:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql, [row[c] for c in columns])
-                new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
-                if dialect.name == "postgres" and "id" in row:
-                    # An explicit id leaves the SERIAL sequence behind (MySQL and SQLite
-                    # move theirs): without this the next automatic id could collide.
-                    id_column, table = q(self.names.column("id")), q(self.names.table)
-                    cur.execute(
-                        f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                        f"(SELECT max({id_column}) FROM {table}))",
-                        (table, self.names.column("id")),
-                    )
-                conn.commit()
-            except Exception as exc:  # noqa: BLE001
-                rollback_quietly(conn)
-                raise DatabaseError(f"cannot insert into {self.names.table!r}: {one_line(exc)}") from None
-            finally:
-                cur.close()
+        with work(self.source, f"cannot insert into {self.names.table!r}", commit=True) as cur:
+            cur.execute(sql, [row[c] for c in columns])
+            new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
+            if dialect.name == "postgres" and "id" in row:
+                # An explicit id leaves the SERIAL sequence behind (MySQL and SQLite
+                # move theirs): without this the next automatic id could collide.
+                id_column, table = q(self.names.column("id")), q(self.names.table)
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                    f"(SELECT max({id_column}) FROM {table}))",
+                    (table, self.names.column("id")),
+                )
         return int(new_id)
 
     def install_change_trigger(self) -> None:

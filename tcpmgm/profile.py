@@ -10,7 +10,7 @@ import dataclasses
 import re
 import threading
 from types import MappingProxyType
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 __all__ = [
     "Profile",

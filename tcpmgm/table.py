@@ -11,23 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .db import Source
-from .errors import DatabaseError, SchemaError
+from .db import Source, work
+from .errors import SchemaError
 from .rule import COLUMNS
 from .schema import TableNames
 
 __all__ = ["read_rows", "remove_rule", "count_rows"]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _rollback(conn: Any) -> None:
-    try:
-        conn.rollback()
-    except Exception:  # noqa: BLE001 - the first error is the one worth reporting
-        pass
 
 
 def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
@@ -38,17 +27,10 @@ def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
     """
     q = source.dialect.quote
     by_stored = {names.column(c).lower(): c for c in COLUMNS}
-    with source.connection() as conn:
-        cur = conn.cursor()
-        try:
-            cur.execute(f"SELECT * FROM {q(names.table)} ORDER BY {q(names.column('id'))}")
-            stored = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-        except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
-            _rollback(conn)
-            raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
-        finally:
-            cur.close()
+    with work(source, f"cannot read table {names.table!r}", error=SchemaError) as cur:
+        cur.execute(f"SELECT * FROM {q(names.table)} ORDER BY {q(names.column('id'))}")
+        stored = [d[0] for d in cur.description]
+        rows = cur.fetchall()
     wanted = [(i, by_stored[name.lower()]) for i, name in enumerate(stored) if name.lower() in by_stored]
     wanted.sort(key=lambda pair: COLUMNS.index(pair[1]))
     return [{canonical: row[i] for i, canonical in wanted} for row in rows]
@@ -56,31 +38,16 @@ def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
 
 def count_rows(source: Source, names: TableNames) -> int:
     """The number of rows in the table (for progress display)."""
-    with source.connection() as conn:
-        cur = conn.cursor()
-        try:
-            cur.execute(f"SELECT COUNT(*) FROM {source.dialect.quote(names.table)}")
-            return int(cur.fetchone()[0])
-        except Exception as exc:  # noqa: BLE001
-            _rollback(conn)
-            raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
-        finally:
-            cur.close()
+    with work(source, f"cannot read table {names.table!r}", error=SchemaError) as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {source.dialect.quote(names.table)}")
+        return int(cur.fetchone()[0])
 
 
 def remove_rule(source: Source, names: TableNames, rule_id: int) -> bool:
     """Delete the row with ``rule_id``; ``False`` when there was none."""
     q = source.dialect.quote
     sql = f"DELETE FROM {q(names.table)} WHERE {q(names.column('id'))} = {source.dialect.placeholder}"
-    with source.connection() as conn:
-        cur = conn.cursor()
-        try:
-            cur.execute(sql, (int(rule_id),))
-            deleted = cur.rowcount
-            conn.commit()
-        except Exception as exc:  # noqa: BLE001
-            _rollback(conn)
-            raise DatabaseError(f"cannot delete from {names.table!r}: {_one_line(exc)}") from None
-        finally:
-            cur.close()
+    with work(source, f"cannot delete from {names.table!r}", commit=True) as cur:
+        cur.execute(sql, (int(rule_id),))
+        deleted = cur.rowcount
     return deleted > 0

@@ -38,7 +38,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
 
-from .db import ConnectionSource, ServerSource, Source, one_line, rollback_quietly
+from .db import ConnectionSource, ServerSource, Source, one_line, work
 from .errors import DatabaseError, ReloadError, TcpMgmError
 from .schema import TableNames
 
@@ -77,17 +77,9 @@ def install_trigger(source: Source, names: TableNames) -> None:
         f"CREATE TRIGGER {q(TRIGGER_NAME)} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {q(TRIGGER_NAME)}('{notify_channel(names.table)}')",
     )
-    with source.connection() as conn:
-        cur = conn.cursor()
-        try:
-            for statement in statements:
-                cur.execute(statement)
-            conn.commit()
-        except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-            rollback_quietly(conn)
-            raise DatabaseError(f"cannot install the change trigger on {names.table!r}: {one_line(exc)}") from None
-        finally:
-            cur.close()
+    with work(source, f"cannot install the change trigger on {names.table!r}", commit=True) as cur:
+        for statement in statements:
+            cur.execute(statement)
 
 
 def has_trigger(conn: Any, source: Source, names: TableNames) -> bool:

@@ -7,6 +7,9 @@ import pytest
 import tcpmgm
 from tcpmgm import addresses, matcher as matcher_module
 
+# The database-server fixtures (scratch schemas and databases) live in tests/dbservers.py.
+pytest_plugins = ("dbservers",)
+
 # Running from a source checkout must not quietly test the pure fallback in
 # place of the compiled modules: the installed package has to be the one built.
 if not addresses.COMPILED and os.environ.get("TCPMGM_NO_EXTENSIONS", "") in ("", "0"):

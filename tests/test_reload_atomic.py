@@ -9,7 +9,6 @@ import pytest
 import tcpmgm
 from tcpmgm.rule import COLUMNS
 
-from dbservers import pg_scratch  # noqa: F401,F811 - pytest fixtures, used by name
 
 ROWS = 100
 RELOADS = 200

@@ -8,7 +8,7 @@ import tcpmgm
 from tcpmgm.db import streaming_cursor
 from tcpmgm.errors import ReloadError, RuleError, SchemaError
 
-from dbservers import opensips_ddl, scratch  # noqa: F401,F811 - pytest fixtures, used by name
+from dbservers import opensips_ddl
 
 TLS_TRUNK = {"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500}
 

@@ -7,7 +7,7 @@ import pytest
 import tcpmgm
 from tcpmgm.errors import DatabaseError, ReloadError
 
-from dbservers import MY_PORT, PG_PORT, Forwarder, free_port, pg_scratch, server_scratch, wait_until  # noqa: F401,F811 - pytest fixtures, used by name
+from dbservers import MY_PORT, PG_PORT, Forwarder, free_port, wait_until
 
 PASSWORD = "s3cr3t-Pw0rd"
 TRUNK = {"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500}

@@ -12,7 +12,7 @@ import pytest
 import tcpmgm
 from tcpmgm.errors import DatabaseError, ReloadError
 
-from dbservers import make_scratch, my_scratch, pg_scratch, wait_until  # noqa: F401,F811 - pytest fixtures, used by name
+from dbservers import make_scratch, wait_until
 
 PROXY = os.path.join(os.path.dirname(__file__), "watch_proxy.py")
 PROPAGATION = 2.0  # seconds: the functional deadline for a change to reach every proxy
