@@ -148,6 +148,8 @@ class Dispatcher:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return 200, _body(_error(None, PARSE_ERROR, f"parse error: {exc}"))
+        except RecursionError:  # "[[[[..." fits in MAX_BODY and nests deeper than json can follow
+            return 200, _body(_error(None, PARSE_ERROR, "parse error: nested too deeply"))
         if isinstance(payload, list):
             if not payload:
                 return 200, _body(_error(None, INVALID_REQUEST, "invalid request: empty batch"))

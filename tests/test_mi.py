@@ -124,6 +124,7 @@ def test_match_by_name_and_by_position(url):
 
 @pytest.mark.parametrize("body, code", [
     (b"{not json", mi.PARSE_ERROR),
+    (b"[" * 100_000, mi.PARSE_ERROR),                                                  # nested too deep to parse
     (b"42", mi.INVALID_REQUEST),
     (b"[]", mi.INVALID_REQUEST),
     (json.dumps({"method": "tcp_list", "id": 1}).encode(), mi.INVALID_REQUEST),        # no jsonrpc
