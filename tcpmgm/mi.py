@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8888  # OpenSIPS's mi_http listens there too
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/mi"
 MAX_BODY = 1 << 20
+REQUEST_DEADLINE = 30.0  # seconds a client gets to send its request (both transports)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603,
@@ -240,6 +241,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: "_HTTPServer"
     protocol_version = "HTTP/1.1"
 
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        # The socket timeout of each read: a client that stops sending is
+        # dropped instead of holding its thread for ever.
+        return REQUEST_DEADLINE
+
     def _serve(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, body = _http_answer(self.server.dispatcher, self.command, self.path, self.server.path,
@@ -310,9 +317,6 @@ class MIServer:
 
 
 # -- transport 2: an asyncio loop ----------------------------------------------------
-
-REQUEST_DEADLINE = 30.0  # seconds a client gets to send its request
-
 
 async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                 token: Optional[str] = None, path: str = "/mi") -> asyncio.AbstractServer:
