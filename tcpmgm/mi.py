@@ -121,6 +121,8 @@ class Dispatcher:
         for name, value in (("proto", proto), ("remote", remote), ("local", local)):
             if value is not None and not isinstance(value, str):
                 raise _RPCError(INVALID_PARAMS, f"{name} must be a string")
+        if not isinstance(explain, bool):
+            raise _RPCError(INVALID_PARAMS, "explain must be true or false")
         try:
             remote_ip, remote_port = parse_endpoint(remote) if remote else (None, 0)
             local_ip, local_port = parse_endpoint(local) if local else (None, 0)

@@ -137,6 +137,7 @@ def test_match_by_name_and_by_position(url):
     (json.dumps(rpc("tcp_match", ["sctp", "10.0.0.1"])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_list", [1])).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_match", {"proto": "tcp", "explain": "no"})).encode(), mi.INVALID_PARAMS),  # "no" is truthy
 ])
 def test_malformed_requests_get_json_rpc_errors(url, body, code):
     status, answer = raw(url, body, headers={"Content-Type": "application/json"})
