@@ -24,7 +24,7 @@ from .profile import Profile
 from .rule import Rule
 from .schema import (
     NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
-    expected_version, missing_columns, version_check,
+    expected_version, require_columns, version_check,
 )
 
 __all__ = ["LoadResult", "load_rules", "BATCH_SIZE", "gc_paused"]
@@ -127,9 +127,7 @@ def load_rules(
 ) -> LoadResult:
     """Read and validate every row of the rule table over ``conn``."""
     present = _table_columns(conn, dialect, names)
-    missing = missing_columns(present, names)
-    if missing:
-        raise SchemaError(f"table {names.table!r} lacks column(s): {', '.join(missing)}")
+    require_columns(present, names)
     version = version_check(
         _version_row(conn, dialect, names.table), expected_version(present, names),
         schema_version, names.table,

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8888  # OpenSIPS's mi_http listens there too
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/mi"
 MAX_BODY = 1 << 20
+REQUEST_DEADLINE = 30.0  # seconds a client gets to send its request (both transports)
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603,
@@ -120,6 +121,8 @@ class Dispatcher:
         for name, value in (("proto", proto), ("remote", remote), ("local", local)):
             if value is not None and not isinstance(value, str):
                 raise _RPCError(INVALID_PARAMS, f"{name} must be a string")
+        if not isinstance(explain, bool):
+            raise _RPCError(INVALID_PARAMS, "explain must be true or false")
         try:
             remote_ip, remote_port = parse_endpoint(remote) if remote else (None, 0)
             local_ip, local_port = parse_endpoint(local) if local else (None, 0)
@@ -148,6 +151,8 @@ class Dispatcher:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return 200, _body(_error(None, PARSE_ERROR, f"parse error: {exc}"))
+        except RecursionError:  # "[[[[..." fits in MAX_BODY and nests deeper than json can follow
+            return 200, _body(_error(None, PARSE_ERROR, "parse error: nested too deeply"))
         if isinstance(payload, list):
             if not payload:
                 return 200, _body(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
@@ -238,6 +243,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: "_HTTPServer"
     protocol_version = "HTTP/1.1"
 
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        # The socket timeout of each read: a client that stops sending is
+        # dropped instead of holding its thread for ever.
+        return REQUEST_DEADLINE
+
     def _serve(self) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, body = _http_answer(self.server.dispatcher, self.command, self.path, self.server.path,
@@ -308,9 +319,6 @@ class MIServer:
 
 
 # -- transport 2: an asyncio loop ----------------------------------------------------
-
-REQUEST_DEADLINE = 30.0  # seconds a client gets to send its request
-
 
 async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                 token: Optional[str] = None, path: str = "/mi") -> asyncio.AbstractServer:

@@ -137,12 +137,12 @@ def expected_version(present_columns, names: TableNames) -> int:
     return 1 if names.column("parallel_read").lower() in lowered else 2
 
 
-def missing_columns(present_columns, names: TableNames) -> Tuple[str, ...]:
-    """Columns of schema version 2 that the table lacks (they are required)."""
+def require_columns(present_columns, names: TableNames) -> None:
+    """:class:`SchemaError` naming the columns of schema version 2 that the table lacks."""
     lowered = {c.lower() for c in present_columns}
-    return tuple(
-        names.column(c) for c in SCHEMA_VERSIONS[2] if names.column(c).lower() not in lowered
-    )
+    missing = [names.column(c) for c in SCHEMA_VERSIONS[2] if names.column(c).lower() not in lowered]
+    if missing:
+        raise SchemaError(f"table {names.table!r} lacks column(s): {', '.join(missing)}")
 
 
 def version_check(found: Optional[int], columns_version: int, wanted: Optional[int], table: str) -> int:

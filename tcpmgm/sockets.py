@@ -149,15 +149,16 @@ def parse_endpoint(text: str) -> Tuple[str, int]:
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r}: expected [ipv6]:port")
-        port_text = rest[1:]
+        colon, port_text = rest[:1], rest[1:]
     elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
+        host, colon, port_text = text.partition(":")
     else:
-        host, port_text = text, ""
+        host, colon, port_text = text, "", ""
     if not host:
         raise ValueError(f"{text!r}: no address")
-    if not port_text:
+    if not colon:
         return host, 0
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isdigit() alone would take non-ASCII digits ("٥٠٦٠"), which int() reads as 5060.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
     return host, int(port_text)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 from .db import Source, work
 from .errors import SchemaError
 from .rule import COLUMNS
-from .schema import TableNames
+from .schema import TableNames, require_columns
 
 __all__ = ["read_rows", "remove_rule", "count_rows"]
 
@@ -24,6 +24,7 @@ def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
 
     Only the canonical columns the table has are returned (``parallel_read``
     appears for schema version 1 only); values are as the driver gives them.
+    A table without a required column (renames not given) is a :class:`SchemaError`.
     """
     q = source.dialect.quote
     by_stored = {names.column(c).lower(): c for c in COLUMNS}
@@ -31,6 +32,8 @@ def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
         cur.execute(f"SELECT * FROM {q(names.table)} ORDER BY {q(names.column('id'))}")
         stored = [d[0] for d in cur.description]
         rows = cur.fetchall()
+    # Renames not given: a listing without those columns would look like a valid table.
+    require_columns(stored, names)
     wanted = [(i, by_stored[name.lower()]) for i, name in enumerate(stored) if name.lower() in by_stored]
     wanted.sort(key=lambda pair: COLUMNS.index(pair[1]))
     return [{canonical: row[i] for i, canonical in wanted} for row in rows]

@@ -123,6 +123,10 @@ def test_renamed_table_and_columns(tmp_path):
     assert rows[0]["remote_addr"] == "192.0.2.0/24" and rows[0]["connect_timeout"] == 5
     result = run("match", "tcp", "192.0.2.9:5060", "--json", *options, cwd=tmp_path, check=0)
     assert json.loads(result.stdout)["profile"]["connect_timeout"] == 5
+    # Forgetting the renames is an error naming the columns, as for check and match, not a shorter listing.
+    for command in (["list"], ["list", "--json"], ["check"]):
+        error = one_error_line(run(*command, "--table", "paths", cwd=tmp_path), 1)
+        assert "table 'paths' lacks column(s): remote_addr, connect_timeout" in error
 
 
 def test_listener_tags(tmp_path):

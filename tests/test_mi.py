@@ -3,6 +3,7 @@
 import asyncio
 import http.client
 import json
+import socket
 import sqlite3
 import threading
 import urllib.parse
@@ -124,6 +125,7 @@ def test_match_by_name_and_by_position(url):
 
 @pytest.mark.parametrize("body, code", [
     (b"{not json", mi.PARSE_ERROR),
+    (b"[" * 100_000, mi.PARSE_ERROR),                                                  # nested too deep to parse
     (b"42", mi.INVALID_REQUEST),
     (b"[]", mi.INVALID_REQUEST),
     (json.dumps({"method": "tcp_list", "id": 1}).encode(), mi.INVALID_REQUEST),        # no jsonrpc
@@ -135,6 +137,7 @@ def test_match_by_name_and_by_position(url):
     (json.dumps(rpc("tcp_match", ["sctp", "10.0.0.1"])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_list", [1])).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_match", {"proto": "tcp", "explain": "no"})).encode(), mi.INVALID_PARAMS),  # "no" is truthy
 ])
 def test_malformed_requests_get_json_rpc_errors(url, body, code):
     status, answer = raw(url, body, headers={"Content-Type": "application/json"})
@@ -189,3 +192,17 @@ def test_client_errors_are_one_mi_error(mgr):
         mi.call(address, "tcp_list")
     with pytest.raises(mi.MIError, match="bad MI URL"):
         mi.call("not a url", "tcp_list")
+
+
+def test_a_client_that_stops_sending_is_let_go(url, monkeypatch):
+    # Content-Length promises more than arrives: after the request deadline the
+    # endpoint must end the connection instead of holding a worker forever.
+    monkeypatch.setattr(mi, "REQUEST_DEADLINE", 0.5)
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as client:
+        client.sendall(b"POST /mi HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}")
+        received = b""
+        while chunk := client.recv(4096):   # socket.timeout here: the endpoint never let go
+            received += chunk
+    assert received == b"" or received.startswith(b"HTTP/1.1 4")
+    assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
