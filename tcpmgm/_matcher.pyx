@@ -76,6 +76,9 @@ from .rule import Rule, key_difference
 
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+    long PyLong_AsLongAndOverflow(object, int*)     # no exception when it overflows
+    void Py_INCREF(object)
+    void Py_XDECREF(PyObject*)
 
 cdef extern from *:
     """
@@ -390,24 +393,45 @@ cdef bint rule_matches(const Core* c, uint32_t rank, const Query* q) noexcept no
 
 cdef dict _PROTO_CODES = {}      # lookup spelling -> code; the registry only grows
 
+# The protocol strings a program passes are nearly always the same few objects
+# (literals, interned names), so a direct-mapped cache keyed by the object's
+# address answers most lookups without hashing.  Each slot owns a reference to
+# its str, so an address cannot be reused by another object while cached.  Only
+# touched with the GIL held (parse_query runs before the classification).
+cdef enum:
+    PROTO_CACHE = 16
+cdef PyObject* _proto_obj[PROTO_CACHE]
+cdef uint32_t _proto_code[PROTO_CACHE]
+memset(_proto_obj, 0, sizeof(_proto_obj))
+
 
 cdef uint32_t proto_arg(object proto) except? NONE:
     if proto is None:
         return 0
+    cdef size_t slot = (<size_t><PyObject*>proto >> 4) % PROTO_CACHE
+    if _proto_obj[slot] == <PyObject*>proto:
+        return _proto_code[slot]
     if type(proto) is str:
         code = _PROTO_CODES.get(proto)
-        if code is not None:
-            return <uint32_t>code
-    code = lookup_proto(proto)          # TypeError / ValueError naming "proto"
-    if type(proto) is str and len(_PROTO_CODES) < 1024:
-        _PROTO_CODES[proto] = code
-    return <uint32_t>code
+        if code is None:
+            code = lookup_proto(proto)          # TypeError / ValueError naming "proto"
+            if len(_PROTO_CODES) < 1024:
+                _PROTO_CODES[proto] = code
+        Py_INCREF(proto)
+        Py_XDECREF(_proto_obj[slot])
+        _proto_obj[slot] = <PyObject*>proto
+        _proto_code[slot] = <uint32_t>code
+        return <uint32_t>code
+    return <uint32_t>lookup_proto(proto)
 
 
 cdef inline uint32_t port_arg(object port, str argument) except? NONE:
+    cdef int overflow = 0
+    cdef long value
     if type(port) is int:
-        if 0 <= port <= 65535:
-            return <uint32_t>port
+        value = PyLong_AsLongAndOverflow(port, &overflow)
+        if 0 <= value <= 65535 and not overflow:
+            return <uint32_t>value
         raise ValueError(f"{argument}: {port} is outside 0..65535")
     return <uint32_t>lookup_port(port, argument)
 
