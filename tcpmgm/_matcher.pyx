@@ -107,6 +107,9 @@ __all__ = ["Matcher", "LinearScanBaseline"]
 cdef enum:
     ANY_PROTO = 0xFFFF        # proto key of the entries serving "any" lookups
     SLOT_BITS = 16            # the first stride
+    AHEAD = 6                 # lookup_many's pipeline distance between stages (lookups)
+    RING = 32                 # its ring of decoded queries: a power of two > 3 * AHEAD
+    PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
     G_PROTO = 1               # group mask bits: which fields are exact
     G_RPORT = 2
     G_LPORT = 4
@@ -335,6 +338,13 @@ cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query*
     return best
 
 
+cdef inline const Slot* slot_of(const Core* c, const Query* q) noexcept nogil:
+    """The first-stride slot of the remote address, or NULL (no address, no trie of its family)."""
+    if q.rfam == 0 or c.slots[q.rfam == 6] == NULL:
+        return NULL
+    return &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
+
+
 cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     """The smallest rank among the rules matching ``q``, or NONE."""
     cdef uint32_t best = NONE
@@ -343,8 +353,8 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     cdef const Chain* chain
     cdef const Node* n
     q.memo_lslot = NONE
-    if q.rfam != 0 and c.slots[q.rfam == 6] != NULL:
-        slot = &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
+    slot = slot_of(c, q)
+    if slot != NULL:
         if slot.chain != NONE:
             chain = &c.chains[slot.chain]
             for i in range(chain.off, chain.off + chain.len):
@@ -399,16 +409,18 @@ cdef dict _PROTO_CODES = {}      # lookup spelling -> code; the registry only gr
 # its str, so an address cannot be reused by another object while cached.  Only
 # touched with the GIL held (parse_query runs before the classification).
 cdef enum:
-    PROTO_CACHE = 16
-cdef PyObject* _proto_obj[PROTO_CACHE]
-cdef uint32_t _proto_code[PROTO_CACHE]
+    PROTO_CACHE_BITS = 6
+cdef PyObject* _proto_obj[1 << PROTO_CACHE_BITS]
+cdef uint32_t _proto_code[1 << PROTO_CACHE_BITS]
 memset(_proto_obj, 0, sizeof(_proto_obj))
 
 
 cdef uint32_t proto_arg(object proto) except? NONE:
     if proto is None:
         return 0
-    cdef size_t slot = (<size_t><PyObject*>proto >> 4) % PROTO_CACHE
+    # Fibonacci hashing of the address: neighbouring objects land in different slots.
+    cdef size_t slot = <size_t>((<uint64_t><size_t><PyObject*>proto * 0x9E3779B97F4A7C15ULL)
+                                >> (64 - PROTO_CACHE_BITS))
     if _proto_obj[slot] == <PyObject*>proto:
         return _proto_code[slot]
     if type(proto) is str:
@@ -1111,7 +1123,6 @@ cdef class Matcher:
         The classification runs without the GIL.
         """
         cdef Column cp, cr, crp, cl, clp
-        cdef Query q
         cdef Py_ssize_t n, i, bad = -1
         cdef int64_t value
         cdef int bad_arg = 0
@@ -1142,30 +1153,64 @@ cdef class Matcher:
         cdef uint32_t* out32 = <uint32_t*>out.data.as_voidptr
         cdef int64_t* out64 = <int64_t*>out.data.as_voidptr
         cdef bint wide = self._id_typecode == "Q"
+        # Software pipeline over independent lookups, AHEAD lookups between stages:
+        # (1) decode lookup i and prefetch its first-stride slot; (2) prefetch the
+        # trie node that slot starts at; (3) prefetch that node's groups and its
+        # child on the address's path; (4) classify.  The cache misses of
+        # several lookups overlap instead of following one another.
+        cdef Query ring[RING]
+        cdef const Slot* ring_slot[RING]
+        cdef Query* qq
+        cdef const Slot* sl
+        cdef const Node* nd
+        # A small matcher stays in cache: the prefetch stages would only cost time.
+        cdef Py_ssize_t ahead = AHEAD if c.n_nodes + c.n_groups > PIPELINE_MIN else 0
         with nogil:
-            for i in range(n):
-                value = read_int(&cp, i)
-                if value < 0 or value > max_code:
-                    bad, bad_arg = i, 1
-                    break
-                q.proto = <uint32_t>value
-                value = read_int(&crp, i)
-                if value < 0 or value > 65535:
-                    bad, bad_arg = i, 2
-                    break
-                q.rport = <uint32_t>value
-                value = read_int(&clp, i)
-                if value < 0 or value > 65535:
-                    bad, bad_arg = i, 3
-                    break
-                q.lport = <uint32_t>value
-                q.rfam = read_address(&cr, i, &q.rhi, &q.rlo)
-                q.lfam = read_address(&cl, i, &q.lhi, &q.llo)
-                rank = classify(c, &q)
-                if wide:
-                    out64[i] = 0 if rank == NONE else c.id_of_rank[rank]
-                else:
-                    out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
+            for i in range(n + 3 * ahead):
+                if i < n:
+                    qq = &ring[i & (RING - 1)]
+                    value = read_int(&cp, i)
+                    if value < 0 or value > max_code:
+                        bad, bad_arg = i, 1
+                        break
+                    qq.proto = <uint32_t>value
+                    value = read_int(&crp, i)
+                    if value < 0 or value > 65535:
+                        bad, bad_arg = i, 2
+                        break
+                    qq.rport = <uint32_t>value
+                    value = read_int(&clp, i)
+                    if value < 0 or value > 65535:
+                        bad, bad_arg = i, 3
+                        break
+                    qq.lport = <uint32_t>value
+                    qq.rfam = read_address(&cr, i, &qq.rhi, &qq.rlo)
+                    qq.lfam = read_address(&cl, i, &qq.lhi, &qq.llo)
+                    sl = ring_slot[i & (RING - 1)] = slot_of(c, qq)
+                    if sl != NULL:
+                        prefetch(sl)
+                if ahead and ahead <= i < n + ahead:
+                    sl = ring_slot[(i - ahead) & (RING - 1)]
+                    if sl != NULL:
+                        if sl.start != NONE:
+                            prefetch(&c.nodes[sl.start])
+                        if sl.chain != NONE:
+                            prefetch(&c.chains[sl.chain])
+                if ahead and 2 * ahead <= i < n + 2 * ahead:
+                    qq = &ring[(i - 2 * ahead) & (RING - 1)]
+                    sl = ring_slot[(i - 2 * ahead) & (RING - 1)]
+                    if sl != NULL and sl.start != NONE:
+                        nd = &c.nodes[sl.start]
+                        if covers(nd.hi, nd.lo, nd.plen, qq.rhi, qq.rlo):
+                            prefetch(&c.groups[nd.group_off])
+                            if nd.plen < 128 and nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)] != NONE:
+                                prefetch(&c.nodes[nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)]])
+                if i >= 3 * ahead:
+                    rank = classify(c, &ring[(i - 3 * ahead) & (RING - 1)])
+                    if wide:
+                        out64[i - 3 * ahead] = 0 if rank == NONE else c.id_of_rank[rank]
+                    else:
+                        out32[i - 3 * ahead] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
         if bad >= 0:
             name = ("protos", "remote_ports", "local_ports")[bad_arg - 1]
             given = (protos, remote_ports, local_ports)[bad_arg - 1]
