@@ -62,12 +62,13 @@ pure-Python reference.
 from cpython.array cimport array, clone
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
 from tcpmgm._addr cimport parse_into
 
 import array as _array_module
+from ipaddress import IPv4Network as _IPv4Network
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
@@ -162,6 +163,16 @@ ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
     uint32_t local_id         # 0 for any
     uint16_t proto, rport, lport, pad
+
+ctypedef struct IdRank:      # only while building the id index
+    int64_t id
+    uint32_t rank
+
+
+cdef int compare_ids(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const IdRank*>a).id, y = (<const IdRank*>b).id
+    return (x > y) - (x < y)
+
 
 ctypedef struct Core:
     Node* nodes
@@ -711,7 +722,7 @@ cdef class Matcher:
         for family in (4, 6):
             if c.root[family == 6] != NONE:
                 self._build_slots(family)
-        self._build_ids(ordered)
+        self._build_ids()
         cdef size_t total = (
             c.cap_nodes * sizeof(Node) + c.cap_chains * sizeof(Chain) + c.cap_pool * sizeof(uint32_t)
             + c.cap_groups * sizeof(Group) + (c.lmask + 1) * sizeof(LocalEntry)
@@ -1023,19 +1034,24 @@ cdef class Matcher:
                 self._fill(slots, c.nodes[idx].child[i], stack, depth)
         return 0
 
-    cdef int _build_ids(self, list ordered) except -1:
+    cdef int _build_ids(self) except -1:
         """ids sorted, with their ranks, for get() and ``in`` without a dict."""
         cdef Core* c = &self.c
         cdef uint32_t n = c.n_rules, i
+        cdef IdRank* pairs = <IdRank*>malloc((n + 1) * sizeof(IdRank))
         c.ids_sorted = <int64_t*>malloc((n + 1) * sizeof(int64_t))
         c.rank_of_sorted = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
-        if c.ids_sorted == NULL or c.rank_of_sorted == NULL:
+        if pairs == NULL or c.ids_sorted == NULL or c.rank_of_sorted == NULL:
+            free(pairs)
             raise MemoryError()
-        ids = [rule.id for rule in ordered]
-        by_id = sorted(range(n), key=ids.__getitem__)
         for i in range(n):
-            c.rank_of_sorted[i] = by_id[i]
-            c.ids_sorted[i] = c.id_of_rank[by_id[i]]
+            pairs[i].id = c.id_of_rank[i]
+            pairs[i].rank = i
+        qsort(pairs, n, sizeof(IdRank), compare_ids)      # ids are unique: no ties
+        for i in range(n):
+            c.ids_sorted[i] = pairs[i].id
+            c.rank_of_sorted[i] = pairs[i].rank
+        free(pairs)
         return 0
 
     cdef uint32_t _rank_of_id(self, object rule_id) except? NONE:
@@ -1229,7 +1245,7 @@ cdef int _check_length(str argument, int kind, Py_ssize_t n, Py_ssize_t expected
 cdef tuple _split(object network):
     """(family, hi, lo) of a network address as this module keys it."""
     cdef object value = int(network.network_address)
-    if network.version == 4:
+    if isinstance(network, _IPv4Network):
         return 4, <uint64_t>value << 32, 0
     return 6, <uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFFULL)
 
