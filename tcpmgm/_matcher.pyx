@@ -100,8 +100,10 @@ cdef extern from *:
 cdef extern from *:
     """
     #define TCPMGM_NONE 0xFFFFFFFFu
+    #define TCPMGM_NO_SLOT 0xFFFFFFFFFFFFFFFFull
     """
     const uint32_t NONE "TCPMGM_NONE"      # "no rule" as a rank, "no node" as an index
+    const uint64_t NO_SLOT "TCPMGM_NO_SLOT"  # "hash slot not computed yet"
 
 __all__ = ["Matcher", "LinearScanBaseline"]
 
@@ -111,6 +113,7 @@ cdef enum:
     AHEAD = 6                 # lookup_many's pipeline distance between stages (lookups)
     RING = 32                 # its ring of decoded queries: a power of two > 3 * AHEAD
     PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
+    PREFETCH_GROUPS = 8       # a rule set's first groups whose hash slots are prefetched
     G_PROTO = 1               # group mask bits: which fields are exact
     G_RPORT = 2
     G_LPORT = 4
@@ -287,8 +290,9 @@ cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noex
     return lid
 
 
-cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept nogil:
-    """The smallest rank in group ``gi`` that matches the connection, or NONE."""
+cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q, uint64_t h) noexcept nogil:
+    """The smallest rank in group ``gi`` that matches the connection, or NONE.
+    ``h``: the group's hash slot if ``prefetch_groups`` computed it, else NO_SLOT."""
     cdef const Group* g = &c.groups[gi]
     cdef uint32_t mask = g.mask
     cdef uint32_t proto = 0, rport = 0, lport = 0, lid = 0
@@ -308,7 +312,8 @@ cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept 
             return g.best
         return NONE
     cdef uint64_t a = <uint64_t>gi | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
-    cdef uint64_t h = entry_hash(a, lid, lport) & c.hmask
+    if h == NO_SLOT:
+        h = entry_hash(a, lid, lport) & c.hmask
     cdef const Entry* e
     while True:
         e = &c.table[h]
@@ -319,31 +324,37 @@ cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept 
         h = (h + 1) & c.hmask
 
 
-cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q) noexcept nogil:
-    """Start loading the hash slots the hashed groups will probe, so that their
-    cache misses overlap instead of following one another (the ports workload)."""
+cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q,
+                                 uint64_t* slots) noexcept nogil:
+    """Start loading the hash slots the hashed groups among the first PREFETCH_GROUPS
+    will probe, so that their cache misses overlap instead of following one another
+    (the ports workload); ``slots[k]`` gets group ``off + k``'s slot or NO_SLOT."""
     cdef uint32_t i, mask, proto, rport, lport
-    cdef uint64_t a
-    for i in range(off, off + min(cnt, 8)):
+    cdef uint64_t a, h
+    for i in range(off, off + min(cnt, PREFETCH_GROUPS)):
         mask = c.groups[i].mask
         if mask & (G_INLINE | G_LOCAL):
+            slots[i - off] = NO_SLOT
             continue
         proto = (q.proto if q.proto != 0 else ANY_PROTO) if mask & G_PROTO else 0
         rport = q.rport if mask & G_RPORT else 0
         lport = q.lport if mask & G_LPORT else 0
         a = <uint64_t>i | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
-        prefetch(&c.table[entry_hash(a, 0, lport) & c.hmask])
+        h = entry_hash(a, 0, lport) & c.hmask
+        prefetch(&c.table[h])
+        slots[i - off] = h
 
 
 cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query* q,
                                uint32_t best) noexcept nogil:
     cdef uint32_t i, rank
+    cdef uint64_t slots[PREFETCH_GROUPS]
     if cnt > 1:
-        prefetch_groups(c, off, cnt, q)
+        prefetch_groups(c, off, cnt, q, slots)
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break
-        rank = probe_group(c, i, q)
+        rank = probe_group(c, i, q, slots[i - off] if cnt > 1 and i - off < PREFETCH_GROUPS else NO_SLOT)
         if rank < best:
             best = rank
     return best
