@@ -3,8 +3,9 @@
 
 Same contract as the pure module: ``normalize(value, argument)`` returns
 ``(version, int)``, mapping IPv4-mapped IPv6 to IPv4 and dropping zones.
-Strings go through the C library's ``inet_pton`` instead of ``ipaddress``,
-which is what makes a lookup on ``str`` addresses cheap.  The C entry point
+Strings are read in place (no copy for the usual compact ASCII ``str``);
+dotted quads are parsed here, IPv6 text by the C library's ``inet_pton``,
+instead of ``ipaddress``: that is what makes a lookup on ``str`` addresses cheap.  The C entry point
 :c:func:`parse_into` is what the classifier calls per lookup.
 """
 
@@ -16,11 +17,15 @@ from libc.string cimport memcpy, memchr, memset
 import ipaddress
 import socket
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    const void* PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+
 cdef extern from "arpa/inet.h" nogil:
     int inet_pton(int af, const char* src, void* dst)
 
 cdef extern from "sys/socket.h":
-    int AF_INET
     int AF_INET6
 
 cdef object _IPv4Address = ipaddress.IPv4Address
@@ -44,26 +49,62 @@ cdef inline int _finish_v6(uint8_t* out) noexcept:
     return 6
 
 
+cdef inline bint _parse_dotted_quad(const char* text, Py_ssize_t size, uint8_t* out) noexcept nogil:
+    """Strict dotted quad, as ``ipaddress`` (and glibc's ``inet_pton``) accept it: exactly four
+    decimal parts 0..255, no sign, no space, no leading zero ("010.0.0.1" is refused)."""
+    cdef Py_ssize_t i
+    cdef int part = 0, digits = 0
+    cdef unsigned int value = 0
+    cdef char ch
+    for i in range(size):
+        ch = text[i]
+        if c'0' <= ch <= c'9':
+            if digits and value == 0:
+                return False                # a leading zero
+            value = value * 10 + <unsigned int>(ch - c'0')
+            if value > 255:
+                return False
+            digits += 1
+        elif ch == c'.' and digits and part < 3:
+            out[part] = <uint8_t>value
+            part += 1
+            value = digits = 0
+        else:
+            return False
+    if part != 3 or not digits:
+        return False
+    out[3] = <uint8_t>value
+    return True
+
+
 cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
     cdef bytes raw
-    try:
-        raw = PyUnicode_AsASCIIString(value)
-    except UnicodeEncodeError:
-        raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address") from None
-    cdef const char* text = PyBytes_AS_STRING(raw)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
+    cdef const char* text
+    cdef Py_ssize_t size
+    if PyUnicode_IS_COMPACT_ASCII(value):
+        # The common case, read in place: no bytes object, no copy.
+        text = <const char*>PyUnicode_DATA(value)
+        size = PyUnicode_GET_LENGTH(value)
+    else:
+        # A str subclass or non-ASCII text (which can only be refused).
+        try:
+            raw = PyUnicode_AsASCIIString(value)
+        except UnicodeEncodeError:
+            raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address") from None
+        text = PyBytes_AS_STRING(raw)
+        size = PyBytes_GET_SIZE(raw)
     cdef char buf[64]
     cdef const char* zone = <const char*>memchr(text, b'%', size)
     if zone != NULL:
         size = zone - text
-    # inet_pton stops at a NUL, so "10.0.0.1\0junk" would parse: refuse it here.
+    memset(out, 0, 16)
+    if _parse_dotted_quad(text, size, out):
+        return 4
+    # inet_pton stops at a NUL, so "::1\0junk" would parse: refuse it here.
     if size >= 64 or memchr(text, 0, size) != NULL:
         raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
     memcpy(buf, text, size)
     buf[size] = 0
-    memset(out, 0, 16)
-    if inet_pton(AF_INET, buf, out) == 1:
-        return 4
     if inet_pton(AF_INET6, buf, out) == 1:
         return _finish_v6(out)
     raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")

@@ -62,12 +62,13 @@ pure-Python reference.
 from cpython.array cimport array, clone
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
 from tcpmgm._addr cimport parse_into
 
 import array as _array_module
+from ipaddress import IPv4Network as _IPv4Network
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
@@ -76,6 +77,9 @@ from .rule import Rule, key_difference
 
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+    long PyLong_AsLongAndOverflow(object, int*)     # no exception when it overflows
+    void Py_INCREF(object)
+    void Py_XDECREF(PyObject*)
 
 cdef extern from *:
     """
@@ -96,14 +100,20 @@ cdef extern from *:
 cdef extern from *:
     """
     #define TCPMGM_NONE 0xFFFFFFFFu
+    #define TCPMGM_NO_SLOT 0xFFFFFFFFFFFFFFFFull
     """
     const uint32_t NONE "TCPMGM_NONE"      # "no rule" as a rank, "no node" as an index
+    const uint64_t NO_SLOT "TCPMGM_NO_SLOT"  # "hash slot not computed yet"
 
 __all__ = ["Matcher", "LinearScanBaseline"]
 
 cdef enum:
     ANY_PROTO = 0xFFFF        # proto key of the entries serving "any" lookups
     SLOT_BITS = 16            # the first stride
+    AHEAD = 6                 # lookup_many's pipeline distance between stages (lookups)
+    RING = 32                 # its ring of decoded queries: a power of two > 3 * AHEAD
+    PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
+    PREFETCH_GROUPS = 8       # a rule set's first groups whose hash slots are prefetched
     G_PROTO = 1               # group mask bits: which fields are exact
     G_RPORT = 2
     G_LPORT = 4
@@ -156,6 +166,16 @@ ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
     uint32_t local_id         # 0 for any
     uint16_t proto, rport, lport, pad
+
+ctypedef struct IdRank:      # only while building the id index
+    int64_t id
+    uint32_t rank
+
+
+cdef int compare_ids(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const IdRank*>a).id, y = (<const IdRank*>b).id
+    return (x > y) - (x < y)
+
 
 ctypedef struct Core:
     Node* nodes
@@ -270,8 +290,9 @@ cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noex
     return lid
 
 
-cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept nogil:
-    """The smallest rank in group ``gi`` that matches the connection, or NONE."""
+cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q, uint64_t h) noexcept nogil:
+    """The smallest rank in group ``gi`` that matches the connection, or NONE.
+    ``h``: the group's hash slot if ``prefetch_groups`` computed it, else NO_SLOT."""
     cdef const Group* g = &c.groups[gi]
     cdef uint32_t mask = g.mask
     cdef uint32_t proto = 0, rport = 0, lport = 0, lid = 0
@@ -291,7 +312,8 @@ cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept 
             return g.best
         return NONE
     cdef uint64_t a = <uint64_t>gi | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
-    cdef uint64_t h = entry_hash(a, lid, lport) & c.hmask
+    if h == NO_SLOT:
+        h = entry_hash(a, lid, lport) & c.hmask
     cdef const Entry* e
     while True:
         e = &c.table[h]
@@ -302,34 +324,47 @@ cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q) noexcept 
         h = (h + 1) & c.hmask
 
 
-cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q) noexcept nogil:
-    """Start loading the hash slots the hashed groups will probe, so that their
-    cache misses overlap instead of following one another (the ports workload)."""
+cdef inline void prefetch_groups(const Core* c, uint32_t off, uint32_t cnt, const Query* q,
+                                 uint64_t* slots) noexcept nogil:
+    """Start loading the hash slots the hashed groups among the first PREFETCH_GROUPS
+    will probe, so that their cache misses overlap instead of following one another
+    (the ports workload); ``slots[k]`` gets group ``off + k``'s slot or NO_SLOT."""
     cdef uint32_t i, mask, proto, rport, lport
-    cdef uint64_t a
-    for i in range(off, off + min(cnt, 8)):
+    cdef uint64_t a, h
+    for i in range(off, off + min(cnt, PREFETCH_GROUPS)):
         mask = c.groups[i].mask
         if mask & (G_INLINE | G_LOCAL):
+            slots[i - off] = NO_SLOT
             continue
         proto = (q.proto if q.proto != 0 else ANY_PROTO) if mask & G_PROTO else 0
         rport = q.rport if mask & G_RPORT else 0
         lport = q.lport if mask & G_LPORT else 0
         a = <uint64_t>i | (<uint64_t>proto << 32) | (<uint64_t>rport << 48)
-        prefetch(&c.table[entry_hash(a, 0, lport) & c.hmask])
+        h = entry_hash(a, 0, lport) & c.hmask
+        prefetch(&c.table[h])
+        slots[i - off] = h
 
 
 cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query* q,
                                uint32_t best) noexcept nogil:
     cdef uint32_t i, rank
+    cdef uint64_t slots[PREFETCH_GROUPS]
     if cnt > 1:
-        prefetch_groups(c, off, cnt, q)
+        prefetch_groups(c, off, cnt, q, slots)
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break
-        rank = probe_group(c, i, q)
+        rank = probe_group(c, i, q, slots[i - off] if cnt > 1 and i - off < PREFETCH_GROUPS else NO_SLOT)
         if rank < best:
             best = rank
     return best
+
+
+cdef inline const Slot* slot_of(const Core* c, const Query* q) noexcept nogil:
+    """The first-stride slot of the remote address, or NULL (no address, no trie of its family)."""
+    if q.rfam == 0 or c.slots[q.rfam == 6] == NULL:
+        return NULL
+    return &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
 
 
 cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
@@ -340,8 +375,8 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     cdef const Chain* chain
     cdef const Node* n
     q.memo_lslot = NONE
-    if q.rfam != 0 and c.slots[q.rfam == 6] != NULL:
-        slot = &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
+    slot = slot_of(c, q)
+    if slot != NULL:
         if slot.chain != NONE:
             chain = &c.chains[slot.chain]
             for i in range(chain.off, chain.off + chain.len):
@@ -390,24 +425,47 @@ cdef bint rule_matches(const Core* c, uint32_t rank, const Query* q) noexcept no
 
 cdef dict _PROTO_CODES = {}      # lookup spelling -> code; the registry only grows
 
+# The protocol strings a program passes are nearly always the same few objects
+# (literals, interned names), so a direct-mapped cache keyed by the object's
+# address answers most lookups without hashing.  Each slot owns a reference to
+# its str, so an address cannot be reused by another object while cached.  Only
+# touched with the GIL held (parse_query runs before the classification).
+cdef enum:
+    PROTO_CACHE_BITS = 6
+cdef PyObject* _proto_obj[1 << PROTO_CACHE_BITS]
+cdef uint32_t _proto_code[1 << PROTO_CACHE_BITS]
+memset(_proto_obj, 0, sizeof(_proto_obj))
+
 
 cdef uint32_t proto_arg(object proto) except? NONE:
     if proto is None:
         return 0
+    # Fibonacci hashing of the address: neighbouring objects land in different slots.
+    cdef size_t slot = <size_t>((<uint64_t><size_t><PyObject*>proto * 0x9E3779B97F4A7C15ULL)
+                                >> (64 - PROTO_CACHE_BITS))
+    if _proto_obj[slot] == <PyObject*>proto:
+        return _proto_code[slot]
     if type(proto) is str:
         code = _PROTO_CODES.get(proto)
-        if code is not None:
-            return <uint32_t>code
-    code = lookup_proto(proto)          # TypeError / ValueError naming "proto"
-    if type(proto) is str and len(_PROTO_CODES) < 1024:
-        _PROTO_CODES[proto] = code
-    return <uint32_t>code
+        if code is None:
+            code = lookup_proto(proto)          # TypeError / ValueError naming "proto"
+            if len(_PROTO_CODES) < 1024:
+                _PROTO_CODES[proto] = code
+        Py_INCREF(proto)
+        Py_XDECREF(_proto_obj[slot])
+        _proto_obj[slot] = <PyObject*>proto
+        _proto_code[slot] = <uint32_t>code
+        return <uint32_t>code
+    return <uint32_t>lookup_proto(proto)
 
 
 cdef inline uint32_t port_arg(object port, str argument) except? NONE:
+    cdef int overflow = 0
+    cdef long value
     if type(port) is int:
-        if 0 <= port <= 65535:
-            return <uint32_t>port
+        value = PyLong_AsLongAndOverflow(port, &overflow)
+        if 0 <= value <= 65535 and not overflow:
+            return <uint32_t>value
         raise ValueError(f"{argument}: {port} is outside 0..65535")
     return <uint32_t>lookup_port(port, argument)
 
@@ -675,7 +733,7 @@ cdef class Matcher:
         for family in (4, 6):
             if c.root[family == 6] != NONE:
                 self._build_slots(family)
-        self._build_ids(ordered)
+        self._build_ids()
         cdef size_t total = (
             c.cap_nodes * sizeof(Node) + c.cap_chains * sizeof(Chain) + c.cap_pool * sizeof(uint32_t)
             + c.cap_groups * sizeof(Group) + (c.lmask + 1) * sizeof(LocalEntry)
@@ -987,19 +1045,24 @@ cdef class Matcher:
                 self._fill(slots, c.nodes[idx].child[i], stack, depth)
         return 0
 
-    cdef int _build_ids(self, list ordered) except -1:
+    cdef int _build_ids(self) except -1:
         """ids sorted, with their ranks, for get() and ``in`` without a dict."""
         cdef Core* c = &self.c
         cdef uint32_t n = c.n_rules, i
+        cdef IdRank* pairs = <IdRank*>malloc((n + 1) * sizeof(IdRank))
         c.ids_sorted = <int64_t*>malloc((n + 1) * sizeof(int64_t))
         c.rank_of_sorted = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
-        if c.ids_sorted == NULL or c.rank_of_sorted == NULL:
+        if pairs == NULL or c.ids_sorted == NULL or c.rank_of_sorted == NULL:
+            free(pairs)
             raise MemoryError()
-        ids = [rule.id for rule in ordered]
-        by_id = sorted(range(n), key=ids.__getitem__)
         for i in range(n):
-            c.rank_of_sorted[i] = by_id[i]
-            c.ids_sorted[i] = c.id_of_rank[by_id[i]]
+            pairs[i].id = c.id_of_rank[i]
+            pairs[i].rank = i
+        qsort(pairs, n, sizeof(IdRank), compare_ids)      # ids are unique: no ties
+        for i in range(n):
+            c.ids_sorted[i] = pairs[i].id
+            c.rank_of_sorted[i] = pairs[i].rank
+        free(pairs)
         return 0
 
     cdef uint32_t _rank_of_id(self, object rule_id) except? NONE:
@@ -1087,7 +1150,6 @@ cdef class Matcher:
         The classification runs without the GIL.
         """
         cdef Column cp, cr, crp, cl, clp
-        cdef Query q
         cdef Py_ssize_t n, i, bad = -1
         cdef int64_t value
         cdef int bad_arg = 0
@@ -1118,30 +1180,64 @@ cdef class Matcher:
         cdef uint32_t* out32 = <uint32_t*>out.data.as_voidptr
         cdef int64_t* out64 = <int64_t*>out.data.as_voidptr
         cdef bint wide = self._id_typecode == "Q"
+        # Software pipeline over independent lookups, AHEAD lookups between stages:
+        # (1) decode lookup i and prefetch its first-stride slot; (2) prefetch the
+        # trie node that slot starts at; (3) prefetch that node's groups and its
+        # child on the address's path; (4) classify.  The cache misses of
+        # several lookups overlap instead of following one another.
+        cdef Query ring[RING]
+        cdef const Slot* ring_slot[RING]
+        cdef Query* qq
+        cdef const Slot* sl
+        cdef const Node* nd
+        # A small matcher stays in cache: the prefetch stages would only cost time.
+        cdef Py_ssize_t ahead = AHEAD if c.n_nodes + c.n_groups > PIPELINE_MIN else 0
         with nogil:
-            for i in range(n):
-                value = read_int(&cp, i)
-                if value < 0 or value > max_code:
-                    bad, bad_arg = i, 1
-                    break
-                q.proto = <uint32_t>value
-                value = read_int(&crp, i)
-                if value < 0 or value > 65535:
-                    bad, bad_arg = i, 2
-                    break
-                q.rport = <uint32_t>value
-                value = read_int(&clp, i)
-                if value < 0 or value > 65535:
-                    bad, bad_arg = i, 3
-                    break
-                q.lport = <uint32_t>value
-                q.rfam = read_address(&cr, i, &q.rhi, &q.rlo)
-                q.lfam = read_address(&cl, i, &q.lhi, &q.llo)
-                rank = classify(c, &q)
-                if wide:
-                    out64[i] = 0 if rank == NONE else c.id_of_rank[rank]
-                else:
-                    out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
+            for i in range(n + 3 * ahead):
+                if i < n:
+                    qq = &ring[i & (RING - 1)]
+                    value = read_int(&cp, i)
+                    if value < 0 or value > max_code:
+                        bad, bad_arg = i, 1
+                        break
+                    qq.proto = <uint32_t>value
+                    value = read_int(&crp, i)
+                    if value < 0 or value > 65535:
+                        bad, bad_arg = i, 2
+                        break
+                    qq.rport = <uint32_t>value
+                    value = read_int(&clp, i)
+                    if value < 0 or value > 65535:
+                        bad, bad_arg = i, 3
+                        break
+                    qq.lport = <uint32_t>value
+                    qq.rfam = read_address(&cr, i, &qq.rhi, &qq.rlo)
+                    qq.lfam = read_address(&cl, i, &qq.lhi, &qq.llo)
+                    sl = ring_slot[i & (RING - 1)] = slot_of(c, qq)
+                    if sl != NULL:
+                        prefetch(sl)
+                if ahead and ahead <= i < n + ahead:
+                    sl = ring_slot[(i - ahead) & (RING - 1)]
+                    if sl != NULL:
+                        if sl.start != NONE:
+                            prefetch(&c.nodes[sl.start])
+                        if sl.chain != NONE:
+                            prefetch(&c.chains[sl.chain])
+                if ahead and 2 * ahead <= i < n + 2 * ahead:
+                    qq = &ring[(i - 2 * ahead) & (RING - 1)]
+                    sl = ring_slot[(i - 2 * ahead) & (RING - 1)]
+                    if sl != NULL and sl.start != NONE:
+                        nd = &c.nodes[sl.start]
+                        if covers(nd.hi, nd.lo, nd.plen, qq.rhi, qq.rlo):
+                            prefetch(&c.groups[nd.group_off])
+                            if nd.plen < 128 and nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)] != NONE:
+                                prefetch(&c.nodes[nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)]])
+                if i >= 3 * ahead:
+                    rank = classify(c, &ring[(i - 3 * ahead) & (RING - 1)])
+                    if wide:
+                        out64[i - 3 * ahead] = 0 if rank == NONE else c.id_of_rank[rank]
+                    else:
+                        out32[i - 3 * ahead] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
         if bad >= 0:
             name = ("protos", "remote_ports", "local_ports")[bad_arg - 1]
             given = (protos, remote_ports, local_ports)[bad_arg - 1]
@@ -1160,7 +1256,7 @@ cdef int _check_length(str argument, int kind, Py_ssize_t n, Py_ssize_t expected
 cdef tuple _split(object network):
     """(family, hi, lo) of a network address as this module keys it."""
     cdef object value = int(network.network_address)
-    if network.version == 4:
+    if isinstance(network, _IPv4Network):
         return 4, <uint64_t>value << 32, 0
     return 6, <uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFFULL)
 

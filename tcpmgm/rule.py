@@ -68,14 +68,15 @@ class Rule:
     # -- SPEC section 4 ------------------------------------------------------
     def key(self) -> Tuple[int, ...]:
         """Sort key: among the rules matching a connection, the smallest wins."""
+        remote, local = self.remote, self.local      # read once: matchers sort 10^6 rules by this
         return (
             self.priority,
             self.proto is None,
-            self.remote is None,
-            -(self.remote.prefixlen if self.remote is not None else 0),
+            remote is None,
+            -(remote.prefixlen if remote is not None else 0),
             self.remote_port == 0,
-            self.local is None,
-            -(self.local.prefixlen if self.local is not None else 0),
+            local is None,
+            -(local.prefixlen if local is not None else 0),
             self.local_port == 0,
             self.id,
         )

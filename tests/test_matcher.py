@@ -108,6 +108,28 @@ def test_workloads_agree_with_reference(name):
     assert len(set(expected)) > 10, "the workload should exercise many rules"
 
 
+def _row(columns, i):
+    """Row ``i`` of a batch as a batch of one (packed addresses are 16 bytes a row)."""
+    return [column[16 * i:16 * i + 16] if isinstance(column, bytes) else column[i:i + 1] for column in columns]
+
+
+@compiled_only
+@pytest.mark.parametrize("name", ["carrier", "nested"])
+def test_big_batches_agree_with_one_by_one(name):
+    """A matcher this large makes lookup_many overlap several lookups (its prefetch
+    pipeline); every answer must still be the one that lookup alone gets."""
+    workload = WORKLOADS[name](20_000, 3_000, seed=5)
+    compiled = matcher_module.Matcher(workload.rules)
+    for version in (4, 6):
+        columns = batch(workload.lookups, version)
+        if not len(columns.protos):
+            continue
+        alone = [compiled.lookup_many(*_row(columns, i))[0] for i in range(len(columns.protos))]
+        together = list(compiled.lookup_many(*columns))
+        assert together == alone
+        assert len(set(together)) > 100, "the lookups should hit many different rules"
+
+
 # -- lookup_many's buffers -----------------------------------------------------
 
 def _v4(text):
