@@ -142,7 +142,9 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
         return 4 if n == 4 else _finish_v6(out)
     if isinstance(value, str):
         return _parse_text(str(value), out, argument)
-    if isinstance(value, tuple) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+    if isinstance(value, tuple) and len(value) == 2 and _is_integer(value[0]) and _is_integer(value[1]):
+        # int() turns an IntEnum family (socket.AF_INET) into the key _FAMILIES has.
+        value = (int(value[0]), int(value[1]))
         version = _FAMILIES.get(value[1])
         if version is None:
             raise ValueError(f"{argument}: unknown address family {value[1]!r} (use 4 or 6)")
@@ -153,6 +155,11 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
         f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), "
         f"got {type(value).__name__}"
     )
+
+
+cdef inline bint _is_integer(object value):
+    # int subclasses count (socket.AF_INET is an IntEnum); bool does not.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def normalize(value, argument="address"):

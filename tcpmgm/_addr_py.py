@@ -25,6 +25,11 @@ _V6_MAX = (1 << 128) - 1
 _FAMILIES = {4: 4, 6: 6, int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 
 
+def _is_integer(value: Any) -> bool:
+    # int subclasses count (socket.AF_INET is an IntEnum); bool does not.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _unmap(value: int) -> Tuple[int, int]:
     if value >> 32 == 0xFFFF:
         return 4, value & _V4_MAX
@@ -57,7 +62,7 @@ def normalize(value: Any, argument: str = "address") -> Optional[Tuple[int, int]
         if len(packed) == 16:
             return _unmap(int.from_bytes(packed, "big"))
         raise ValueError(f"{argument}: packed address must be 4 or 16 bytes, got {len(packed)}")
-    if isinstance(value, tuple) and len(value) == 2 and all(type(v) is int for v in value):
+    if isinstance(value, tuple) and len(value) == 2 and all(_is_integer(v) for v in value):
         number, family = value
         version = _FAMILIES.get(family)
         if version is None:

@@ -83,8 +83,10 @@ def test_packed_bytes(normalize, value, expected):
 @pytest.mark.parametrize("value, expected", [
     ((V4, 4), (4, V4)),
     ((V4, int(socket.AF_INET)), (4, V4)),
+    ((V4, socket.AF_INET), (4, V4)),         # the socket module's IntEnum, as getaddrinfo returns it
     ((V6, 6), (6, V6)),
     ((V6, int(socket.AF_INET6)), (6, V6)),
+    ((V6, socket.AF_INET6), (6, V6)),
     ((0xFFFF00000000 | V4, 6), (4, V4)),
     ((0, 4), (4, 0)),
     ((2**32 - 1, 4), (4, 2**32 - 1)),
