@@ -72,8 +72,8 @@ from ipaddress import IPv4Network as _IPv4Network
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
-from .reference import Explanation, check_unique_ids, lookup_port, lookup_proto
-from .rule import Rule, key_difference
+from .reference import check_unique_ids, explanation, lookup_port, lookup_proto
+from .rule import Rule
 
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
@@ -1124,13 +1124,7 @@ cdef class Matcher:
         cdef uint32_t rank
         parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port)
         matches = [self._rules[rank] for rank in range(self.c.n_rules) if rule_matches(&self.c, rank, &q)]
-        if not matches:
-            return Explanation(None, self._default, ())
-        winner = matches[0]
-        reasons = tuple(
-            (rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches
-        )
-        return Explanation(winner, winner.profile, reasons)
+        return explanation(matches, self._default)
 
     def lookup_many(self, protos, remote_ips, remote_ports=None, local_ips=None, local_ports=None):
         """Classify a batch; returns ``array('I')`` of winning rule ids (0: default).

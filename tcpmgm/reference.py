@@ -16,7 +16,7 @@ from .profile import Profile, default_profile
 from .protocols import protocol_code
 from .rule import Rule, key_difference
 
-__all__ = ["ReferenceMatcher", "Explanation", "check_unique_ids", "lookup_proto", "lookup_port"]
+__all__ = ["ReferenceMatcher", "Explanation", "explanation", "check_unique_ids", "lookup_proto", "lookup_port"]
 
 
 class Explanation(NamedTuple):
@@ -26,6 +26,17 @@ class Explanation(NamedTuple):
     winner: Optional[Rule]
     profile: Profile
     matches: Tuple[Tuple[Rule, str], ...]
+
+
+def explanation(matches: List[Rule], default: Profile) -> Explanation:
+    """The :class:`Explanation` for ``matches``, the matching rules in key order."""
+    if not matches:
+        return Explanation(None, default, ())
+    winner = matches[0]
+    reasons = tuple(
+        (rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches
+    )
+    return Explanation(winner, winner.profile, reasons)
 
 
 def check_unique_ids(rules: Iterable[Rule]) -> List[Rule]:
@@ -142,11 +153,4 @@ class ReferenceMatcher:
         local_ip: Any = None, local_port: int = 0,
     ) -> Explanation:
         """The winner and every matching rule in key order, with why each lost."""
-        matches = list(self._matching(proto, remote_ip, remote_port, local_ip, local_port))
-        if not matches:
-            return Explanation(None, self._default, ())
-        winner = matches[0]
-        reasons = tuple(
-            (rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches
-        )
-        return Explanation(winner, winner.profile, reasons)
+        return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)
