@@ -6,7 +6,7 @@
     python benchmarks/bench_reload.py --profile            # cProfile of one reload per backend
 
 Each backend gets a scratch namespace (an SQLite file, a PostgreSQL schema,
-a MariaDB database) filled with a seeded carrier-like table (SPEC 6), which is
+a MariaDB database) filled with the seeded SPEC 6 carrier table of tcpmgm.workloads, which is
 dropped afterwards.  For each size it reports the best of ``--repeat`` runs:
 the whole ``reload()`` followed by one lookup ("to serving"), the CPU time
 this process spent on it (less disturbed by a busy machine; the server's
@@ -24,7 +24,6 @@ import cProfile
 import os
 import platform
 import pstats
-import random
 import sqlite3
 import sys
 import tempfile
@@ -33,42 +32,15 @@ import uuid
 from typing import Iterator, List, Optional, Tuple
 
 import tcpmgm
+from tcpmgm.workloads import carrier
 from tcpmgm.loader import gc_paused, load_rules
 from tcpmgm.matcher import Matcher
 
 COLUMNS = ("id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority",
            "connect_timeout", "keepidle")
-PROTOS = ["tcp", "tls", "ws", "wss", "bin", "bins", "hep_tcp", "hep_tls", "smpp", "msrp", "msrps"]
-
-
-def carrier_rows(n: int, seed: int = 6) -> List[tuple]:
-    """SPEC 6 ``carrier``: 70/30 IPv4/IPv6 remote prefixes of realistic lengths, some ports,
-    some local filters, half the protocols ``any``, 20% non-zero priorities."""
-    rnd = random.Random(seed)
-    rows = []
-    for rule_id in range(1, n + 1):
-        if rnd.random() < 0.7:
-            length = rnd.choice([8, 16, 20, 24, 24, 24, 28, 32, 32])
-            value = rnd.getrandbits(32) >> (32 - length) << (32 - length)
-            remote = f"{value >> 24}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}/{length}"
-        else:
-            length = rnd.choice([32, 48, 48, 56, 64, 64, 128])
-            value = (0x2001 << 112 | rnd.getrandbits(112)) >> (128 - length) << (128 - length)
-            groups = ":".join(f"{value >> (112 - 16 * i) & 0xFFFF:x}" for i in range(8))
-            remote = f"{groups}/{length}"
-        local = "192.0.2.10" if rnd.random() < 0.1 and ":" not in remote else None
-        rows.append((
-            rule_id,
-            "any" if rnd.random() < 0.5 else rnd.choice(PROTOS),
-            remote,
-            rnd.randrange(1, 65536) if rnd.random() < 0.2 else 0,
-            local,
-            rnd.randrange(1, 65536) if rnd.random() < 0.1 else 0,
-            rnd.randrange(1, 11) if rnd.random() < 0.2 else 0,
-            rnd.randrange(100, 5000),
-            rnd.randrange(60, 7200),
-        ))
-    return rows
+def carrier_rows(n: int) -> List[tuple]:
+    """SPEC 6 ``carrier`` (the same generator ``tcpmgm bench`` uses) as table rows."""
+    return [tuple(rule.to_row()[column] for column in COLUMNS) for rule in carrier(n, 0).rules]
 
 
 # -- scratch namespaces ------------------------------------------------------
