@@ -136,7 +136,8 @@ def load_rules(
     q = dialect.quote
     select = ", ".join(q(names.column(c)) for c in canonical)
 
-    # Most rows hold a NULL somewhere (an address or attrs); only these columns may not.
+    # Most rows hold a NULL somewhere (an address or attrs); a NULL among these
+    # columns, which OpenSIPS declares NOT NULL, is read as the default and warned about.
     not_null = operator.itemgetter(*(i for i, c in enumerate(canonical) if c not in NULLABLE_COLUMNS))
     rules: List[Rule] = []
     rejected: List[RuleError] = []
