@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
 import click
 
+from ._text import aligned
 from .reference import ReferenceMatcher
 from .workloads import WORKLOADS, Workload, batch
 
@@ -133,14 +134,7 @@ def format_table(rows: List[tuple]) -> str:
         second.append((name, f"{n:,}", _ratio(row["empty_ns"], single), _ratio(row.get("pytricia_ns"), single),
                        _ratio(row.get("py-radix_ns"), single), _ratio(row["linear_ns"], single),
                        _ratio(row["reference_ns"], single), _ratio(single, row["many_v4_ns"])))
-    return "\n\n".join(_align(table) for table in (first, second))
-
-
-def _align(table: List[tuple]) -> str:
-    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]))]
-    lines = ["  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)) for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return "\n\n".join(aligned(table, right=True) for table in (first, second))
 
 
 @click.command("bench")

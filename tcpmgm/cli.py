@@ -16,10 +16,11 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import click
 
+from ._text import aligned
 from .errors import ReloadError, RuleError, TcpMgmError
 from .lint import lint, rejected_findings
 from .loader import load_rules
@@ -102,15 +103,6 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def _table(rows: List[Sequence[Any]]) -> str:
-    """Rows of cells as aligned text (the first row is the header)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 # -- db -----------------------------------------------------------------------------
 
 @cli.group()
@@ -179,7 +171,7 @@ def list_rules(mgr: TcpMgm, as_json: bool) -> None:
         click.echo(f"table {mgr.names.table!r} is empty")
     else:
         header = list(rows[0])
-        click.echo(_table([header] + [[row[c] for c in header] for row in rows]))
+        click.echo(aligned([header] + [[row[c] for c in header] for row in rows]))
 
 
 # -- match ----------------------------------------------------------------------------
@@ -230,7 +222,7 @@ def match(mgr: TcpMgm, proto: str, remote: Tuple[Optional[str], int], local: Tup
     click.echo(f"rule {found.winner.describe()}" if found.winner else "rule 0: no rule matches (default profile)")
     values = profile_dict(found.profile)
     values["attrs"] = ";".join(f"{k}={v}" for k, v in sorted(values["attrs"].items())) or "-"
-    click.echo(_table([("attribute", "value")] + list(values.items())))
+    click.echo(aligned([("attribute", "value")] + list(values.items())))
     if explain:
         click.echo("")
         if not found.matches:

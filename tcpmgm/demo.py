@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, TextIO, Tuple
 
+from ._text import aligned
 from .manager import TcpMgm
 from .profile import default_profile, format_attrs
 
@@ -74,12 +75,7 @@ def run_demo(path: str, out: TextIO) -> int:
             f"{k}={format_attrs(v) if k == 'attrs' else int(v)}" for k, v in diff.items()
         ) or "(default)"
         table.append((proto, _endpoint(rip, rport), _endpoint(lip, lport), str(profile.id), shown))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    for n, row in enumerate(table):
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
-        print("  ".join(cells).rstrip(), file=out)
-        if n == 0:
-            print("  ".join("-" * w for w in widths + [len(header[-1])]), file=out)
+    print(aligned(table), file=out)
     print(file=out)
     print("rule 0 is the default profile: no rule matched.", file=out)
     return 0
