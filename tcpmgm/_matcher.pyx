@@ -2,8 +2,9 @@
 """The compiled classifier: SPEC section 4 answered by a prefix trie and tuple-space hashing.
 
 Rank
-    The rules are sorted once with :meth:`tcpmgm.Rule.key` (the one definition
-    of the key) and each gets its position, its *rank*.  "Smallest key among the
+    The rules are sorted once by ``Rule.order``, :meth:`tcpmgm.Rule.key` (the one
+    definition of the key) packed by the rule into one int with the same order
+    (ids are below 2**63 here), and each gets its position, its *rank*.  "Smallest key among the
     matching rules" is then "smallest rank among the matching rules": every
     structure below stores ranks, every comparison is one integer compare, and
     nothing here re-derives the key.  ``NONE`` (0xFFFFFFFFU) is "no rule".
@@ -68,12 +69,14 @@ from libc.string cimport memcpy, memset
 from tcpmgm._addr cimport parse_into
 
 import array as _array_module
-from ipaddress import IPv4Network as _IPv4Network
+from operator import attrgetter
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
 from .reference import check_unique_ids, explanation, lookup_port, lookup_proto
-from .rule import Rule
+
+# Rule.order is Rule.key() packed into one int (same order): the sort behind the ranks.
+cdef object _ORDER = attrgetter("order")
 
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
@@ -666,7 +669,7 @@ cdef class Matcher:
     def __init__(self, rules=(), *, default=None):
         if self._built:
             raise TypeError("a Matcher is immutable; build a new one")
-        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+        ordered = sorted(check_unique_ids(rules), key=_ORDER)
         self._rules = tuple(ordered)
         self._profiles = tuple([rule.profile for rule in ordered])
         self._default = (default if default is not None else default_profile()).replace(id=0)
@@ -679,7 +682,7 @@ cdef class Matcher:
         cdef uint32_t n = len(ordered)
         cdef uint32_t rank, i, j
         cdef RuleRec* rec
-        cdef int family
+        cdef int family, plen
         cdef uint64_t hi, lo
         cdef int64_t max_id = 0
         c.n_rules = n
@@ -687,7 +690,7 @@ cdef class Matcher:
         c.id_of_rank = <int64_t*>malloc((n + 1) * sizeof(int64_t))
         if c.rules == NULL or c.id_of_rank == NULL:
             raise MemoryError()
-        local_ids = {}               # (family, plen, hi, lo) -> id
+        local_ids = {}               # local prefix (family, int, plen) -> id
         local_slots = {}             # (family, plen) -> slot
         lslot_of = array("I", [0]) * (n + 1) if n else array("I", [0])
         cdef uint32_t[::1] lslot_view = lslot_of
@@ -708,20 +711,18 @@ cdef class Matcher:
             rec.proto = code
             rec.rport = rule.remote_port
             rec.lport = rule.local_port
-            remote = rule.remote
             rec.node = NONE
+            remote = rule.remote_prefix
             if remote is not None:
-                family, hi, lo = _split(remote)
-                rec.node = self._insert(family, hi, lo, remote.prefixlen)
-            local = rule.local
+                plen = split_prefix(remote, &family, &hi, &lo)
+                rec.node = self._insert(family, hi, lo, plen)
+            local = rule.local_prefix
             if local is not None:
-                family, hi, lo = _split(local)
-                key = (family, local.prefixlen, hi, lo)
-                lid = local_ids.get(key)
+                lid = local_ids.get(local)
                 if lid is None:
-                    lid = local_ids[key] = len(local_ids) + 1
+                    lid = local_ids[local] = len(local_ids) + 1
                 rec.local_id = lid
-                shape = (family, local.prefixlen)
+                shape = (local[0], local[2])
                 slot = local_slots.get(shape)
                 if slot is None:
                     slot = local_slots[shape] = len(local_slots)
@@ -807,8 +808,9 @@ cdef class Matcher:
     cdef int _build_locals(self, dict local_ids, dict local_slots) except -1:
         cdef Core* c = &self.c
         cdef uint64_t size = pow2_at_least(2 * len(local_ids) + 2)
-        cdef uint64_t h
+        cdef uint64_t h, hi, lo
         cdef uint32_t fp
+        cdef int family, plen
         c.n_local = len(local_ids)
         c.n_lslots = len(local_slots)
         c.ltable = <LocalEntry*>calloc(size, sizeof(LocalEntry))
@@ -817,7 +819,8 @@ cdef class Matcher:
         if c.ltable == NULL or c.lprefixes == NULL or c.lslots == NULL:
             raise MemoryError()
         c.lmask = size - 1
-        for (family, plen, hi, lo), lid in local_ids.items():
+        for prefix, lid in local_ids.items():
+            plen = split_prefix(prefix, &family, &hi, &lo)
             c.lprefixes[lid].family = family
             c.lprefixes[lid].plen = plen
             c.lprefixes[lid].hi = hi
@@ -1247,12 +1250,17 @@ cdef int _check_length(str argument, int kind, Py_ssize_t n, Py_ssize_t expected
     return 0
 
 
-cdef tuple _split(object network):
-    """(family, hi, lo) of a network address as this module keys it."""
-    cdef object value = int(network.network_address)
-    if isinstance(network, _IPv4Network):
-        return 4, <uint64_t>value << 32, 0
-    return 6, <uint64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFFULL)
+cdef int split_prefix(tuple prefix, int* family, uint64_t* hi, uint64_t* lo) except -1:
+    """Reads a :data:`tcpmgm.rule.Prefix` as this module keys addresses; returns its length."""
+    cdef object value = prefix[1]
+    family[0] = prefix[0]
+    if family[0] == 4:
+        hi[0] = <uint64_t>value << 32
+        lo[0] = 0
+    else:
+        hi[0] = <uint64_t>(value >> 64)
+        lo[0] = <uint64_t>(value & 0xFFFFFFFFFFFFFFFFULL)
+    return prefix[2]
 
 
 # -- benchmark baseline -------------------------------------------------------
@@ -1279,7 +1287,7 @@ cdef class LinearScanBaseline:
         free(self.rules)
 
     def __init__(self, rules=(), *, default=None):
-        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+        ordered = sorted(check_unique_ids(rules), key=_ORDER)
         self._profiles = tuple([rule.profile for rule in ordered])
         self._default = (default if default is not None else default_profile()).replace(id=0)
         free(self.rules)
@@ -1289,22 +1297,23 @@ cdef class LinearScanBaseline:
             raise MemoryError()
         cdef ScanRule* s
         cdef uint32_t i
+        cdef int family, plen
         for i in range(self.n):
             rule = ordered[i]
             s = &self.rules[i]
             s.proto = protocol_code(rule.proto)
             s.rport = rule.remote_port
             s.lport = rule.local_port
-            if rule.remote is not None:
-                family, s.rhi, s.rlo = _split(rule.remote)
+            if rule.remote_prefix is not None:
+                plen = split_prefix(rule.remote_prefix, &family, &s.rhi, &s.rlo)
                 s.rfam = family
-                s.rmhi = mask_hi(rule.remote.prefixlen)
-                s.rmlo = mask_lo(rule.remote.prefixlen)
-            if rule.local is not None:
-                family, s.lhi, s.llo = _split(rule.local)
+                s.rmhi = mask_hi(plen)
+                s.rmlo = mask_lo(plen)
+            if rule.local_prefix is not None:
+                plen = split_prefix(rule.local_prefix, &family, &s.lhi, &s.llo)
                 s.lfam = family
-                s.lmhi = mask_hi(rule.local.prefixlen)
-                s.lmlo = mask_lo(rule.local.prefixlen)
+                s.lmhi = mask_hi(plen)
+                s.lmlo = mask_lo(plen)
 
     def lookup(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
         cdef Query q

@@ -4,7 +4,14 @@
 loader, the CLI's ``add`` and the tests all go through it, so every caller gets
 the same validation and the same messages.  :meth:`Rule.key` is the one
 definition of which rule wins; the reference matcher sorts by it and the
-compiled classifier ranks by it.
+compiled classifier ranks by :attr:`Rule.order`, the same key packed into one
+int when the rule is made.
+
+A rule keeps its networks as ints, ``remote_prefix``/``local_prefix`` =
+``(version, network as int, prefix length)``: that is all a classifier reads.
+The ``ipaddress`` objects of ``remote``/``local`` are built on first use,
+because building them costs about 4 µs each, a third of validating a row, and a
+reload of a million rows reads none of them.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from .profile import (
 )
 from .protocols import ANY, NOT_TCP_PROTOCOLS, protocol_code
 
-__all__ = ["Rule", "Network", "FILTER_COLUMNS", "COLUMNS", "key_difference"]
+__all__ = ["Rule", "Network", "Prefix", "FILTER_COLUMNS", "COLUMNS", "key_difference"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Prefix = Tuple[int, int, int]     # (4 or 6, network address as an int, prefix length)
 
 FILTER_COLUMNS: Tuple[str, ...] = (
     "id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority",
@@ -48,7 +56,12 @@ assert PROFILE_FIELDS[-1] == "attrs"
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """One validated rule.  ``proto``, ``remote`` and ``local`` are ``None`` for "any"."""
+    """One validated rule.  ``proto``, ``remote`` and ``local`` are ``None`` for "any".
+
+    Besides the fields, every rule has ``remote_prefix`` and ``local_prefix``
+    (:data:`Prefix` or ``None``, the networks as ints) and ``order``
+    (:meth:`key` packed into one int: same order for ids below 2**64).
+    """
 
     id: int
     proto: Optional[str] = None
@@ -64,19 +77,26 @@ class Rule:
     def __post_init__(self) -> None:
         if self.profile.id != self.id:
             object.__setattr__(self, "profile", self.profile.replace(id=self.id))
+        fields = self.__dict__
+        fields["remote_prefix"] = _prefix_of(self.remote)
+        fields["local_prefix"] = _prefix_of(self.local)
+        fields["order"] = _order(
+            self.priority, self.proto, fields["remote_prefix"], self.remote_port,
+            fields["local_prefix"], self.local_port, self.id,
+        )
 
     # -- SPEC section 4 ------------------------------------------------------
     def key(self) -> Tuple[int, ...]:
         """Sort key: among the rules matching a connection, the smallest wins."""
-        remote, local = self.remote, self.local      # read once: matchers sort 10^6 rules by this
+        remote, local = self.remote_prefix, self.local_prefix
         return (
             self.priority,
             self.proto is None,
             remote is None,
-            -(remote.prefixlen if remote is not None else 0),
+            -(remote[2] if remote is not None else 0),
             self.remote_port == 0,
             local is None,
-            -(local.prefixlen if local is not None else 0),
+            -(local[2] if local is not None else 0),
             self.local_port == 0,
             self.id,
         )
@@ -84,8 +104,8 @@ class Rule:
     @property
     def family(self) -> Optional[int]:
         """4 or 6 when the rule names an address, else ``None``."""
-        net = self.remote if self.remote is not None else self.local
-        return net.version if net is not None else None
+        prefix = self.remote_prefix if self.remote_prefix is not None else self.local_prefix
+        return prefix[0] if prefix is not None else None
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -113,12 +133,13 @@ class Rule:
         local_raw = get("local_addr")
         local_tag = None
         local = _local(rule_id, local_raw, listeners, warnings)
-        if isinstance(local, tuple):
-            local, local_tag = local
-        if remote is not None and local is not None and remote.version != local.version:
+        if isinstance(local, str):
+            local_tag = local
+            local = _tag_prefix(rule_id, local_raw, local_tag, listeners, warnings)
+        if remote is not None and local is not None and remote[0] != local[0]:
             raise RuleError(
                 rule_id, "local_addr", _shown(local_raw),
-                f"IPv{local.version} local address with an IPv{remote.version} remote address",
+                f"IPv{local[0]} local address with an IPv{remote[0]} remote address",
             )
         remote_port = _port(rule_id, "remote_port", get("remote_port"))
         local_port = _port(rule_id, "local_port", get("local_port"))
@@ -141,18 +162,27 @@ class Rule:
         values["keepalive"] = bool(values["keepalive"])
         profile = Profile._from_checked(values)
         return cls._from_checked(
-            id=rule_id, proto=proto, remote=remote, remote_port=remote_port,
-            local=local, local_port=local_port, priority=priority, profile=profile,
-            local_tag=local_tag, warnings=tuple(warnings),
+            rule_id, proto, remote, remote_port, local, local_port, priority, profile,
+            local_tag, tuple(warnings),
         )
 
     @classmethod
-    def _from_checked(cls, **fields: Any) -> "Rule":
-        """A rule from fields :meth:`from_row` has validated (its profile's id
-        already the rule's): skips the dataclass ``__init__``, which a reload
-        of a million rows feels."""
+    def _from_checked(
+        cls, rule_id: int, proto: Optional[str], remote_prefix: Optional[Prefix], remote_port: int,
+        local_prefix: Optional[Prefix], local_port: int, priority: int, profile: Profile,
+        local_tag: Optional[str], warnings: Tuple[RuleWarning, ...],
+    ) -> "Rule":
+        """A rule from values already validated and normalised (the profile's id
+        the rule's; a mapped IPv6 prefix already IPv4): skips the dataclass
+        ``__init__`` and the ``ipaddress`` objects, which a reload of a million
+        rows feels.  ``remote`` and ``local`` are made on first use."""
         rule = object.__new__(cls)
-        rule.__dict__.update(fields)
+        rule.__dict__.update(
+            id=rule_id, proto=proto, remote_port=remote_port, local_port=local_port,
+            priority=priority, profile=profile, local_tag=local_tag, warnings=warnings,
+            remote_prefix=remote_prefix, local_prefix=local_prefix,
+            order=_order(priority, proto, remote_prefix, remote_port, local_prefix, local_port, rule_id),
+        )
         return rule
 
     def to_row(self) -> dict:
@@ -180,6 +210,63 @@ class Rule:
         )
 
 
+class _NetworkOnFirstUse:
+    """``Rule.remote`` / ``Rule.local``: the ``ipaddress`` network of the rule's
+    prefix, made when first read and then kept in the instance.
+
+    A non-data descriptor, like ``functools.cached_property``: once the
+    instance holds the attribute (the dataclass ``__init__`` sets it, the
+    first read caches it) the instance's value wins and this is not called.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.prefix_name = f"{name}_prefix"
+
+    def __get__(self, rule: Optional["Rule"], owner: type = None) -> Any:
+        if rule is None:
+            return self
+        network = _network_of(rule.__dict__[self.prefix_name])
+        rule.__dict__[self.name] = network
+        return network
+
+
+# After @dataclass has read the defaults (None) for __init__.
+Rule.remote = _NetworkOnFirstUse("remote")
+Rule.local = _NetworkOnFirstUse("local")
+
+
+def _prefix_of(network: Optional[Network]) -> Optional[Prefix]:
+    if network is None:
+        return None
+    return network.version, int(network.network_address), network.prefixlen
+
+
+def _network_of(prefix: Optional[Prefix]) -> Optional[Network]:
+    if prefix is None:
+        return None
+    version, value, length = prefix
+    if version == 4:
+        return ipaddress.IPv4Network((value, length))
+    return ipaddress.IPv6Network((value, length))
+
+
+def _order(
+    priority: int, proto: Optional[str], remote: Optional[Prefix], remote_port: int,
+    local: Optional[Prefix], local_port: int, rule_id: int,
+) -> int:
+    """:meth:`Rule.key` as one int: each level shifted above the next, so
+    that ints compare as the tuples do (a prefix length fits in 8 bits, an id
+    in 64; a negative priority still sorts first).  Sorting a million ints is
+    several times cheaper than sorting a million 9-tuples."""
+    order = priority << 2 | (proto is None) << 1 | (remote is None)
+    order = order << 8 | (128 - (remote[2] if remote is not None else 0))
+    order = order << 2 | (remote_port == 0) << 1 | (local is None)
+    order = order << 8 | (128 - (local[2] if local is not None else 0))
+    order = order << 1 | (local_port == 0)
+    return order << 64 | rule_id
+
+
 # -- why a rule loses to another (used by every explain) --------------------
 
 _KEY_LEVELS = (
@@ -203,9 +290,9 @@ def key_difference(loser: Rule, winner: Rule) -> str:
             if level == 0:
                 return f"{reason} ({loser.priority} > {winner.priority})"
             if level == 3:
-                return f"{reason} (/{loser.remote.prefixlen} < /{winner.remote.prefixlen})"
+                return f"{reason} (/{loser.remote_prefix[2]} < /{winner.remote_prefix[2]})"
             if level == 6:
-                return f"{reason} (/{loser.local.prefixlen} < /{winner.local.prefixlen})"
+                return f"{reason} (/{loser.local_prefix[2]} < /{winner.local_prefix[2]})"
             if level == 8:
                 return f"{reason} ({loser.id} > {winner.id})"
             return reason
@@ -335,7 +422,7 @@ def _ip_value(address: str) -> Tuple[Optional[int], int]:
     return int(ip), ip.version
 
 
-def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: list) -> Network:
+def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: list) -> Prefix:
     address, slash, length = text.partition("/")
     if "%" in address:
         raise RuleError(rule_id, column, _shown(raw), "an IPv6 zone has no meaning in a rule")
@@ -358,22 +445,21 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     network_int = value >> host_bits << host_bits
     # Lookups match an IPv4-mapped address as IPv4 (SPEC 4), so a rule written
     # in mapped form (a prefix of /96 or longer inside ::ffff:0:0/96) must live
-    # among the IPv4 rules to ever match.  Built from ints: given an address
-    # object, ipaddress would format and reparse it.
+    # among the IPv4 rules to ever match.
+    prefix: Prefix
     if version == 6 and prefixlen >= 96 and network_int >> 32 == 0xFFFF:
-        network: Network = ipaddress.IPv4Network((network_int & 0xFFFFFFFF, prefixlen - 96))
-    elif version == 4:
-        network = ipaddress.IPv4Network((network_int, prefixlen))
+        prefix = (4, network_int & 0xFFFFFFFF, prefixlen - 96)
     else:
-        network = ipaddress.IPv6Network((network_int, prefixlen))
+        prefix = (version, network_int, prefixlen)
     if network_int != value:
         warnings.append(RuleWarning(
-            rule_id, column, _shown(raw), f"host bits set under the prefix; stored as {network}",
+            rule_id, column, _shown(raw),
+            f"host bits set under the prefix; stored as {_network_of(prefix)}",
         ))
-    return network
+    return prefix
 
 
-def _network(rule_id: int, column: str, value: Any, warnings: list) -> Optional[Network]:
+def _network(rule_id: int, column: str, value: Any, warnings: list) -> Optional[Prefix]:
     text = _text(rule_id, column, value)
     if text is None or text == "" or text.lower() == ANY:
         return None
@@ -386,7 +472,8 @@ def _looks_like_address(text: str) -> bool:
 
 def _local(
     rule_id: int, value: Any, listeners: Optional[Mapping[str, Any]], warnings: list,
-) -> Union[None, Network, Tuple[Network, str]]:
+) -> Union[None, Prefix, str]:
+    """The local prefix, or the socket tag the column names (see :func:`_tag_prefix`)."""
     text = _text(rule_id, "local_addr", value)
     if text is None or text == "" or text.lower() == ANY:
         return None
@@ -398,15 +485,21 @@ def _local(
             rule_id, "local_addr", _shown(value),
             f"neither an address nor a known socket tag (listeners: {known})",
         )
-    listener = listeners[text]
+    return text
+
+
+def _tag_prefix(
+    rule_id: int, value: Any, tag: str, listeners: Mapping[str, Any], warnings: list,
+) -> Prefix:
+    listener = listeners[tag]
     try:
         ip = ipaddress.ip_address(str(listener).partition("%")[0])
     except ValueError:
         raise RuleError(
             rule_id, "local_addr", _shown(value),
-            f"socket tag {text!r} maps to {listener!r}, which is not an address",
+            f"socket tag {tag!r} maps to {listener!r}, which is not an address",
         ) from None
-    return _parse_network(rule_id, "local_addr", value, str(ip), warnings), text
+    return _parse_network(rule_id, "local_addr", value, str(ip), warnings)
 
 
 def _attrs(rule_id: int, value: Any, default: Mapping[str, int]) -> Mapping[str, int]:
