@@ -6,6 +6,7 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("tcpmgm._addr", ["tcpmgm/_addr.pyx"]),
     Extension("tcpmgm._matcher", ["tcpmgm/_matcher.pyx"], extra_compile_args=["-O3"]),
+    Extension("tcpmgm._rows", ["tcpmgm/_rows.pyx"]),
 ]
 
 setup(

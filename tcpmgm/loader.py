@@ -3,8 +3,10 @@
 The loader asks the database which columns the table has, infers the schema
 version from them (``parallel_read`` present: version 1), checks the optional
 ``version`` table, then streams the rows in batches (a server-side cursor on
-PostgreSQL, an unbuffered one on MySQL) through :meth:`Rule.from_row`.  A NULL
-in a column that OpenSIPS declares NOT NULL rejects the row.  Bad rows are
+PostgreSQL, an unbuffered one on MySQL) through a :class:`RowReader`
+(:meth:`Rule.from_row`, with a compiled shortcut for rows that need no
+judgement).  A NULL in a column that OpenSIPS declares NOT NULL is read as the
+column's default, with a warning.  Bad rows are
 collected, not raised: the caller decides (strict mode) whether they fail the
 reload.
 """
@@ -21,6 +23,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 from .db import one_line as _one_line, rollback_quietly, streaming_cursor
 from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from .profile import Profile
+from .rows import RowReader
 from .rule import Rule
 from .schema import (
     NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
@@ -139,6 +142,8 @@ def load_rules(
     # Most rows hold a NULL somewhere (an address or attrs); a NULL among these
     # columns, which OpenSIPS declares NOT NULL, is read as the default and warned about.
     not_null = operator.itemgetter(*(i for i, c in enumerate(canonical) if c not in NULLABLE_COLUMNS))
+    read = RowReader(canonical, listeners=listeners, defaults=defaults)
+    id_at = canonical.index("id")
     rules: List[Rule] = []
     rejected: List[RuleError] = []
     warnings: List[RuleWarning] = []
@@ -151,11 +156,10 @@ def load_rules(
                 if not batch:
                     break
                 for values in batch:
-                    row = dict(zip(canonical, values))
                     try:
-                        rule = Rule.from_row(row, listeners=listeners, defaults=defaults)
+                        rule = read(values)
                         if rule.id in seen_ids:
-                            raise RuleError(rule.id, "id", row["id"], "duplicate id")
+                            raise RuleError(rule.id, "id", values[id_at], "duplicate id")
                     except RuleError as exc:
                         rejected.append(exc)
                         continue
@@ -164,7 +168,7 @@ def load_rules(
                     if rule.warnings:
                         warnings.extend(rule.warnings)
                     if None in values and None in not_null(values):
-                        warnings.extend(_null_warnings(row, rule))
+                        warnings.extend(_null_warnings(dict(zip(canonical, values)), rule))
     except (RuleError, SchemaError):
         raise
     except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error

@@ -71,12 +71,13 @@ class Profile:
         return (type(self), (self.id, *self.values().values()))
 
     @classmethod
-    def _from_checked(cls, values: Mapping[str, Any]) -> "Profile":
+    def _from_checked(cls, values: Dict[str, Any]) -> "Profile":
         """A profile from values already validated and normalised (``attrs`` a
         read-only mapping, the flags bools), as Rule.from_row makes them:
-        skips ``__init__``, which a reload of a million rows feels."""
+        skips ``__init__``, which a reload of a million rows feels.  ``values``
+        (a new dict: ``id`` and the twelve attributes) becomes the profile's own."""
         profile = object.__new__(cls)
-        profile.__dict__.update(values)
+        object.__setattr__(profile, "__dict__", values)
         return profile
 
     def replace(self, **changes: Any) -> "Profile":

@@ -5,14 +5,14 @@ import os
 import pytest
 
 import tcpmgm
-from tcpmgm import addresses, matcher as matcher_module
+from tcpmgm import addresses, matcher as matcher_module, rows
 
 # The database-server fixtures (scratch schemas and databases) live in tests/dbservers.py.
 pytest_plugins = ("dbservers",)
 
 # Running from a source checkout must not quietly test the pure fallback in
 # place of the compiled modules: the installed package has to be the one built.
-if not addresses.COMPILED and os.environ.get("TCPMGM_NO_EXTENSIONS", "") in ("", "0"):
+if not (addresses.COMPILED and matcher_module.COMPILED and rows.COMPILED) and os.environ.get("TCPMGM_NO_EXTENSIONS", "") in ("", "0"):
     raise pytest.UsageError(
         "tcpmgm's compiled modules are not importable (tests imported "
         f"{tcpmgm.__file__}); install the package (pip install .) or set TCPMGM_NO_EXTENSIONS=1"
