@@ -172,6 +172,28 @@ ctypedef struct RuleRec:      # per rank, for explain
     uint32_t local_id         # 0 for any
     uint16_t proto, rport, lport, pad
 
+ctypedef struct PendingPrefix:  # only while building: a rule's remote prefix, to insert
+    uint64_t hi, lo
+    uint32_t rank
+    uint8_t family, plen
+
+
+cdef int compare_prefixes(const void* a, const void* b) noexcept nogil:
+    """Address order, a prefix before the longer ones under it (then rank, so that qsort's
+    order is fully defined)."""
+    cdef const PendingPrefix* x = <const PendingPrefix*>a
+    cdef const PendingPrefix* y = <const PendingPrefix*>b
+    if x.family != y.family:
+        return <int>x.family - <int>y.family
+    if x.hi != y.hi:
+        return -1 if x.hi < y.hi else 1
+    if x.lo != y.lo:
+        return -1 if x.lo < y.lo else 1
+    if x.plen != y.plen:
+        return <int>x.plen - <int>y.plen
+    return (x.rank > y.rank) - (x.rank < y.rank)
+
+
 ctypedef struct IdRank:      # only while building the id index
     int64_t id
     uint32_t rank
@@ -704,6 +726,10 @@ cdef class Matcher:
         cdef uint32_t[::1] lslot_view = lslot_of
         codes = {}
         cdef dict fields
+        cdef PendingPrefix* p
+        cdef uint32_t n_pending = 0
+        cdef array pending_memory = clone(array("B"), (n + 1) * sizeof(PendingPrefix), False)
+        cdef PendingPrefix* pending = <PendingPrefix*>pending_memory.data.as_voidptr
         for rank in range(n):
             # One read of the instance dict instead of a generic getattr per field:
             # a third of the build went to attribute lookups.
@@ -727,8 +753,11 @@ cdef class Matcher:
             rec.node = NONE
             remote = fields["remote_prefix"]
             if remote is not None:
-                plen = split_prefix(remote, &family, &hi, &lo)
-                rec.node = self._insert(family, hi, lo, plen)
+                p = &pending[n_pending]
+                p.plen = split_prefix(remote, &family, &p.hi, &p.lo)
+                p.family = family
+                p.rank = rank
+                n_pending += 1
             local = fields["local_prefix"]
             if local is not None:
                 lid = local_ids.get(local)
@@ -740,6 +769,7 @@ cdef class Matcher:
                 if slot is None:
                     slot = local_slots[shape] = len(local_slots)
                 lslot_view[rank] = slot
+        self._insert_prefixes(pending, n_pending)
         self._id_typecode = "I" if max_id <= 0xFFFFFFFFU else "Q"
         self._build_locals(local_ids, local_slots)
         self._build_groups(lslot_view)
@@ -776,6 +806,21 @@ cdef class Matcher:
         node.group_cnt = 0
         c.n_nodes += 1
         return c.n_nodes - 1
+
+    cdef int _insert_prefixes(self, PendingPrefix* pending, uint32_t n) except -1:
+        """Give each rule its remote prefix's node.  Inserting in address order keeps
+        consecutive walks on the same cached path: at a million rules, random order
+        made the trie insert the largest part of the build (a cache miss per level)."""
+        cdef uint32_t i, node = NONE
+        cdef PendingPrefix* p
+        qsort(pending, n, sizeof(PendingPrefix), compare_prefixes)
+        for i in range(n):
+            p = &pending[i]
+            if not (i and p.family == pending[i - 1].family and p.hi == pending[i - 1].hi
+                    and p.lo == pending[i - 1].lo and p.plen == pending[i - 1].plen):
+                node = self._insert(p.family, p.hi, p.lo, p.plen)
+            self.c.rules[p.rank].node = node
+        return 0
 
     cdef uint32_t _insert(self, int family, uint64_t hi, uint64_t lo, int plen) except NONE:
         """The trie node of prefix hi:lo/plen, created (with a branching node) if needed."""
