@@ -8,14 +8,16 @@ the type and range the column wants (ints in range, a protocol spelling
 host bits or zones, ``NULL`` where ``from_row`` reads "any" or the default).
 Those it turns into the same :class:`Rule` ``from_row`` would make (the
 tests compare both on generated rows); any other row goes to ``from_row``,
-which accepts it, warns or refuses it with its message.  A reload of 100,000
-typical rows spends ~1 µs per row here instead of ~10 µs.
+which accepts it, warns or refuses it with its message.  A typical row costs
+~14,000 instructions here against ~72,000 through ``from_row`` (callgrind).
 """
 
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memchr, memcpy
 
+from ._rows_py import null_warnings
+from .errors import RuleError
 from .profile import Profile, default_profile
 from .rule import Rule, _FLAG_COLUMNS, _INT_PROFILE_FIELDS, _accepted_protos
 
@@ -23,6 +25,9 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object)
     const void* PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
+    int PyObject_GenericSetDict(object, object, void*) except -1
+    ctypedef struct PyTypeObject
+    object PyType_GenericNew(PyTypeObject*, object, object)
 
 cdef extern from "arpa/inet.h" nogil:
     int inet_pton(int af, const char* src, void* dst)
@@ -30,12 +35,6 @@ cdef extern from "arpa/inet.h" nogil:
 cdef extern from "sys/socket.h":
     int AF_INET
     int AF_INET6
-
-cdef extern from "Python.h":
-    int PyObject_GenericSetDict(object, object, void*) except -1
-    ctypedef struct PyTypeObject:
-        object (*tp_new)(PyTypeObject*, object, object)
-    object PyType_GenericNew(PyTypeObject*, object, object)
 
 cdef inline object _new(type cls):
     """``object.__new__(cls)`` without the Python-level call (the classes here have no ``__new__``)."""
@@ -115,7 +114,9 @@ cdef class RowReader:
     """Reads rows of one ``SELECT`` (its column order) into rules."""
 
     cdef readonly tuple columns
+    cdef readonly frozenset not_null
     cdef object listeners, defaults
+    cdef tuple not_null_at         # indices of the not_null columns
     cdef Py_ssize_t i_id, i_proto, i_remote, i_rport, i_local, i_lport, i_priority, i_attrs
     cdef Py_ssize_t n_ints
     cdef Py_ssize_t int_index[MAX_PROFILE_INTS]   # -1: the table lacks the column
@@ -124,8 +125,10 @@ cdef class RowReader:
     cdef tuple int_names
     cdef dict profile_template
 
-    def __init__(self, columns, *, listeners=None, defaults=None):
+    def __init__(self, columns, *, listeners=None, defaults=None, not_null=()):
         self.columns = tuple(columns)
+        self.not_null = frozenset(not_null)
+        self.not_null_at = tuple(i for i, name in enumerate(self.columns) if name in self.not_null)
         self.listeners = listeners
         self.defaults = defaults if defaults is not None else default_profile()
         where = {name: i for i, name in enumerate(self.columns)}
@@ -158,6 +161,29 @@ cdef class RowReader:
         if rule is None:
             rule = Rule.from_row(dict(zip(self.columns, values)), listeners=self.listeners, defaults=self.defaults)
         return rule
+
+    def read_batch(self, batch, list rules, list rejected, list warnings, set seen_ids):
+        """As ``_rows_py.RowReader.read_batch``: the reload's loop over a batch, in C."""
+        cdef Py_ssize_t i
+        for values in batch:
+            try:
+                rule = self(values)
+            except RuleError as exc:
+                rejected.append(exc)
+                continue
+            rule_id = rule.id
+            if rule_id in seen_ids:
+                rejected.append(RuleError(rule_id, "id", values[self.i_id], "duplicate id"))
+                continue
+            seen_ids.add(rule_id)
+            rules.append(rule)
+            if rule.warnings:
+                warnings.extend(rule.warnings)
+            for i in self.not_null_at:
+                if values[i] is None:
+                    warnings.extend(null_warnings(
+                        rule, [self.columns[k] for k in self.not_null_at if values[k] is None]))
+                    break
 
     cdef inline object _at(self, tuple values, Py_ssize_t i):
         return values[i] if i >= 0 else None

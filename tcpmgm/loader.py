@@ -17,8 +17,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
-import operator
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .db import one_line as _one_line, rollback_quietly, streaming_cursor
 from .errors import DatabaseError, RuleError, RuleWarning, SchemaError
@@ -100,24 +99,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _null_warnings(row: Mapping[str, Any], rule: Rule) -> List[RuleWarning]:
-    """Warnings for NULLs in columns the OpenSIPS schema declares NOT NULL.
-
-    Such a table was not created the OpenSIPS way.  The NULL is read as the
-    column's default, exactly what the OpenSIPS DDL would have stored had the
-    column been left out; refusing the row instead would drop its other
-    columns too (a NAT pool's ``no_new_conn`` lost over a NULL ``keepidle``).
-    ``id`` and ``proto`` have no default and were already refused by
-    ``Rule.from_row``.
-    """
-    stored = rule.to_row()
-    return [
-        RuleWarning(rule.id, column, None, f"NULL in a NOT NULL column, read as the default {stored[column]}")
-        for column, value in row.items()
-        if value is None and column not in NULLABLE_COLUMNS
-    ]
-
-
 def load_rules(
     conn: Any,
     dialect: Dialect,
@@ -139,15 +120,15 @@ def load_rules(
     q = dialect.quote
     select = ", ".join(q(names.column(c)) for c in canonical)
 
-    # Most rows hold a NULL somewhere (an address or attrs); a NULL among these
-    # columns, which OpenSIPS declares NOT NULL, is read as the default and warned about.
-    not_null = operator.itemgetter(*(i for i, c in enumerate(canonical) if c not in NULLABLE_COLUMNS))
-    read = RowReader(canonical, listeners=listeners, defaults=defaults)
-    id_at = canonical.index("id")
+    # A NULL in a column OpenSIPS declares NOT NULL is read as the default and warned about.
+    read = RowReader(
+        canonical, listeners=listeners, defaults=defaults,
+        not_null=[c for c in canonical if c not in NULLABLE_COLUMNS],
+    )
     rules: List[Rule] = []
     rejected: List[RuleError] = []
     warnings: List[RuleWarning] = []
-    seen_ids = set()
+    seen_ids: Set[int] = set()
     try:
         with gc_paused(), streaming_cursor(conn, dialect) as cur:
             cur.execute(f"SELECT {select} FROM {q(names.table)}")
@@ -155,20 +136,7 @@ def load_rules(
                 batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
                 if not batch:
                     break
-                for values in batch:
-                    try:
-                        rule = read(values)
-                        if rule.id in seen_ids:
-                            raise RuleError(rule.id, "id", values[id_at], "duplicate id")
-                    except RuleError as exc:
-                        rejected.append(exc)
-                        continue
-                    seen_ids.add(rule.id)
-                    rules.append(rule)
-                    if rule.warnings:
-                        warnings.extend(rule.warnings)
-                    if None in values and None in not_null(values):
-                        warnings.extend(_null_warnings(dict(zip(canonical, values)), rule))
+                read.read_batch(batch, rules, rejected, warnings, seen_ids)
     except (RuleError, SchemaError):
         raise
     except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error

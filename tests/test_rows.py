@@ -3,7 +3,9 @@
 The compiled reader makes rules itself only for rows that need no judgement
 and hands every other row to ``Rule.from_row``; here both readers get the same
 rows, plain ones and ones a value away from plain, and must return the same
-rule (every attribute, profile and warnings included) or the same error.
+rule (every attribute, profile and warnings included) or the same error, one
+row at a time and through ``read_batch`` (repeated ids, NULLs in NOT NULL
+columns).
 """
 
 import ipaddress
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from tcpmgm import RuleError, rows
 from tcpmgm._rows_py import RowReader as PureReader
 from tcpmgm.profile import Profile
-from tcpmgm.schema import SCHEMA_VERSIONS
+from tcpmgm.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
 
 pytestmark = pytest.mark.skipif(not rows.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
 
@@ -84,15 +86,20 @@ def rows_of(draw, columns):
     return tuple(values[name] for name in columns)
 
 
+def attributes(rule):
+    """Everything a rule holds (its networks apart: they follow from the prefixes)."""
+    held = {k: v for k, v in vars(rule).items() if k not in ("remote", "local")}
+    held["profile"] = (type(held["profile"]), vars(held["profile"]))
+    held["warnings"] = [str(w) for w in held["warnings"]]
+    return held
+
+
 def outcome(reader, values):
     try:
         rule = reader(values)
     except RuleError as exc:
         return "error", str(exc), exc.rule_id, exc.column
-    attributes = {k: v for k, v in vars(rule).items() if k not in ("remote", "local")}
-    attributes["profile"] = (type(attributes["profile"]), vars(attributes["profile"]))
-    attributes["warnings"] = [str(w) for w in attributes["warnings"]]
-    return "rule", attributes
+    return "rule", attributes(rule)
 
 
 COLUMN_ORDERS = [SCHEMA_VERSIONS[2], SCHEMA_VERSIONS[1], tuple(reversed(SCHEMA_VERSIONS[2]))]
@@ -129,3 +136,25 @@ def test_typical_rows_take_the_shortcut(columns):
     for column, value in [("remote_addr", "10.0.0.1/8"), ("proto", " tls"), ("keepidle", -1), ("attrs", "")]:
         if column in columns:
             assert reader._plain(tuple(value if c == column else v for c, v in zip(columns, values))) is None
+
+
+@pytest.mark.parametrize("columns", COLUMN_ORDERS[:2], ids=["v2", "v1"])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_compiled_batch_equals_pure_batch(columns, data):
+    """read_batch: the same rules, the same rejections (repeated ids included), the same warnings."""
+    batch = data.draw(st.lists(rows_of(columns), max_size=12))
+    if batch and data.draw(st.booleans()):
+        batch.append(data.draw(st.sampled_from(batch)))          # a repeated id, most of the time
+    not_null = [c for c in columns if c not in NULLABLE_COLUMNS]
+    results = []
+    for reader in (PureReader(columns, not_null=not_null), rows.RowReader(columns, not_null=not_null)):
+        rules, rejected, warnings, seen = [], [], [], set()
+        reader.read_batch(batch, rules, rejected, warnings, seen)
+        results.append((
+            [attributes(rule) for rule in rules],
+            [(str(e), e.rule_id, e.column, e.value) for e in rejected],
+            [(str(w), w.rule_id, w.column) for w in warnings],
+            seen,
+        ))
+    assert results[1] == results[0]
