@@ -3,8 +3,9 @@
 
 Rank
     The rules are sorted once by ``Rule.order``, :meth:`tcpmgm.Rule.key` (the one
-    definition of the key) packed by the rule into one int with the same order
-    (ids are below 2**63 here), and each gets its position, its *rank*.  "Smallest key among the
+    definition of the key) packed by the rule into one int with the same order,
+    read here as two C integers (so ids must be below 2**63 and priorities
+    within about +-2**42), and each gets its position, its *rank*.  "Smallest key among the
     matching rules" is then "smallest rank among the matching rules": every
     structure below stores ranks, every comparison is one integer compare, and
     nothing here re-derives the key.  ``NONE`` (0xFFFFFFFFU) is "no rule".
@@ -69,19 +70,17 @@ from libc.string cimport memcpy, memset
 from tcpmgm._addr cimport parse_into
 
 import array as _array_module
-from operator import attrgetter
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
 from .reference import check_unique_ids, explanation, lookup_port, lookup_proto
 from .rule import Rule
 
-# Rule.order is Rule.key() packed into one int (same order): the sort behind the ranks.
-cdef object _ORDER = attrgetter("order")
 
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
     dict PyObject_GenericGetDict(object, void*)
+    long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
     long PyLong_AsLongAndOverflow(object, int*)     # no exception when it overflows
     void Py_INCREF(object)
     void Py_XDECREF(PyObject*)
@@ -171,6 +170,22 @@ ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
     uint32_t local_id         # 0 for any
     uint16_t proto, rport, lport, pad
+
+ctypedef struct SortKey:        # only while building: a rule's Rule.order as C ints
+    int64_t head              # Rule.order >> 64: everything in the key above the id
+    int64_t id                # Rule.order's low 64 bits
+    uint32_t index            # where the rule came in the rules given
+
+
+cdef int compare_sort_keys(const void* a, const void* b) noexcept nogil:
+    cdef const SortKey* x = <const SortKey*>a
+    cdef const SortKey* y = <const SortKey*>b
+    if x.head != y.head:
+        return -1 if x.head < y.head else 1
+    if x.id != y.id:
+        return -1 if x.id < y.id else 1
+    return (x.index > y.index) - (x.index < y.index)     # a repeated id: refused after the build
+
 
 ctypedef struct PendingPrefix:  # only while building: a rule's remote prefix, to insert
     uint64_t hi, lo
@@ -693,26 +708,26 @@ cdef class Matcher:
     def __init__(self, rules=(), *, default=None):
         if self._built:
             raise TypeError("a Matcher is immutable; build a new one")
-        ordered = list(rules)
-        for rule in ordered:
+        given = list(rules)
+        for rule in given:
             if not isinstance(rule, Rule):
-                check_unique_ids(ordered)          # raises the reference's TypeError
-        ordered.sort(key=_ORDER)
-        self._rules = tuple(ordered)
-        self._profiles = tuple([rule.profile for rule in ordered])
+                check_unique_ids(given)            # raises the reference's TypeError
         self._default = (default if default is not None else default_profile()).replace(id=0)
-        self._build(ordered)
+        self._build(given)
         if self._repeated_id():
-            check_unique_ids(ordered)              # raises the reference's RuleError
+            check_unique_ids(given)                # raises the reference's RuleError
         self._built = True
 
     # -- build ---------------------------------------------------------------
-    cdef int _build(self, list ordered) except -1:
+    cdef int _build(self, list given) except -1:
+        """One pass over the rules copies what the classifier needs into C (each
+        rule's instance dict read once: at a million rules every object visited
+        is a cache miss), then the ranks come from sorting ``Rule.order`` in C."""
         cdef Core* c = &self.c
-        cdef uint32_t n = len(ordered)
+        cdef uint32_t n = len(given)
         cdef uint32_t rank, i, j
         cdef RuleRec* rec
-        cdef int family, plen
+        cdef int family, plen, overflow = 0
         cdef uint64_t hi, lo
         cdef int64_t max_id = 0
         c.n_rules = n
@@ -725,22 +740,33 @@ cdef class Matcher:
         lslot_of = array("I", [0]) * (n + 1) if n else array("I", [0])
         cdef uint32_t[::1] lslot_view = lslot_of
         codes = {}
+        profiles = []
         cdef dict fields
         cdef PendingPrefix* p
         cdef uint32_t n_pending = 0
-        cdef array pending_memory = clone(array("B"), (n + 1) * sizeof(PendingPrefix), False)
-        cdef PendingPrefix* pending = <PendingPrefix*>pending_memory.data.as_voidptr
-        for rank in range(n):
-            # One read of the instance dict instead of a generic getattr per field:
-            # a third of the build went to attribute lookups.
-            fields = PyObject_GenericGetDict(ordered[rank], NULL)
-            rec = &c.rules[rank]
+        # Scratch arrays (freed with these array objects): by position in ``given``.
+        cdef array scratch = clone(array("B"), (n + 1) * (
+            sizeof(PendingPrefix) + sizeof(SortKey) + sizeof(RuleRec) + 2 * sizeof(uint32_t)), True)
+        cdef PendingPrefix* pending = <PendingPrefix*>scratch.data.as_voidptr
+        cdef SortKey* keys = <SortKey*>(pending + n + 1)
+        cdef RuleRec* recs = <RuleRec*>(keys + n + 1)
+        cdef uint32_t* lslot_in = <uint32_t*>(recs + n + 1)
+        cdef uint32_t* rank_of = lslot_in + n + 1
+        for i in range(n):
+            fields = PyObject_GenericGetDict(given[i], NULL)
+            rec = &recs[i]
             rule_id = fields["id"]
             if not 0 < rule_id < 2**63:
                 raise ValueError(f"rule id {rule_id} is out of range for the compiled matcher")
-            c.id_of_rank[rank] = rule_id
+            keys[i].id = rule_id
+            keys[i].index = i
+            keys[i].head = PyLong_AsLongLongAndOverflow(fields["order"] >> 64, &overflow)
+            if overflow:
+                raise ValueError(
+                    f"rule {rule_id}: priority {fields['priority']} is out of range for the compiled matcher")
             if rule_id > max_id:
                 max_id = rule_id
+            profiles.append(fields["profile"])
             proto = fields["proto"]
             code = codes.get(proto)
             if code is None:
@@ -756,7 +782,7 @@ cdef class Matcher:
                 p = &pending[n_pending]
                 p.plen = split_prefix(remote, &family, &p.hi, &p.lo)
                 p.family = family
-                p.rank = rank
+                p.rank = i                 # a position until the ranks are known
                 n_pending += 1
             local = fields["local_prefix"]
             if local is not None:
@@ -768,7 +794,18 @@ cdef class Matcher:
                 slot = local_slots.get(shape)
                 if slot is None:
                     slot = local_slots[shape] = len(local_slots)
-                lslot_view[rank] = slot
+                lslot_in[i] = slot
+        qsort(keys, n, sizeof(SortKey), compare_sort_keys)
+        for rank in range(n):
+            i = keys[rank].index
+            c.rules[rank] = recs[i]
+            c.id_of_rank[rank] = keys[rank].id
+            lslot_view[rank] = lslot_in[i]
+            rank_of[i] = rank
+        for j in range(n_pending):
+            pending[j].rank = rank_of[pending[j].rank]
+        self._rules = tuple([given[keys[rank].index] for rank in range(n)])
+        self._profiles = tuple([profiles[keys[rank].index] for rank in range(n)])
         self._insert_prefixes(pending, n_pending)
         self._id_typecode = "I" if max_id <= 0xFFFFFFFFU else "Q"
         self._build_locals(local_ids, local_slots)
@@ -1352,7 +1389,7 @@ cdef class LinearScanBaseline:
         free(self.rules)
 
     def __init__(self, rules=(), *, default=None):
-        ordered = sorted(check_unique_ids(rules), key=_ORDER)
+        ordered = sorted(check_unique_ids(rules), key=Rule.key)
         self._profiles = tuple([rule.profile for rule in ordered])
         self._default = (default if default is not None else default_profile()).replace(id=0)
         free(self.rules)
