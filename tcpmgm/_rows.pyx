@@ -157,6 +157,9 @@ cdef class RowReader:
         self.profile_template["attrs"] = self.defaults.attrs
 
     def __call__(self, values):
+        return self._read(values)
+
+    cdef object _read(self, object values):
         rule = self._plain(values) if type(values) is tuple else None
         if rule is None:
             rule = Rule.from_row(dict(zip(self.columns, values)), listeners=self.listeners, defaults=self.defaults)
@@ -167,7 +170,7 @@ cdef class RowReader:
         cdef Py_ssize_t i
         for values in batch:
             try:
-                rule = self(values)
+                rule = self._read(values)
             except RuleError as exc:
                 rejected.append(exc)
                 continue
