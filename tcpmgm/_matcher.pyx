@@ -76,7 +76,6 @@ from .protocols import protocol_code, protocols
 from .reference import check_unique_ids, explanation, lookup_port, lookup_proto
 from .rule import Rule
 
-
 cdef extern from "Python.h":
     PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
     dict PyObject_GenericGetDict(object, void*)
@@ -727,8 +726,7 @@ cdef class Matcher:
         cdef uint32_t n = len(given)
         cdef uint32_t rank, i, j
         cdef RuleRec* rec
-        cdef int family, plen, overflow = 0
-        cdef uint64_t hi, lo
+        cdef int family, overflow = 0
         cdef int64_t max_id = 0
         c.n_rules = n
         c.rules = <RuleRec*>calloc(n + 1, sizeof(RuleRec))
