@@ -19,6 +19,7 @@ import resource
 import sys
 import time
 import tracemalloc
+from typing import Callable, Tuple
 
 from tcpmgm import _matcher
 from tcpmgm.workloads import batch, carrier
@@ -30,6 +31,16 @@ def rss_kib() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize() // 1024
 
 
+def until(lookups: int, one_round: Callable[[], int]) -> Tuple[int, float]:
+    """Repeat ``one_round`` (it returns how many lookups it made) until ``lookups``
+    are done: (lookups done, seconds)."""
+    start = time.perf_counter()
+    done = 0
+    while done < lookups:
+        done += one_round()
+    return done, time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lookups", type=int, default=10_000_000)
@@ -39,31 +50,29 @@ def main() -> int:
     matcher = _matcher.Matcher(workload.rules)
     queries = workload.lookups
     batches = [batch(queries, version) for version in (4, 6)]
+    per_round = sum(len(columns.protos) for columns in batches)
     lookup, lookup_many = matcher.lookup, matcher.lookup_many
+
+    def singles() -> int:
+        for query in queries:
+            lookup(*query)
+        return len(queries)
+
+    def batched() -> int:
+        for columns in batches:
+            lookup_many(*columns)
+        return per_round
+
     # Warm up once so that caches filled on first use (protocol names) are not counted.
-    for query in queries:
-        lookup(*query)
-    for columns in batches:
-        lookup_many(*columns)
+    singles()
+    batched()
     gc.collect()
     tracemalloc.start()
     heap_before = tracemalloc.get_traced_memory()[0]
     rss_before = rss_kib()
-    start = time.perf_counter()
-    done = 0
-    while done < args.lookups:
-        for query in queries:
-            lookup(*query)
-        done += len(queries)
-    single_s = time.perf_counter() - start
+    done, single_s = until(args.lookups, singles)
     rss_single = rss_kib()
-    start = time.perf_counter()
-    done_many = 0
-    while done_many < args.lookups:
-        for columns in batches:
-            lookup_many(*columns)
-            done_many += len(columns.protos)
-    many_s = time.perf_counter() - start
+    done_many, many_s = until(args.lookups, batched)
     gc.collect()
     heap_after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
