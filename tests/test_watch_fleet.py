@@ -1,5 +1,6 @@
 """Fleet propagation: watchers reload when another connection changes the table."""
 
+import contextlib
 import os
 import selectors
 import subprocess
@@ -91,6 +92,20 @@ def test_fleet_mariadb_polling(my_scratch):
     run_fleet(my_scratch, "poll", 0.2)
 
 
+@contextlib.contextmanager
+def polled_table(backend, tmp_path):
+    """A scratch table on ``backend`` holding rule 1 (tcp, connect_timeout 100), and its manager."""
+    scratch = make_scratch(backend, tmp_path)
+    try:
+        mgr = tcpmgm.TcpMgm(scratch.url)
+        mgr.create_schema()
+        mgr.add_rule({"proto": "tcp", "connect_timeout": 100})
+        yield scratch, mgr
+        mgr.close()
+    finally:
+        scratch.close()
+
+
 class Recorder:
     def __init__(self):
         self.reports, self.errors = [], []
@@ -107,19 +122,12 @@ class Recorder:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"])
 def test_polling_sees_an_update_that_keeps_the_row_count(backend, tmp_path):
-    scratch = make_scratch(backend, tmp_path)
-    try:
-        mgr = tcpmgm.TcpMgm(scratch.url)
-        mgr.create_schema()
-        mgr.add_rule({"proto": "tcp", "connect_timeout": 100})
+    with polled_table(backend, tmp_path) as (scratch, mgr):
         with mgr.watch(method="poll", interval=0.05, debounce=0.05) as watcher:
             assert wait_until(lambda: watcher.reloads >= 1)
             scratch.execute("UPDATE tcp_mgm SET connect_timeout = %s", (250,))
             assert wait_until(lambda: mgr.lookup("tcp", "192.0.2.1").connect_timeout == 250)
         assert not watcher.running
-        mgr.close()
-    finally:
-        scratch.close()
 
 
 def test_a_burst_of_changes_is_one_reload(pg_scratch):
@@ -140,11 +148,7 @@ def test_a_burst_of_changes_is_one_reload(pg_scratch):
 
 @pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_failed_reload_is_reported_and_old_rules_stay(backend, tmp_path, caplog):
-    scratch = make_scratch(backend, tmp_path)
-    try:
-        mgr = tcpmgm.TcpMgm(scratch.url)
-        mgr.create_schema()
-        mgr.add_rule({"proto": "tcp", "connect_timeout": 100})
+    with polled_table(backend, tmp_path) as (scratch, mgr):
         rec = Recorder()
         with mgr.watch(method="poll", interval=0.05, debounce=0.05, on_error=rec.on_error,
                        on_reload=rec.on_reload) as watcher:
@@ -157,9 +161,6 @@ def test_failed_reload_is_reported_and_old_rules_stay(backend, tmp_path, caplog)
             scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (9, "tcp"))
             assert wait_until(lambda: mgr.lookup("tcp", "192.0.2.1").id == 9)
         assert any("old rules stay in service" in r.getMessage() for r in caplog.records)
-        mgr.close()
-    finally:
-        scratch.close()
 
 
 def test_lost_watch_connection_is_reported_and_reestablished(pg_scratch):
