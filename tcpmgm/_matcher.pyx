@@ -35,11 +35,15 @@ nothing changes after ``__init__``, so lookups from many threads need no lock)
                  128-bit key.  A node exists for each rule prefix and each
                  branching point; ``own_best`` is the best rank of its own rule
                  set, ``sub_best`` the best rank anywhere in its subtree.
-    first stride Per family a direct table of 65536 slots indexed by the top
-                 16 address bits.  A slot holds (a) the rule-bearing prefixes
-                 shorter than /16 that cover it, as a list sorted by
-                 ``own_best`` (``chains``/``pool``), and (b) the topmost trie
-                 node of length >= 16 under it, where the descent starts.
+    first stride Per family a direct table of 2**B slots indexed by the top B
+                 address bits, B (``slot_bits``) from 16 to 22, about two slots
+                 per remote prefix of the family: the trie below a slot then
+                 holds one prefix or so, and a lookup at a million rules makes
+                 one or two node reads instead of five or six.  A slot holds
+                 (a) the rule-bearing prefixes shorter than /B that cover it,
+                 as a list sorted by ``own_best`` (``chains``/``pool``), and
+                 (b) the topmost trie node of length >= B under it, where the
+                 descent starts.
 
 Lookup (``classify``), keeping ``best`` = smallest matching rank so far
     1. the slot's short prefixes in ``own_best`` order, stopping at the first
@@ -102,6 +106,32 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    #include <stdlib.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    /* A large matcher's lookup-path arrays go into 2 MB pages where the OS offers
+       them: a lookup reads a few random cache lines spread over tens of megabytes,
+       and with 4 KB pages each of those also costs a TLB miss and a page walk
+       (a two-dimensional one under a hypervisor).  Freed with free(). */
+    #define TCPMGM_HUGE_PAGE ((size_t)2 << 20)
+    static void* tcpmgm_arena_alloc(size_t size) {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (size >= 2 * TCPMGM_HUGE_PAGE) {
+            void* p = NULL;
+            size_t rounded = (size + TCPMGM_HUGE_PAGE - 1) & ~(TCPMGM_HUGE_PAGE - 1);
+            if (posix_memalign(&p, TCPMGM_HUGE_PAGE, rounded) != 0) return NULL;
+            madvise(p, rounded, MADV_HUGEPAGE);      /* advice only: 4 KB pages still work */
+            return p;
+        }
+    #endif
+        return malloc(size ? size : 1);
+    }
+    """
+    void* arena_alloc "tcpmgm_arena_alloc"(size_t size) nogil
+
+cdef extern from *:
+    """
     #define TCPMGM_NONE 0xFFFFFFFFu
     #define TCPMGM_NO_SLOT 0xFFFFFFFFFFFFFFFFull
     """
@@ -112,7 +142,8 @@ __all__ = ["Matcher", "LinearScanBaseline"]
 
 cdef enum:
     ANY_PROTO = 0xFFFF        # proto key of the entries serving "any" lookups
-    SLOT_BITS = 16            # the first stride
+    MIN_SLOT_BITS = 16        # the first stride's range (module docstring)
+    MAX_SLOT_BITS = 22
     AHEAD = 6                 # lookup_many's pipeline distance between stages (lookups)
     RING = 32                 # its ring of decoded queries: a power of two > 3 * AHEAD
     PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
@@ -122,6 +153,7 @@ cdef enum:
     G_LPORT = 4
     G_LOCAL = 8
     G_INLINE = 16             # the group's single key is stored in the group
+    N_LOOKUP_ARRAYS = 10      # see Matcher._lookup_arrays
 
 
 # -- the C layout (see the module docstring) ---------------------------------
@@ -160,7 +192,7 @@ ctypedef struct LocalPrefix:
 
 ctypedef struct Slot:
     uint32_t chain            # index into chains, or NONE
-    uint32_t start            # topmost node of length >= 16, or NONE
+    uint32_t start            # topmost node of length >= slot_bits, or NONE
 
 ctypedef struct Chain:
     uint32_t off, len
@@ -223,6 +255,7 @@ ctypedef struct Core:
     uint32_t n_nodes, cap_nodes
     uint32_t root[2]          # [0] IPv4, [1] IPv6
     Slot* slots[2]
+    int slot_bits[2]
     Chain* chains
     uint32_t n_chains, cap_chains
     uint32_t* pool
@@ -244,6 +277,7 @@ ctypedef struct Core:
     int64_t* ids_sorted
     uint32_t* rank_of_sorted
     uint32_t n_rules
+    void* arena               # once built: the block holding the arrays a lookup reads
 
 ctypedef struct Query:
     uint64_t rhi, rlo, lhi, llo
@@ -405,7 +439,8 @@ cdef inline const Slot* slot_of(const Core* c, const Query* q) noexcept nogil:
     """The first-stride slot of the remote address, or NULL (no address, no trie of its family)."""
     if q.rfam == 0 or c.slots[q.rfam == 6] == NULL:
         return NULL
-    return &c.slots[q.rfam == 6][q.rhi >> (64 - SLOT_BITS)]
+    cdef int f = q.rfam == 6
+    return &c.slots[f][q.rhi >> (64 - c.slot_bits[f])]
 
 
 cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
@@ -689,18 +724,17 @@ cdef class Matcher:
         self.c.any_best = NONE
 
     def __dealloc__(self):
-        free(self.c.nodes)
-        free(self.c.slots[0])
-        free(self.c.slots[1])
-        free(self.c.chains)
-        free(self.c.pool)
-        free(self.c.groups)
-        free(self.c.table)
-        free(self.c.ltable)
+        cdef void** where[N_LOOKUP_ARRAYS]
+        cdef size_t size[N_LOOKUP_ARRAYS]
+        cdef int k
+        if self.c.arena != NULL:
+            free(self.c.arena)
+        else:
+            self._lookup_arrays(where, size)
+            for k in range(N_LOOKUP_ARRAYS):
+                free(where[k][0])
         free(self.c.lprefixes)
-        free(self.c.lslots)
         free(self.c.rules)
-        free(self.c.id_of_rank)
         free(self.c.ids_sorted)
         free(self.c.rank_of_sorted)
 
@@ -813,19 +847,47 @@ cdef class Matcher:
             if c.root[family == 6] != NONE:
                 self._build_slots(family)
         self._build_ids()
-        cdef size_t total = (
-            c.cap_nodes * sizeof(Node) + c.cap_chains * sizeof(Chain) + c.cap_pool * sizeof(uint32_t)
-            + c.cap_groups * sizeof(Group) + (c.lmask + 1) * sizeof(LocalEntry)
-            + (c.n_local + 1 + c.n_lslots + 1) * sizeof(LocalPrefix)
-            + (n + 1) * (sizeof(RuleRec) + 2 * sizeof(int64_t) + sizeof(uint32_t))
-        )
-        if c.table != NULL:
-            total += (c.hmask + 1) * sizeof(Entry)
-        for family in range(2):
-            if c.slots[family] != NULL:
-                total += (1 << SLOT_BITS) * sizeof(Slot)
-        self._nbytes = total
+        self._nbytes = self._move_to_arena() + (
+            (c.n_local + 1) * sizeof(LocalPrefix)
+            + (n + 1) * (sizeof(RuleRec) + sizeof(int64_t) + sizeof(uint32_t)))
         return 0
+
+    cdef void _lookup_arrays(self, void*** where, size_t* size) noexcept:
+        """Where the arrays a lookup reads are kept, and their sizes in use."""
+        cdef Core* c = &self.c
+        where[0], size[0] = <void**>&c.nodes, c.n_nodes * sizeof(Node)
+        where[1], size[1] = <void**>&c.groups, c.n_groups * sizeof(Group)
+        where[2], size[2] = <void**>&c.table, (c.hmask + 1) * sizeof(Entry) if c.table != NULL else 0
+        where[3], size[3] = <void**>&c.slots[0], (<size_t>1 << c.slot_bits[0]) * sizeof(Slot)
+        where[4], size[4] = <void**>&c.slots[1], (<size_t>1 << c.slot_bits[1]) * sizeof(Slot)
+        where[5], size[5] = <void**>&c.chains, c.n_chains * sizeof(Chain)
+        where[6], size[6] = <void**>&c.pool, c.n_pool * sizeof(uint32_t)
+        where[7], size[7] = <void**>&c.ltable, (c.lmask + 1) * sizeof(LocalEntry)
+        where[8], size[8] = <void**>&c.lslots, (c.n_lslots + 1) * sizeof(LocalPrefix)
+        where[9], size[9] = <void**>&c.id_of_rank, (c.n_rules + 1) * sizeof(int64_t)
+
+    cdef size_t _move_to_arena(self) except 0:
+        """Move the lookup arrays into one block from ``arena_alloc``, each trimmed to its
+        used length and cache-line aligned; returns the block's size."""
+        cdef void** where[N_LOOKUP_ARRAYS]
+        cdef size_t size[N_LOOKUP_ARRAYS]
+        cdef size_t total = 0, offset = 0
+        cdef int k
+        self._lookup_arrays(where, size)
+        for k in range(N_LOOKUP_ARRAYS):
+            if where[k][0] != NULL:
+                total += (size[k] + 63) & ~<size_t>63
+        cdef char* arena = <char*>arena_alloc(total)
+        if arena == NULL:
+            raise MemoryError()
+        for k in range(N_LOOKUP_ARRAYS):
+            if where[k][0] != NULL:
+                memcpy(arena + offset, where[k][0], size[k])
+                free(where[k][0])
+                where[k][0] = arena + offset
+                offset += (size[k] + 63) & ~<size_t>63
+        self.c.arena = arena
+        return total if total else 1
 
     cdef uint32_t _new_node(self, int family, uint64_t hi, uint64_t lo, int plen) except NONE:
         cdef Core* c = &self.c
@@ -1092,24 +1154,32 @@ cdef class Matcher:
     cdef int _build_slots(self, int family) except -1:
         cdef Core* c = &self.c
         cdef int f = family == 6
-        cdef Slot* slots = <Slot*>malloc((1 << SLOT_BITS) * sizeof(Slot))
-        cdef uint32_t stack[SLOT_BITS + 1]
+        cdef uint32_t stack[MAX_SLOT_BITS + 1]
+        cdef uint64_t prefixes = 0
+        cdef uint32_t i
+        cdef int bits = MIN_SLOT_BITS
+        for i in range(c.n_nodes):
+            prefixes += c.nodes[i].family == family and c.nodes[i].group_cnt != 0
+        while bits < MAX_SLOT_BITS and (<uint64_t>1 << bits) < 2 * prefixes:
+            bits += 1
+        cdef Slot* slots = <Slot*>malloc((<size_t>1 << bits) * sizeof(Slot))
         if slots == NULL:
             raise MemoryError()
-        memset(slots, 0xFF, (1 << SLOT_BITS) * sizeof(Slot))
+        memset(slots, 0xFF, (<size_t>1 << bits) * sizeof(Slot))
         c.slots[f] = slots
-        self._fill(slots, c.root[f], stack, 0)
+        c.slot_bits[f] = bits
+        self._fill(slots, bits, c.root[f], stack, 0)
         return 0
 
-    cdef int _fill(self, Slot* slots, uint32_t idx, uint32_t* stack, int depth) except -1:
+    cdef int _fill(self, Slot* slots, int bits, uint32_t idx, uint32_t* stack, int depth) except -1:
         """Pre-order walk: short rule-bearing prefixes write their chain over their slots,
-        deeper ones overwrite; the first node of length >= 16 is its slot's start."""
+        deeper ones overwrite; the first node of length >= ``bits`` is its slot's start."""
         cdef Core* c = &self.c
         cdef Node* node = &c.nodes[idx]
         cdef uint32_t first, count, i, j, tmp, chain
         cdef uint64_t s
-        if node.plen >= SLOT_BITS:
-            slots[node.hi >> (64 - SLOT_BITS)].start = idx
+        if node.plen >= bits:
+            slots[node.hi >> (64 - bits)].start = idx
             return 0
         if node.group_cnt:
             stack[depth] = idx
@@ -1132,13 +1202,13 @@ cdef class Matcher:
             c.chains[chain].len = depth
             c.n_chains += 1
             node = &c.nodes[idx]
-            count = 1 << (SLOT_BITS - node.plen)
-            first = <uint32_t>(node.hi >> (64 - SLOT_BITS)) if node.plen else 0
+            count = 1 << (bits - node.plen)
+            first = <uint32_t>(node.hi >> (64 - bits)) if node.plen else 0
             for s in range(first, first + count):
                 slots[s].chain = chain
         for i in range(2):
             if c.nodes[idx].child[i] != NONE:
-                self._fill(slots, c.nodes[idx].child[i], stack, depth)
+                self._fill(slots, bits, c.nodes[idx].child[i], stack, depth)
         return 0
 
     cdef int _build_ids(self) except -1:
@@ -1207,6 +1277,11 @@ cdef class Matcher:
     def nbytes(self):
         """Bytes of C memory this matcher owns (trie, groups, hashes, per-rule arrays)."""
         return self._nbytes
+
+    @property
+    def stride_bits(self):
+        """(IPv4, IPv6): address bits the first stride indexes (0: no prefix of that family)."""
+        return (self.c.slot_bits[0], self.c.slot_bits[1])
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.c.n_rules} rules>"

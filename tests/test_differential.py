@@ -14,6 +14,7 @@ CI runs 2,000 rule sets (``test_lookup_agrees`` alone); set
 import array
 import ipaddress
 import os
+import random
 import socket
 
 import pytest
@@ -188,3 +189,54 @@ def test_explain_agrees(rules, queries):
         args = (proto, remote and (remote[1], remote[0]), rport, local and (local[1], local[0]), lport)
         assert compiled.explain(*args) == reference.explain(*args)
         assert compiled.explain(*args).profile.id == compiled.lookup(*args).id
+
+
+# -- a wide first stride -------------------------------------------------------
+# The compiled matcher widens its first stride (the direct table over the top
+# address bits) from 16 bits as a family's prefixes pass 32,768.  These
+# examples add that many host prefixes of each family, far more than the
+# reference can scan per example, so the oracle is the compiled ``explain``:
+# a brute force over every rule, held to the reference by test_explain_agrees.
+
+FILLER_PER_FAMILY = 40_000
+FILLER_FIRST_ID = 2**41          # above every id rule_sets draws
+
+
+def _filler():
+    rng = random.Random("wide-stride")
+    rules = []
+    for version, bits in ((4, 32), (6, 128)):
+        cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+        anchors = V4_ANCHORS if version == 4 else V6_ANCHORS
+        for value in set(rng.choice(anchors) ^ rng.getrandbits(bits // 2) if rng.random() < 0.3
+                         else rng.getrandbits(bits) for _ in range(FILLER_PER_FAMILY)):
+            rules.append(Rule(id=FILLER_FIRST_ID + len(rules), proto=rng.choice(PROTOS),
+                              remote=cls((value, bits)), remote_port=rng.choice(PORTS),
+                              priority=rng.randint(-2, 3)))
+    return rules
+
+
+FILLER = _filler()
+
+
+@settings(max_examples=max(EXAMPLES // 20, 25), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rules=rule_sets(), queries=st.lists(lookups(), min_size=1, max_size=30),
+       hosts=st.lists(st.sampled_from(FILLER), max_size=10))
+def test_wide_stride_agrees(rules, queries, hosts):
+    compiled = matcher_module.Matcher(rules + FILLER)
+    assert min(compiled.stride_bits) > 16
+    queries = queries + [(None, (rule.remote_prefix[0], rule.remote_prefix[1]), rule.remote_port, None, 0)
+                         for rule in hosts]
+    expected = []
+    for proto, remote, rport, local, lport in queries:
+        args = (proto, remote and (remote[1], remote[0]), rport, local and (local[1], local[0]), lport)
+        expected.append(compiled.explain(*args).profile.id)
+        assert compiled.lookup(*args).id == expected[-1], args
+    batch = [(q, e) for q, e in zip(queries, expected) if q[1] is not None and q[3] is not None]
+    got = compiled.lookup_many(
+        array.array("H", [protocol_code(q[0]) for q, _ in batch]),
+        b"".join(packed(q[1]) for q, _ in batch), array.array("H", [q[2] for q, _ in batch]),
+        b"".join(packed(q[3]) for q, _ in batch), array.array("H", [q[4] for q, _ in batch]),
+    )
+    assert list(got) == [e for _, e in batch]
