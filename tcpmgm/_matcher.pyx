@@ -11,7 +11,9 @@ Rank
     nothing here re-derives the key.  ``NONE`` (0xFFFFFFFFU) is "no rule".
 
 Layout (all plain C arrays owned by the ``Matcher``, freed in ``__dealloc__``;
-nothing changes after ``__init__``, so lookups from many threads need no lock)
+nothing changes after ``__init__``, so lookups from many threads need no lock;
+the build ends by moving the arrays a lookup reads into one block, in 2 MB
+pages where Linux offers them)
 
     rule set     The rules sharing one remote prefix (or all rules whose remote
                  is "any").  Split into *groups* by which of proto / remote port /
@@ -41,7 +43,9 @@ nothing changes after ``__init__``, so lookups from many threads need no lock)
                  holds one prefix or so, and a lookup at a million rules makes
                  one or two node reads instead of five or six.  A slot holds
                  (a) the rule-bearing prefixes shorter than /B that cover it,
-                 as a list sorted by ``own_best`` (``chains``/``pool``), and
+                 as a run of ``ShortPrefix`` records in ``pool`` sorted by
+                 ``own_best``, each a copy of what the lookup needs from the
+                 node (one sequential read instead of a node miss each), and
                  (b) the topmost trie node of length >= B under it, where the
                  descent starts.
 
@@ -144,8 +148,10 @@ cdef enum:
     ANY_PROTO = 0xFFFF        # proto key of the entries serving "any" lookups
     MIN_SLOT_BITS = 16        # the first stride's range (module docstring)
     MAX_SLOT_BITS = 22
-    AHEAD = 6                 # lookup_many's pipeline distance between stages (lookups)
-    RING = 32                 # its ring of decoded queries: a power of two > 3 * AHEAD
+    AHEAD = 4                 # lookup_many's pipeline distance between stages (lookups)
+    DESCENT = 3               # its stages that prefetch one trie level each
+    ID_AHEAD = 16             # its prefetch distance when it turns ranks into ids
+    RING = 32                 # its ring of lookups in flight: a power of two > (2 + DESCENT) * AHEAD
     PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
     PREFETCH_GROUPS = 8       # a rule set's first groups whose hash slots are prefetched
     G_PROTO = 1               # group mask bits: which fields are exact
@@ -153,7 +159,7 @@ cdef enum:
     G_LPORT = 4
     G_LOCAL = 8
     G_INLINE = 16             # the group's single key is stored in the group
-    N_LOOKUP_ARRAYS = 10      # see Matcher._lookup_arrays
+    N_LOOKUP_ARRAYS = 9       # see Matcher._lookup_arrays
 
 
 # -- the C layout (see the module docstring) ---------------------------------
@@ -191,11 +197,14 @@ ctypedef struct LocalPrefix:
     uint8_t family, plen
 
 ctypedef struct Slot:
-    uint32_t chain            # index into chains, or NONE
+    uint32_t chain            # its first ShortPrefix in pool, or NONE
     uint32_t start            # topmost node of length >= slot_bits, or NONE
 
-ctypedef struct Chain:
-    uint32_t off, len
+ctypedef struct ShortPrefix:   # a rule-bearing prefix shorter than the stride, in a slot's chain
+    uint32_t own_best
+    uint32_t group_off
+    uint16_t group_cnt
+    uint16_t last             # 1 on the chain's last record
 
 ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
@@ -256,9 +265,7 @@ ctypedef struct Core:
     uint32_t root[2]          # [0] IPv4, [1] IPv6
     Slot* slots[2]
     int slot_bits[2]
-    Chain* chains
-    uint32_t n_chains, cap_chains
-    uint32_t* pool
+    ShortPrefix* pool
     uint32_t n_pool, cap_pool
     Group* groups
     uint32_t n_groups, cap_groups
@@ -435,6 +442,25 @@ cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query*
     return best
 
 
+cdef inline uint32_t prefetch_step(const Core* c, const Query* q, uint32_t idx) noexcept nogil:
+    """lookup_many's look ahead: if node ``idx`` holds the address, prefetch its groups
+    and its child on the address's path, and return that child (else NONE)."""
+    cdef const Node* n
+    if idx == NONE:
+        return NONE
+    n = &c.nodes[idx]
+    if not covers(n.hi, n.lo, n.plen, q.rhi, q.rlo):
+        return NONE
+    if n.group_cnt:
+        prefetch(&c.groups[n.group_off])
+    if n.plen >= 128:
+        return NONE
+    idx = n.child[bit_at(q.rhi, q.rlo, n.plen)]
+    if idx != NONE:
+        prefetch(&c.nodes[idx])
+    return idx
+
+
 cdef inline const Slot* slot_of(const Core* c, const Query* q) noexcept nogil:
     """The first-stride slot of the remote address, or NULL (no address, no trie of its family)."""
     if q.rfam == 0 or c.slots[q.rfam == 6] == NULL:
@@ -448,18 +474,18 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     cdef uint32_t best = NONE
     cdef uint32_t idx, i
     cdef const Slot* slot
-    cdef const Chain* chain
+    cdef const ShortPrefix* short
     cdef const Node* n
     q.memo_lslot = NONE
     slot = slot_of(c, q)
     if slot != NULL:
         if slot.chain != NONE:
-            chain = &c.chains[slot.chain]
-            for i in range(chain.off, chain.off + chain.len):
-                n = &c.nodes[c.pool[i]]
-                if n.own_best >= best:
+            short = &c.pool[slot.chain]
+            while short.own_best < best:
+                best = probe_set(c, short.group_off, short.group_cnt, q, best)
+                if short.last:
                     break
-                best = probe_set(c, n.group_off, n.group_cnt, q, best)
+                short += 1
         idx = slot.start
         while idx != NONE:
             n = &c.nodes[idx]
@@ -860,11 +886,10 @@ cdef class Matcher:
         where[2], size[2] = <void**>&c.table, (c.hmask + 1) * sizeof(Entry) if c.table != NULL else 0
         where[3], size[3] = <void**>&c.slots[0], (<size_t>1 << c.slot_bits[0]) * sizeof(Slot)
         where[4], size[4] = <void**>&c.slots[1], (<size_t>1 << c.slot_bits[1]) * sizeof(Slot)
-        where[5], size[5] = <void**>&c.chains, c.n_chains * sizeof(Chain)
-        where[6], size[6] = <void**>&c.pool, c.n_pool * sizeof(uint32_t)
-        where[7], size[7] = <void**>&c.ltable, (c.lmask + 1) * sizeof(LocalEntry)
-        where[8], size[8] = <void**>&c.lslots, (c.n_lslots + 1) * sizeof(LocalPrefix)
-        where[9], size[9] = <void**>&c.id_of_rank, (c.n_rules + 1) * sizeof(int64_t)
+        where[5], size[5] = <void**>&c.pool, c.n_pool * sizeof(ShortPrefix)
+        where[6], size[6] = <void**>&c.ltable, (c.lmask + 1) * sizeof(LocalEntry)
+        where[7], size[7] = <void**>&c.lslots, (c.n_lslots + 1) * sizeof(LocalPrefix)
+        where[8], size[8] = <void**>&c.id_of_rank, (c.n_rules + 1) * sizeof(int64_t)
 
     cdef size_t _move_to_arena(self) except 0:
         """Move the lookup arrays into one block from ``arena_alloc``, each trimmed to its
@@ -1176,7 +1201,8 @@ cdef class Matcher:
         deeper ones overwrite; the first node of length >= ``bits`` is its slot's start."""
         cdef Core* c = &self.c
         cdef Node* node = &c.nodes[idx]
-        cdef uint32_t first, count, i, j, tmp, chain
+        cdef uint32_t head, first, count, i, j
+        cdef ShortPrefix* chain
         cdef uint64_t s
         if node.plen >= bits:
             slots[node.hi >> (64 - bits)].start = idx
@@ -1185,27 +1211,25 @@ cdef class Matcher:
             stack[depth] = idx
             depth += 1
             # This slot range's chain: the rule-bearing short prefixes on the path, by own_best.
-            c.pool = <uint32_t*>grow(c.pool, &c.cap_pool, <uint64_t>c.n_pool + depth, sizeof(uint32_t))
-            c.chains = <Chain*>grow(c.chains, &c.cap_chains, <uint64_t>c.n_chains + 1, sizeof(Chain))
-            first = c.n_pool
-            for i in range(depth):
-                c.pool[first + i] = stack[i]
-                j = first + i
-                while j > first and c.nodes[c.pool[j - 1]].own_best > c.nodes[c.pool[j]].own_best:
-                    tmp = c.pool[j - 1]
-                    c.pool[j - 1] = c.pool[j]
-                    c.pool[j] = tmp
+            c.pool = <ShortPrefix*>grow(c.pool, &c.cap_pool, <uint64_t>c.n_pool + depth, sizeof(ShortPrefix))
+            chain = &c.pool[c.n_pool]
+            for i in range(depth):          # insertion sort by own_best
+                j = i
+                while j > 0 and chain[j - 1].own_best > c.nodes[stack[i]].own_best:
+                    chain[j] = chain[j - 1]
                     j -= 1
+                chain[j].own_best = c.nodes[stack[i]].own_best
+                chain[j].group_off = c.nodes[stack[i]].group_off
+                chain[j].group_cnt = c.nodes[stack[i]].group_cnt
+                chain[j].last = 0
+            chain[depth - 1].last = 1
+            head = c.n_pool
             c.n_pool += depth
-            chain = c.n_chains
-            c.chains[chain].off = first
-            c.chains[chain].len = depth
-            c.n_chains += 1
             node = &c.nodes[idx]
             count = 1 << (bits - node.plen)
             first = <uint32_t>(node.hi >> (64 - bits)) if node.plen else 0
             for s in range(first, first + count):
-                slots[s].chain = chain
+                slots[s].chain = head
         for i in range(2):
             if c.nodes[idx].child[i] != NONE:
                 self._fill(slots, bits, c.nodes[idx].child[i], stack, depth)
@@ -1354,18 +1378,22 @@ cdef class Matcher:
         cdef bint wide = self._id_typecode == "Q"
         # Software pipeline over independent lookups, AHEAD lookups between stages:
         # (1) decode lookup i and prefetch its first-stride slot; (2) prefetch the
-        # trie node that slot starts at; (3) prefetch that node's groups and its
-        # child on the address's path; (4) classify.  The cache misses of
-        # several lookups overlap instead of following one another.
+        # trie node that slot starts at and its chain's first short prefix; (3) to
+        # (2 + DESCENT) each go one node down the address's path, prefetching that
+        # node's groups and its child (the first also the chain's groups); then
+        # classify.  The cache misses of several lookups overlap instead of
+        # following one another, and classify mostly finds its lines in cache.
         cdef Query ring[RING]
         cdef const Slot* ring_slot[RING]
+        cdef uint32_t ring_node[RING]       # the next node of each lookup's prefetch descent
         cdef Query* qq
         cdef const Slot* sl
-        cdef const Node* nd
+        cdef Py_ssize_t j, stage
         # A small matcher stays in cache: the prefetch stages would only cost time.
         cdef Py_ssize_t ahead = AHEAD if c.n_nodes + c.n_groups > PIPELINE_MIN else 0
+        cdef Py_ssize_t lag = (2 + DESCENT) * ahead      # from decoding a lookup to classifying it
         with nogil:
-            for i in range(n + 3 * ahead):
+            for i in range(n + lag):
                 if i < n:
                     qq = &ring[i & (RING - 1)]
                     value = read_int(&cp, i)
@@ -1388,28 +1416,42 @@ cdef class Matcher:
                     sl = ring_slot[i & (RING - 1)] = slot_of(c, qq)
                     if sl != NULL:
                         prefetch(sl)
-                if ahead and ahead <= i < n + ahead:
-                    sl = ring_slot[(i - ahead) & (RING - 1)]
-                    if sl != NULL:
+                for stage in range(1, 2 + DESCENT if ahead else 1):
+                    j = i - stage * ahead
+                    if j < 0 or j >= n:
+                        continue
+                    sl = ring_slot[j & (RING - 1)]
+                    if sl == NULL:
+                        continue
+                    if stage == 1:
+                        ring_node[j & (RING - 1)] = sl.start
                         if sl.start != NONE:
                             prefetch(&c.nodes[sl.start])
                         if sl.chain != NONE:
-                            prefetch(&c.chains[sl.chain])
-                if ahead and 2 * ahead <= i < n + 2 * ahead:
-                    qq = &ring[(i - 2 * ahead) & (RING - 1)]
-                    sl = ring_slot[(i - 2 * ahead) & (RING - 1)]
-                    if sl != NULL and sl.start != NONE:
-                        nd = &c.nodes[sl.start]
-                        if covers(nd.hi, nd.lo, nd.plen, qq.rhi, qq.rlo):
-                            prefetch(&c.groups[nd.group_off])
-                            if nd.plen < 128 and nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)] != NONE:
-                                prefetch(&c.nodes[nd.child[bit_at(qq.rhi, qq.rlo, nd.plen)]])
-                if i >= 3 * ahead:
-                    rank = classify(c, &ring[(i - 3 * ahead) & (RING - 1)])
+                            prefetch(&c.pool[sl.chain])
+                        continue
+                    if stage == 2 and sl.chain != NONE:
+                        prefetch(&c.groups[c.pool[sl.chain].group_off])
+                    ring_node[j & (RING - 1)] = prefetch_step(c, &ring[j & (RING - 1)], ring_node[j & (RING - 1)])
+                if i >= lag:
+                    rank = classify(c, &ring[(i - lag) & (RING - 1)])
                     if wide:
-                        out64[i - 3 * ahead] = 0 if rank == NONE else c.id_of_rank[rank]
+                        out64[i - lag] = rank
                     else:
-                        out32[i - 3 * ahead] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
+                        out32[i - lag] = rank
+            # Ranks to ids in a pass of their own: each id is a cache miss at a
+            # million rules, and here nothing waits on it.
+            if bad < 0:
+                for i in range(n):
+                    if i + ID_AHEAD < n:
+                        rank = <uint32_t>(out64[i + ID_AHEAD] if wide else out32[i + ID_AHEAD])
+                        if rank != NONE:
+                            prefetch(&c.id_of_rank[rank])
+                    rank = <uint32_t>(out64[i] if wide else out32[i])
+                    if wide:
+                        out64[i] = 0 if rank == NONE else c.id_of_rank[rank]
+                    else:
+                        out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
         if bad >= 0:
             name = ("protos", "remote_ports", "local_ports")[bad_arg - 1]
             given = (protos, remote_ports, local_ports)[bad_arg - 1]
