@@ -45,7 +45,8 @@ pages where Linux offers them)
                  (a) the rule-bearing prefixes shorter than /B that cover it,
                  as a run of ``ShortPrefix`` records in ``pool`` sorted by
                  ``own_best``, each a copy of what the lookup needs from the
-                 node (one sequential read instead of a node miss each), and
+                 node and of its first group (one sequential read instead of
+                 a node miss and a group miss each), and
                  (b) the topmost trie node of length >= B under it, where the
                  descent starts.
 
@@ -201,10 +202,11 @@ ctypedef struct Slot:
     uint32_t start            # topmost node of length >= slot_bits, or NONE
 
 ctypedef struct ShortPrefix:   # a rule-bearing prefix shorter than the stride, in a slot's chain
-    uint32_t own_best
-    uint32_t group_off
+    Group first               # a copy of its first group (often its only one); first.best = own_best
+    uint32_t group_off        # its groups, the first included
     uint16_t group_cnt
     uint16_t last             # 1 on the chain's last record
+    uint32_t pad              # 32 bytes: a record never straddles two cache lines
 
 ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
@@ -372,10 +374,11 @@ cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noex
     return lid
 
 
-cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q, uint64_t h) noexcept nogil:
-    """The smallest rank in group ``gi`` that matches the connection, or NONE.
-    ``h``: the group's hash slot if ``prefetch_groups`` computed it, else NO_SLOT."""
-    cdef const Group* g = &c.groups[gi]
+cdef inline uint32_t probe_group(const Core* c, const Group* g, uint32_t gi, Query* q,
+                                 uint64_t h) noexcept nogil:
+    """The smallest rank in group ``gi`` (``g``: it, or a copy of it) that matches the
+    connection, or NONE.  ``h``: the group's hash slot if ``prefetch_groups`` computed
+    it, else NO_SLOT."""
     cdef uint32_t mask = g.mask
     cdef uint32_t proto = 0, rport = 0, lport = 0, lid = 0
     if mask & G_PROTO:
@@ -436,7 +439,8 @@ cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query*
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break
-        rank = probe_group(c, i, q, slots[i - off] if cnt > 1 and i - off < PREFETCH_GROUPS else NO_SLOT)
+        rank = probe_group(c, &c.groups[i], i, q,
+                           slots[i - off] if cnt > 1 and i - off < PREFETCH_GROUPS else NO_SLOT)
         if rank < best:
             best = rank
     return best
@@ -481,8 +485,10 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     if slot != NULL:
         if slot.chain != NONE:
             short = &c.pool[slot.chain]
-            while short.own_best < best:
-                best = probe_set(c, short.group_off, short.group_cnt, q, best)
+            while short.first.best < best:
+                best = min(best, probe_group(c, &short.first, short.group_off, q, NO_SLOT))
+                if short.group_cnt > 1:
+                    best = probe_set(c, short.group_off + 1, short.group_cnt - 1, q, best)
                 if short.last:
                     break
                 short += 1
@@ -1228,10 +1234,10 @@ cdef class Matcher:
             chain = &c.pool[c.n_pool]
             for i in range(depth):          # insertion sort by own_best
                 j = i
-                while j > 0 and chain[j - 1].own_best > c.nodes[stack[i]].own_best:
+                while j > 0 and chain[j - 1].first.best > c.nodes[stack[i]].own_best:
                     chain[j] = chain[j - 1]
                     j -= 1
-                chain[j].own_best = c.nodes[stack[i]].own_best
+                chain[j].first = c.groups[c.nodes[stack[i]].group_off]
                 chain[j].group_off = c.nodes[stack[i]].group_off
                 chain[j].group_cnt = c.nodes[stack[i]].group_cnt
                 chain[j].last = 0
@@ -1393,7 +1399,7 @@ cdef class Matcher:
         # (1) decode lookup i and prefetch its first-stride slot; (2) prefetch the
         # trie node that slot starts at and its chain's first short prefix; (3) to
         # (2 + DESCENT) each go one node down the address's path, prefetching that
-        # node's groups and its child (the first also the chain's groups); then
+        # node's groups and its child (the first also the chain's second group); then
         # classify.  The cache misses of several lookups overlap instead of
         # following one another, and classify mostly finds its lines in cache.
         cdef Query ring[RING]
@@ -1443,8 +1449,8 @@ cdef class Matcher:
                         if sl.chain != NONE:
                             prefetch(&c.pool[sl.chain])
                         continue
-                    if stage == 2 and sl.chain != NONE:
-                        prefetch(&c.groups[c.pool[sl.chain].group_off])
+                    if stage == 2 and sl.chain != NONE and c.pool[sl.chain].group_cnt > 1:
+                        prefetch(&c.groups[c.pool[sl.chain].group_off + 1])
                     ring_node[j & (RING - 1)] = prefetch_step(c, &ring[j & (RING - 1)], ring_node[j & (RING - 1)])
                 if i >= lag:
                     rank = classify(c, &ring[(i - lag) & (RING - 1)])
