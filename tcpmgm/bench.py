@@ -29,7 +29,7 @@ __all__ = ["measure", "format_table", "command"]
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 
 
-def _per_call(function: Callable, queries: Sequence[tuple], repeat: int = 3) -> float:
+def _per_call(function: Callable, queries: Sequence[tuple], repeat: int = 5) -> float:
     """Best-of-``repeat`` nanoseconds per call of ``function(*query)`` over ``queries``."""
     best = float("inf")
     for _ in range(repeat):
@@ -93,7 +93,7 @@ def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> Dict[str
         count = len(buffers.protos)
         if count:
             row[f"many_v{version}_ns"] = min(
-                _timed(matcher.lookup_many, buffers) for _ in range(5)) / count * 1e9
+                _timed(matcher.lookup_many, buffers) for _ in range(9)) / count * 1e9
         else:
             row[f"many_v{version}_ns"] = None
     remotes = [(query[1],) for query in lookups]
