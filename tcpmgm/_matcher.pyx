@@ -45,8 +45,9 @@ pages where Linux offers them)
                  (a) the rule-bearing prefixes shorter than /B that cover it,
                  as a run of ``ShortPrefix`` records in ``pool`` sorted by
                  ``own_best``, each a copy of what the lookup needs from the
-                 node and of its first group (one sequential read instead of
-                 a node miss and a group miss each), and
+                 node and, when that is one key, of its first group (one
+                 sequential read instead of a node miss and a group miss
+                 each), and
                  (b) the topmost trie node of length >= B under it, where the
                  descent starts.
 
@@ -160,6 +161,7 @@ cdef enum:
     G_LPORT = 4
     G_LOCAL = 8
     G_INLINE = 16             # the group's single key is stored in the group
+    LAST_SHORT = 0x8000       # ShortPrefix.group_cnt: the last record of its chain
     N_LOOKUP_ARRAYS = 9       # see Matcher._lookup_arrays
 
 
@@ -202,11 +204,12 @@ ctypedef struct Slot:
     uint32_t start            # topmost node of length >= slot_bits, or NONE
 
 ctypedef struct ShortPrefix:   # a rule-bearing prefix shorter than the stride, in a slot's chain
-    Group first               # a copy of its first group (often its only one); first.best = own_best
-    uint32_t group_off        # its groups, the first included
-    uint16_t group_cnt
-    uint16_t last             # 1 on the chain's last record
-    uint32_t pad              # 32 bytes: a record never straddles two cache lines
+    uint32_t own_best
+    uint32_t group_off        # its groups
+    uint16_t group_cnt        # | LAST_SHORT on the chain's last record
+    uint16_t proto            # its first group's key when that is a single key without a
+    uint16_t rport, lport     # local address (0: any), so that no group read is needed;
+                              # else proto = ANY_PROTO, which no rule has
 
 ctypedef struct RuleRec:      # per rank, for explain
     uint32_t node             # remote prefix node, NONE for any
@@ -479,17 +482,26 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     cdef uint32_t idx, i
     cdef const Slot* slot
     cdef const ShortPrefix* short
+    cdef uint32_t cnt
     cdef const Node* n
     q.memo_lslot = NONE
     slot = slot_of(c, q)
     if slot != NULL:
         if slot.chain != NONE:
             short = &c.pool[slot.chain]
-            while short.first.best < best:
-                best = min(best, probe_group(c, &short.first, short.group_off, q, NO_SLOT))
-                if short.group_cnt > 1:
-                    best = probe_set(c, short.group_off + 1, short.group_cnt - 1, q, best)
-                if short.last:
+            while short.own_best < best:
+                cnt = short.group_cnt & ~LAST_SHORT
+                if short.proto == ANY_PROTO:
+                    best = probe_set(c, short.group_off, cnt, q, best)
+                else:
+                    # The first group's one key, as probe_group would compare it.
+                    if ((short.proto == 0 or q.proto == 0 or short.proto == q.proto)
+                            and (short.rport == 0 or short.rport == q.rport)
+                            and (short.lport == 0 or short.lport == q.lport)):
+                        best = short.own_best
+                    if cnt > 1:
+                        best = probe_set(c, short.group_off + 1, cnt - 1, q, best)
+                if short.group_cnt & LAST_SHORT:
                     break
                 short += 1
         idx = slot.start
@@ -1156,7 +1168,7 @@ cdef class Matcher:
                     c.any_cnt = c.n_groups - first_group
                     c.any_best = c.groups[first_group].best
                 else:
-                    if c.n_groups - first_group > 0xFFFF:
+                    if c.n_groups - first_group >= LAST_SHORT:
                         raise ValueError("too many distinct filter shapes under one remote prefix")
                     c.nodes[s].group_off = first_group
                     c.nodes[s].group_cnt = c.n_groups - first_group
@@ -1222,6 +1234,7 @@ cdef class Matcher:
         cdef Node* node = &c.nodes[idx]
         cdef uint32_t head, first, count, i, j
         cdef ShortPrefix* chain
+        cdef const Group* first_group
         cdef uint64_t s
         if node.plen >= bits:
             slots[node.hi >> (64 - bits)].start = idx
@@ -1233,15 +1246,22 @@ cdef class Matcher:
             c.pool = <ShortPrefix*>grow(c.pool, &c.cap_pool, <uint64_t>c.n_pool + depth, sizeof(ShortPrefix))
             chain = &c.pool[c.n_pool]
             for i in range(depth):          # insertion sort by own_best
+                node = &c.nodes[stack[i]]
                 j = i
-                while j > 0 and chain[j - 1].first.best > c.nodes[stack[i]].own_best:
+                while j > 0 and chain[j - 1].own_best > node.own_best:
                     chain[j] = chain[j - 1]
                     j -= 1
-                chain[j].first = c.groups[c.nodes[stack[i]].group_off]
-                chain[j].group_off = c.nodes[stack[i]].group_off
-                chain[j].group_cnt = c.nodes[stack[i]].group_cnt
-                chain[j].last = 0
-            chain[depth - 1].last = 1
+                chain[j].own_best = node.own_best
+                chain[j].group_off = node.group_off
+                chain[j].group_cnt = node.group_cnt
+                first_group = &c.groups[node.group_off]
+                if first_group.mask & G_INLINE and not first_group.mask & G_LOCAL:
+                    chain[j].proto = first_group.proto
+                    chain[j].rport = first_group.rport
+                    chain[j].lport = first_group.lport
+                else:
+                    chain[j].proto = ANY_PROTO
+            chain[depth - 1].group_cnt |= LAST_SHORT
             head = c.n_pool
             c.n_pool += depth
             node = &c.nodes[idx]
@@ -1399,7 +1419,7 @@ cdef class Matcher:
         # (1) decode lookup i and prefetch its first-stride slot; (2) prefetch the
         # trie node that slot starts at and its chain's first short prefix; (3) to
         # (2 + DESCENT) each go one node down the address's path, prefetching that
-        # node's groups and its child (the first also the chain's second group); then
+        # node's groups and its child (the first also the chain's groups); then
         # classify.  The cache misses of several lookups overlap instead of
         # following one another, and classify mostly finds its lines in cache.
         cdef Query ring[RING]
@@ -1449,8 +1469,8 @@ cdef class Matcher:
                         if sl.chain != NONE:
                             prefetch(&c.pool[sl.chain])
                         continue
-                    if stage == 2 and sl.chain != NONE and c.pool[sl.chain].group_cnt > 1:
-                        prefetch(&c.groups[c.pool[sl.chain].group_off + 1])
+                    if stage == 2 and sl.chain != NONE:
+                        prefetch(&c.groups[c.pool[sl.chain].group_off])
                     ring_node[j & (RING - 1)] = prefetch_step(c, &ring[j & (RING - 1)], ring_node[j & (RING - 1)])
                 if i >= lag:
                     rank = classify(c, &ring[(i - lag) & (RING - 1)])
