@@ -155,6 +155,7 @@ cdef enum:
     ID_AHEAD = 16             # its prefetch distance when it turns ranks into ids
     RING = 32                 # its ring of lookups in flight: a power of two > (2 + DESCENT) * AHEAD
     PIPELINE_MIN = 16384      # nodes + groups below which lookup_many does not prefetch
+    HASH_PREFETCH_MIN = 32767  # hash slots - 1 below which probe_set does not prefetch (768 KiB)
     PREFETCH_GROUPS = 8       # a rule set's first groups whose hash slots are prefetched
     G_PROTO = 1               # group mask bits: which fields are exact
     G_RPORT = 2
@@ -437,13 +438,16 @@ cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query*
                                uint32_t best) noexcept nogil:
     cdef uint32_t i, rank
     cdef uint64_t slots[PREFETCH_GROUPS]
-    if cnt > 1:
+    # A table that stays in cache gains nothing from the prefetch, and it would
+    # hash groups that the bound then skips.
+    cdef bint ahead = cnt > 1 and c.hmask >= HASH_PREFETCH_MIN
+    if ahead:
         prefetch_groups(c, off, cnt, q, slots)
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break
         rank = probe_group(c, &c.groups[i], i, q,
-                           slots[i - off] if cnt > 1 and i - off < PREFETCH_GROUPS else NO_SLOT)
+                           slots[i - off] if ahead and i - off < PREFETCH_GROUPS else NO_SLOT)
         if rank < best:
             best = rank
     return best
