@@ -42,7 +42,8 @@ def test_prefix_trie(benchmark, workload, library):
     tries = _prefix_tries(workload)
     if library not in tries:
         pytest.skip(f"{library} is not installed (pip install 'tcpmgm[bench]')")
-    benchmark(_loop(tries[library], workload.lookups))
+    # Called with the remote address alone, as ``tcpmgm bench`` and their users call them.
+    benchmark(_loop(tries[library], [(query[1],) for query in workload.lookups]))
 
 
 def test_linear_scan(benchmark, workload):
