@@ -378,11 +378,10 @@ cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noex
     return lid
 
 
-cdef inline uint32_t probe_group(const Core* c, const Group* g, uint32_t gi, Query* q,
-                                 uint64_t h) noexcept nogil:
-    """The smallest rank in group ``gi`` (``g``: it, or a copy of it) that matches the
-    connection, or NONE.  ``h``: the group's hash slot if ``prefetch_groups`` computed
-    it, else NO_SLOT."""
+cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q, uint64_t h) noexcept nogil:
+    """The smallest rank in group ``gi`` that matches the connection, or NONE.
+    ``h``: the group's hash slot if ``prefetch_groups`` computed it, else NO_SLOT."""
+    cdef const Group* g = &c.groups[gi]
     cdef uint32_t mask = g.mask
     cdef uint32_t proto = 0, rport = 0, lport = 0, lid = 0
     if mask & G_PROTO:
@@ -446,8 +445,7 @@ cdef inline uint32_t probe_set(const Core* c, uint32_t off, uint32_t cnt, Query*
     for i in range(off, off + cnt):
         if c.groups[i].best >= best:
             break
-        rank = probe_group(c, &c.groups[i], i, q,
-                           slots[i - off] if ahead and i - off < PREFETCH_GROUPS else NO_SLOT)
+        rank = probe_group(c, i, q, slots[i - off] if ahead and i - off < PREFETCH_GROUPS else NO_SLOT)
         if rank < best:
             best = rank
     return best
@@ -483,7 +481,7 @@ cdef inline const Slot* slot_of(const Core* c, const Query* q) noexcept nogil:
 cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
     """The smallest rank among the rules matching ``q``, or NONE."""
     cdef uint32_t best = NONE
-    cdef uint32_t idx, i
+    cdef uint32_t idx
     cdef const Slot* slot
     cdef const ShortPrefix* short
     cdef uint32_t cnt
