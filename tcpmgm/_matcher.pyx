@@ -378,6 +378,12 @@ cdef inline uint32_t resolve_local(const Core* c, uint32_t lslot, Query* q) noex
     return lid
 
 
+cdef inline bint key_matches(uint32_t proto, uint32_t rport, uint32_t lport, const Query* q) noexcept nogil:
+    """A rule's protocol and ports (0: any) against the connection's ("any" protocol matches all)."""
+    return ((proto == 0 or q.proto == 0 or proto == q.proto)
+            and (rport == 0 or rport == q.rport) and (lport == 0 or lport == q.lport))
+
+
 cdef inline uint32_t probe_group(const Core* c, uint32_t gi, Query* q, uint64_t h) noexcept nogil:
     """The smallest rank in group ``gi`` that matches the connection, or NONE.
     ``h``: the group's hash slot if ``prefetch_groups`` computed it, else NO_SLOT."""
@@ -496,10 +502,7 @@ cdef uint32_t classify(const Core* c, Query* q) noexcept nogil:
                 if short.proto == ANY_PROTO:
                     best = probe_set(c, short.group_off, cnt, q, best)
                 else:
-                    # The first group's one key, as probe_group would compare it.
-                    if ((short.proto == 0 or q.proto == 0 or short.proto == q.proto)
-                            and (short.rport == 0 or short.rport == q.rport)
-                            and (short.lport == 0 or short.lport == q.lport)):
+                    if key_matches(short.proto, short.rport, short.lport, q):
                         best = short.own_best
                     if cnt > 1:
                         best = probe_set(c, short.group_off + 1, cnt - 1, q, best)
@@ -526,11 +529,7 @@ cdef bint rule_matches(const Core* c, uint32_t rank, const Query* q) noexcept no
     cdef const RuleRec* r = &c.rules[rank]
     cdef const Node* n
     cdef const LocalPrefix* lp
-    if r.proto != 0 and q.proto != 0 and r.proto != q.proto:
-        return False
-    if r.rport != 0 and r.rport != q.rport:
-        return False
-    if r.lport != 0 and r.lport != q.lport:
+    if not key_matches(r.proto, r.rport, r.lport, q):
         return False
     if r.node != NONE:
         n = &c.nodes[r.node]
