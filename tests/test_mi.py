@@ -3,14 +3,18 @@
 import asyncio
 import http.client
 import json
+import logging
+import select
 import socket
 import sqlite3
 import threading
+import time
 import urllib.parse
 
 import pytest
 
 import tcpmgm
+from mi_endpoints import KINDS, address, exchange, start, status_of
 from tcpmgm import mi
 
 TOKEN = "s3cret"
@@ -28,48 +32,34 @@ def mgr(tmp_path):
     return manager
 
 
-class AsyncioEndpoint:
-    """mi.serve on a loop of its own thread, so that blocking clients can call it."""
-
-    def __init__(self, mgr, token):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            mi.serve(mgr, "127.0.0.1", 0, token=token), self.loop).result(10)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/mi"
-
-    def stop(self):
-        async def close():
-            self.server.close()
-            await self.server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
 
 
-def _start(kind, mgr, token):
-    if kind == "thread":
-        server = mi.MIServer(mgr, "127.0.0.1", 0, token=token).start()
-        return server, server.url
-    endpoint = AsyncioEndpoint(mgr, token)
-    return endpoint, endpoint.url
+@pytest.fixture
+def endpoint(kind, mgr):
+    """A function starting the endpoint of the transport under test with given limits; stopped afterwards."""
+    started = []
+
+    def start_with(limits=None, token=None, manager=None):
+        server, where = start(kind, manager or mgr, token, limits)
+        started.append(server)
+        return where
+
+    yield start_with
+    for server in started:
+        server.stop()
 
 
-@pytest.fixture(params=["thread", "asyncio"])
-def url(request, mgr):
-    server, address = _start(request.param, mgr, None)
-    yield address
-    server.stop()
+@pytest.fixture
+def url(endpoint):
+    return endpoint()
 
 
-@pytest.fixture(params=["thread", "asyncio"])
-def token_url(request, mgr):
-    server, address = _start(request.param, mgr, TOKEN)
-    yield address
-    server.stop()
+@pytest.fixture
+def token_url(endpoint):
+    return endpoint(token=TOKEN)
 
 
 def raw(url, body, *, method="POST", headers=None, path=None):
@@ -136,7 +126,12 @@ def test_match_by_name_and_by_position(url):
     (json.dumps(rpc("tcp_match", ["tcp", "10.0.0.999"])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_match", ["sctp", "10.0.0.1"])).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", [1])).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_list", [0, 10, 1])).encode(), mi.INVALID_PARAMS),             # offset, limit: no third
+    (json.dumps(rpc("tcp_list", {"offset": -1})).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_list", {"offset": "0"})).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_list", {"limit": 0})).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_list", {"limit": mi.Limits().list_limit + 1})).encode(), mi.INVALID_PARAMS),
+    (json.dumps(rpc("tcp_list", {"limit": True})).encode(), mi.INVALID_PARAMS),
     (json.dumps(rpc("tcp_match", {"proto": "tcp", "explain": "no"})).encode(), mi.INVALID_PARAMS),  # "no" is truthy
 ])
 def test_malformed_requests_get_json_rpc_errors(url, body, code):
@@ -194,15 +189,328 @@ def test_client_errors_are_one_mi_error(mgr):
         mi.call("not a url", "tcp_list")
 
 
-def test_a_client_that_stops_sending_is_let_go(url, monkeypatch):
+def test_a_client_that_stops_sending_is_let_go(endpoint):
     # Content-Length promises more than arrives: after the request deadline the
     # endpoint must end the connection instead of holding a worker forever.
-    monkeypatch.setattr(mi, "REQUEST_DEADLINE", 0.5)
-    parts = urllib.parse.urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as client:
+    url = endpoint(mi.Limits(request_timeout=0.5))
+    with socket.create_connection(address(url), timeout=10) as client:
         client.sendall(b"POST /mi HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}")
         received = b""
         while chunk := client.recv(4096):   # socket.timeout here: the endpoint never let go
             received += chunk
     assert received == b"" or received.startswith(b"HTTP/1.1 4")
     assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
+
+
+# -- issue 10, item 7: the request parser is strict, and never leaves a traceback -----
+
+def _no_traceback(capfd, caplog):
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+LIST = json.dumps(rpc("tcp_list")).encode()
+
+
+@pytest.mark.parametrize("length", [
+    b"Content-Length: \xb2",                            # latin-1 '\xb2' is '²', which str.isdigit() takes
+    "Content-Length: ٢".encode(),                       # an Arabic-Indic two, in UTF-8
+    b"Content-Length: %d\r\nContent-Length: %d" % (len(LIST), len(LIST)),
+    b"Content-Length: %d\r\nContent-Length: 2" % len(LIST),
+    b"Content-Length: %d, %d" % (len(LIST), len(LIST)),
+    b"Content-Length: +%d" % len(LIST),
+    b"Content-Length: -1",
+    b"Content-Length: 0x10",
+    b"Content-Length: ",
+    b"Content-Length: " + b"0" * 30 + b"%d" % len(LIST),   # a number, but past any sane length of one
+])
+def test_content_length_is_one_header_of_ascii_digits(url, length, capfd, caplog):
+    reply = exchange(url, b"POST /mi HTTP/1.1\r\nHost: x\r\n" + length + b"\r\n\r\n" + LIST)
+    assert status_of(reply) == 400
+    answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert answer["error"]["code"] == mi.INVALID_REQUEST and "Content-Length" in answer["error"]["message"]
+    assert exchange(url, b"POST /mi HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(LIST) + LIST).startswith(
+        b"HTTP/1.1 200 ")
+    _no_traceback(capfd, caplog)
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST /mi\r\n\r\n", 400),                                        # no version
+    (b"POST /mi HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (b"POST  /mi HTTP/1.1\r\n\r\n", 400),
+    (b"POST /mi HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}", 400),        # space before the colon
+    (b"POST /mi HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (b"POST /mi HTTP/1.1\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\n{}", 400),
+    (b"POST /mi HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"
+     b"Content-Length: 2\r\n\r\n{}", 400),
+    (b"POST /mi HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
+    (b"POST /mi HTTP/1.1\r\n\r\n", 411),
+    (b"POST /mi HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % ((1 << 20) + 1), 413),
+    (b"POST /mi HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+    (b"POST /mi HTTP/1.1\r\nX: " + b"y" * (16 * 1024) + b"\r\n\r\n", 431),
+    (b"POST /mi HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", 400),       # ends before its body
+    (b"\xff\xfe\x00garbage", 400),
+])
+def test_malformed_http_gets_an_http_error(url, request_bytes, status, capfd, caplog):
+    reply = exchange(url, request_bytes)
+    assert status_of(reply) == status
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == mi.INVALID_REQUEST
+    assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
+    _no_traceback(capfd, caplog)
+
+
+def test_a_client_that_says_nothing_is_closed_without_an_answer(url):
+    assert exchange(url, b"") == b""
+
+
+def test_expect_100_continue(url):
+    with socket.create_connection(address(url), timeout=10) as client:
+        client.sendall(b"POST /mi HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(LIST))
+        assert client.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sendall(LIST)
+        client.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    assert status_of(reply) == 200 and len(json.loads(reply.split(b"\r\n\r\n", 1)[1])["result"]["rules"]) == 3
+
+
+# -- item 8: batches, pages and the size of an answer are bounded --------------------
+
+def _add_rules(mgr, count):
+    with sqlite3.connect(mgr.source.path) as conn:
+        conn.executemany("INSERT INTO tcp_mgm (id, proto, remote_addr) VALUES (?, 'tcp', ?)",
+                         [(100 + i, f"172.{16 + i // 65536 % 16}.{i // 256 % 256}.{i % 256}/32") for i in range(count)])
+    mgr.reload()
+
+
+def test_a_batch_over_the_cap_is_one_error_and_runs_nothing(endpoint, mgr, monkeypatch):
+    reloads = []
+    monkeypatch.setattr(mgr, "reload", lambda real=mgr.reload: reloads.append(1) or real())
+    for url, cap in ((endpoint(), mi.Limits().max_batch), (endpoint(mi.Limits(max_batch=5)), 5)):
+        status, answer = raw(url, json.dumps([rpc("tcp_reload", id=i) for i in range(cap + 1)]).encode())
+        assert status == 200 and isinstance(answer, dict)
+        assert answer["error"]["code"] == mi.INVALID_REQUEST and f"at most {cap}" in answer["error"]["message"]
+        status, answer = raw(url, json.dumps([rpc("tcp_match", ["tcp", "10.0.0.1"], id=i) for i in range(cap)]).encode())
+        assert status == 200 and [a["result"]["rule"] for a in answer] == [1] * cap
+    assert reloads == []
+
+
+def test_the_reloads_of_a_batch_are_one_reload(url, mgr, monkeypatch):
+    reloads = []
+    monkeypatch.setattr(mgr, "reload", lambda real=mgr.reload: reloads.append(1) or real())
+    batch = [rpc("tcp_reload", id=i) for i in range(40)] + [rpc("tcp_mgm:reload", id="alias")]
+    batch += [{"jsonrpc": "2.0", "method": "tcp_reload"}] * 20 + [rpc("tcp_list", id="list")]
+    status, answer = raw(url, json.dumps(batch).encode())
+    assert status == 200 and reloads == [1]
+    assert [a["id"] for a in answer] == list(range(40)) + ["alias", "list"]
+    assert all(a["result"] == answer[0]["result"] for a in answer[:41]) and answer[0]["result"]["loaded"] == 3
+    # a failed reload is one failure, which every entry reports
+    with sqlite3.connect(mgr.source.path) as conn:
+        conn.execute("DROP TABLE tcp_mgm")
+    status, answer = raw(url, json.dumps([rpc("tcp_reload", id=i) for i in range(3)]).encode())
+    assert reloads == [1, 1] and [a["error"]["code"] for a in answer] == [mi.SERVER_ERROR] * 3
+
+
+def test_list_pages(endpoint, mgr):
+    url = endpoint()
+    page = mi.call(url, "tcp_list", {"limit": 2})
+    assert [r["id"] for r in page["rules"]] == [3, 1] and (page["total"], page["offset"], page["next_offset"]) == (3, 0, 2)
+    page = mi.call(url, "tcp_list", [2, 2])
+    assert [r["id"] for r in page["rules"]] == [2] and page["next_offset"] is None
+    page = mi.call(url, "tcp_list", {"offset": 10 ** 30})
+    assert page["rules"] == [] and page["total"] == 3 and page["next_offset"] is None
+    small = endpoint(mi.Limits(list_limit=2))
+    page = mi.call(small, "tcp_list")                                  # the default page is the largest
+    assert len(page["rules"]) == 2 and page["next_offset"] == 2
+    with pytest.raises(mi.MIError) as info:
+        mi.call(small, "tcp_list", {"limit": 3})
+    assert info.value.code == mi.INVALID_PARAMS
+    assert [r["id"] for r in mi.list_all(small)] == [3, 1, 2]
+    _add_rules(mgr, 250)
+    every = mi.list_all(url)
+    assert len(every) == 253 and len({r["id"] for r in every}) == 253
+
+
+def test_no_answer_is_larger_than_max_response(endpoint, mgr):
+    _add_rules(mgr, 300)
+    # the defaults: a full batch of full pages still fits
+    url = endpoint()
+    batch = json.dumps([rpc("tcp_list", {"offset": 100 * (i % 3)}, id=i) for i in range(mi.Limits().max_batch)])
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("POST", parts.path, body=batch.encode())
+    body = conn.getresponse().read()
+    conn.close()
+    assert len(body) <= mi.Limits().max_response
+    assert all(len(a["result"]["rules"]) == 100 for a in json.loads(body))
+    # a small bound: what does not fit becomes an error, the rest still gets through
+    limits = mi.Limits(max_batch=10, max_response=20_000)          # a page of 100 rows takes about 30 kB
+    url = endpoint(limits)
+    batch = [rpc("tcp_list", {"limit": 100 if i % 2 == 0 else 5}, id=i) for i in range(10)]
+    status, answer = raw(url, json.dumps(batch).encode())
+    assert status == 200 and [a["id"] for a in answer] == list(range(10))
+    assert all(a["error"]["code"] == mi.TOO_LARGE for a in answer[0::2])
+    assert all(len(a["result"]["rules"]) == 5 for a in answer[1::2])
+    assert len(json.dumps(answer, separators=(",", ":"))) <= limits.max_response
+    with pytest.raises(mi.MIError) as info:
+        mi.call(url, "tcp_list", {"limit": 100, "offset": 0})
+    assert info.value.code == mi.TOO_LARGE
+    assert len(mi.call(url, "tcp_list", {"limit": 10})["rules"]) == 10
+
+
+def test_limits_that_cannot_hold_their_errors_are_refused():
+    with pytest.raises(mi.MIConfigError, match="max_response"):
+        mi.Limits(max_batch=1000, max_response=10_000)
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(mi.MIConfigError, match="max_connections"):
+            mi.Limits(max_connections=bad)
+
+
+def test_long_ids_are_invalid_requests(url):
+    status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * (mi.MAX_ID_CHARS + 1))).encode())
+    assert answer["id"] is None and answer["error"]["code"] == mi.INVALID_REQUEST
+    status, answer = raw(url, json.dumps(rpc("tcp_list", id=1 << 63)).encode())
+    assert answer["id"] is None and answer["error"]["code"] == mi.INVALID_REQUEST
+    status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * mi.MAX_ID_CHARS)).encode())
+    assert answer["id"] == "x" * mi.MAX_ID_CHARS and "result" in answer
+
+
+# -- item 9: a whole-request deadline and a cap on connections -----------------------
+
+def test_a_trickling_client_is_cut_off_by_the_whole_request_deadline(endpoint):
+    timeout = 0.5
+    url = endpoint(mi.Limits(request_timeout=timeout))
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection(address(url), timeout=10) as client:
+        client.sendall(b"POST /mi HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+        # One byte every 0.1 s: each read gets data well within the timeout.
+        while time.monotonic() - started < 20 * timeout:
+            try:
+                client.sendall(b" ")
+            except OSError:
+                break           # the endpoint closed, and said so with a reset
+            readable, _, _ = select.select([client], [], [], 0.1)
+            if readable:
+                try:
+                    chunk = client.recv(4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+        else:
+            pytest.fail("the endpoint kept a trickling client for 20 times its request timeout")
+    assert received == b"" or status_of(received) == 408
+    assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
+
+
+def _busy(url):
+    with socket.create_connection(address(url), timeout=10) as client:
+        reply = b""
+        while chunk := client.recv(4096):
+            reply += chunk
+    return reply
+
+
+def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kind):
+    cap = 3
+    url = endpoint(mi.Limits(max_connections=cap, request_timeout=30))
+    threads_before = threading.active_count()
+    stalled = []
+    try:
+        for _ in range(cap):
+            client = socket.create_connection(address(url), timeout=10)
+            client.sendall(b"POST /mi HTTP/1.1\r\n")
+            stalled.append(client)
+        for _ in range(20):       # clients beyond the cap get their answer at once
+            reply = _busy(url)
+            assert status_of(reply) == 503 and b"Retry-After" in reply
+            assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == mi.SERVER_ERROR
+        assert threading.active_count() <= threads_before + cap
+    finally:
+        for client in stalled:
+            client.close()
+    deadline = time.monotonic() + 10
+    while True:                   # the stalled ones gone, the endpoint serves again
+        try:
+            assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
+            break
+        except mi.MIError as exc:
+            assert "busy" in str(exc) and time.monotonic() < deadline
+            time.sleep(0.05)
+    assert threading.active_count() <= threads_before + cap
+
+
+# -- item 10: no token, no reaching beyond this machine -------------------------------
+
+@pytest.fixture
+def no_bind(monkeypatch):
+    """Any bind from here on fails the test: the refusal must come before a socket is bound."""
+    def refuse(self, address):
+        raise AssertionError(f"bound {address!r}")
+
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+
+
+def _fake_resolver(monkeypatch, answers):
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host in answers:
+            if answers[host] is None:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
+                    for a in answers[host]]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+WIDE = ["0.0.0.0", "::", "", None, "192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%lo",
+        "mixed.invalid", "public.invalid", "unresolvable.invalid"]
+
+
+@pytest.mark.parametrize("host", WIDE)
+def test_a_non_loopback_address_without_a_token_is_refused_before_binding(host, mgr, monkeypatch, no_bind):
+    _fake_resolver(monkeypatch, {"mixed.invalid": ["127.0.0.1", "192.0.2.7"], "public.invalid": ["192.0.2.7"],
+                                 "unresolvable.invalid": None})
+    with pytest.raises(mi.InsecureBindError, match="without a token"):
+        mi.MIServer(mgr, host, 0)
+    with pytest.raises(mi.InsecureBindError, match="insecure=True"):
+        asyncio.run(mi.serve(mgr, host, 0))
+    mi.check_bind(host, token="s3cret", insecure=False)       # a token guards it
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.4.5.6", "::1", "::ffff:127.0.0.1", "localhost",
+                                  "loopbacks.invalid"])
+def test_loopback_addresses_need_no_token(host, monkeypatch, caplog):
+    _fake_resolver(monkeypatch, {"loopbacks.invalid": ["127.0.0.1", "::1"]})
+    with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
+        mi.check_bind(host, token=None, insecure=False)
+        mi.check_bind(host, token=None, insecure=True)
+    assert caplog.records == []
+
+
+def test_insecure_binds_wide_with_a_warning(mgr, monkeypatch, caplog, no_bind):
+    with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
+        mi.MIServer(mgr, "0.0.0.0", 0, insecure=True)             # binds on start(), which this test does not
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "insecure=True" in caplog.records[0].getMessage() and "'0.0.0.0'" in caplog.records[0].getMessage()
+    caplog.clear()
+    bound = []
+
+    async def fake_start_server(callback, host, port, **kwargs):
+        bound.append(host)
+
+    monkeypatch.setattr(asyncio, "start_server", fake_start_server)
+    with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
+        asyncio.run(mi.serve(mgr, "::", 0, insecure=True))
+    assert bound == ["::"] and [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+def test_localhost_binds_and_serves(mgr):
+    with mi.MIServer(mgr, "localhost", 0) as server:
+        assert mi.call(server.url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
