@@ -434,7 +434,7 @@ _LINE_END = re.compile(r"\r?\n")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
 _SINGLE = ("Content-Length", "Authorization", "Host")   # a repeat of these is ambiguous: 400
 _CHUNK = 1 << 16
-_LINGER = 2.0   # seconds, at most, to drain a client after an early answer
+_LINGER = 2.0   # seconds, at most, to wait for a client to close after its answer
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -458,7 +458,6 @@ class RequestParser:
         self._head: Optional[Tuple[str, str, Dict[str, List[str]]]] = None
         self._length = 0
         self._continue = False
-        self.surplus = False       # bytes came past the request; closing on them could reset the answer
 
     def feed(self, data: bytes) -> Optional[Outcome]:
         self._buffer += data
@@ -475,7 +474,6 @@ class RequestParser:
                 return failure
         if len(self._buffer) < self._length:
             return None
-        self.surplus = len(self._buffer) > self._length
         verb, target, headers = self._head   # type: ignore[misc]  # set by _parse_head
         return Request(verb, target, headers, bytes(self._buffer[:self._length]))
 
@@ -591,16 +589,16 @@ def _serve_socket(sock: socket.socket, dispatcher: Dispatcher, path: str, limits
         head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
         sock.settimeout(limits.request_timeout)   # sendall's timeout bounds the whole send (Python >= 3.5)
         sock.sendall(_response_bytes(status, body, head_only=head_only))
-        if not isinstance(outcome, Request) or parser.surplus:
-            _linger_socket(sock, limits)
+        _linger_socket(sock, limits)
     except OSError:
         pass   # the client left, or did not take its answer in time: nothing more to tell it
 
 
 def _linger_socket(sock: socket.socket, limits: Limits) -> None:
-    # The answer went out before the request was read to its end; closing
-    # now would reset the connection and could destroy the answer in
-    # flight.  Drop what the client still sends, for a bounded time and size.
+    # Closing with unread bytes (a request answered before its end, bytes
+    # past it) resets the connection, which can destroy the answer in
+    # flight.  So end our side, then drop what the client still sends until
+    # it closes too, for a bounded time and size.
     sock.shutdown(socket.SHUT_WR)
     end = time.monotonic() + min(_LINGER, limits.request_timeout)
     budget = _drain_budget(limits)
@@ -742,8 +740,7 @@ async def _serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
         writer.write(_response_bytes(status, body, head_only=head_only))
         await asyncio.wait_for(writer.drain(), limits.request_timeout)
-        if not isinstance(outcome, Request) or parser.surplus:
-            await _linger_stream(reader, writer, limits)
+        await _linger_stream(reader, writer, limits)
     except (OSError, asyncio.TimeoutError):
         pass   # the client left, or did not take its answer in time: nothing more to tell it
     finally:
