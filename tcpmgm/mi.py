@@ -42,14 +42,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .errors import ReloadError, TcpMgmError
 from .profile import Profile
 from .sockets import parse_endpoint
 
 __all__ = [
-    "Dispatcher", "MIServer", "MIError", "InsecureBindError", "Limits", "Request", "RequestParser",
+    "Dispatcher", "MIServer", "MIError", "MIConfigError", "InsecureBindError", "Limits", "Request", "RequestParser",
     "serve", "call", "list_all", "check_bind", "profile_dict", "DEFAULT_PORT", "DEFAULT_URL",
 ]
 
@@ -110,11 +110,11 @@ def _error(request_id: Any, code: int, message: str, data: Any = None) -> Dict[s
     return {"jsonrpc": "2.0", "error": error, "id": request_id}
 
 
-def _body(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))   # ensure_ascii: characters and bytes count the same
+
+
+def _body(payload: Any) -> bytes:
+    return _ENCODER.encode(payload).encode()
 
 
 def _encode_within(payload: Any, room: int) -> Optional[bytes]:
@@ -138,11 +138,11 @@ def _too_large(limit: int) -> str:
     return f"response too large: over {limit} bytes; ask tcp_list for smaller pages or send smaller batches"
 
 
-# The longest "too large" error one batch entry can need: the longest id a
-# request may carry (128 astral characters, 12 bytes each once escaped) and
-# the longest message.  Limits reserves this much per entry, so that every
-# entry gets at least this error within max_response.
-_MAX_ERROR_ENTRY = len(_body(_error("\U0010ffff" * MAX_ID_CHARS, TOO_LARGE, _too_large(10 ** 20))))
+def _max_error_entry(limit: int) -> int:
+    """The longest "too large" error a batch entry can need: with the longest id a request may carry
+    (128 astral characters, 12 bytes each once escaped).  The dispatcher reserves this much for
+    every entry still to come, so that each gets at least this error within ``limit``."""
+    return len(_body(_error("\U0010ffff" * MAX_ID_CHARS, TOO_LARGE, _too_large(limit))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Limits:
             kinds = (int, float) if field.name == "request_timeout" else (int,)
             if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
                 raise MIConfigError(f"Limits.{field.name} must be a positive number, not {value!r}")
-        least = 2 + self.max_batch * (_MAX_ERROR_ENTRY + 1)
+        least = 2 + self.max_batch * (_max_error_entry(self.max_response) + 1)
         if self.max_response < least:
             raise MIConfigError(f"Limits.max_response must be at least {least} bytes for a batch of "
                                 f"{self.max_batch}: room for a 'too large' error per entry")
@@ -200,6 +200,7 @@ class Dispatcher:
         self.mgr = mgr
         self.limits = limits if limits is not None else Limits()
         self._token = token.encode() if token else None
+        self._error_entry = _max_error_entry(self.limits.max_response)
         self.methods: Dict[str, Callable[..., Any]] = {
             "tcp_reload": self.tcp_reload,
             "tcp_mgm:reload": self.tcp_reload,
@@ -295,7 +296,7 @@ class Dispatcher:
             if answer is None:
                 continue
             separator = 1 if pieces else 0
-            reserve = (len(requests) - index - 1) * (_MAX_ERROR_ENTRY + 1)
+            reserve = (len(requests) - index - 1) * (self._error_entry + 1)
             piece = _encode_within(answer, room - separator - reserve)
             if piece is None:
                 piece = _body(_error(answer["id"], TOO_LARGE, _too_large(self.limits.max_response)))

@@ -4,6 +4,7 @@ import asyncio
 import http.client
 import json
 import logging
+import re
 import select
 import socket
 import sqlite3
@@ -358,6 +359,23 @@ def test_no_answer_is_larger_than_max_response(endpoint, mgr):
         mi.call(url, "tcp_list", {"limit": 100, "offset": 0})
     assert info.value.code == mi.TOO_LARGE
     assert len(mi.call(url, "tcp_list", {"limit": 10})["rules"]) == 10
+
+
+def test_the_tightest_max_response_still_answers_every_entry(mgr):
+    # the longest ids a request may carry, at the smallest bound Limits allows for a batch of 10
+    with pytest.raises(mi.MIConfigError) as info:
+        mi.Limits(max_batch=10, max_response=10_000)      # as many digits as the least: the same message
+    least = int(re.search(r"at least (\d+) bytes", str(info.value)).group(1))
+    limits = mi.Limits(max_batch=10, max_response=least)
+    _add_rules(mgr, 200)
+    ids = ["\U0001f600" * (mi.MAX_ID_CHARS - 1) + str(i) for i in range(10)]
+    batch = [rpc("tcp_list", {"limit": 100}, id=ids[i]) if i % 3 else rpc("tcp_match", ["tcp", "10.0.0.1"], id=ids[i])
+             for i in range(10)]
+    status, body = mi.Dispatcher(mgr, limits=limits).handle(json.dumps(batch).encode())
+    assert status == 200 and len(body) <= least
+    answer = json.loads(body)
+    assert [a["id"] for a in answer] == ids
+    assert all(a["error"]["code"] == mi.TOO_LARGE for i, a in enumerate(answer) if i % 3)
 
 
 def test_limits_that_cannot_hold_their_errors_are_refused():

@@ -22,7 +22,7 @@ from tcpmgm import mi
 
 # Small bounds, so that a stuck connection shows within the test and batches hit their cap.
 LIMITS = mi.Limits(request_timeout=2.0, max_connections=8, max_batch=8, max_head=2048, max_body=8192,
-                   list_limit=5, max_response=2 + 8 * 1800)
+                   list_limit=5, max_response=20_000)
 
 
 @pytest.fixture(scope="module")
