@@ -1406,7 +1406,9 @@ cdef class Matcher:
 
         ``array('Q')`` instead when some rule id does not fit in 32 bits.
         Every argument but ``remote_ips`` may be ``None`` (any protocol, port 0,
-        no local address).  Buffers must be C-contiguous in native byte order:
+        no local address).  Buffers (array, memoryview, bytes, NumPy, ctypes)
+        must be C-contiguous in native byte order; integer buffers may be signed
+        or unsigned, of 1, 2, 4 or 8 bytes:
 
         - ``protos``: integer buffer of protocol codes
           (``tcpmgm.protocols.protocol_code``; 0 = any), or one ``str`` for all;
@@ -1416,6 +1418,9 @@ cdef class Matcher:
           address, IPv6 in network order (IPv4-mapped ones match as IPv4);
         - ``remote_ports`` / ``local_ports``: integer buffers, 0..65535.
 
+        Each element gets what ``lookup()`` gives for the same values; one that
+        ``lookup()`` refuses raises ``ValueError`` naming the argument, the index
+        and the value (``remote_ports[3]: -1 is outside 0..65535``).
         The classification runs without the GIL.
         """
         cdef Column cp, cr, crp, cl, clp
