@@ -80,6 +80,7 @@ from libc.string cimport memcpy, memset
 from tcpmgm._addr cimport parse_into
 
 import array as _array_module
+import sys
 
 from .profile import default_profile
 from .protocols import protocol_code, protocols
@@ -620,6 +621,12 @@ cdef int parse_query(Query* q, object proto, object remote_ip, object remote_por
 
 
 # -- lookup_many's buffers ---------------------------------------------------
+#
+# A buffer is read from its raw bytes as its format says (width from the
+# itemsize, signedness from the format letter), never through memoryview
+# indexing, which knows no byte-order prefix ('<i' from ctypes).  An integer
+# item is zero-extended to 64 bits and only then checked against its range, so
+# a negative signed value cannot turn into a large unsigned one on the way.
 
 cdef enum:
     COL_NONE = 0              # argument was None: every row 0 / no address
@@ -637,6 +644,10 @@ ctypedef struct Column:
     uint32_t scalar
 
 cdef str _INT_FORMATS = "bBhHiIlLqQnN"
+# Format prefixes that mean this machine's byte order ('@' and '=' always do).
+cdef tuple _NATIVE_ORDER = ("@", "=", "<") if sys.byteorder == "little" else ("@", "=", ">", "!")
+cdef tuple _FOREIGN_ORDER = (">", "!") if sys.byteorder == "little" else ("<",)
+cdef str _FOREIGN_NAME = "big-endian" if sys.byteorder == "little" else "little-endian"
 
 
 cdef object column(Column* col, object obj, str argument, bint address):
@@ -647,31 +658,35 @@ cdef object column(Column* col, object obj, str argument, bint address):
         return None
     try:
         view = memoryview(obj)
-    except TypeError:
+    except (TypeError, ValueError, BufferError) as exc:
+        # TypeError: no buffer at all; ValueError/BufferError: an exporter that
+        # refuses (a NumPy datetime array, a released view).
         raise TypeError(
             f"{argument}: expected a buffer (array.array, bytes, memoryview, NumPy array) or None, "
-            f"got {type(obj).__name__}"
+            f"got {type(obj).__name__}" + ("" if isinstance(exc, TypeError) else f" ({exc})")
         ) from None
     fmt = view.format
-    if fmt[:1] in ("<", "@", "="):
+    order = fmt[:1]
+    if order in _NATIVE_ORDER or order in _FOREIGN_ORDER:
         fmt = fmt[1:]
-    elif fmt[:1] in (">", "!"):
-        raise ValueError(f"{argument}: big-endian buffers are not accepted, use native byte order")
+        # Byte order means nothing for one-byte items ('<B' from ctypes).
+        if order in _FOREIGN_ORDER and view.itemsize != 1:
+            raise ValueError(f"{argument}: {_FOREIGN_NAME} buffers are not accepted, use native byte order")
     if not view.c_contiguous:
         raise ValueError(f"{argument}: the buffer must be C-contiguous")
-    cdef const uint8_t[::1] raw = view.cast("B") if view.nbytes else bytearray(1)
-    col.data = &raw[0]
     if address and fmt in ("B", "b", "c") and view.itemsize == 1:
-        if view.nbytes % 16:
-            raise ValueError(
-                f"{argument}: packed IPv6 buffers hold 16 bytes per address, got {view.nbytes} bytes"
-            )
+        # Bytes, or rows of 16 bytes (NumPy (n, 16), ctypes (c_ubyte * 16) * n).
+        if view.nbytes % 16 or (view.ndim > 1 and view.shape[1:] != (16,)):
+            got = f"{view.nbytes} bytes" if view.ndim <= 1 else f"shape {view.shape}"
+            raise ValueError(f"{argument}: packed IPv6 buffers hold 16 bytes per address, got {got}")
         col.kind = COL_PACKED
         col.n = view.nbytes // 16
-        return raw
+        return _bytes_of(col, view)
     if view.ndim != 1:
         raise ValueError(f"{argument}: expected a one-dimensional buffer, got {view.ndim} dimensions")
-    if len(fmt) != 1 or fmt not in _INT_FORMATS:
+    # The itemsize, not the letter, gives the width ('<l' is 4 bytes, '@l' 8 here);
+    # an exporter claiming any other width is refused rather than read past.
+    if len(fmt) != 1 or fmt not in _INT_FORMATS or view.itemsize not in (1, 2, 4, 8):
         raise TypeError(f"{argument}: expected a buffer of integers, got format {view.format!r}")
     if address:
         if view.itemsize != 4 or fmt.islower():
@@ -684,35 +699,53 @@ cdef object column(Column* col, object obj, str argument, bint address):
         col.kind = COL_INT
     col.itemsize = view.itemsize
     col.signed = fmt.islower()
-    col.n = view.nbytes // view.itemsize
+    col.n = view.shape[0]
+    return _bytes_of(col, view)
+
+
+cdef object _bytes_of(Column* col, object view):
+    """Points ``col.data`` at ``view``'s bytes; returns what keeps them alive."""
+    # An empty buffer (its cast can fail: zeros in its shape) gets a byte that
+    # is never read, so that data is a valid pointer.
+    cdef const uint8_t[::1] raw = view.cast("B") if view.nbytes else bytearray(1)
+    col.data = &raw[0]
     return raw
 
 
-ctypedef signed char int8_t_
-ctypedef short int16_t_
-ctypedef int int32_t_
+cdef inline bint read_int(const Column* col, Py_ssize_t i, uint64_t top, uint64_t* bits) noexcept nogil:
+    """Item ``i`` zero-extended into ``bits``; True when its value lies in 0..top.
 
-
-cdef inline int64_t read_int(const Column* col, Py_ssize_t i) noexcept nogil:
+    A None column reads 0, a scalar one its code."""
     cdef const uint8_t* p = col.data + i * col.itemsize
-    cdef int8_t_ v8
-    cdef int16_t_ v16
-    cdef int32_t_ v32
-    cdef int64_t v64
+    cdef uint16_t v16
+    cdef uint32_t v32
+    cdef uint64_t v
     if col.kind != COL_INT:
-        return col.scalar
+        bits[0] = col.scalar
+        return True
     if col.itemsize == 1:
-        return <int8_t_>p[0] if col.signed else p[0]
-    if col.itemsize == 2:
+        v = p[0]
+    elif col.itemsize == 2:
         memcpy(&v16, p, 2)
-        return v16 if col.signed else <uint16_t>v16
-    if col.itemsize == 4:
+        v = v16
+    elif col.itemsize == 4:
         memcpy(&v32, p, 4)
-        return v32 if col.signed else <uint32_t>v32
-    memcpy(&v64, p, 8)
-    if not col.signed and v64 < 0:
-        return -1                      # above 2**63: out of every range here
-    return v64
+        v = v32
+    else:
+        memcpy(&v, p, 8)
+    bits[0] = v
+    if col.signed and v >> (8 * col.itemsize - 1):      # the sign bit: negative
+        return False
+    return v <= top
+
+
+cdef object item_value(const Column* col, uint64_t bits):
+    """The value ``read_int`` read as ``bits``, as the buffer's format means it."""
+    cdef object value = bits
+    cdef object width = 8 * col.itemsize        # a Python int: the shift below must not wrap
+    if col.signed and bits >> (8 * col.itemsize - 1):
+        value -= 1 << width
+    return value
 
 
 cdef inline int read_address(const Column* col, Py_ssize_t i, uint64_t* hi, uint64_t* lo) noexcept nogil:
@@ -1373,7 +1406,9 @@ cdef class Matcher:
 
         ``array('Q')`` instead when some rule id does not fit in 32 bits.
         Every argument but ``remote_ips`` may be ``None`` (any protocol, port 0,
-        no local address).  Buffers must be C-contiguous in native byte order:
+        no local address).  Buffers (array, memoryview, bytes, NumPy, ctypes)
+        must be C-contiguous in native byte order; integer buffers may be signed
+        or unsigned, of 1, 2, 4 or 8 bytes:
 
         - ``protos``: integer buffer of protocol codes
           (``tcpmgm.protocols.protocol_code``; 0 = any), or one ``str`` for all;
@@ -1383,12 +1418,15 @@ cdef class Matcher:
           address, IPv6 in network order (IPv4-mapped ones match as IPv4);
         - ``remote_ports`` / ``local_ports``: integer buffers, 0..65535.
 
+        Each element gets what ``lookup()`` gives for the same values; one that
+        ``lookup()`` refuses raises ``ValueError`` naming the argument, the index
+        and the value (``remote_ports[3]: -1 is outside 0..65535``).
         The classification runs without the GIL.
         """
         cdef Column cp, cr, crp, cl, clp
         cdef Py_ssize_t n, i, bad = -1
-        cdef int64_t value
-        cdef int bad_arg = 0
+        cdef uint64_t bits
+        cdef const Column* bad_col = NULL
         cdef uint32_t max_code = len(protocols())
         cdef uint32_t rank
         cdef const Core* c = &self.c
@@ -1436,21 +1474,18 @@ cdef class Matcher:
             for i in range(n + lag):
                 if i < n:
                     qq = &ring[i & (RING - 1)]
-                    value = read_int(&cp, i)
-                    if value < 0 or value > max_code:
-                        bad, bad_arg = i, 1
+                    if not read_int(&cp, i, max_code, &bits):
+                        bad, bad_col = i, &cp
                         break
-                    qq.proto = <uint32_t>value
-                    value = read_int(&crp, i)
-                    if value < 0 or value > 65535:
-                        bad, bad_arg = i, 2
+                    qq.proto = <uint32_t>bits
+                    if not read_int(&crp, i, 65535, &bits):
+                        bad, bad_col = i, &crp
                         break
-                    qq.rport = <uint32_t>value
-                    value = read_int(&clp, i)
-                    if value < 0 or value > 65535:
-                        bad, bad_arg = i, 3
+                    qq.rport = <uint32_t>bits
+                    if not read_int(&clp, i, 65535, &bits):
+                        bad, bad_col = i, &clp
                         break
-                    qq.lport = <uint32_t>value
+                    qq.lport = <uint32_t>bits
                     qq.rfam = read_address(&cr, i, &qq.rhi, &qq.rlo)
                     qq.lfam = read_address(&cl, i, &qq.lhi, &qq.llo)
                     sl = ring_slot[i & (RING - 1)] = slot_of(c, qq)
@@ -1493,11 +1528,11 @@ cdef class Matcher:
                     else:
                         out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]
         if bad >= 0:
-            name = ("protos", "remote_ports", "local_ports")[bad_arg - 1]
-            given = (protos, remote_ports, local_ports)[bad_arg - 1]
-            if bad_arg == 1:
-                raise ValueError(f"protos[{bad}]: unknown protocol code {memoryview(given)[bad]}")
-            raise ValueError(f"{name}[{bad}]: {memoryview(given)[bad]} is outside 0..65535")
+            value = item_value(bad_col, bits)
+            if bad_col == &cp:
+                raise ValueError(f"protos[{bad}]: unknown protocol code {value}")
+            name = "remote_ports" if bad_col == &crp else "local_ports"
+            raise ValueError(f"{name}[{bad}]: {value} is outside 0..65535")
         return out
 
 

@@ -229,6 +229,167 @@ def test_lookup_many_refuses_big_endian_and_strided(compiled):
         compiled.lookup_many(None, np.arange(4, dtype=np.uint32)[::2])
 
 
+
+# Rules whose answer depends on how a port or protocol code is read: a signed
+# -1 misread as unsigned lands on 255 or 65535, -128 on 128, -32768 on 32768.
+SIGNED_TRAPS = [
+    Rule(id=1, remote_port=65535), Rule(id=2, remote_port=255), Rule(id=3, remote_port=128),
+    Rule(id=4, remote_port=32768), Rule(id=5, local_port=65535), Rule(id=6, local_port=255),
+    Rule(id=10, priority=9),
+]
+
+
+@compiled_only
+@pytest.mark.parametrize("typecode", list("bhilq"))
+@pytest.mark.parametrize("argument", ["remote_ports", "local_ports"])
+def test_lookup_many_negative_signed_ports_are_refused(typecode, argument):
+    """Issue 10.1: array('h', [-1]) answered the rule of port 65535, array('b', [-1]) that of 255."""
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    remotes = array.array("I", [_v4("10.0.0.1")] * 2)
+    for value in (-1, -128):
+        with pytest.raises(ValueError) as info:
+            matcher.lookup_many("tcp", remotes, **{argument: array.array(typecode, [80, value])})
+        assert str(info.value) == f"{argument}[1]: {value} is outside 0..65535"
+    with pytest.raises(ValueError, match="remote_port"):
+        matcher.lookup("tcp", "10.0.0.1", -1)
+    # in range, the signed buffer reads what lookup() reads
+    in_range = [0, 127] + ([255, 32767] if typecode != "b" else [])
+    expected = [matcher.lookup("tcp", "10.0.0.1", **{argument[:-1]: v}).id for v in in_range]
+    got = matcher.lookup_many("tcp", array.array("I", [_v4("10.0.0.1")] * len(in_range)),
+                              **{argument: array.array(typecode, in_range)})
+    assert list(got) == expected
+
+
+@compiled_only
+def test_lookup_many_negative_signed_protocol_codes_are_refused():
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    for typecode in "bhilq":
+        with pytest.raises(ValueError) as info:
+            matcher.lookup_many(array.array(typecode, [1, -1]), array.array("I", [1, 2]))
+        assert str(info.value) == "protos[1]: unknown protocol code -1"
+
+
+@compiled_only
+@pytest.mark.parametrize("ctype, value, message", [
+    ("c_int32", -1, "remote_ports[0]: -1 is outside 0..65535"),
+    ("c_int64", -1, "remote_ports[0]: -1 is outside 0..65535"),
+    ("c_int16", -32768, "remote_ports[0]: -32768 is outside 0..65535"),
+    ("c_int8", -1, "remote_ports[0]: -1 is outside 0..65535"),
+    ("c_uint32", 70000, "remote_ports[0]: 70000 is outside 0..65535"),
+    ("c_uint64", 2**64 - 1, "remote_ports[0]: 18446744073709551615 is outside 0..65535"),
+    ("c_long", -2**63, "remote_ports[0]: -9223372036854775808 is outside 0..65535"),
+])
+def test_lookup_many_ctypes_port_errors(ctype, value, message):
+    """Issue 10.2: the error for a ctypes buffer ('<i') raised NotImplementedError from memoryview."""
+    import ctypes
+
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    with pytest.raises(ValueError) as info:
+        matcher.lookup_many(None, array.array("I", [1]), (getattr(ctypes, ctype) * 1)(value))
+    assert str(info.value) == message
+
+
+@compiled_only
+def test_lookup_many_ctypes_buffers_agree_with_lookup():
+    import ctypes
+
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    ports = [65535, 255, 128, 32768, 0]
+    remotes = (ctypes.c_uint32 * 5)(*[_v4("10.0.0.1")] * 5)
+    expected = [matcher.lookup(None, "10.0.0.1", p).id for p in ports]
+    for ctype in (ctypes.c_uint16, ctypes.c_int32, ctypes.c_uint32, ctypes.c_int64, ctypes.c_uint64, ctypes.c_long):
+        assert list(matcher.lookup_many((ctypes.c_uint8 * 5)(), remotes, (ctype * 5)(*ports))) == expected
+    packed = ((ctypes.c_ubyte * 16) * 1)()
+    packed[0][:] = list(ipaddress.IPv6Address("::ffff:10.0.0.1").packed)
+    assert list(matcher.lookup_many(None, packed, (ctypes.c_int16 * 1)(255))) == [2]
+
+
+@compiled_only
+def test_lookup_many_unsigned_64_bit_beyond_int64():
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    for value in (2**63, 2**64 - 1, 2**64 - 255, 2**32 + 255):
+        with pytest.raises(ValueError) as info:
+            matcher.lookup_many(None, array.array("I", [1]), None, None, array.array("Q", [value]))
+        assert str(info.value) == f"local_ports[0]: {value} is outside 0..65535"
+
+
+@compiled_only
+def test_lookup_many_foreign_byte_order():
+    """Wider than a byte, the other byte order is refused; one byte has no order ('>B')."""
+    import ctypes
+    import sys
+
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    foreign = "__ctype_be__" if sys.byteorder == "little" else "__ctype_le__"
+    name = "big-endian" if sys.byteorder == "little" else "little-endian"
+    with pytest.raises(ValueError, match=f"remote_ports: {name} buffers are not accepted"):
+        matcher.lookup_many(None, array.array("I", [1]), (getattr(ctypes.c_uint16, foreign) * 1)(255))
+    one_byte = (getattr(ctypes.c_uint8, foreign) * 1)(255)
+    assert list(matcher.lookup_many(None, array.array("I", [1]), one_byte)) == [2]
+
+
+@compiled_only
+def test_lookup_many_empty_buffers_of_every_form():
+    np = pytest.importorskip("numpy")
+    import ctypes
+
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    remotes = [array.array("I"), b"", bytearray(), memoryview(b""), np.zeros((0, 16), np.uint8),
+               np.zeros(0, np.uint32), (ctypes.c_uint32 * 0)(), ((ctypes.c_ubyte * 16) * 0)()]
+    ports = [None, array.array("b"), np.zeros(0, np.int64), (ctypes.c_int16 * 0)(), memoryview(b"").cast("q")]
+    for remote in remotes:
+        for port in ports:
+            assert list(matcher.lookup_many(port, remote, port, remote, port)) == []
+
+
+@compiled_only
+def test_lookup_many_readonly_buffers():
+    np = pytest.importorskip("numpy")
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    ports = np.array([255, 65535], np.int32)
+    ports.flags.writeable = False
+    remotes = np.array([_v4("10.0.0.1")] * 2, np.uint32)
+    remotes.flags.writeable = False
+    assert list(matcher.lookup_many(None, remotes, ports)) == [2, 1]
+    assert list(matcher.lookup_many(None, bytes(ipaddress.IPv6Address("2001:db8::1").packed) * 2,
+                                    memoryview(bytes(array.array("H", [128, 32768]))).cast("H"))) == [3, 4]
+
+
+@compiled_only
+@pytest.mark.parametrize("make, message", [
+    (lambda np: np.zeros((2, 8), np.uint8), r"remote_ips: packed IPv6 buffers hold 16 bytes per address, got shape \(2, 8\)"),
+    (lambda np: np.zeros((1, 2, 16), np.uint8), r"got shape \(1, 2, 16\)"),
+    (lambda np: np.zeros((4, 4), np.uint8), r"got shape \(4, 4\)"),
+    (lambda np: np.zeros((2, 16), np.uint8, order="F"), "remote_ips: the buffer must be C-contiguous"),
+    (lambda np: np.zeros(4, "S16"), "remote_ips: expected a buffer of integers, got format '16s'"),
+    (lambda np: np.zeros((2, 2), np.uint32), "remote_ips: expected a one-dimensional buffer"),
+    (lambda np: np.zeros(2, "M8[s]"), "remote_ips: expected a buffer .* got ndarray"),
+    (lambda np: memoryview(b"\x00" * 64)[::2], "remote_ips: the buffer must be C-contiguous"),
+])
+def test_lookup_many_misshapen_address_buffers(make, message):
+    """Address rows are 16 bytes each, as one flat run: no other shape is read as addresses."""
+    np = pytest.importorskip("numpy")
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    with pytest.raises((TypeError, ValueError), match=message):
+        matcher.lookup_many(None, make(np))
+
+
+@compiled_only
+def test_lookup_many_released_buffer():
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    view = memoryview(array.array("H", [1]))
+    view.release()
+    with pytest.raises(TypeError, match="remote_ports: expected a buffer"):
+        matcher.lookup_many(None, array.array("I", [1]), view)
+
+
+@compiled_only
+def test_lookup_many_strided_ports_refused():
+    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    with pytest.raises(ValueError, match="local_ports: the buffer must be C-contiguous"):
+        matcher.lookup_many(None, array.array("I", [1, 2]), None, None, memoryview(array.array("H", [1, 2, 3, 4]))[::2])
+
+
 # -- threads and memory --------------------------------------------------------
 
 @compiled_only
