@@ -46,11 +46,15 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.option("--path", default="tcpmgm-demo.db", show_default=True, help="SQLite file to (re)create.")
-def demo(path: str) -> None:
-    """Create a demo rule table, load it, and show which rule wins for sample connections."""
+@click.option("--force", is_flag=True, help="Replace the file even if it is not an earlier demo's database.")
+def demo(path: str, force: bool) -> None:
+    """Create a demo rule table, load it, and show which rule wins for sample connections.
+
+    An existing file is replaced only when it is an earlier demo's database (or with --force).
+    """
     from .demo import run_demo
 
-    run_demo(path, sys.stdout)
+    run_demo(path, sys.stdout, force=force)
 
 
 # -- shared options -------------------------------------------------------------------
