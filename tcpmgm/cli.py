@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import click
 
@@ -24,7 +24,7 @@ from ._text import aligned
 from .errors import ReloadError, RuleError, TcpMgmError
 from .lint import lint, rejected_findings
 from .loader import load_rules
-from .manager import DEFAULT_DB_URL, ReloadReport, TcpMgm
+from .manager import DEFAULT_DB_URL, TcpMgm
 from .rule import COLUMNS
 from .sockets import parse_endpoint
 from .table import count_rows, read_rows, remove_rule
@@ -46,11 +46,15 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.option("--path", default="tcpmgm-demo.db", show_default=True, help="SQLite file to (re)create.")
-def demo(path: str) -> None:
-    """Create a demo rule table, load it, and show which rule wins for sample connections."""
+@click.option("--force", is_flag=True, help="Replace the file even if it is not an earlier demo's database.")
+def demo(path: str, force: bool) -> None:
+    """Create a demo rule table, load it, and show which rule wins for sample connections.
+
+    An existing file is replaced only when it is an earlier demo's database (or with --force).
+    """
     from .demo import run_demo
 
-    run_demo(path, sys.stdout)
+    run_demo(path, sys.stdout, force=force)
 
 
 # -- shared options -------------------------------------------------------------------
@@ -138,15 +142,18 @@ def _column_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def add(mgr: TcpMgm, **row: Any) -> None:
     """Add a rule (validated like a loaded row); print its id.
 
-    Unset columns take the table's defaults; without --id the database picks one.
+    The values are stored as validation read them (--proto TCP as tcp,
+    --no-new-conn 5 as 1, 10.1.2.3/8 as 10.0.0.0/8).  Unset columns take the
+    table's defaults; without --id the database picks one.
     """
     try:
-        click.echo(mgr.add_rule(row))
+        rule_id = mgr.add_rule(row)
     except RuleError as exc:
         if row.get("id") is not None:
             raise
         # Validation numbered the id-less row 1; that number means nothing to the operator.
         raise TcpMgmError(f"rule not added: column {exc.column!r}, value {exc.value!r}: {exc.reason}") from None
+    click.echo(rule_id)
 
 
 @cli.command()
@@ -176,13 +183,25 @@ def list_rules(mgr: TcpMgm, as_json: bool) -> None:
 
 # -- match ----------------------------------------------------------------------------
 
-def _endpoint(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Tuple[Optional[str], int]:
-    if value is None or value.lower() in ("any", "-"):
+def _endpoint(
+    text: Optional[str], name: str, listeners: Optional[Mapping[str, Any]] = None,
+) -> Tuple[Optional[str], int]:
+    """The ``(ip, port)`` of a command-line endpoint; 'any' or '-' (or nothing) is unknown.
+
+    With ``listeners`` the address may be a socket tag (only our own side has them).
+    """
+    if text is None or text.lower() in ("any", "-"):
         return None, 0
     try:
-        return parse_endpoint(value)
+        return parse_endpoint(text, listeners=listeners)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+        raise click.UsageError(f"{name}: {exc}") from None
+
+
+def _shown(ip: Optional[str], port: int) -> str:
+    if ip is None:
+        return "any"
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _reload_for_query(mgr: TcpMgm) -> None:
@@ -194,41 +213,42 @@ def _reload_for_query(mgr: TcpMgm) -> None:
 
 @cli.command()
 @click.argument("proto")
-@click.argument("remote", metavar="REMOTE_IP[:PORT]", callback=_endpoint)
-@click.argument("local", metavar="[LOCAL_IP[:PORT]]", required=False, callback=_endpoint)
+@click.argument("remote", metavar="REMOTE_IP[:PORT]")
+@click.argument("local", metavar="[LOCAL[:PORT]]", required=False)
 @click.option("--explain", is_flag=True, help="Show every matching rule and why it lost.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
-def match(mgr: TcpMgm, proto: str, remote: Tuple[Optional[str], int], local: Tuple[Optional[str], int],
-          explain: bool, as_json: bool) -> None:
+def match(mgr: TcpMgm, proto: str, remote: str, local: Optional[str], explain: bool, as_json: bool) -> None:
     """Which rule wins for a connection, and its profile.
 
-    Addresses as IP:PORT, [IPV6]:PORT or a bare IP (port 0); LOCAL may be
-    omitted or 'any' (unknown).
+    Addresses as IP:PORT, [IPV6]:PORT or a bare IP or [IPV6] (port 0); LOCAL
+    may also be a socket tag (--listener TAG=ADDR), be omitted or be 'any'
+    (unknown).  The first line shows the connection as it was understood.
     """
     from .mi import profile_dict
 
+    remote_ip, remote_port = _endpoint(remote, "REMOTE")
+    local_ip, local_port = _endpoint(local, "LOCAL", mgr.listeners)
     _reload_for_query(mgr)
     try:
-        found = mgr.explain(proto, remote[0], remote[1], local[0], local[1])
+        found = mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    tag = _endpoint(local, "LOCAL")[0] if local_ip is not None else None   # as typed: a tag, or the ip
     if as_json:
-        result: Dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
+        connection = {"proto": proto.lower(), "remote_ip": remote_ip, "remote_port": remote_port,
+                      "local_ip": local_ip, "local_port": local_port}
+        if tag != local_ip:
+            connection["local_tag"] = tag
+        result: Dict[str, Any] = {"connection": connection, "rule": found.profile.id,
+                                  "profile": profile_dict(found.profile)}
         if explain:
             result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
         _echo_json(result)
         return
-    click.echo(f"rule {found.winner.describe()}" if found.winner else "rule 0: no rule matches (default profile)")
-    values = profile_dict(found.profile)
-    values["attrs"] = ";".join(f"{k}={v}" for k, v in sorted(values["attrs"].items())) or "-"
-    click.echo(aligned([("attribute", "value")] + list(values.items())))
-    if explain:
-        click.echo("")
-        if not found.matches:
-            click.echo("no rule matches")
-        for rule, reason in found.matches:
-            click.echo(f"{rule.describe()}: {reason}")
+    shown_local = _shown(local_ip, local_port) + (f" (socket tag {tag!r})" if tag != local_ip else "")
+    click.echo(f"connection: {proto.lower()} remote {_shown(remote_ip, remote_port)}, local {shown_local}")
+    click.echo(str(found) if explain else found.summary())
 
 
 # -- check ----------------------------------------------------------------------------
@@ -272,20 +292,21 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
         with mgr.source.connection() as conn:
             reader = conn if update is None else _CountingConnection(conn, update)
             loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
-    report = ReloadReport(len(loaded.rules), loaded.rejected, loaded.warnings,
-                          time.perf_counter() - started, loaded.schema_version)
+    seconds = time.perf_counter() - started
     with _progress("linting", lambda: len(loaded.rules)) as update:
-        findings = rejected_findings(loaded.rejected) + lint(loaded.rules, progress=update)
+        # Every loader warning is a finding, so that one count (the findings') is shown everywhere.
+        findings = rejected_findings(loaded.rejected) + lint(loaded.rules, progress=update, warnings=loaded.warnings)
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
     if as_json:
         _echo_json({
-            "loaded": report.loaded, "rejected": len(report.rejected), "schema_version": report.schema_version,
-            "seconds": round(report.seconds, 3), "errors": errors, "warnings": warnings,
+            "loaded": len(loaded.rules), "rejected": len(loaded.rejected), "schema_version": loaded.schema_version,
+            "seconds": round(seconds, 3), "errors": errors, "warnings": warnings,
             "findings": [f.to_dict() for f in findings],
         })
     else:
-        click.echo(str(report).splitlines()[0])
+        click.echo(f"loaded {len(loaded.rules)} rule(s), rejected {len(loaded.rejected)}, "
+                   f"schema version {loaded.schema_version}, {seconds * 1000:.1f} ms")
         for finding in findings:
             click.echo(str(finding))
         click.echo(f"{errors} error(s), {warnings} warning(s)")

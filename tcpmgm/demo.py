@@ -6,10 +6,12 @@ import os
 from typing import Any, Dict, List, TextIO, Tuple
 
 from ._text import aligned
+from .errors import TcpMgmError
 from .manager import TcpMgm
 from .profile import default_profile, format_attrs
 
-__all__ = ["DEMO_LISTENERS", "DEMO_ROWS", "SAMPLE_CONNECTIONS", "run_demo"]
+__all__ = ["DEMO_APPLICATION_ID", "DEMO_LISTENERS", "DEMO_ROWS", "SAMPLE_CONNECTIONS", "is_demo_database",
+           "run_demo"]
 
 # Socket tags of this imaginary proxy's listeners (OpenSIPS "socket ... as tag").
 DEMO_LISTENERS = {"internal": "10.0.0.1", "public": "192.0.2.10"}
@@ -42,15 +44,47 @@ SAMPLE_CONNECTIONS: List[Tuple[str, str, int, str, int]] = [
 ]
 
 
-def run_demo(path: str, out: TextIO) -> int:
-    """Write the demo table to ``path`` (replacing it), load it and print what wins."""
+# SQLite's header field for exactly this, "which application's file is this"
+# (PRAGMA application_id, offset 68): "TCPd".  A file carrying it was written by
+# the demo and may be replaced by the next one; any other file is left alone.
+DEMO_APPLICATION_ID = 0x54435064
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_demo_database(path: str) -> bool:
+    """Whether ``path`` is an SQLite database that an earlier ``run_demo`` wrote."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError:
+        return False
+    return (
+        len(header) == 100 and header.startswith(_SQLITE_MAGIC)
+        and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID
+    )
+
+
+def run_demo(path: str, out: TextIO, *, force: bool = False) -> int:
+    """Write the demo table to ``path``, load it and print what wins.
+
+    An existing ``path`` is replaced only when it is an earlier demo's database
+    or ``force`` is true; otherwise :class:`TcpMgmError`, and the file is untouched.
+    """
     path = os.path.abspath(path)
-    if os.path.exists(path):
+    if os.path.isdir(path):
+        raise TcpMgmError(f"{path} is a directory; give --path a file name")
+    if os.path.lexists(path):
+        if not (force or is_demo_database(path)):
+            raise TcpMgmError(
+                f"{path} exists and is not a tcpmgm demo database; not replacing it "
+                "(choose another --path, or --force to replace it)"
+            )
         os.remove(path)
     manager = TcpMgm(f"sqlite:///{path}", listeners=DEMO_LISTENERS)
     manager.create_schema()
     # Write the rows as-is (the invalid one too): the loader is what must catch it.
     with manager.source.connection() as conn:
+        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
         for row in DEMO_ROWS:
             conn.execute(
                 f"INSERT INTO tcp_mgm ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",

@@ -26,7 +26,11 @@ Definitions (SPEC section 4 decides which rule wins):
   report, possibly a missed one).
 * An **exact duplicate** has the same filters and priority as a rule with a
   lower id; it ties on the whole key and always loses.
-* **Host bits set** (``10.1.2.3/8``) is the loader's warning, repeated here.
+* The loader's warnings are repeated here, one finding each: **host-bits**
+  (``10.1.2.3/8`` is stored as ``10.0.0.0/8``) and **null** (a NULL in a
+  column OpenSIPS declares NOT NULL, read as the column's default).
+* **kernel-clamp** (a warning): a keepalive timer outside what the kernel
+  accepts, which :func:`tcpmgm.apply` clamps (:data:`tcpmgm.sockets.KEEPALIVE_LIMITS`).
 
 Cost: rules are visited once in key order.  Single covers are found with a
 hash index over the rules already visited, probing only the ancestors of the
@@ -44,6 +48,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from .errors import RuleError, RuleWarning
 from .rule import Network, Rule, key_difference
+from .sockets import keepalive_timers
 
 __all__ = ["Finding", "lint", "rejected_findings", "PROGRESS_STEP"]
 
@@ -57,10 +62,11 @@ class Finding:
     """One problem in the table.  ``by`` lists the rules that cause it (shadowers, the original)."""
 
     severity: str            # "error" or "warning"
-    kind: str                # "rejected", "duplicate", "shadowed", "host-bits"
+    kind: str                # "rejected", "duplicate", "shadowed", "host-bits", "null", "kernel-clamp"
     rule_id: Optional[int]
     message: str
     by: Tuple[int, ...] = ()
+    column: Optional[str] = None   # the column the finding is about, when it is about one
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.kind}: {self.message}"
@@ -71,11 +77,25 @@ class Finding:
 
 def rejected_findings(rejected: Iterable[RuleError]) -> List[Finding]:
     """Findings for rows the loader refused."""
-    return [Finding("error", "rejected", err.rule_id, str(err)) for err in rejected]
+    return [Finding("error", "rejected", err.rule_id, str(err), column=err.column) for err in rejected]
 
 
 def _warning_finding(warning: RuleWarning) -> Finding:
-    return Finding("warning", "host-bits", warning.rule_id, str(warning))
+    # The loader warns about two things: a NULL read as a default (the value
+    # it saw is None) and host bits under a prefix (the value is the address).
+    kind = "null" if warning.value is None else "host-bits"
+    return Finding("warning", kind, warning.rule_id, str(warning), column=warning.column)
+
+
+def _clamp_findings(rule: Rule) -> List[Finding]:
+    """A warning for each keepalive timer of the rule that the kernel's range will clamp."""
+    return [
+        Finding("warning", "kernel-clamp", rule.id, str(RuleWarning(
+            rule.id, timer.attribute, timer.wanted,
+            f"outside the kernel's {timer.low}..{timer.high}; tcpmgm.apply sets {timer.value}",
+        )), column=timer.attribute)
+        for timer in keepalive_timers(rule.profile) if timer.clamped
+    ]
 
 
 def _net_key(net: Optional[Network]) -> _NetKey:
@@ -160,12 +180,21 @@ class _RemoteSpans:
         return used
 
 
-def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = None) -> List[Finding]:
-    """Findings for valid rules (shadowed, duplicates, host bits), in key order of the rule.
+def lint(
+    rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = None,
+    warnings: Optional[Iterable[RuleWarning]] = None,
+) -> List[Finding]:
+    """Findings for valid rules (shadowed, duplicates, warnings), in key order of the rule.
 
+    ``warnings`` are the loader's warnings about these rules (a load's
+    :attr:`~tcpmgm.loader.LoadResult.warnings`, which include the NULLs it
+    read as defaults); without it, the rules' own warnings (host bits).
     ``progress(n)`` is called with the number of rules done since the last call.
     """
     ordered = sorted(rules, key=Rule.key)
+    warned: Dict[int, List[RuleWarning]] = {}
+    for warning in (warnings if warnings is not None else (w for r in ordered for w in r.warnings)):
+        warned.setdefault(warning.rule_id, []).append(warning)
     ranked = list(enumerate(ordered))
     spans = {4: _RemoteSpans(ranked, 4), 6: _RemoteSpans(ranked, 6)}
     best: Dict[Tuple[Any, ...], Tuple[int, Rule]] = {}  # filters -> (rank, rule) of the first with them
@@ -176,7 +205,8 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
     for rank, rule in ranked:
         if progress is not None and rank % PROGRESS_STEP == PROGRESS_STEP - 1:
             progress(PROGRESS_STEP)
-        findings.extend(_warning_finding(w) for w in rule.warnings)
+        findings.extend(_warning_finding(w) for w in warned.pop(rule.id, ()))
+        findings.extend(_clamp_findings(rule))
         filters = _filters(rule)
         proto, remote, rport, local, lport = filters
         same = best.get(filters, (None, None))[1]
@@ -213,6 +243,8 @@ def lint(rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = N
                 remote_lengths[remote[0]].add(remote[2])
             if local is not None:
                 local_lengths[local[0]].add(local[2])
+    # Warnings about no rule given (a caller's list) are still shown, never dropped.
+    findings.extend(_warning_finding(w) for ws in warned.values() for w in ws)
     if progress is not None and len(ordered) % PROGRESS_STEP:
         progress(len(ordered) % PROGRESS_STEP)
     return findings

@@ -162,10 +162,16 @@ class TcpMgm:
         """Validate ``row`` (canonical column names) and insert it; return its id.
 
         Without an ``id`` the database assigns one.  Nothing is written when
-        the row is invalid (:class:`RuleError`).
+        the row is invalid (:class:`RuleError`).  The given columns are stored
+        as validation read them (``TCP`` as ``tcp``, a flag of 5 as 1,
+        ``10.1.2.3/8`` as ``10.0.0.0/8``), so the table holds what is loaded.
         """
-        row = {k: v for k, v in row.items() if v is not None}
-        Rule.from_row({"id": 1, **row}, listeners=self.listeners, defaults=self.default)
+        given = [k for k, v in row.items() if v is not None]
+        rule = Rule.from_row({"id": 1, **{k: row[k] for k in given}}, listeners=self.listeners,
+                             defaults=self.default)
+        stored = rule.to_row()
+        # A column from_row does not know is passed on as given: the database names it.
+        row = {k: stored[k] if k in stored else row[k] for k in given}
         dialect = self.source.dialect
         q = dialect.quote
         columns = list(row)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _addr_py
+from ._text import aligned
 from .errors import RuleError
-from .profile import Profile, default_profile
+from .profile import Profile, default_profile, format_attrs
 from .protocols import protocol_code
 from .rule import Rule, key_difference
 
@@ -26,6 +27,24 @@ class Explanation(NamedTuple):
     winner: Optional[Rule]
     profile: Profile
     matches: Tuple[Tuple[Rule, str], ...]
+
+    def summary(self) -> str:
+        """The winner on one line, then the profile's attributes as an aligned table."""
+        head = f"rule {self.winner.describe()}" if self.winner else "rule 0: no rule matches (default profile)"
+        values = [
+            (name, (format_attrs(value) or "-") if name == "attrs" else int(value))
+            for name, value in self.profile.values().items()
+        ]
+        return f"{head}\n{aligned([('attribute', 'value')] + values)}"
+
+    def __str__(self) -> str:
+        """:meth:`summary`, then each matching rule in key order with why it lost
+        (what ``tcpmgm match --explain`` prints)."""
+        if not self.matches:
+            return self.summary()
+        lines = [self.summary(), "", "matching rules, best first:"]
+        lines += [f"{rule.describe()}: {reason}" for rule, reason in self.matches]
+        return "\n".join(lines)
 
 
 def explanation(matches: List[Rule], default: Profile) -> Explanation:

@@ -5,30 +5,71 @@
 about the would-be connection; :func:`tune` does the same for a socket that
 already exists (an accepted one), reading both ends from the socket itself.
 
-The kernel bounds the keepalive values (Linux: idle and interval 1..32767 s,
-count 1..127); a profile outside those bounds is clamped, with a warning in
-the log, rather than failing the connection.
+Keepalive timers follow OpenSIPS (SPEC section 2): a timer of 0 leaves the
+operating system's value as it is; a non-zero one is set, clamped to what the
+kernel accepts (:data:`KEEPALIVE_LIMITS`, Linux's bounds: idle and interval
+1..32767 s, count 1..127) with a warning in the log naming the rule, rather
+than failing the connection.  ``tcpmgm check`` warns about the same clamps
+from the same limits.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .errors import NoNewConnection
+from .errors import NoNewConnection, RuleError
 from .profile import Profile
+from .rule import Rule
 
-__all__ = ["apply", "connect", "tune", "endpoint", "parse_endpoint"]
+__all__ = [
+    "apply", "connect", "tune", "endpoint", "parse_endpoint", "KEEPALIVE_LIMITS", "KeepaliveTimer",
+    "keepalive_timers",
+]
 
 log = logging.getLogger(__name__)
 
-# (profile attribute, socket option name, lowest, highest accepted value)
-_KEEPALIVE_OPTIONS = (
+# (profile attribute, socket option name, lowest, highest value the kernel accepts): Linux's
+# bounds, the one definition that apply() clamps to and `tcpmgm check` warns from.
+KEEPALIVE_LIMITS: Tuple[Tuple[str, str, int, int], ...] = (
     ("keepidle", "TCP_KEEPIDLE", 1, 32767),
     ("keepinterval", "TCP_KEEPINTVL", 1, 32767),
     ("keepcount", "TCP_KEEPCNT", 1, 127),
 )
+
+
+class KeepaliveTimer(NamedTuple):
+    """One keepalive timer that :func:`apply` sets: the profile's value and the value set."""
+
+    attribute: str      # the profile attribute (keepidle, keepinterval, keepcount)
+    option: str         # the socket option's name (TCP_KEEPIDLE, ...)
+    wanted: int         # the profile's value
+    value: int          # what is set: ``wanted`` clamped to the kernel's range
+    low: int
+    high: int
+
+    @property
+    def clamped(self) -> bool:
+        return self.value != self.wanted
+
+
+def keepalive_timers(profile: Profile) -> List[KeepaliveTimer]:
+    """The keepalive timers :func:`apply` sets for ``profile``, whatever the platform.
+
+    None with keepalive off; otherwise each non-zero timer (0 leaves the
+    operating system's value untouched, as in OpenSIPS), clamped to
+    :data:`KEEPALIVE_LIMITS`.
+    """
+    if not profile.keepalive:
+        return []
+    timers = []
+    for attr, name, low, high in KEEPALIVE_LIMITS:
+        wanted = getattr(profile, attr)
+        if wanted:
+            timers.append(KeepaliveTimer(attr, name, wanted, min(max(wanted, low), high), low, high))
+    return timers
 
 
 def _option(name: str) -> Optional[int]:
@@ -41,23 +82,22 @@ def apply(sock: Any, profile: Profile) -> Dict[str, int]:
     """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
 
     Returns ``{option name: value set}``.  With keepalive off only
-    ``SO_KEEPALIVE = 0`` is set.  ``sock`` is a ``socket.socket`` or anything
-    with its ``setsockopt`` (an asyncio transport's socket).
+    ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the operating
+    system's value stays) and so is not in the result.  ``sock`` is a
+    ``socket.socket`` or anything with its ``setsockopt`` (an asyncio
+    transport's socket).
     """
     applied = {"SO_KEEPALIVE": int(profile.keepalive)}
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, applied["SO_KEEPALIVE"])
-    if not profile.keepalive:
-        return applied
-    for attr, name, low, high in _KEEPALIVE_OPTIONS:
-        option = _option(name)
+    for timer in keepalive_timers(profile):
+        option = _option(timer.option)
         if option is None:
             continue
-        wanted = getattr(profile, attr)
-        value = min(max(wanted, low), high)
-        if value != wanted:
-            log.warning("rule %s: %s=%d is outside %d..%d; using %d", profile.id, attr, wanted, low, high, value)
-        sock.setsockopt(socket.IPPROTO_TCP, option, value)
-        applied[name] = value
+        if timer.clamped:
+            log.warning("rule %s: %s=%d is outside %d..%d; using %d", profile.id, timer.attribute,
+                        timer.wanted, timer.low, timer.high, timer.value)
+        sock.setsockopt(socket.IPPROTO_TCP, option, timer.value)
+        applied[timer.option] = timer.value
     return applied
 
 
@@ -138,11 +178,14 @@ def connect(
     raise last_error
 
 
-def parse_endpoint(text: str) -> Tuple[str, int]:
+def parse_endpoint(text: str, *, listeners: Optional[Mapping[str, Any]] = None) -> Tuple[str, int]:
     """``(ip, port)`` from ``ip``, ``ip:port``, ``[ipv6]`` or ``[ipv6]:port`` (no port: 0).
 
-    A bare IPv6 address without brackets is accepted too (it has no port).
-    ``ValueError`` names what is wrong.
+    An IPv6 address must be in brackets: unbracketed, ``2001:db8::1:5060``
+    could be an address or an address and a port.  With ``listeners`` (socket
+    tag -> address, as a rule's ``local_addr`` may name them) the address may
+    also be a socket tag, resolved to its listener's address exactly as a
+    rule's tag is.  ``ValueError`` names the text and what is wrong.
     """
     text = text.strip()
     if text.startswith("["):
@@ -150,15 +193,36 @@ def parse_endpoint(text: str) -> Tuple[str, int]:
         if not bracket or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r}: expected [ipv6]:port")
         colon, port_text = rest[:1], rest[1:]
-    elif text.count(":") == 1:
-        host, colon, port_text = text.partition(":")
+    elif text.count(":") > 1:
+        raise ValueError(f"{text!r}: an IPv6 address goes in brackets, [addr]:port or [addr]")
     else:
-        host, colon, port_text = text, "", ""
+        host, colon, port_text = text.partition(":")
     if not host:
         raise ValueError(f"{text!r}: no address")
-    if not colon:
-        return host, 0
-    # isdigit() alone would take non-ASCII digits ("٥٠٦٠"), which int() reads as 5060.
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
-    return host, int(port_text)
+    if colon:
+        # isdigit() alone would take non-ASCII digits ("٥٠٦٠"), which int() reads as 5060.
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
+        port = int(port_text)
+    else:
+        port = 0
+    if listeners is not None:
+        host = _listener_or_address(text, host, listeners)
+    return host, port
+
+
+def _listener_or_address(text: str, host: str, listeners: Mapping[str, Any]) -> str:
+    """``host`` when it is an IP address, else the address of the socket tag it names."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+        return host   # the matcher reads it (zone, IPv4-mapped form) as it reads any address
+    except ValueError:
+        pass
+    # A tag means here what it means in a rule's local_addr: let the rule parser resolve it.
+    try:
+        rule = Rule.from_row({"id": 1, "proto": "any", "local_addr": host}, listeners=listeners)
+    except RuleError as exc:
+        raise ValueError(f"{text!r}: {exc.reason}") from None
+    if rule.local is None:   # 'any' in a rule; a connection's end is one address
+        raise ValueError(f"{text!r}: not an address or a socket tag")
+    return str(rule.local.network_address)

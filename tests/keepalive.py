@@ -19,6 +19,14 @@ def keepalive_of(sock):
     )
 
 
-def expected(profile):
-    """What ``keepalive_of`` must say for a socket tuned with ``profile``."""
-    return (True, profile.keepidle, profile.keepinterval, profile.keepcount)
+def os_defaults(family=socket.AF_INET):
+    """``keepalive_of`` a fresh TCP socket: the operating system's own values."""
+    with socket.socket(family, socket.SOCK_STREAM) as fresh:
+        return keepalive_of(fresh)
+
+
+def expected(profile, family=socket.AF_INET):
+    """What ``keepalive_of`` must say for a fresh socket tuned with ``profile``:
+    a timer of 0 leaves the operating system's value."""
+    _, idle, interval, count = os_defaults(family)
+    return (True, profile.keepidle or idle, profile.keepinterval or interval, profile.keepcount or count)

@@ -8,7 +8,7 @@ import pytest
 import tcpmgm
 from tcpmgm import aio
 
-from keepalive import expected, keepalive_of, matcher
+from keepalive import expected, keepalive_of, matcher, os_defaults
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
 
@@ -157,3 +157,32 @@ def test_readuntil_gives_up_after_msg_read_timeout():
         return result
 
     assert run(scenario()) == "timed out after msg_read_timeout=1"
+
+
+def test_a_zero_keepalive_timer_leaves_the_os_value_on_both_sides():
+    """Issue 10, item 19: aio tunes through tcpmgm.apply, so 0 is "not set" there too, never 1 s."""
+    server_rules = matcher({"id": 21, "proto": "tcp", "remote_addr": "127.0.0.7", "keepidle": 0, "keepcount": 4})
+    client_rules = matcher({"id": 22, "proto": "tcp", "local_addr": "127.0.0.7", "keepinterval": 0,
+                            "keepcount": 0, "keepidle": 45})
+
+    async def scenario():
+        seen = asyncio.get_running_loop().create_future()
+
+        async def handle(conn):
+            seen.set_result((conn.profile.id, keepalive_of(conn.socket)))
+            await conn.read(1)
+
+        server = await aio.start_server(server_rules, handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            conn = await aio.open_connection(client_rules, "tcp", "127.0.0.1", port, local_addr=("127.0.0.7", 0))
+            client = (conn.profile.id, keepalive_of(conn.socket))
+            accepted = await asyncio.wait_for(seen, GENEROUS)
+            conn.close()
+            await conn.wait_closed()
+        return accepted, client
+
+    accepted, client = run(scenario())
+    _, idle, interval, count = os_defaults()
+    assert accepted == (21, (True, idle, server_rules.get(21).profile.keepinterval, 4))
+    assert client == (22, (True, 45, interval, count))

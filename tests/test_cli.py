@@ -97,7 +97,10 @@ def test_add_refuses_invalid_rows_before_writing(table):
 
 def test_match_ipv4_ipv6_and_explain(table):
     result = run("match", "tcp", "10.1.2.3:5060", "10.0.0.1:5060", cwd=table, check=0)
-    assert result.stdout.startswith("rule #1 tcp 10.0.0.0/8")
+    # The first line shows the connection looked up (issue 10, item 14), the winner comes next.
+    lines = result.stdout.splitlines()
+    assert lines[0] == "connection: tcp remote 10.1.2.3:5060, local 10.0.0.1:5060"
+    assert lines[1].startswith("rule #1 tcp 10.0.0.0/8")
     assert any(line.split() == ["connect_timeout", "900"] for line in result.stdout.splitlines())
     result = run("match", "tls", "[2001:db8::7]:5061", "[2001:db8::1]:5061", "--json", cwd=table, check=0)
     assert json.loads(result.stdout)["rule"] == 3
@@ -107,9 +110,68 @@ def test_match_ipv4_ipv6_and_explain(table):
     explained = json.loads(run("match", "any", "10.1.2.3:5060", "--explain", "--json", cwd=table, check=0).stdout)
     assert [m["rule"] for m in explained["matches"]] == [1, 2]
     result = run("match", "tcp", "192.0.2.1:5060", cwd=table, check=0)
-    assert result.stdout.startswith("rule 0: no rule matches")
+    assert result.stdout.splitlines()[:2] == ["connection: tcp remote 192.0.2.1:5060, local any",
+                                              "rule 0: no rule matches (default profile)"]
     assert "remote" in one_error_line(run("match", "tcp", "10.0.0.999:5060", cwd=table), 2)
     assert "port" in one_error_line(run("match", "tcp", "[::1]:99999", cwd=table), 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["2001:db8::1:5060"],                      # read as 2001:db8::1:5060 port 0 before
+    ["2001:db8::1"],
+    ["[2001:db8::7]:5061", "2001:db8::1:5061"],
+    ["10.1.2.3:5060", "fe80::1%eth0"],
+])
+def test_match_refuses_an_unbracketed_ipv6_address(table, args):
+    """Issue 10, item 14: a usage error naming the [addr]:port form, not a silent port 0."""
+    line = one_error_line(run("match", "tls", *args, cwd=table), 2)
+    assert "[addr]:port" in line and "tcpmgm match: error:" in line
+
+
+def test_match_prints_the_connection_as_understood(table):
+    result = run("match", "TLS", "[2001:db8::7]:5061", "[::ffff:192.0.2.1]", cwd=table, check=0)
+    assert result.stdout.splitlines()[0] == "connection: tls remote [2001:db8::7]:5061, local [::ffff:192.0.2.1]:0"
+    found = json.loads(run("match", "tls", "[2001:db8::7]:5061", "--json", cwd=table, check=0).stdout)
+    assert found["connection"] == {"proto": "tls", "remote_ip": "2001:db8::7", "remote_port": 5061,
+                                   "local_ip": None, "local_port": 0}
+    assert found["rule"] == 3
+
+
+def test_match_local_side_may_be_a_socket_tag(tmp_path):
+    """Issue 10, item 15: LOCAL may name a listener, resolved as a rule's local_addr tag is."""
+    run("db", "init", cwd=tmp_path, check=0)
+    tags = ["--listener", "internal=10.0.0.1", "--listener", "public=192.0.2.10"]
+    run("add", "--id", "5", "--proto", "any", "--local-addr", "internal", "--keepidle", "60", *tags,
+        cwd=tmp_path, check=0)
+    run("add", "--id", "6", "--proto", "tcp", "--local-addr", "192.0.2.10", "--local-port", "5060", *tags,
+        cwd=tmp_path, check=0)
+    result = run("match", "tcp", "10.2.3.4:5060", "internal", *tags, cwd=tmp_path, check=0)
+    assert result.stdout.splitlines()[:2] == [
+        "connection: tcp remote 10.2.3.4:5060, local 10.0.0.1:0 (socket tag 'internal')",
+        "rule #5 any any:* <- internal:* prio 0",
+    ]
+    found = json.loads(run("match", "tcp", "10.2.3.4:5060", "public:5060", "--json", *tags, cwd=tmp_path,
+                           check=0).stdout)
+    assert found["rule"] == 6
+    assert found["connection"]["local_ip"] == "192.0.2.10" and found["connection"]["local_tag"] == "public"
+    line = one_error_line(run("match", "tcp", "10.2.3.4:5060", "external:5060", *tags, cwd=tmp_path), 2)
+    assert "'external:5060': neither an address nor a known socket tag (listeners: internal, public)" in line
+    line = one_error_line(run("match", "tcp", "10.2.3.4:5060", "internal", cwd=tmp_path), 2)
+    assert "listeners: none configured" in line
+
+
+def test_add_stores_the_normalised_values_it_validated(tmp_path):
+    """Issue 10, item 17: the table holds what loading reads, not what was typed."""
+    run("db", "init", cwd=tmp_path, check=0)
+    run("add", "--id", "1", "--proto", "TCP", "--no-new-conn", "5", "--keepalive", "7",
+        "--remote-addr", " 10.1.2.3/8", "--local-addr", "::ffff:192.0.2.1", cwd=tmp_path, check=0)
+    run("add", "--id", "2", "--proto", "ANY", "--local-addr", "Internal", "--attrs", " max_msg_chunks = 4 ;",
+        "--listener", "Internal=10.0.0.1", cwd=tmp_path, check=0)
+    with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:
+        rows = conn.execute("SELECT id, proto, no_new_conn, keepalive, remote_addr, local_addr, attrs "
+                            "FROM tcp_mgm ORDER BY id").fetchall()
+    assert rows == [(1, "tcp", 1, 1, "10.0.0.0/8", "192.0.2.1", None),
+                    (2, "any", 0, 1, None, "Internal", "max_msg_chunks=4")]
 
 
 def test_renamed_table_and_columns(tmp_path):
@@ -140,7 +202,9 @@ def test_listener_tags(tmp_path):
 
 
 def test_check_clean_table_with_a_warning_exits_0(table):
-    run("add", "--id", "4", "--proto", "tcp", "--remote-addr", "192.0.2.77/24", cwd=table, check=0)
+    # Written past `add`, which stores the prefix as 192.0.2.0/24 (issue 10, item 17).
+    with sqlite3.connect(table / "tcpmgm.db") as conn:
+        conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr) VALUES (4, 'tcp', '192.0.2.77/24')")
     result = run("check", cwd=table, check=0)
     assert result.stdout.splitlines()[0].startswith("loaded 4 rule(s), rejected 0")
     assert "warning: host-bits: rule 4" in result.stdout
@@ -164,6 +228,37 @@ def test_check_reports_shadowed_duplicate_and_rejected_rules(table):
     assert report["loaded"] == 5 and report["rejected"] == 1 and report["errors"] == 3
     assert {(f["kind"], f["rule_id"], tuple(f["by"])) for f in report["findings"]} == {
         ("shadowed", 4, (1,)), ("duplicate", 5, (3,)), ("rejected", 6, ()),
+    }
+
+
+def test_check_shows_and_counts_every_warning(tmp_path):
+    """Issue 10, item 13: "47 warning(s)" with none shown, and "warnings": 0 in JSON, for one table."""
+    columns = ", ".join(f"{c} {'TEXT' if c in ('proto', 'remote_addr', 'local_addr', 'attrs') else 'INTEGER'}"
+                        for c in tcpmgm.rule.COLUMNS if c != "parallel_read")
+    with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:     # not made by db init: NULLs allowed
+        conn.execute(f"CREATE TABLE tcp_mgm ({columns})")
+        conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr, remote_port, local_port, priority, "
+                     "connect_timeout, con_lifetime, msg_read_timeout, send_threshold, no_new_conn, alias_mode, "
+                     "keepalive, keepcount, keepidle, keepinterval) "
+                     "VALUES (1, 'tcp', '10.1.2.3/8', 0, 0, 0, 100, 120, 4, 0, 0, 0, 1, 100000, 7200, 75)")
+        conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr, keepidle) VALUES (2, 'tls', '192.0.2.0/24', 9)")
+    nulls = 12   # rule 2: every NOT NULL column but id, proto and keepidle
+    result = run("check", cwd=tmp_path, check=0)
+    lines = result.stdout.splitlines()
+    shown = [line for line in lines if line.startswith("warning: ")]
+    assert lines[-1] == f"0 error(s), {len(shown)} warning(s)" and len(shown) == 2 + nulls
+    assert "warning: host-bits: rule 1: column 'remote_addr', value '10.1.2.3/8'" in result.stdout
+    assert ("warning: kernel-clamp: rule 1: column 'keepcount', value 100000: outside the kernel's 1..127; "
+            "tcpmgm.apply sets 127") in lines
+    assert "warning: null: rule 2: column 'con_lifetime', value None: NULL in a NOT NULL column, " \
+           "read as the default 120" in lines
+    assert "warning" not in lines[0]   # one count, the findings', not a second one of the loader's
+    report = json.loads(run("check", "--json", cwd=tmp_path, check=0).stdout)
+    warned = [f for f in report["findings"] if f["severity"] == "warning"]
+    assert report["warnings"] == len(warned) == len(shown)
+    assert [f["message"] for f in warned] == [line[len("warning: "):].split(": ", 1)[1] for line in shown]
+    assert {(f["kind"], f["rule_id"], f["column"]) for f in warned} >= {
+        ("host-bits", 1, "remote_addr"), ("kernel-clamp", 1, "keepcount"), ("null", 2, "keepalive"),
     }
 
 

@@ -2,11 +2,15 @@
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import tcpmgm
+import tcpmgm.demo
 
 # What the demo's sample connections must be answered with (SPEC 1's four use
 # cases, SPEC 4's order): (proto, remote, rule id, a value that differs from the default).
@@ -54,13 +58,51 @@ def test_console_script_demo(tmp_path):
     assert_demo_output(result, tmp_path / "tcpmgm-demo.db")
 
 
-def test_demo_refreshes_an_existing_file(tmp_path):
+def test_demo_refreshes_its_own_database(tmp_path):
     db_path = tmp_path / "custom.db"
-    db_path.write_bytes(b"left over from before")
-    result = run([console_script(), "demo", "--path", "custom.db"], cwd=tmp_path)
-    assert_demo_output(result, db_path)
+    assert_demo_output(run([console_script(), "demo", "--path", "custom.db"], cwd=tmp_path), db_path)
+    with sqlite3.connect(db_path) as conn:     # an earlier run's leftovers go with the refresh
+        conn.execute("DELETE FROM tcp_mgm WHERE id = 1")
     again = run([console_script(), "demo", "--path", str(db_path)], cwd=tmp_path)
     assert_demo_output(again, db_path)
+
+
+def _rules_database(path):
+    mgr = tcpmgm.TcpMgm(f"sqlite:///{path}")
+    mgr.create_schema()
+    mgr.add_rule({"id": 41, "proto": "tcp", "remote_addr": "192.0.2.0/24"})
+
+
+@pytest.mark.parametrize("make", ids=["text-file", "rules-database", "other-sqlite-header", "other-sqlite-db"],
+                         argvalues=[
+    lambda path: path.write_bytes(b"left over from before"),     # a text file became a database
+    _rules_database,                                             # real rules became the demo's six rows
+    lambda path: path.write_bytes(b"SQLite format 3\x00" + bytes(84)),  # an SQLite header, not the demo's
+    lambda path: sqlite3.connect(path).execute("PRAGMA user_version = 7").connection.close(),
+                         ])
+def test_demo_refuses_to_replace_a_file_it_did_not_write(tmp_path, make):
+    """Issue 10, item 16: an existing file is replaced only if it is a demo database, or with --force."""
+    db_path = tmp_path / "precious.db"
+    make(db_path)
+    before = db_path.read_bytes()
+    result = run([console_script(), "demo", "--path", "precious.db"], cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"tcpmgm: error: {db_path} exists and is not a tcpmgm demo database; not replacing it "
+        "(choose another --path, or --force to replace it)"
+    )
+    assert db_path.read_bytes() == before
+    forced = run([console_script(), "demo", "--path", "precious.db", "--force"], cwd=tmp_path)
+    assert_demo_output(forced, db_path)
+    assert tcpmgm.demo.is_demo_database(str(db_path))
+
+
+def test_demo_refuses_a_directory(tmp_path):
+    (tmp_path / "rules").mkdir()
+    for extra in ([], ["--force"]):
+        result = run([console_script(), "demo", "--path", "rules", *extra], cwd=tmp_path)
+        assert result.returncode == 1 and "is a directory" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "rules").is_dir()
 
 
 def test_python_dash_m_demo(tmp_path):

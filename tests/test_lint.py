@@ -7,7 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcpmgm
-from tcpmgm.errors import RuleError
+from tcpmgm import sockets
+from tcpmgm._rows_py import null_warnings
+from tcpmgm.errors import RuleError, RuleWarning
 from tcpmgm.lint import Finding, lint, rejected_findings
 
 
@@ -94,8 +96,50 @@ def test_duplicates_and_host_bits():
 def test_rejected_rows_become_errors():
     err = RuleError(7, "proto", "udp", "'udp' is not a TCP-based protocol")
     (finding,) = rejected_findings([err])
-    assert finding == Finding("error", "rejected", 7, str(err))
+    assert finding == Finding("error", "rejected", 7, str(err), column="proto")
+    assert finding.to_dict()["column"] == "proto"
     assert finding.to_dict()["by"] == []
+
+
+def test_every_loader_warning_is_a_finding_with_its_column():
+    """Issue 10, item 13: the loader's NULL-read-as-default warnings were counted, never shown."""
+    rules = [rule(1, remote_addr="10.1.2.3/8", priority=-1), rule(2, remote_addr="192.0.2.0/24")]
+    nulls = null_warnings(rules[1], ["keepidle", "con_lifetime"])
+    loaded = list(rules[0].warnings) + nulls
+    findings = lint(rules, warnings=loaded)
+    assert [(f.severity, f.kind, f.rule_id, f.column) for f in findings] == [
+        ("warning", "host-bits", 1, "remote_addr"),
+        ("warning", "null", 2, "keepidle"),
+        ("warning", "null", 2, "con_lifetime"),
+    ]
+    assert [f.message for f in findings] == [str(w) for w in loaded]
+    assert "read as the default 7200" in findings[1].message
+    assert findings[1].to_dict()["column"] == "keepidle"
+    # A warning about a rule not in the list is still shown, not dropped.
+    stray = RuleWarning(99, "keepcount", None, "NULL in a NOT NULL column, read as the default 9")
+    assert [f.rule_id for f in lint(rules, warnings=loaded + [stray])] == [1, 2, 2, 99]
+
+
+def test_keepalive_timers_the_kernel_clamps_are_warnings():
+    """Issue 10, item 17: values tcpmgm.apply will clamp, from the limits apply uses."""
+    limits = {attr: (low, high) for attr, _, low, high in sockets.KEEPALIVE_LIMITS}
+    rules = [
+        rule(1, keepcount=100000, keepidle=limits["keepidle"][1] + 1),
+        rule(2, keepcount=limits["keepcount"][1], keepidle=limits["keepidle"][1],
+             keepinterval=limits["keepinterval"][1]),          # at the limit: set as it is
+        rule(3, keepidle=0, keepinterval=0, keepcount=0),        # 0: the OS value, nothing clamped
+        rule(4, keepalive=0, keepcount=100000),                 # keepalive off: no timer is set
+        rule(5, remote_addr="10.0.0.0/8", keepinterval=10**9),
+    ]
+    clamps = [f for f in lint(rules) if f.kind == "kernel-clamp"]
+    assert {f.severity for f in clamps} == {"warning"}
+    assert sorted((f.rule_id, f.column) for f in clamps) == [(1, "keepcount"), (1, "keepidle"), (5, "keepinterval")]
+    by_column = {(f.rule_id, f.column): f.message for f in clamps}
+    assert by_column[(1, "keepcount")] == (
+        f"rule 1: column 'keepcount', value 100000: outside the kernel's 1..{limits['keepcount'][1]}; "
+        f"tcpmgm.apply sets {limits['keepcount'][1]}"
+    )
+    assert str(limits["keepinterval"][1]) in by_column[(5, "keepinterval")]
 
 
 def test_progress_reports_every_rule_once():

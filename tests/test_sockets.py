@@ -1,13 +1,15 @@
 """tcpmgm.apply / connect / tune on real loopback sockets (127.0.0.0/8 only)."""
 
+import logging
 import socket
 
 import pytest
 
 import tcpmgm
+from tcpmgm import sockets
 from tcpmgm.sockets import apply, connect, tune
 
-from keepalive import expected, keepalive_of, matcher
+from keepalive import expected, keepalive_of, matcher, os_defaults
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
 
@@ -27,16 +29,53 @@ def test_apply_sets_and_reports_keepalive():
         assert keepalive_of(sock) == (True, 30, 5, 2)
 
 
-def test_apply_keepalive_off_and_clamping():
+def test_apply_keepalive_off_and_clamping(caplog):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         assert apply(sock, tcpmgm.Profile(keepalive=False)) == {"SO_KEEPALIVE": 0}
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    # Issue 10, item 19: this test used to assert that keepinterval=0 is set as 1 s
+    # (a probe every second); a timer of 0 leaves the operating system's value.
+    _, _, os_interval, _ = os_defaults()
+    with socket.socket() as sock, caplog.at_level(logging.WARNING, logger="tcpmgm.sockets"):
+        applied = apply(sock, tcpmgm.Profile(id=42, keepidle=10**6, keepinterval=0, keepcount=1000))
+        assert applied == {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 32767, "TCP_KEEPCNT": 127}
+        assert keepalive_of(sock) == (True, 32767, os_interval, 127)
+    clamped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(clamped) == 2 and all(message.startswith("rule 42: ") for message in clamped)
+    assert "keepidle=1000000" in clamped[0] and "32767" in clamped[0]
+    assert "keepcount=1000" in clamped[1] and "127" in clamped[1]
+
+
+def test_a_zero_timer_leaves_the_os_value_and_others_are_set():
+    fresh = os_defaults()
+    # Profile values chosen unlike any OS default, so that "set" and "left" differ.
     with socket.socket() as sock:
-        applied = apply(sock, tcpmgm.Profile(keepidle=10**6, keepinterval=0, keepcount=1000))
-        assert applied["TCP_KEEPIDLE"] == 32767 and applied["TCP_KEEPINTVL"] == 1
-        assert applied["TCP_KEEPCNT"] == 127
-        assert keepalive_of(sock) == (True, 32767, 1, 127)
+        apply(sock, tcpmgm.Profile(id=3, keepidle=0, keepinterval=0, keepcount=0))
+        assert keepalive_of(sock) == (True,) + fresh[1:]
+    for wanted in ((0, 17, 4), (33, 0, 4), (33, 17, 0)):
+        idle, interval, count = wanted
+        with socket.socket() as sock:
+            applied = apply(sock, tcpmgm.Profile(keepidle=idle, keepinterval=interval, keepcount=count))
+            shown = keepalive_of(sock)
+        assert shown == (True,) + tuple(value or os_value for value, os_value in zip(wanted, fresh[1:]))
+        assert sorted(applied) == sorted(["SO_KEEPALIVE"] + [
+            name for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), wanted) if value
+        ])
+    # "Untouched" means untouched: a value the socket already had stays too.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1234)
+        apply(sock, tcpmgm.Profile(keepidle=0, keepinterval=9, keepcount=3))
+        assert keepalive_of(sock) == (True, 1234, 9, 3)
+
+
+def test_the_kernel_limits_are_accepted_as_they_are():
+    for attr, name, low, high in sockets.KEEPALIVE_LIMITS:
+        for value in (low, high):
+            with socket.socket() as sock:
+                applied = apply(sock, tcpmgm.Profile(**{attr: value}))
+                assert applied[name] == value
+                assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value
 
 
 def test_connect_applies_the_rule_of_each_source_address(listener):
