@@ -243,7 +243,9 @@ class Dispatcher:
             raise _RPCError(INVALID_PARAMS, "explain must be true or false")
         try:
             remote_ip, remote_port = parse_endpoint(remote) if remote else (None, 0)
-            local_ip, local_port = parse_endpoint(local) if local else (None, 0)
+            # The local side may name a socket tag, as a rule's local_addr may.
+            listeners = getattr(self.mgr, "listeners", None)
+            local_ip, local_port = parse_endpoint(local, listeners=listeners) if local else (None, 0)
             found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
         except (TypeError, ValueError) as exc:
             raise _RPCError(INVALID_PARAMS, str(exc)) from None

@@ -114,6 +114,18 @@ def test_match_by_name_and_by_position(url):
     assert mi.call(url, "tcp_match", ["tcp", "192.0.2.1"])["rule"] == 0
 
 
+def test_match_local_side_may_be_a_socket_tag(endpoint, tmp_path):
+    manager = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'tags.db'}", listeners={"internal": "10.0.0.1"})
+    manager.create_schema()
+    manager.add_rule({"id": 7, "proto": "tcp", "local_addr": "internal", "connect_timeout": 700})
+    manager.reload()
+    url = endpoint(manager=manager)
+    assert mi.call(url, "tcp_match", ["tcp", "192.0.2.1:5060", "internal:5060"])["rule"] == 7
+    with pytest.raises(mi.MIError) as refused:
+        mi.call(url, "tcp_match", ["tcp", "192.0.2.1:5060", "external:5060"])
+    assert refused.value.code == mi.INVALID_PARAMS and "external" in str(refused.value)
+
+
 @pytest.mark.parametrize("body, code", [
     (b"{not json", mi.PARSE_ERROR),
     (b"[" * 100_000, mi.PARSE_ERROR),                                                  # nested too deep to parse
