@@ -9,6 +9,7 @@ import pytest
 import tcpmgm.loader
 import tcpmgm.manager
 from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, TcpMgm
+from tcpmgm.errors import DatabaseError
 from tcpmgm.loader import load_rules
 from tcpmgm.schema import DIALECTS, TableNames
 
@@ -390,6 +391,19 @@ def test_a_missing_database_file_is_an_error_and_is_not_created(tmp_path):
     assert not missing.exists()
     mgr.create_schema()          # creating the schema is what may make the file
     assert missing.exists() and mgr.reload().loaded == 0
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    folder = tmp_path / "var" / "lib" / "tcpmgm"
+    mgr = TcpMgm(url(str(folder / "rules.db")))
+    with pytest.raises(DatabaseError, match="does not exist") as created:
+        mgr.create_schema()  # 'tcpmgm db init' on a folder nobody made
+    with pytest.raises(ReloadError, match="does not exist") as reloaded:
+        mgr.reload()
+    for message in (str(created.value), str(reloaded.value)):
+        assert f"folder {str(folder)!r} does not exist" in message
+        assert "unable to open" not in message
+    assert not (tmp_path / "var").exists()
 
 
 # -- whatever fails during a reload, the old rules stay (issue 10, item 4) ------
