@@ -370,7 +370,7 @@ def sqlite_path(url: str) -> str:
     path = unquote(parts.path)
     path = path[1:] if path.startswith("/") else path
     if not path:
-        raise DatabaseError(f"sqlite URL names no file: {show(url)} (use sqlite:///path)")
+        raise DatabaseError("sqlite URL names no file (use sqlite:///path)")
     return path
 
 
@@ -608,11 +608,10 @@ def open_source(db: Any) -> Source:
         return postgres_source(db)
     if scheme == "mysql":
         return mysql_source(db)
-    if not scheme and not parts.netloc:
-        # No network location, so no userinfo and no password: safe to show.
+    if not scheme and "@" not in db:
+        # No "@", so no userinfo and no password in it: safe to show.
         raise DatabaseError(
             f"{show(db)} is not a database URL: an SQLite file is sqlite:///PATH "
-            f"(here sqlite:///{db}); "
-            f"supported schemes: {_SCHEMES}"
+            f"(here {show('sqlite:///' + db, 50)}); supported schemes: {_SCHEMES}"
         )
     raise DatabaseError(f"unsupported database URL scheme {show(scheme)} (supported: {_SCHEMES})")

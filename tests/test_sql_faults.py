@@ -118,8 +118,8 @@ def test_connection_closed_between_reloads_reconnects(server_scratch):
     # issue 10, item 18: messages that tell what to write
     ("mysql://root@127.0.0.1:abc/test", "port in the MySQL URL is not a number: 'abc'"),
     (f"mysql://root:{PASSWORD}@127.0.0.1:99999/test", "out of range 1-65535: '99999'"),
-    ("rules.db", r"'rules.db' is not a database URL: .*sqlite:///PATH \(here sqlite:///rules.db\)"),
-    ("/var/lib/tcpmgm/rules.db", r"here sqlite:////var/lib/tcpmgm/rules.db"),
+    ("rules.db", r"'rules.db' is not a database URL: .*sqlite:///PATH \(here 'sqlite:///rules.db'\)"),
+    ("/var/lib/tcpmgm/rules.db", r"here 'sqlite:////var/lib/tcpmgm/rules.db'"),
     (f"mysql://root:{PASSWORD}@127.0.0.1/test?read_timeout=0", "'read_timeout' must be a number"),
     (f"postgresql://u:{PASSWORD}@127.0.0.1/test?read_timeout=-1", "'read_timeout' must be a number"),
 ])
