@@ -159,16 +159,19 @@ class SQLiteSource(Source):
     def open(self, create: bool = False) -> sqlite3.Connection:
         if self.path != ":memory:" and not os.path.exists(self.path):
             folder = os.path.dirname(self.path)
-            if folder and not os.path.isdir(folder):
-                # sqlite3 would only say "unable to open database file".
-                raise DatabaseError(
-                    f"cannot open SQLite database {self.path!r}: its folder {folder!r} does not exist"
-                )
+            # sqlite3 would only say "unable to open database file".
+            no_folder = bool(folder) and not os.path.isdir(folder)
             # sqlite3 would silently create a missing file: a typo in a URL would
             # leave an empty database behind and report a missing table.
             if not create:
                 raise DatabaseError(
-                    f"SQLite database {self.path!r} does not exist (create it with 'tcpmgm db init')"
+                    f"SQLite database {self.path!r} does not exist"
+                    + (f": the folder {folder!r} does not exist either" if no_folder
+                       else " (create it with 'tcpmgm db init')")
+                )
+            if no_folder:
+                raise DatabaseError(
+                    f"cannot open SQLite database {self.path!r} to create it: the folder {folder!r} does not exist"
                 )
         try:
             # The watcher polls from its own thread; each connection is used by one thread at a time.
