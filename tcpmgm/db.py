@@ -59,8 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0  # seconds to establish a connection, unless the URL says otherwise
-READ_TIMEOUT = 30.0     # seconds one round trip to the server may take, unless the URL says otherwise
+CONNECT_TIMEOUT = 10  # seconds to establish a connection, unless the URL says otherwise (whole: libpq reads an integer)
+READ_TIMEOUT = 30       # seconds one round trip to the server may take, unless the URL says otherwise
 
 
 def one_line(exc: BaseException) -> str:

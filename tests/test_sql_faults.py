@@ -196,7 +196,7 @@ def test_a_stalled_server_fails_the_connect(server_scratch):
 
 def test_the_default_connect_timeout_applies_without_one_in_the_url(server_scratch, monkeypatch):
     """Without connect_timeout in the URL the default applies (shortened here for the test)."""
-    monkeypatch.setattr(tcpmgm.db, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(tcpmgm.db, "CONNECT_TIMEOUT", 2)
     with SilentServer() as silent:
         mgr = tcpmgm.TcpMgm(server_scratch.url_for("127.0.0.1", silent.port))
         failed = _outcome(mgr.reload)
