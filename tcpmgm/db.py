@@ -5,10 +5,20 @@ reload.  URLs look like OpenSIPS's ``db_url``:
 
 - ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` (standard library);
 - ``postgres://user:pass@host:port/db`` or ``postgresql://...`` (psycopg 3,
-  extra ``postgres``): the URL goes to libpq unchanged, so every libpq URI
-  parameter works (``?connect_timeout=5&options=-csearch_path%3Dopensips``);
+  extra ``postgres``): libpq parses the URL, so every libpq URI parameter
+  works (``?connect_timeout=5&options=-csearch_path%3Dopensips``), plus
+  tcpmgm's own ``read_timeout``;
 - ``mysql://user:pass@host:port/db`` (PyMySQL, extra ``mysql``), query
-  parameters ``charset``, ``unix_socket`` and ``connect_timeout``.
+  parameters ``charset``, ``unix_socket``, ``connect_timeout`` and ``read_timeout``.
+
+No server can stall tcpmgm: connecting gives up after ``connect_timeout``
+seconds (:data:`CONNECT_TIMEOUT` unless the URL says otherwise), and each
+round trip of a connection in use after ``read_timeout`` seconds
+(:data:`READ_TIMEOUT`).  PyMySQL's reads and writes take socket timeouts;
+psycopg has no client-side read timeout (and TCP keepalive cannot tell a
+stalled server from an idle one: its kernel still acknowledges), so a
+watchdog shuts the socket down when a wait outlives the timeout, which
+libpq then reports as a lost connection.
 
 SQLite opens the file anew for each use, which is cheap and thread-agnostic.
 A server source keeps one connection between reloads, checks it with a ping
@@ -17,18 +27,27 @@ before reusing it and reconnects when the server closed it.  A
 commits or reconnects it.
 
 Passwords live only in the private connect arguments: ``description``,
-``repr`` and every message tcpmgm writes are built without them, and driver
-messages are scrubbed of the password before they are quoted.
+``repr`` and every message tcpmgm writes are built without them.  A driver is
+handed the password as a connect argument of its own, never inside a string
+it parses (libpq gets the URL with the password taken out of the userinfo),
+so no driver message can quote it; messages are therefore shown as they are,
+never "scrubbed" by replacing the password's text, which would garble every
+word that happens to contain it and so reveal the password.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import math
 import os
+import socket
 import sqlite3
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional
-from urllib.parse import parse_qsl, unquote, urlsplit
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import DatabaseError, TcpMgmError
 from .schema import DIALECTS, Dialect
@@ -38,7 +57,10 @@ __all__ = [
     "open_source", "dialect_of_connection", "streaming_cursor", "one_line", "rollback_quietly",
 ]
 
-CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10  # seconds to establish a connection, unless the URL says otherwise (whole: libpq reads an integer)
+READ_TIMEOUT = 30       # seconds one round trip to the server may take, unless the URL says otherwise
 
 
 def one_line(exc: BaseException) -> str:
@@ -55,9 +77,19 @@ def rollback_quietly(conn: Any) -> None:
         pass
 
 
+def driver_module(conn: Any) -> str:
+    """The top-level module of the driver behind ``conn`` (``"psycopg"``, ``"pymysql"``...);
+    tcpmgm's own connection subclasses count as their driver's."""
+    for cls in type(conn).__mro__:
+        module = cls.__module__.split(".")[0]
+        if module != "tcpmgm":
+            return module
+    return type(conn).__module__.split(".")[0]
+
+
 def dialect_of_connection(conn: Any) -> Dialect:
     """Guess the dialect of an open DB-API connection from its driver module."""
-    module = type(conn).__module__.split(".")[0]
+    module = driver_module(conn)
     if module == "sqlite3":
         return DIALECTS["sqlite"]
     if module in ("psycopg", "psycopg2"):
@@ -125,12 +157,22 @@ class SQLiteSource(Source):
         self.path = path
 
     def open(self, create: bool = False) -> sqlite3.Connection:
-        # sqlite3 would silently create a missing file: a typo in a URL would
-        # leave an empty database behind and report a missing table.
-        if not create and self.path != ":memory:" and not os.path.exists(self.path):
-            raise DatabaseError(
-                f"SQLite database {self.path!r} does not exist (create it with 'tcpmgm db init')"
-            )
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            folder = os.path.dirname(self.path)
+            # sqlite3 would only say "unable to open database file".
+            no_folder = bool(folder) and not os.path.isdir(folder)
+            # sqlite3 would silently create a missing file: a typo in a URL would
+            # leave an empty database behind and report a missing table.
+            if not create:
+                raise DatabaseError(
+                    f"SQLite database {self.path!r} does not exist"
+                    + (f": the folder {folder!r} does not exist either" if no_folder
+                       else " (create it with 'tcpmgm db init')")
+                )
+            if no_folder:
+                raise DatabaseError(
+                    f"cannot open SQLite database {self.path!r} to create it: the folder {folder!r} does not exist"
+                )
         try:
             # The watcher polls from its own thread; each connection is used by one thread at a time.
             return sqlite3.connect(self.path, check_same_thread=False)
@@ -156,17 +198,13 @@ class ServerSource(Source):
 
     def __init__(
         self, dialect: Dialect, description: str, server: str,
-        connect: Callable[[bool], Any], password: Optional[str],
+        connect: Callable[[bool], Any],
     ) -> None:
         super().__init__(dialect, description)
         self.server = server            # "host:port", named in connection errors
-        self._connect = connect
-        self._password = password
+        self._connect = connect         # holds the password: never shown
         self._conn: Any = None
         self._lock = threading.RLock()
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
 
     def open(self, autocommit: bool = False) -> Any:
         try:
@@ -174,7 +212,7 @@ class ServerSource(Source):
         except Exception as exc:  # noqa: BLE001 - each driver has its own exception classes
             raise DatabaseError(
                 f"cannot connect to {self.dialect.label} server at {self.server} "
-                f"({self.description}): {self._scrub(one_line(exc))}"
+                f"({self.description}): {one_line(exc)}"
             ) from None
 
     def _alive(self, conn: Any) -> bool:
@@ -238,7 +276,7 @@ def streaming_cursor(conn: Any, dialect: Dialect) -> Iterator[Any]:
     unbuffered ``SSCursor``.  Either way ``fetchmany`` then holds one batch in
     memory, not the whole result next to the rules built from it.
     """
-    module = type(conn).__module__.split(".")[0]
+    module = driver_module(conn)
     if dialect.name == "postgres" and module == "psycopg" and not conn.autocommit:
         cur = conn.cursor(name="tcpmgm_rules")
     elif dialect.name == "mysql" and module == "pymysql":
@@ -253,38 +291,222 @@ def streaming_cursor(conn: Any, dialect: Dialect) -> Iterator[Any]:
         cur.close()
 
 
+def split_url(url: str) -> SplitResult:
+    """``url`` split into its parts; a malformed one is a :class:`DatabaseError`.
+
+    urllib's own messages can quote the whole network location, password
+    included, so each is replaced by a sentence of ours.
+    """
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        text = str(exc)
+        if "IPv6" in text:
+            reason = "an IPv6 address must be enclosed in a matching pair of '[' and ']'"
+        elif "NFKC" in text:
+            reason = "its host part holds characters that are not allowed there"
+        else:
+            reason = "what is between '[' and ']' is not an IPv6 address"
+        raise DatabaseError(f"malformed database URL: {reason}") from None
+
+
+def show(value: str, limit: int = 40) -> str:
+    """A piece of a URL for a message: quoted, on one line, cut past ``limit`` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def url_password(parts: SplitResult) -> Optional[str]:
+    """The password in the userinfo of ``parts``, percent-decoded; ``None`` when there is none."""
+    return unquote(parts.password) if parts.password is not None else None
+
+
+def without_password(parts: SplitResult) -> SplitResult:
+    """``parts`` with the password taken out of the userinfo, and nothing else changed.
+
+    urllib reads the userinfo as what precedes the last ``@`` of the network
+    location and the password as what follows its first ``:``: cut exactly that.
+    """
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return parts
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}")
+
+
+def url_port(parts: SplitResult, default: int, label: str) -> int:
+    """The port of ``parts`` (``default`` when none is given), or a message that shows the text."""
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        after = hostport.partition("]")[2]
+        text = after[1:] if after.startswith(":") else ""
+    else:
+        text = hostport.partition(":")[2]
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise DatabaseError(f"the port in the {label} URL is not a number: {show(text)}")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise DatabaseError(f"the port in the {label} URL is out of range 1-65535: {show(text)}")
+    return port
+
+
+def seconds(key: str, value: str, label: str) -> float:
+    """A timeout from a URL parameter: a positive number of seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise DatabaseError(
+            f"{label} URL parameter {key!r} must be a number of seconds above 0, got {show(value)}"
+        )
+    return number
+
+
 def sqlite_path(url: str) -> str:
     """The file path of a ``sqlite:`` URL (``sqlite:///rel``, ``sqlite:////abs``, ``sqlite:///:memory:``)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     if parts.netloc not in ("", "localhost"):
-        raise DatabaseError(f"sqlite URL must not name a host: {url!r} (use sqlite:///path)")
+        # Shown without a possible password: the rest of the URL tells which one is meant.
+        shown = without_password(parts).geturl()
+        raise DatabaseError(f"sqlite URL must not name a host: {show(shown)} (use sqlite:///path)")
     path = unquote(parts.path)
     path = path[1:] if path.startswith("/") else path
     if not path:
-        raise DatabaseError(f"sqlite URL names no file: {url!r} (use sqlite:///path)")
+        raise DatabaseError("sqlite URL names no file (use sqlite:///path)")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _requirement(extra: str) -> str:
+    """What the ``extra`` of tcpmgm installs (from the installed metadata: one definition, pyproject's)."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("tcpmgm") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    marker = f'extra == "{extra}"'
+    found = [r.split(";")[0].strip() for r in requires if marker in r]
+    return " ".join(f"'{r}'" for r in found)
 
 
 def _driver(module: str, extra: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
+        requirement = _requirement(extra) or module
         raise DatabaseError(
-            f"this URL needs the {module} driver: pip install 'tcpmgm[{extra}]'"
+            f"this URL needs the {module} driver: pip install {requirement} "
+            f"(or, from a tcpmgm checkout, pip install '.[{extra}]')"
         ) from None
 
 
+@contextlib.contextmanager
+def watchdog(fileno: int, limit: float, what: str) -> Iterator[Callable[[], bool]]:
+    """Shut the socket ``fileno`` down if the block is still running after ``limit`` seconds.
+
+    A blocked read then sees the connection end, so the driver raises
+    instead of waiting for a server that may never answer.  Yields a
+    function telling whether the watchdog fired (then the driver's "server
+    closed the connection" is really a timeout).
+    """
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if state["done"]:
+                return  # the block ended just in time: leave the connection alone
+            state["fired"] = True
+        log.warning("%s: no answer in time, dropping the connection", what)
+        with contextlib.suppress(OSError):
+            # shutdown() acts on the socket, not on the descriptor: a duplicate reaches
+            # it and leaves the driver's own descriptor for the driver to close.
+            dup = socket.socket(fileno=os.dup(fileno))
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            finally:
+                dup.close()
+
+    timer = threading.Timer(limit, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield lambda: state["fired"]
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+
+
+@functools.lru_cache(maxsize=None)
+def _postgres_connection_class(psycopg: Any) -> type:
+    """psycopg's ``Connection`` with a read timeout.
+
+    Every exchange with the server (a query, a fetch, a ping) runs through
+    ``Connection.wait``, so a watchdog around it bounds each round trip.
+    """
+
+    class TimedConnection(psycopg.Connection):  # type: ignore[misc, name-defined]
+        read_timeout: Optional[float] = None
+        server = ""
+
+        def wait(self, *args: Any, **kwargs: Any) -> Any:
+            limit = self.read_timeout
+            timeout = kwargs.get("timeout")
+            if limit is None or (timeout is not None and timeout <= limit):
+                return super().wait(*args, **kwargs)  # already bounded (a notifies() wait)
+            what = f"PostgreSQL server at {self.server}"
+            with watchdog(self.pgconn.socket, limit, what) as fired:
+                try:
+                    return super().wait(*args, **kwargs)
+                except psycopg.Error:
+                    if fired():
+                        raise psycopg.OperationalError(
+                            f"no answer from the server within the read timeout ({limit:g} s)"
+                        ) from None
+                    raise
+
+    return TimedConnection
+
+
+def _strip_query(query: str, key: str) -> Tuple[str, List[str]]:
+    """``query`` without its ``key=...`` parameters, byte for byte otherwise, and their values."""
+    kept, values = [], []
+    for item in query.split("&") if query else []:
+        name, _, value = item.partition("=")
+        if unquote(name) == key:
+            values.append(unquote(value))
+        else:
+            kept.append(item)
+    return "&".join(kept), values
+
+
 def postgres_source(url: str) -> ServerSource:
-    """A PostgreSQL source; libpq parses the URL (both ``postgres://`` and ``postgresql://``)."""
+    """A PostgreSQL source; libpq parses the URL (both ``postgres://`` and ``postgresql://``).
+
+    libpq gets the URL without the password (passed as a parameter of its own,
+    so no libpq message can quote it) and without ``read_timeout`` (tcpmgm's,
+    unknown to libpq).
+    """
     psycopg = _driver("psycopg", "postgres")
     from psycopg.conninfo import conninfo_to_dict
 
+    parts = split_url(url)
+    password = url_password(parts)
+    query, values = _strip_query(parts.query, "read_timeout")
+    read_timeout = seconds("read_timeout", values[-1], "PostgreSQL") if values else READ_TIMEOUT
+    if password is not None or values:
+        # Rebuilt from the parts (urlunsplit would drop the "//" of a URL without a host).
+        rest = without_password(parts)._replace(query=query).geturl()[len(parts.scheme) + 1:]
+        url = f"{parts.scheme}:{rest if rest.startswith('//') else '//' + rest}"
     try:
         params: Dict[str, Any] = conninfo_to_dict(url)
-    except Exception as exc:  # noqa: BLE001 - the message may quote the URL: never show it
-        password = urlsplit(url).password
-        text = one_line(exc).replace(password, "***") if password else one_line(exc)
-        raise DatabaseError(f"invalid PostgreSQL URL: {text}") from None
+    except Exception as exc:  # noqa: BLE001 - psycopg's classes; the URL it quotes has no password
+        raise DatabaseError(f"invalid PostgreSQL URL: {one_line(exc)}") from None
+    if password is not None:
+        params["password"] = password
     params.setdefault("connect_timeout", CONNECT_TIMEOUT)
     host = params.get("host") or "local socket"
     port = params.get("port") or "5432"
@@ -292,48 +514,85 @@ def postgres_source(url: str) -> ServerSource:
         f"postgresql://{params.get('user') or ''}{'@' if params.get('user') else ''}"
         f"{params.get('host') or ''}:{port}/{params.get('dbname') or ''}"
     )
-    return ServerSource(
-        DIALECTS["postgres"], description, f"{host}:{port}",
-        lambda autocommit: psycopg.connect(**params, autocommit=autocommit), params.get("password"),
-    )
+    server = f"{host}:{port}"
+    timed = _postgres_connection_class(psycopg)
+
+    def connect(autocommit: bool) -> Any:
+        conn = timed.connect(**params, autocommit=autocommit)
+        conn.read_timeout, conn.server = read_timeout, server
+        return conn
+
+    return ServerSource(DIALECTS["postgres"], description, server, connect)
 
 
-_MYSQL_QUERY = {"charset": str, "unix_socket": str, "connect_timeout": int}
+_MYSQL_QUERY: Dict[str, Callable[[str, str], Any]] = {
+    "charset": lambda key, value: value,
+    "unix_socket": lambda key, value: value,
+    "connect_timeout": lambda key, value: seconds(key, value, "MySQL"),
+    "read_timeout": lambda key, value: seconds(key, value, "MySQL"),
+}
 
 
 def mysql_source(url: str) -> ServerSource:
     """A MySQL/MariaDB source from ``mysql://user:pass@host:port/db``."""
     pymysql = _driver("pymysql", "mysql")
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise DatabaseError(f"invalid port in MySQL URL {parts.hostname or ''}") from None
+    parts = split_url(url)
+    port = url_port(parts, 3306, "MySQL")
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise DatabaseError("MySQL URL must name one database: mysql://user:pass@host:port/db")
-    password = unquote(parts.password) if parts.password is not None else None
-    kwargs: Dict[str, Any] = {
-        "host": parts.hostname or "localhost", "port": port,
-        "user": unquote(parts.username) if parts.username else "root",
-        "password": password or "", "database": database,
-        "charset": "utf8mb4", "connect_timeout": CONNECT_TIMEOUT,
-    }
+    settings: Dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in _MYSQL_QUERY:
             raise DatabaseError(
-                f"unknown MySQL URL parameter {key!r} (known: {', '.join(sorted(_MYSQL_QUERY))})"
+                f"unknown MySQL URL parameter {show(key)} (known: {', '.join(sorted(_MYSQL_QUERY))})"
             )
-        try:
-            kwargs[key] = _MYSQL_QUERY[key](value)
-        except ValueError:
-            raise DatabaseError(f"MySQL URL parameter {key!r} must be a number, got {value!r}") from None
-    server = kwargs.get("unix_socket") or f"{kwargs['host']}:{port}"
+        settings[key] = _MYSQL_QUERY[key](key, value)
+    kwargs: Dict[str, Any] = {
+        "host": parts.hostname or "localhost", "port": port,
+        "user": unquote(parts.username) if parts.username else "root",
+        "password": url_password(parts) or "", "database": database, "charset": "utf8mb4",
+        **settings,
+    }
+    # PyMySQL's connect_timeout covers only the TCP connect: the handshake reads
+    # run under read_timeout.  A deadline over the whole connect keeps a server
+    # that accepts and never answers within connect_timeout.
+    kwargs["write_timeout"] = kwargs["read_timeout"]
+    connect_timeout = kwargs.pop("connect_timeout")
+    unix_socket = kwargs.pop("unix_socket", None)
+    server = unix_socket or f"{kwargs['host']}:{port}"
     description = f"mysql://{kwargs['user']}@{kwargs['host']}:{port}/{database}"
-    return ServerSource(
-        DIALECTS["mysql"], description, server,
-        lambda autocommit: pymysql.connect(**kwargs, autocommit=autocommit), password,
-    )
+
+    def connect(autocommit: bool) -> Any:
+        started = time.monotonic()
+        if unix_socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(connect_timeout)
+            try:
+                sock.connect(unix_socket)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((kwargs["host"], port), connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = pymysql.connect(**kwargs, autocommit=autocommit, defer_connect=True)
+        left = max(connect_timeout - (time.monotonic() - started), 0.001)
+        with watchdog(sock.fileno(), left, f"MySQL server at {server}") as fired:
+            try:
+                conn.connect(sock)  # PyMySQL closes the socket when this fails
+            except pymysql.Error:
+                if fired():
+                    raise pymysql.OperationalError(
+                        f"no answer from the server within the connect timeout ({connect_timeout:g} s)"
+                    ) from None
+                raise
+        return conn
+
+    return ServerSource(DIALECTS["mysql"], description, server, connect)
+
+
+_SCHEMES = "sqlite, postgres, postgresql, mysql"
 
 
 def open_source(db: Any) -> Source:
@@ -344,13 +603,18 @@ def open_source(db: Any) -> Source:
         return SQLiteSource(os.fspath(db))
     if not isinstance(db, str):
         return ConnectionSource(db)
-    scheme = urlsplit(db).scheme.lower()
+    parts = split_url(db)
+    scheme = parts.scheme.lower()
     if scheme in ("sqlite", "sqlite3"):
         return SQLiteSource(sqlite_path(db))
     if scheme in ("postgres", "postgresql"):
         return postgres_source(db)
     if scheme == "mysql":
         return mysql_source(db)
-    raise DatabaseError(
-        f"unsupported database URL scheme {scheme!r} (supported: sqlite, postgres, postgresql, mysql)"
-    )
+    if not scheme and "@" not in db:
+        # No "@", so no userinfo and no password in it: safe to show.
+        raise DatabaseError(
+            f"{show(db)} is not a database URL: an SQLite file is sqlite:///PATH "
+            f"(here {show('sqlite:///' + db, 50)}); supported schemes: {_SCHEMES}"
+        )
+    raise DatabaseError(f"unsupported database URL scheme {show(scheme)} (supported: {_SCHEMES})")

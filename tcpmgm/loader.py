@@ -99,6 +99,19 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def _driver_errors(conn: Any, failure: str) -> Iterator[None]:
+    """A driver's exception (each driver has classes of its own) as one DatabaseError;
+    tcpmgm's own exceptions pass unchanged."""
+    try:
+        yield
+    except (RuleError, SchemaError, DatabaseError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        rollback_quietly(conn)
+        raise DatabaseError(f"{failure}: {_one_line(exc)}") from None
+
+
 def load_rules(
     conn: Any,
     dialect: Dialect,
@@ -129,17 +142,21 @@ def load_rules(
     rejected: List[RuleError] = []
     warnings: List[RuleWarning] = []
     seen_ids: Set[int] = set()
-    try:
-        with gc_paused(), streaming_cursor(conn, dialect) as cur:
-            cur.execute(f"SELECT {select} FROM {q(names.table)}")
-            while True:
-                batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
-                if not batch:
-                    break
+    failure = f"reading table {names.table!r} failed"
+    own: Optional[Exception] = None
+    with gc_paused(), _driver_errors(conn, failure), streaming_cursor(conn, dialect) as cur:
+        cur.execute(f"SELECT {select} FROM {q(names.table)}")
+        while True:
+            batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
+            if not batch:
+                break
+            try:
                 read.read_batch(batch, rules, rejected, warnings, seen_ids)
-    except (RuleError, SchemaError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - driver errors become one tcpmgm error
-        rollback_quietly(conn)
-        raise DatabaseError(f"reading table {names.table!r} failed: {_one_line(exc)}") from None
+            except Exception as exc:  # noqa: BLE001 - raised below, past the driver guard
+                own = exc
+                break
+    if own is not None:
+        # tcpmgm's own failure (not the driver's) keeps its type and traceback for
+        # the reload that reports it.
+        raise own
     return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

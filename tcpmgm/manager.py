@@ -15,8 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
-from .db import Source, open_source, work
-from .errors import DatabaseError, ReloadError, RuleError, RuleWarning, SchemaError
+from .db import Source, one_line, open_source, work
+from .errors import ReloadError, RuleError, RuleWarning, SchemaError, TcpMgmError
 from .loader import gc_paused, load_rules
 from .matcher import Matcher
 from .profile import Profile, default_profile
@@ -104,22 +104,28 @@ class TcpMgm:
                         conn, self.source.dialect, self.names, listeners=self.listeners,
                         defaults=self.default, schema_version=self.schema_version,
                     )
-            except (DatabaseError, SchemaError) as exc:
-                log.error("reload from %s failed, old rules stay in service: %s", self.source.description, exc)
-                raise ReloadError(f"reload failed, old rules stay in service: {exc}") from exc
-            report = ReloadReport(
-                loaded=len(result.rules), rejected=result.rejected, warnings=result.warnings,
-                seconds=0.0, schema_version=result.schema_version,
-            )
-            if self.strict and result.rejected:
-                log.error("strict reload refused: %d bad row(s)", len(result.rejected))
-                raise ReloadError(
-                    f"strict mode: {len(result.rejected)} row(s) rejected, old rules stay in service; "
-                    f"first: {result.rejected[0]}",
-                    report,
+                report = ReloadReport(
+                    loaded=len(result.rules), rejected=result.rejected, warnings=result.warnings,
+                    seconds=0.0, schema_version=result.schema_version,
                 )
-            with gc_paused():
-                matcher = Matcher(result.rules, default=self.default)
+                if self.strict and result.rejected:
+                    log.error("strict reload refused: %d bad row(s)", len(result.rejected))
+                    raise ReloadError(
+                        f"strict mode: {len(result.rejected)} row(s) rejected, old rules stay in service; "
+                        f"first: {result.rejected[0]}",
+                        report,
+                    )
+                with gc_paused():
+                    matcher = Matcher(result.rules, default=self.default)
+            except ReloadError:
+                raise  # strict mode's refusal, already logged
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the old rules stay
+                # An exception outside tcpmgm's hierarchy is a bug somewhere: keep its traceback.
+                unexpected = not isinstance(exc, TcpMgmError)
+                reason = f"{type(exc).__name__}: {one_line(exc)}" if unexpected else str(exc)
+                message = f"reload from {self.source.description} failed, old rules stay in service: {reason}"
+                log.error("%s", message, exc_info=unexpected)
+                raise ReloadError(message) from exc
             self._matcher = matcher  # the one atomic swap
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report

@@ -267,6 +267,8 @@ class Forwarder:
         self._listener: Optional[socket.socket] = None
         self._sockets: List[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()  # cleared: bytes are held, connections stay up
+        self._flowing.set()
 
     def start(self) -> "Forwarder":
         listener = socket.socket()
@@ -276,6 +278,14 @@ class Forwarder:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
+
+    def freeze(self) -> None:
+        """The server stalls: every connection stays open (the kernel still
+        acknowledges), but nothing is relayed in either direction."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -293,13 +303,13 @@ class Forwarder:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -316,6 +326,7 @@ class Forwarder:
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+        self._flowing.set()  # a frozen relay's pumps wake up and find their sockets closed
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
@@ -328,6 +339,40 @@ class Forwarder:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.cut()
+
+
+class SilentServer:
+    """A loopback listener that accepts every connection and never says a word:
+    a server that is up but stalled (tcpmgm must give up, not wait for ever)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self.port = self._listener.getsockname()[1]
+        self._held: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._held.append(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+    def __enter__(self) -> "SilentServer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 # -- tables made the way OpenSIPS's own scripts make them -------------------

@@ -1,11 +1,15 @@
 """The SQLite loader and ``TcpMgm``: schema versions, renames, version checks, strict mode, failed reloads."""
 
 import ipaddress
+import logging
 import sqlite3
 
 import pytest
 
+import tcpmgm.loader
+import tcpmgm.manager
 from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, TcpMgm
+from tcpmgm.errors import DatabaseError
 from tcpmgm.loader import load_rules
 from tcpmgm.schema import DIALECTS, TableNames
 
@@ -387,3 +391,69 @@ def test_a_missing_database_file_is_an_error_and_is_not_created(tmp_path):
     assert not missing.exists()
     mgr.create_schema()          # creating the schema is what may make the file
     assert missing.exists() and mgr.reload().loaded == 0
+
+
+def test_a_missing_folder_is_named(tmp_path):
+    folder = tmp_path / "var" / "lib" / "tcpmgm"
+    mgr = TcpMgm(url(str(folder / "rules.db")))
+    with pytest.raises(DatabaseError, match="does not exist") as created:
+        mgr.create_schema()  # 'tcpmgm db init' on a folder nobody made
+    with pytest.raises(ReloadError, match="does not exist") as reloaded:
+        mgr.reload()
+    for message in (str(created.value), str(reloaded.value)):
+        assert f"folder {str(folder)!r} does not exist" in message
+        assert "unable to open" not in message
+    assert not (tmp_path / "var").exists()
+
+
+# -- whatever fails during a reload, the old rules stay (issue 10, item 4) ------
+
+def _serving_one_rule(path):
+    mgr = TcpMgm(url(path))
+    mgr.create_schema()
+    mgr.add_rule({"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500})
+    assert mgr.reload().loaded == 1
+    mgr.add_rule({"proto": "tcp"})
+    return mgr
+
+
+def _assert_old_rules_serve(mgr):
+    assert len(mgr.matcher) == 1
+    assert mgr.lookup("tls", "203.0.113.1").connect_timeout == 1500
+    assert mgr.lookup("tcp", "192.0.2.1").id == 0
+
+
+def test_an_unexpected_matcher_failure_is_a_reload_error(path, monkeypatch, caplog):
+    mgr = _serving_one_rule(path)
+
+    def broken(*args, **kwargs):
+        raise ValueError("the matcher cannot take this")
+
+    monkeypatch.setattr(tcpmgm.manager, "Matcher", broken)
+    with caplog.at_level(logging.ERROR, logger="tcpmgm"):
+        with pytest.raises(ReloadError, match="old rules stay in service") as info:
+            mgr.reload()
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "the matcher cannot take this" in str(info.value)
+    assert any(r.exc_info for r in caplog.records)  # an unexpected failure keeps its traceback
+    _assert_old_rules_serve(mgr)
+    monkeypatch.undo()
+    assert mgr.reload().loaded == 2
+
+
+def test_an_unexpected_row_reader_failure_is_a_reload_error(path, monkeypatch):
+    mgr = _serving_one_rule(path)
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def read_batch(self, *args):
+            raise RuntimeError("row reader bug")
+
+    monkeypatch.setattr(tcpmgm.loader, "RowReader", Broken)
+    with pytest.raises(ReloadError, match="row reader bug") as info:
+        mgr.reload()
+    # The reader's own exception, not a driver failure made of it.
+    assert isinstance(info.value.__cause__, RuntimeError)
+    _assert_old_rules_serve(mgr)

@@ -1,6 +1,7 @@
 """Fleet propagation: watchers reload when another connection changes the table."""
 
 import contextlib
+import logging
 import os
 import selectors
 import subprocess
@@ -188,3 +189,35 @@ def test_notify_needs_postgres(my_scratch):
         assert wait_until(lambda: rec.errors)
     assert "needs PostgreSQL" in str(rec.errors[0])
     mgr.close()
+
+
+def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, monkeypatch, caplog):
+    """A reload failing for a reason of tcpmgm's own (here the matcher build) is
+    reported as a failed reload; the watch connection is fine and stays."""
+    import tcpmgm.manager
+
+    real = tcpmgm.manager.Matcher
+    with polled_table("sqlite", tmp_path) as (scratch, mgr):
+        rec = Recorder()
+        with caplog.at_level(logging.INFO, logger="tcpmgm"):
+            with mgr.watch(method="poll", interval=0.05, debounce=0.05, retry=0.05,
+                           on_error=rec.on_error, on_reload=rec.on_reload) as watcher:
+                assert wait_until(lambda: watcher.reloads >= 1)
+
+                def broken(*args, **kwargs):
+                    raise RuntimeError("matcher build failed")
+
+                monkeypatch.setattr(tcpmgm.manager, "Matcher", broken)
+                scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (5, "tls"))
+                assert wait_until(lambda: rec.errors)
+                assert isinstance(rec.errors[0], ReloadError)
+                assert isinstance(rec.errors[0].__cause__, RuntimeError)
+                assert mgr.lookup("tls", "192.0.2.1").id == 0  # old rules in service
+                monkeypatch.setattr(tcpmgm.manager, "Matcher", real)
+                scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (6, "ws"))
+                assert wait_until(lambda: mgr.lookup("ws", "192.0.2.1").id == 6)
+        messages = [r.getMessage() for r in caplog.records]
+        assert not [m for m in messages if "lost" in m]
+        # Watching began once: no reconnect after the failed reload.
+        assert len([m for m in messages if m.startswith("watching ")]) == 1
+        assert all(isinstance(e, ReloadError) for e in rec.errors)
