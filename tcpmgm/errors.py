@@ -7,9 +7,11 @@ keeps working.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Optional
 
 __all__ = [
+    "shown",
     "TcpMgmError",
     "RuleError",
     "RuleWarning",
@@ -18,6 +20,56 @@ __all__ = [
     "ReloadError",
     "NoNewConnection",
 ]
+
+
+# How much of an offending value a message shows.
+SHOWN_CHARS = 40
+# An int of more bits than this is shown by its size: its decimal form costs
+# time quadratic in its length, and past 4300 digits int's str() refuses.
+_SHOWN_INT_BITS = 1024
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounded walk of containers (few items, shallow), with scalars
+    rendered at a cost bounded by what is shown and a repr that raises caught."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
+        self.maxdeque = self.maxarray = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > _SHOWN_INT_BITS:
+            return f"<{'-' if x < 0 else ''}int of {x.bit_length()} bits>"
+        return repr(x)
+
+    def repr_str(self, x: str, level: int) -> str:
+        return repr(x[:SHOWN_CHARS + 1])      # the rest is cut anyway
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(x[:SHOWN_CHARS + 1])
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            return repr(x)
+        except Exception:  # noqa: BLE001 - a message must not fail over the value it shows
+            return f"<{type(x).__name__} object, repr failed>"
+
+
+_bounded_repr = _BoundedRepr()
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr, cut with an ellipsis past
+    :data:`SHOWN_CHARS` characters, whatever its type or size, never raising."""
+    try:
+        text = _bounded_repr.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. a container whose items' reprs raise oddly
+        text = f"<{type(value).__name__} object, repr failed>"
+    if len(text) > SHOWN_CHARS:
+        text = text[:SHOWN_CHARS] + "\u2026"
+    return text
 
 
 class TcpMgmError(Exception):
@@ -29,7 +81,8 @@ class RuleError(TcpMgmError, ValueError):
 
     ``rule_id`` is the row's id (``None`` when the id itself is unusable),
     ``column`` the offending column, ``value`` what the row held there and
-    ``reason`` why it was refused.
+    ``reason`` why it was refused.  The message shows the value through
+    :func:`shown` (bounded); ``value`` keeps it as it was given.
     """
 
     def __init__(self, rule_id: Any, column: str, value: Any, reason: str) -> None:
@@ -37,10 +90,7 @@ class RuleError(TcpMgmError, ValueError):
         self.column = column
         self.value = value
         self.reason = reason
-        super().__init__(
-            f"rule {rule_id if rule_id is not None else '?'}: "
-            f"column {column!r}, value {value!r}: {reason}"
-        )
+        super().__init__(_message(rule_id, column, value, reason))
 
     def __reduce__(self):  # keep pickling (multiprocessing, logging handlers) working
         return (type(self), (self.rule_id, self.column, self.value, self.reason))
@@ -58,7 +108,7 @@ class RuleWarning:
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"rule {self.rule_id}: column {self.column!r}, value {self.value!r}: {self.reason}"
+        return _message(self.rule_id, self.column, self.value, self.reason)
 
     def __repr__(self) -> str:
         return f"RuleWarning({str(self)!r})"
@@ -70,6 +120,12 @@ class RuleWarning:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+
+def _message(rule_id: Any, column: str, value: Any, reason: str) -> str:
+    """The one format of RuleError and RuleWarning messages."""
+    rule = "?" if rule_id is None else shown(rule_id)
+    return f"rule {rule}: column {column!r}, value {shown(value)}: {reason}"
 
 
 class SchemaError(TcpMgmError, ValueError):
