@@ -7,7 +7,6 @@ keeps working.
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any, Optional
 
 __all__ = [
@@ -27,49 +26,57 @@ SHOWN_CHARS = 40
 # An int of more bits than this is shown by its size: its decimal form costs
 # time quadratic in its length, and past 4300 digits int's str() refuses.
 _SHOWN_INT_BITS = 1024
-
-
-class _BoundedRepr(reprlib.Repr):
-    """reprlib's bounded walk of containers (few items, shallow), with scalars
-    rendered at a cost bounded by what is shown and a repr that raises caught."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
-        self.maxdeque = self.maxarray = 4
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > _SHOWN_INT_BITS:
-            return f"<{'-' if x < 0 else ''}int of {x.bit_length()} bits>"
-        return repr(x)
-
-    def repr_str(self, x: str, level: int) -> str:
-        return repr(x[:SHOWN_CHARS + 1])      # the rest is cut anyway
-
-    def repr_bytes(self, x: bytes, level: int) -> str:
-        return repr(x[:SHOWN_CHARS + 1])
-
-    def repr_instance(self, x: Any, level: int) -> str:
-        try:
-            return repr(x)
-        except Exception:  # noqa: BLE001 - a message must not fail over the value it shows
-            return f"<{type(x).__name__} object, repr failed>"
-
-
-_bounded_repr = _BoundedRepr()
+_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"),
+             dict: ("{", "}")}
 
 
 def shown(value: Any) -> str:
     """``value`` as a message shows it: its repr, cut with an ellipsis past
-    :data:`SHOWN_CHARS` characters, whatever its type or size, never raising."""
+    :data:`SHOWN_CHARS` characters, whatever its type or size, never raising.
+
+    The work is bounded by what is shown, not by the value: long text and
+    containers are rendered only as far as the cut.
+    """
     try:
-        text = _bounded_repr.repr(value)
-    except Exception:  # noqa: BLE001 - e.g. a container whose items' reprs raise oddly
+        text = _rendered(value, SHOWN_CHARS)
+    except Exception:  # noqa: BLE001 - a message must not fail over the value it shows
         text = f"<{type(value).__name__} object, repr failed>"
     if len(text) > SHOWN_CHARS:
         text = text[:SHOWN_CHARS] + "\u2026"
     return text
+
+
+def _rendered(value: Any, room: int) -> str:
+    """``repr(value)``, or a text longer than ``room`` when that repr would be."""
+    kind = type(value)
+    if kind is int and value.bit_length() > _SHOWN_INT_BITS:
+        return f"<{'-' if value < 0 else ''}int of {value.bit_length()} bits>"
+    if kind is str or kind is bytes:
+        return repr(value[:room + 1])
+    brackets = _BRACKETS.get(kind)
+    if brackets is None:
+        try:
+            return repr(value)
+        except Exception:  # noqa: BLE001
+            return f"<{kind.__name__} object, repr failed>"
+    if not value:
+        return {set: "set()", frozenset: "frozenset()"}.get(kind, "".join(brackets))
+    opening, closing = brackets
+    parts, used = [], len(opening)
+    for item in (value.items() if kind is dict else value):
+        if used > room:
+            parts.append("...")
+            break
+        if kind is dict:
+            key = _rendered(item[0], room - used)
+            part = f"{key}: {_rendered(item[1], room - used - len(key) - 2)}"
+        else:
+            part = _rendered(item, room - used)
+        parts.append(part)
+        used += len(part) + 2
+    if kind is tuple and len(parts) == 1 and len(value) == 1:
+        return f"({parts[0]},)"
+    return opening + ", ".join(parts) + closing
 
 
 class TcpMgmError(Exception):
