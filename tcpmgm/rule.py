@@ -391,12 +391,10 @@ def _integer(rule_id: int, column: str, value: Any, default: Any) -> int:
     if value is None:
         return int(default)
     number = _as_int(rule_id, column, value)
-    if number < 0:
-        raise RuleError(rule_id, column, value, "must not be negative")
+    check_profile_int(rule_id, column, number, value)
     bounds = _RANGED_COLUMNS.get(column)
     if bounds is not None and not bounds[0] <= number <= bounds[1]:
         raise RuleError(rule_id, column, value, f"must be between {bounds[0]} and {bounds[1]}")
-    check_profile_int(rule_id, column, number, value)
     if column in _FLAG_COLUMNS:
         return int(number != 0)
     return number

@@ -39,9 +39,9 @@ def expected_refusal(column, value):
         return (None, f"id must be at most {ID_MAX}") if value > ID_MAX else None
     if column == "priority":
         return None if PRIORITY_MIN <= value <= PRIORITY_MAX else (7, PRIORITY_REASON)
-    if column in RANGED:
-        return None if value <= 2 else (7, "must be between 0 and 2")
-    return None if value <= PROFILE_INT_MAX else (7, f"must be at most {PROFILE_INT_MAX}")
+    if value > PROFILE_INT_MAX:
+        return 7, f"must be at most {PROFILE_INT_MAX}"
+    return (7, "must be between 0 and 2") if column in RANGED else None
 
 
 BOUNDARY_ROWS = (
