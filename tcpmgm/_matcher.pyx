@@ -4,8 +4,8 @@
 Rank
     The rules are sorted once by ``Rule.order``, :meth:`tcpmgm.Rule.key` (the one
     definition of the key) packed by the rule into one int with the same order,
-    read here as two C integers (so ids must be below 2**63 and priorities
-    within about +-2**42), and each gets its position, its *rank*.  "Smallest key among the
+    read here as two C integers (which the ranges of ``tcpmgm.limits``, SPEC 3,
+    guarantee; a rule outside them is refused by name), and each gets its position, its *rank*.  "Smallest key among the
     matching rules" is then "smallest rank among the matching rules": every
     structure below stores ranks, every comparison is one integer compare, and
     nothing here re-derives the key.  ``NONE`` (0xFFFFFFFFU) is "no rule".
@@ -82,6 +82,7 @@ from tcpmgm._addr cimport parse_into
 import array as _array_module
 import sys
 
+from .limits import check_id, check_priority
 from .profile import default_profile
 from .protocols import protocol_code, protocols
 from .reference import check_unique_ids, explanation, lookup_port, lookup_proto
@@ -879,14 +880,15 @@ cdef class Matcher:
             fields = PyObject_GenericGetDict(given[i], NULL)
             rec = &recs[i]
             rule_id = fields["id"]
-            if not 0 < rule_id < 2**63:
-                raise ValueError(f"rule id {rule_id} is out of range for the compiled matcher")
+            # Rule and from_row refuse these already; a rule made around them
+            # (Rule._from_checked) gets the same RuleError, not a C overflow.
+            check_id(rule_id, rule_id)
+            check_priority(rule_id, fields["priority"], fields["priority"])
             keys[i].id = rule_id
             keys[i].index = i
             keys[i].head = PyLong_AsLongLongAndOverflow(fields["order"] >> 64, &overflow)
-            if overflow:
-                raise ValueError(
-                    f"rule {rule_id}: priority {fields['priority']} is out of range for the compiled matcher")
+            if overflow:                   # an order not packed from its fields
+                raise ValueError(f"rule {rule_id}: its Rule.order does not fit the compiled matcher")
             if rule_id > max_id:
                 max_id = rule_id
             profiles.append(fields["profile"])

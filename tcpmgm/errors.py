@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 __all__ = [
+    "shown",
     "TcpMgmError",
     "RuleError",
     "RuleWarning",
@@ -18,6 +19,64 @@ __all__ = [
     "ReloadError",
     "NoNewConnection",
 ]
+
+
+# How much of an offending value a message shows.
+SHOWN_CHARS = 40
+# An int of more bits than this is shown by its size: its decimal form costs
+# time quadratic in its length, and past 4300 digits int's str() refuses.
+_SHOWN_INT_BITS = 1024
+_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"),
+             dict: ("{", "}")}
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr, cut with an ellipsis past
+    :data:`SHOWN_CHARS` characters, whatever its type or size, never raising.
+
+    The work is bounded by what is shown, not by the value: long text and
+    containers are rendered only as far as the cut.
+    """
+    try:
+        text = _rendered(value, SHOWN_CHARS)
+    except Exception:  # noqa: BLE001 - a message must not fail over the value it shows
+        text = f"<{type(value).__name__} object, repr failed>"
+    if len(text) > SHOWN_CHARS:
+        text = text[:SHOWN_CHARS] + "\u2026"
+    return text
+
+
+def _rendered(value: Any, room: int) -> str:
+    """``repr(value)``, or a text longer than ``room`` when that repr would be."""
+    kind = type(value)
+    if kind is int and value.bit_length() > _SHOWN_INT_BITS:
+        return f"<{'-' if value < 0 else ''}int of {value.bit_length()} bits>"
+    if kind is str or kind is bytes:
+        return repr(value[:room + 1])
+    brackets = _BRACKETS.get(kind)
+    if brackets is None:
+        try:
+            return repr(value)
+        except Exception:  # noqa: BLE001
+            return f"<{kind.__name__} object, repr failed>"
+    if not value:
+        return {set: "set()", frozenset: "frozenset()"}.get(kind, "".join(brackets))
+    opening, closing = brackets
+    parts, used = [], len(opening)
+    for item in (value.items() if kind is dict else value):
+        if used > room:
+            parts.append("...")
+            break
+        if kind is dict:
+            key = _rendered(item[0], room - used)
+            part = f"{key}: {_rendered(item[1], room - used - len(key) - 2)}"
+        else:
+            part = _rendered(item, room - used)
+        parts.append(part)
+        used += len(part) + 2
+    if kind is tuple and len(parts) == 1 and len(value) == 1:
+        return f"({parts[0]},)"
+    return opening + ", ".join(parts) + closing
 
 
 class TcpMgmError(Exception):
@@ -29,7 +88,8 @@ class RuleError(TcpMgmError, ValueError):
 
     ``rule_id`` is the row's id (``None`` when the id itself is unusable),
     ``column`` the offending column, ``value`` what the row held there and
-    ``reason`` why it was refused.
+    ``reason`` why it was refused.  The message shows the value through
+    :func:`shown` (bounded); ``value`` keeps it as it was given.
     """
 
     def __init__(self, rule_id: Any, column: str, value: Any, reason: str) -> None:
@@ -37,10 +97,7 @@ class RuleError(TcpMgmError, ValueError):
         self.column = column
         self.value = value
         self.reason = reason
-        super().__init__(
-            f"rule {rule_id if rule_id is not None else '?'}: "
-            f"column {column!r}, value {value!r}: {reason}"
-        )
+        super().__init__(_message(rule_id, column, value, reason))
 
     def __reduce__(self):  # keep pickling (multiprocessing, logging handlers) working
         return (type(self), (self.rule_id, self.column, self.value, self.reason))
@@ -58,7 +115,7 @@ class RuleWarning:
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"rule {self.rule_id}: column {self.column!r}, value {self.value!r}: {self.reason}"
+        return _message(self.rule_id, self.column, self.value, self.reason)
 
     def __repr__(self) -> str:
         return f"RuleWarning({str(self)!r})"
@@ -70,6 +127,12 @@ class RuleWarning:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+
+def _message(rule_id: Any, column: str, value: Any, reason: str) -> str:
+    """The one format of RuleError and RuleWarning messages."""
+    rule = "?" if rule_id is None else shown(rule_id)
+    return f"rule {rule}: column {column!r}, value {shown(value)}: {reason}"
 
 
 class SchemaError(TcpMgmError, ValueError):

@@ -12,6 +12,9 @@ import threading
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .errors import shown
+from .limits import ATTR_MAX, ATTR_MIN, BEYOND_EVERY_RANGE
+
 __all__ = [
     "Profile",
     "PROFILE_FIELDS",
@@ -141,18 +144,31 @@ def known_attrs() -> frozenset:
 
 # What SQL calls an integer literal.  Python's int() would also take "1_000"
 # and non-ASCII digits, which are no integer in any table.
-_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)\Z")
+# More significant digits than this is at least 10**20, beyond every range.
+_MAX_DIGITS = 20
 
 
 def parse_integer(text: str) -> int:
-    """``text`` (already stripped) as an integer: optional sign, ASCII digits; else ``ValueError``."""
-    if not _INTEGER.match(text):
-        raise ValueError(f"{text!r} is not an integer")
-    return int(text, 10)
+    """``text`` (already stripped) as an integer: optional sign, ASCII digits; else ``ValueError``.
+
+    A number of more than 20 significant digits comes back as
+    ``+-limits.BEYOND_EVERY_RANGE``: it is outside every range a column has,
+    and converting its digits would be slow (int() refuses past 4300).
+    """
+    match = _INTEGER.match(text)
+    if match is None:
+        raise ValueError(f"{shown(text)} is not an integer")
+    sign, digits = match.groups()
+    if len(digits) > _MAX_DIGITS:
+        return -BEYOND_EVERY_RANGE if sign == "-" else BEYOND_EVERY_RANGE
+    return -int(digits) if sign == "-" else int(digits)
 
 
 def parse_attrs(text: str) -> Dict[str, int]:
-    """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item."""
+    """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item.
+
+    A value is an integer in ``limits.ATTR_MIN..ATTR_MAX``."""
     result: Dict[str, int] = {}
     for item in text.split(";"):
         item = item.strip()
@@ -161,15 +177,18 @@ def parse_attrs(text: str) -> Dict[str, int]:
         name, sep, raw = item.partition("=")
         name = name.strip()
         if name not in _attrs:
-            raise ValueError(f"unknown attribute {name!r} (known: {', '.join(sorted(_attrs))})")
+            raise ValueError(f"unknown attribute {shown(name)} (known: {', '.join(sorted(_attrs))})")
         if not sep:
             result[name] = 0
             continue
         raw = raw.strip()
         try:
-            result[name] = parse_integer(raw)
+            value = parse_integer(raw)
         except ValueError:
-            raise ValueError(f"attribute {name!r} has non-integer value {raw!r}") from None
+            raise ValueError(f"attribute {name!r} has non-integer value {shown(raw)}") from None
+        if not ATTR_MIN <= value <= ATTR_MAX:
+            raise ValueError(f"attribute {name!r} value {shown(raw)} is outside {ATTR_MIN}..{ATTR_MAX}")
+        result[name] = value
     return result
 
 

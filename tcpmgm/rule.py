@@ -19,12 +19,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-import sys
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple, Union
 
-from .errors import RuleError, RuleWarning
+from .errors import RuleError, RuleWarning, shown
+from .limits import (
+    BEYOND_EVERY_RANGE, ID_MAX, ID_MIN, PORT_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX,
+    check_id, check_port, check_priority, check_profile_int,
+)
 from .profile import (
     PROFILE_FIELDS, Profile, default_profile, format_attrs, parse_attrs, parse_integer,
 )
@@ -41,14 +44,13 @@ FILTER_COLUMNS: Tuple[str, ...] = (
 # Every column a rule may have, in table order (parallel_read: schema version 1 only).
 COLUMNS: Tuple[str, ...] = FILTER_COLUMNS + PROFILE_FIELDS
 
-_UNLIMITED_INT_COLUMNS = {"priority"}          # may be negative
 _FLAG_COLUMNS = {"no_new_conn", "keepalive"}    # any non-zero is 1
 _RANGED_COLUMNS = {"alias_mode": (0, 2), "parallel_read": (0, 2)}
 # The integer profile columns in table order (attrs is the last profile field),
 # so that a row with several errors reports the same one first, whatever path;
 # each with the largest value that from_row may take as it is (flags: 1).
 _INT_PROFILE_FIELDS = tuple(
-    (name, 1 if name in _FLAG_COLUMNS else _RANGED_COLUMNS.get(name, (0, sys.maxsize))[1])
+    (name, 1 if name in _FLAG_COLUMNS else _RANGED_COLUMNS.get(name, (0, PROFILE_INT_MAX))[1])
     for name in PROFILE_FIELDS if name != "attrs"
 )
 assert PROFILE_FIELDS[-1] == "attrs"
@@ -60,7 +62,12 @@ class Rule:
 
     Besides the fields, every rule has ``remote_prefix`` and ``local_prefix``
     (:data:`Prefix` or ``None``, the networks as ints) and ``order``
-    (:meth:`key` packed into one int: same order for ids below 2**64).
+    (:meth:`key` packed into one int, the same order).
+
+    Made directly, a rule checks the ranges of :mod:`tcpmgm.limits` for its id,
+    priority and ports as :meth:`from_row` does (the same :class:`RuleError`),
+    so that no rule outside them reaches a matcher; the profile is taken as
+    given.
     """
 
     id: int
@@ -75,6 +82,10 @@ class Rule:
     warnings: Tuple[RuleWarning, ...] = dataclasses.field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        check_id(self.id, self.id)
+        check_priority(self.id, self.priority, self.priority)
+        check_port(self.id, "remote_port", self.remote_port, self.remote_port)
+        check_port(self.id, "local_port", self.local_port, self.local_port)
         if self.profile.id != self.id:
             object.__setattr__(self, "profile", self.profile.replace(id=self.id))
         fields = self.__dict__
@@ -144,8 +155,8 @@ class Rule:
         remote_port = _port(rule_id, "remote_port", get("remote_port"))
         local_port = _port(rule_id, "local_port", get("local_port"))
         priority = get("priority")
-        if type(priority) is not int:  # the common case needs no checking; see _integer
-            priority = _integer(rule_id, "priority", priority, 0)
+        if type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            priority = _priority(rule_id, priority)  # the common case needs no checking
 
         # Reloads run this once per row (a million times for a big table), so
         # the plain case, a non-negative int in a column without further
@@ -258,10 +269,12 @@ def _order(
 ) -> int:
     """:meth:`Rule.key` as one int: each level shifted above the next, so
     that ints compare as the tuples do (a prefix length fits in 8 bits, an id
-    in 64; a negative priority still sorts first).  Sorting a million ints is
-    several times cheaper than sorting a million 9-tuples.  The compiled row
-    reader (``_rows.pyx``) packs the same way in C; tests/test_rows.py holds
-    the two equal."""
+    of :mod:`tcpmgm.limits` in 64; a negative priority still sorts first).
+    With a priority of 32 bits, everything above the id takes 53 bits: the
+    compiled matcher reads ``order >> 64`` and the id as two C int64.  Sorting
+    a million ints is several times cheaper than sorting a million 9-tuples.
+    The compiled row reader (``_rows.pyx``) packs the same way in C;
+    tests/test_rows.py holds the two equal."""
     order = priority << 2 | (proto is None) << 1 | (remote is None)
     order = order << 8 | (128 - (remote[2] if remote is not None else 0))
     order = order << 2 | (remote_port == 0) << 1 | (local is None)
@@ -305,7 +318,8 @@ def key_difference(loser: Rule, winner: Rule) -> str:
 # -- column parsers ----------------------------------------------------------
 
 def _shown(value: Any) -> Any:
-    """The value as a message should show it (bytes decoded, CHAR padding kept)."""
+    """The value a RuleError holds for what the row held (bytes decoded, CHAR
+    padding kept); its message renders it, bounded, with errors.shown."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
     return value
@@ -325,15 +339,21 @@ def _text(rule_id: Any, column: str, value: Any) -> Optional[str]:
 
 
 def _as_int(rule_id: Any, column: str, value: Any) -> int:
+    """The integer ``value`` holds, for a range check: exact, except that a
+    magnitude of BEYOND_EVERY_RANGE or more may come back as +-BEYOND_EVERY_RANGE."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
         return value
     if isinstance(value, Decimal):
         # NUMERIC columns can hold NaN and Infinity (PostgreSQL), which int() refuses.
-        if value.is_finite() and value == value.to_integral_value():
-            return int(value)
-        raise RuleError(rule_id, column, value, "not an integer")
+        if not (value.is_finite() and value == value.to_integral_value()):
+            raise RuleError(rule_id, column, value, "not an integer")
+        # adjusted(): the exponent of the leading digit, so >= 20 means at least
+        # 10**20 > BEYOND_EVERY_RANGE, known without making a 100,000-digit int.
+        if value.adjusted() >= 20:
+            return -BEYOND_EVERY_RANGE if value < 0 else BEYOND_EVERY_RANGE
+        return int(value)
     if isinstance(value, float):
         if value.is_integer():
             return int(value)
@@ -349,38 +369,44 @@ def _as_int(rule_id: Any, column: str, value: Any) -> int:
 
 def _rule_id(value: Any) -> int:
     # An unusable id is reported as rule_id None (RuleError's contract); the value shows it.
+    if type(value) is int and ID_MIN <= value <= ID_MAX:
+        return value
     if value is None:
         raise RuleError(None, "id", None, "id is NULL")
     rule_id = _as_int(None, "id", value)
-    if rule_id <= 0:
-        raise RuleError(None, "id", value, "id must be a positive integer (0 is the default profile)")
+    check_id(rule_id, value)
     return rule_id
 
 
+def _priority(rule_id: int, value: Any) -> int:
+    if value is None:
+        return 0
+    number = _as_int(rule_id, "priority", value)
+    check_priority(rule_id, number, value)
+    return number
+
+
 def _integer(rule_id: int, column: str, value: Any, default: Any) -> int:
+    """A profile integer (NULL: ``default``)."""
     if value is None:
         return int(default)
     number = _as_int(rule_id, column, value)
-    if column in _UNLIMITED_INT_COLUMNS:
-        return number
-    if number < 0:
-        raise RuleError(rule_id, column, value, "must not be negative")
-    if column in _FLAG_COLUMNS:
-        return int(number != 0)
+    check_profile_int(rule_id, column, number, value)
     bounds = _RANGED_COLUMNS.get(column)
     if bounds is not None and not bounds[0] <= number <= bounds[1]:
         raise RuleError(rule_id, column, value, f"must be between {bounds[0]} and {bounds[1]}")
+    if column in _FLAG_COLUMNS:
+        return int(number != 0)
     return number
 
 
 def _port(rule_id: int, column: str, value: Any) -> int:
-    if type(value) is int and 0 <= value <= 65535:
+    if type(value) is int and 0 <= value <= PORT_MAX:
         return value
     if value is None:
         return 0
     port = _as_int(rule_id, column, value)
-    if not 0 <= port <= 65535:
-        raise RuleError(rule_id, column, value, "port must be between 0 (any) and 65535")
+    check_port(rule_id, column, port, value)
     return port
 
 
@@ -436,12 +462,16 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     if slash:
         if not (length.isascii() and length.isdigit()):
             raise RuleError(rule_id, column, _shown(raw), "prefix length is not a number")
-        prefixlen = int(length)
-        if prefixlen > max_prefixlen:
+        # Leading zeros are allowed ("/008"); more digits than that can only be
+        # out of range, and int() would refuse them past 4300.
+        digits = length.lstrip("0") or "0"
+        if len(digits) > 3 or int(digits) > max_prefixlen:
             raise RuleError(
                 rule_id, column, _shown(raw),
-                f"prefix length /{prefixlen} is out of range for IPv{version} (0..{max_prefixlen})",
+                f"prefix length /{digits if len(digits) <= 5 else digits[:5] + '…'} "
+                f"is out of range for IPv{version} (0..{max_prefixlen})",
             )
+        prefixlen = int(digits)
     else:
         prefixlen = max_prefixlen
     host_bits = max_prefixlen - prefixlen
@@ -500,7 +530,7 @@ def _tag_prefix(
     except ValueError:
         raise RuleError(
             rule_id, "local_addr", _shown(value),
-            f"socket tag {tag!r} maps to {listener!r}, which is not an address",
+            f"socket tag {tag!r} maps to {shown(listener)}, which is not an address",
         ) from None
     return _parse_network(rule_id, "local_addr", value, str(ip), warnings)
 

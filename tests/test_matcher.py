@@ -175,19 +175,6 @@ def test_lookup_many_wide_ids():
 
 
 @compiled_only
-@pytest.mark.parametrize("rule, message", [
-    (Rule(id=2**63), "rule id 9223372036854775808 is out of range for the compiled matcher"),
-    (Rule(id=3, priority=2**45), "rule 3: priority 35184372088832 is out of range for the compiled matcher"),
-    (Rule(id=4, priority=-2**45), "rule 4: priority -35184372088832 is out of range for the compiled matcher"),
-])
-def test_compiled_limits(rule, message):
-    """The compiled matcher reads ids and Rule.order as C integers; beyond them it refuses, by name."""
-    with pytest.raises(ValueError, match=message):
-        matcher_module.Matcher([Rule(id=1), rule])
-    assert matcher_module.Matcher([Rule(id=1, priority=2**40), Rule(id=2, priority=-2**40)]).lookup(None, None).id == 2
-
-
-@compiled_only
 def test_lookup_many_empty(compiled):
     assert list(compiled.lookup_many(None, array.array("I"))) == []
     assert list(compiled.lookup_many(None, b"")) == []

@@ -14,16 +14,19 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tcpmgm import RuleError, rows
+from tcpmgm import rows
 from tcpmgm._rows_py import RowReader as PureReader
+from tcpmgm.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
 from tcpmgm.profile import Profile
 from tcpmgm.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
+
+from row_outcomes import attributes, outcome
 
 pytestmark = pytest.mark.skipif(not rows.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
 
 RANGED = {"no_new_conn": 1, "keepalive": 1, "alias_mode": 2, "parallel_read": 2}
 ODD_INTS = st.one_of(
-    st.integers(2, 3), st.integers(-3, -1), st.just(2**63),
+    st.integers(2, 3), st.integers(-3, -1), st.sampled_from([2**63, PROFILE_INT_MAX + 1]),
     st.sampled_from([True, False, 1.0, 2.5, "7", " 8 ", b"9", "x"]),
 )
 PORTS = st.one_of(st.sampled_from([0, 1, 5060, 65535, None]), st.integers(0, 65535))
@@ -58,48 +61,35 @@ ODD_ADDRESSES = st.sampled_from([
 def rows_of(draw, columns):
     """A row whose values are each plain, then up to two columns given an odd value."""
     values = {
-        "id": draw(st.integers(1, 2**40)),
+        "id": draw(st.integers(1, 2**40) | st.sampled_from([ID_MAX - 1, ID_MAX])),
         "proto": draw(st.sampled_from(["any", "tcp", "tls", "ws"])),
         "remote_addr": draw(PLAIN_ADDRESSES),
         "local_addr": draw(PLAIN_ADDRESSES),
         "remote_port": draw(PORTS),
         "local_port": draw(PORTS),
-        "priority": draw(st.one_of(st.integers(-5, 5), st.none(), st.integers(-2**40, 2**40))),
+        "priority": draw(st.one_of(
+            st.integers(-5, 5), st.none(), st.integers(PRIORITY_MIN, PRIORITY_MAX),
+            st.sampled_from([PRIORITY_MIN, PRIORITY_MAX]),
+        )),
         "attrs": None,
     }
     odd = {
-        "id": st.sampled_from([0, -1, None, "12", 1.0, True, 2**70]),
+        "id": st.sampled_from([0, -1, None, "12", 1.0, True, ID_MAX + 1, 2**64, 2**70]),
         "proto": st.sampled_from(["TCP", " tcp", "udp", "nope", None, 5, b"tcp"]),
         "remote_addr": ODD_ADDRESSES,
         "local_addr": ODD_ADDRESSES,
         "remote_port": ODD_PORTS,
         "local_port": ODD_PORTS,
-        "priority": st.sampled_from([2**40 + 1, -2**40 - 1, 2**70, "3", 1.5, True]),
+        "priority": st.sampled_from([PRIORITY_MAX + 1, PRIORITY_MIN - 1, 2**50, 2**70, "3", 1.5, True]),
         "attrs": st.sampled_from(["", "max_msg_chunks=4", "nope=1"]),
     }
     for name in columns:
         if name not in values:
-            values[name] = draw(st.none() | st.integers(0, RANGED.get(name, 2**31)))
+            values[name] = draw(st.none() | st.integers(0, RANGED.get(name, PROFILE_INT_MAX)))
             odd[name] = ODD_INTS
     for name in draw(st.lists(st.sampled_from(columns), max_size=2)):
         values[name] = draw(odd[name])
     return tuple(values[name] for name in columns)
-
-
-def attributes(rule):
-    """Everything a rule holds (its networks apart: they follow from the prefixes)."""
-    held = {k: v for k, v in vars(rule).items() if k not in ("remote", "local")}
-    held["profile"] = (type(held["profile"]), vars(held["profile"]))
-    held["warnings"] = [str(w) for w in held["warnings"]]
-    return held
-
-
-def outcome(reader, values):
-    try:
-        rule = reader(values)
-    except RuleError as exc:
-        return "error", str(exc), exc.rule_id, exc.column
-    return "rule", attributes(rule)
 
 
 COLUMN_ORDERS = [SCHEMA_VERSIONS[2], SCHEMA_VERSIONS[1], tuple(reversed(SCHEMA_VERSIONS[2]))]

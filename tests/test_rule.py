@@ -12,6 +12,7 @@ import pytest
 
 import tcpmgm
 from tcpmgm import Profile, Rule, RuleError, RuleWarning
+from tcpmgm.errors import SHOWN_CHARS, shown
 from tcpmgm.loader import load_rules
 from tcpmgm.profile import default_profile, known_attrs, register_attr, set_default_profile
 from tcpmgm.protocols import BUILTIN_PROTOCOLS, NOT_TCP_PROTOCOLS, protocol_code, register_protocol
@@ -484,3 +485,111 @@ def test_rule_is_immutable():
     rule = Rule.from_row(row())
     with pytest.raises(AttributeError):
         rule.priority = 3
+
+
+# -- messages show any value, bounded (and parsing never converts a huge value) -------
+
+class _RaisingRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+class _HugeRepr:
+    def __repr__(self):
+        return "h" * 100_000
+
+
+class _NeverConverted(Decimal):
+    """A Decimal that fails the test if parsing makes an int of it."""
+
+    def __int__(self):
+        raise AssertionError(f"int() of {str(self)[:20]}")
+
+
+ODD_VALUES = [
+    10**5000, -(10**5000), 2**1024, 2**1025, Decimal("1E+100000"), Decimal("-1E+100000"), Decimal("1" * 100_000),
+    Decimal("NaN"), Decimal("sNaN"), float("nan"), float("inf"), "x" * 100_000, b"y" * 100_000,
+    bytearray(b"z" * 1000), _RaisingRepr(), _HugeRepr(), [10**5000, _RaisingRepr()] * 50, {"k": [[[["deep"]]]]},
+    (), "", None,
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=lambda v: type(v).__name__)
+def test_messages_show_a_bounded_rendering_of_any_value(value):
+    text = shown(value)
+    assert len(text) <= SHOWN_CHARS + 1
+    try:
+        full = repr(value)
+    except Exception:  # noqa: BLE001 - what shown must survive
+        full = None
+    if full is not None and len(full) <= SHOWN_CHARS:
+        assert text == full
+    else:
+        assert text.endswith("\u2026") or text.startswith("<")
+    for made in (RuleError(7, "priority", value, "some reason"), RuleWarning(7, "priority", value, "some reason")):
+        assert str(made) == f"rule 7: column 'priority', value {text}: some reason"
+        assert made.value is value
+    assert str(RuleError(None, "id", value, "r")).startswith("rule ?: column 'id', value ")
+
+
+@pytest.mark.parametrize("column", ["id", "priority", "remote_port", "keepidle"])
+@pytest.mark.parametrize("text", ["1E+100000", "-1E+100000", "1E+1000000000"])
+def test_huge_decimals_are_refused_without_making_an_int(column, text):
+    value = _NeverConverted(text)
+    err = refused(row(**{column: value}))
+    assert err.column == column and err.value is value
+    assert "not an integer" not in err.reason
+    assert len(str(err)) < 200
+
+
+def test_in_range_decimals_still_convert():
+    rule = Rule.from_row(row(id=Decimal("12"), priority=Decimal("-3.000"), keepidle=Decimal("3E+1")))
+    assert (rule.id, rule.priority, rule.profile.keepidle) == (12, -3, 30)
+
+
+def test_a_decimal_id_of_100000_digits_is_refused_by_name():
+    err = refused({"id": Decimal("1E+100000"), "proto": "udp"})
+    assert (err.rule_id, err.column, err.value) == (None, "id", Decimal("1E+100000"))
+    assert str(err) == "rule ?: column 'id', value Decimal('1E+100000'): id must be at most 9223372036854775807"
+
+
+@pytest.mark.parametrize("column, reason", [
+    ("priority", "must be between -2147483648 and 2147483647"),
+    ("remote_port", "port must be between 0 (any) and 65535"),
+    ("keepidle", "must be at most 2147483647"),
+])
+def test_digit_strings_beyond_every_range_are_out_of_range_not_garbage(column, reason):
+    for digits in ("9" * 30, "9" * 5000, "-" + "9" * 100_000):
+        err = refused(row(**{column: digits}))
+        assert err.reason == (reason if not (digits.startswith("-") and column == "keepidle")
+                              else "must not be negative")
+        assert len(str(err)) < 200
+
+
+def test_leading_zeros_do_not_count_as_digits():
+    assert Rule.from_row(row(priority="0" * 10_000 + "7", remote_addr="10.0.0.0/" + "0" * 5000 + "8")).priority == 7
+
+
+def test_a_prefix_length_of_thousands_of_digits_is_a_row_error():
+    value = "10.0.0.0/" + "9" * 5000
+    err = refused(row(remote_addr=value))
+    assert err.column == "remote_addr" and err.value == value and "out of range for IPv4" in err.reason
+    assert len(str(err)) < 200
+
+
+@pytest.mark.parametrize("attrs, reason", [
+    ("max_msg_chunks=" + "9" * 5000, "is outside -2147483648..2147483647"),
+    ("max_msg_chunks=2147483648", "is outside -2147483648..2147483647"),
+    ("max_msg_chunks=x" + "y" * 5000, "has non-integer value"),
+    ("n" * 5000 + "=1", "unknown attribute"),
+])
+def test_attrs_errors_are_bounded(attrs, reason):
+    err = refused(row(attrs=attrs))
+    assert err.column == "attrs" and reason in err.reason
+    assert len(str(err)) < 300
+
+
+def test_attrs_values_at_the_int_bounds_load():
+    rule = Rule.from_row(row(attrs="max_msg_chunks=2147483647"))
+    assert rule.profile.attrs["max_msg_chunks"] == 2**31 - 1
+    assert Rule.from_row(row(attrs="max_msg_chunks=-2147483648")).profile.attrs["max_msg_chunks"] == -2**31

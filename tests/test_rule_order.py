@@ -2,7 +2,8 @@
 
 The compiled classifier ranks rules by ``order``; SPEC 4 is ``Rule.key()``.
 These tests hold the two to the same order, including the corners of the
-packing: negative priorities, /0 against "any", /128, ids up to 2**64 - 1.
+packing: the extreme priorities, /0 against "any", /128, the largest id
+(the ranges of tcpmgm.limits).
 """
 
 import ipaddress
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcpmgm import Rule
+from tcpmgm.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN
 
 PROTOS = [None, "tcp", "tls"]
 
@@ -32,13 +34,14 @@ def rules(draw):
     if remote is not None and local is not None and local.version != remote.version:
         local = None
     return Rule(
-        id=draw(st.integers(1, 3) | st.integers(1, 2**64 - 1)),
+        id=draw(st.integers(1, 3) | st.integers(1, ID_MAX) | st.sampled_from([ID_MAX - 1, ID_MAX])),
         proto=draw(st.sampled_from(PROTOS)),
         remote=remote,
         remote_port=draw(st.sampled_from([0, 1, 65535])),
         local=local,
         local_port=draw(st.sampled_from([0, 1, 65535])),
-        priority=draw(st.integers(-2, 2) | st.integers(-2**40, 2**40)),
+        priority=draw(st.integers(-2, 2) | st.integers(PRIORITY_MIN, PRIORITY_MAX)
+                      | st.sampled_from([PRIORITY_MIN, PRIORITY_MIN + 1, PRIORITY_MAX - 1, PRIORITY_MAX])),
     )
 
 
@@ -57,6 +60,7 @@ def test_order_corners():
     """Each level of the key decides before the next one, by hand."""
     net = ipaddress.ip_network
     ladder = [   # best first, each a key level that beats everything after it
+        Rule(id=ID_MAX, priority=PRIORITY_MIN),
         Rule(id=9, priority=-5),
         Rule(id=9, proto="tcp", priority=0),
         Rule(id=9, remote=net("10.0.0.0/8")),
@@ -65,7 +69,8 @@ def test_order_corners():
         Rule(id=9, local=net("::1/128")),
         Rule(id=9, local=net("::/0")),
         Rule(id=9, local_port=1),
-        Rule(id=2**64 - 1),
+        Rule(id=ID_MAX),
+        Rule(id=1, priority=PRIORITY_MAX),
     ]
     keys = [rule.key() for rule in ladder]
     orders = [rule.order for rule in ladder]

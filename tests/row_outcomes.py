@@ -1,0 +1,22 @@
+"""What a row reader made of a row, comparable across readers (tests of the row readers)."""
+
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+from tcpmgm import Rule, RuleError
+
+
+def attributes(rule: Rule) -> Dict[str, Any]:
+    """Everything a rule holds (its networks apart: they follow from the prefixes)."""
+    held = {k: v for k, v in vars(rule).items() if k not in ("remote", "local")}
+    held["profile"] = (type(held["profile"]), vars(held["profile"]))
+    held["warnings"] = [str(w) for w in held["warnings"]]
+    return held
+
+
+def outcome(reader: Callable[[Sequence[Any]], Rule], values: Sequence[Any]) -> Tuple[Any, ...]:
+    """``("rule", attributes)`` or ``("error", message, rule_id, column)``."""
+    try:
+        rule = reader(values)
+    except RuleError as exc:
+        return "error", str(exc), exc.rule_id, exc.column
+    return "rule", attributes(rule)
