@@ -18,6 +18,8 @@ from libc.string cimport memcpy, memchr, memset
 import ipaddress
 import socket
 
+from .errors import shown
+
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object)
     const void* PyUnicode_DATA(object)
@@ -150,7 +152,7 @@ cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
         try:
             raw = PyUnicode_AsASCIIString(value)
         except UnicodeEncodeError:
-            raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address") from None
+            raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address") from None
         text = PyBytes_AS_STRING(raw)
         size = PyBytes_GET_SIZE(raw)
     cdef char buf[64]
@@ -164,12 +166,12 @@ cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
         return _finish_v6(out)
     # inet_pton stops at a NUL, so "::1\0junk" would parse: refuse it here.
     if size >= 64 or memchr(text, 0, size) != NULL:
-        raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
+        raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address")
     memcpy(buf, text, size)
     buf[size] = 0
     if inet_pton(AF_INET6, buf, out) == 1:
         return _finish_v6(out)
-    raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address")
+    raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address")
 
 
 cdef int _parse_int(object number, int version, uint8_t* out, str argument) except -1:
@@ -177,7 +179,7 @@ cdef int _parse_int(object number, int version, uint8_t* out, str argument) exce
     try:
         packed = number.to_bytes(4 if version == 4 else 16, "big")
     except OverflowError:
-        raise ValueError(f"{argument}: {number} is out of range for IPv{version}") from None
+        raise ValueError(f"{argument}: {shown(number)} is out of range for IPv{version}") from None
     memset(out, 0, 16)
     memcpy(out, PyBytes_AS_STRING(packed), 4 if version == 4 else 16)
     return 4 if version == 4 else _finish_v6(out)
@@ -211,7 +213,7 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
         if version is None:
             raise ValueError(f"{argument}: unknown address family {value[1]!r} (use 4 or 6)")
         if value[0] < 0:
-            raise ValueError(f"{argument}: {value[0]} is out of range for IPv{version}")
+            raise ValueError(f"{argument}: {shown(value[0])} is out of range for IPv{version}")
         return _parse_int(value[0], version, out, argument)
     raise TypeError(
         f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), "

@@ -19,6 +19,8 @@ import ipaddress
 import socket
 from typing import Any, Optional, Tuple
 
+from .errors import shown
+
 _MAPPED_PREFIX = 0xFFFF << 32
 _V4_MAX = (1 << 32) - 1
 _V6_MAX = (1 << 128) - 1
@@ -49,7 +51,7 @@ def normalize(value: Any, argument: str = "address") -> Optional[Tuple[int, int]
         try:
             parsed = ipaddress.ip_address(text)
         except ValueError:
-            raise ValueError(f"{argument}: {value!r} is not an IPv4 or IPv6 address") from None
+            raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address") from None
         return (4, int(parsed)) if parsed.version == 4 else _unmap(int(parsed))
     if isinstance(value, ipaddress.IPv4Address):
         return 4, int(value)
@@ -66,9 +68,9 @@ def normalize(value: Any, argument: str = "address") -> Optional[Tuple[int, int]
         number, family = value
         version = _FAMILIES.get(family)
         if version is None:
-            raise ValueError(f"{argument}: unknown address family {family!r} (use 4 or 6)")
+            raise ValueError(f"{argument}: unknown address family {shown(family)} (use 4 or 6)")
         if not 0 <= number <= (_V4_MAX if version == 4 else _V6_MAX):
-            raise ValueError(f"{argument}: {number} is out of range for IPv{version}")
+            raise ValueError(f"{argument}: {shown(number)} is out of range for IPv{version}")
         return (4, number) if version == 4 else _unmap(number)
     raise TypeError(
         f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), "

@@ -79,9 +79,9 @@ from libc.string cimport memcpy, memset
 
 from tcpmgm._addr cimport parse_into
 
-import array as _array_module
 import sys
 
+from .errors import shown
 from .limits import check_id, check_priority
 from .profile import default_profile
 from .protocols import protocol_code, protocols
@@ -589,7 +589,7 @@ cdef inline uint32_t port_arg(object port, str argument) except? NONE:
         value = PyLong_AsLongAndOverflow(port, &overflow)
         if 0 <= value <= 65535 and not overflow:
             return <uint32_t>value
-        raise ValueError(f"{argument}: {port} is outside 0..65535")
+        raise ValueError(f"{argument}: {shown(port)} is outside 0..65535")
     return <uint32_t>lookup_port(port, argument)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tu
 
 from . import _addr_py
 from ._text import aligned
-from .errors import RuleError
+from .errors import RuleError, shown
 from .profile import Profile, default_profile, format_attrs
 from .protocols import protocol_code
 from .rule import Rule, key_difference
@@ -78,7 +78,7 @@ def lookup_proto(proto: Any) -> int:
         raise TypeError(f"proto: expected str or None, got {type(proto).__name__}")
     code = protocol_code(proto)
     if code is None:
-        raise ValueError(f"proto: unknown protocol {proto!r}")
+        raise ValueError(f"proto: unknown protocol {shown(proto)}")
     return code
 
 
@@ -88,7 +88,7 @@ def lookup_port(port: Any, argument: str) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"{argument}: expected int, got {type(port).__name__}")
     if not 0 <= port <= 65535:
-        raise ValueError(f"{argument}: {port} is outside 0..65535")
+        raise ValueError(f"{argument}: {shown(port)} is outside 0..65535")
     return port
 
 

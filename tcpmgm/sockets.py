@@ -20,7 +20,7 @@ import logging
 import socket
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from .errors import NoNewConnection, RuleError
+from .errors import NoNewConnection, RuleError, shown
 from .profile import Profile
 from .rule import Rule
 
@@ -174,7 +174,7 @@ def connect(
             sock.close()
             last_error = exc
     if last_error is None:
-        raise OSError(f"getaddrinfo returned no address for {host!r}")
+        raise OSError(f"getaddrinfo returned no address for {shown(host)}")
     raise last_error
 
 
@@ -191,18 +191,18 @@ def parse_endpoint(text: str, *, listeners: Optional[Mapping[str, Any]] = None) 
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [ipv6]:port")
+            raise ValueError(f"{shown(text)}: expected [ipv6]:port")
         colon, port_text = rest[:1], rest[1:]
     elif text.count(":") > 1:
-        raise ValueError(f"{text!r}: an IPv6 address goes in brackets, [addr]:port or [addr]")
+        raise ValueError(f"{shown(text)}: an IPv6 address goes in brackets, [addr]:port or [addr]")
     else:
         host, colon, port_text = text.partition(":")
     if not host:
-        raise ValueError(f"{text!r}: no address")
+        raise ValueError(f"{shown(text)}: no address")
     if colon:
         # isdigit() alone would take non-ASCII digits ("٥٠٦٠"), which int() reads as 5060.
         if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-            raise ValueError(f"{text!r}: port must be a number between 0 and 65535")
+            raise ValueError(f"{shown(text)}: port must be a number between 0 and 65535")
         port = int(port_text)
     else:
         port = 0
@@ -222,7 +222,7 @@ def _listener_or_address(text: str, host: str, listeners: Mapping[str, Any]) -> 
     try:
         rule = Rule.from_row({"id": 1, "proto": "any", "local_addr": host}, listeners=listeners)
     except RuleError as exc:
-        raise ValueError(f"{text!r}: {exc.reason}") from None
+        raise ValueError(f"{shown(text)}: {exc.reason}") from None
     if rule.local is None:   # 'any' in a rule; a connection's end is one address
-        raise ValueError(f"{text!r}: not an address or a socket tag")
+        raise ValueError(f"{shown(text)}: not an address or a socket tag")
     return str(rule.local.network_address)

@@ -73,3 +73,9 @@ def test_an_unknown_tag_names_the_listeners(text, reason):
 
 def test_without_listeners_a_tag_is_left_to_the_address_parser():
     assert parse_endpoint("internal:5060") == ("internal", 5060)
+
+
+def test_a_long_endpoint_is_shown_bounded():
+    with pytest.raises(ValueError) as refused:
+        parse_endpoint("1:2:" * 50_000)
+    assert len(str(refused.value)) < 200 and "…" in str(refused.value)

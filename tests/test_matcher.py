@@ -8,6 +8,7 @@ import tracemalloc
 
 import pytest
 
+import tcpmgm
 from tcpmgm import ReferenceMatcher, Rule, RuleError, matcher as matcher_module
 from tcpmgm.protocols import protocol_code
 from tcpmgm.workloads import WORKLOADS, batch
@@ -452,3 +453,22 @@ def test_dropped_matchers_free_their_memory():
     growth = (_rss_kib() - start) * 1024
     # A leak would keep 30 matchers' C memory (30 * nbytes); allow malloc some slack.
     assert growth < 5 * one, f"RSS grew by {growth} bytes; one matcher owns {one}"
+
+
+@pytest.mark.parametrize("arguments, argument", [
+    (("tcp", "10.0.0.1", 10**5000, None, 0), "remote_port"),
+    (("tcp", "10.0.0.1", 0, None, -(10**5000)), "local_port"),
+    (("tcp", (10**5000, 4), 0, None, 0), "remote"),
+    (("tcp", "x" * 100_000, 0, None, 0), "remote"),
+    (("tcp", None, 0, "1" * 100_000, 0), "local"),
+    (("p" * 100_000, None, 0, None, 0), "proto"),
+])
+def test_lookup_errors_show_a_bounded_value(matcher_cls, arguments, argument):
+    # Huge ints used to fail inside the message itself (Python's 4300-digit limit), long text was echoed whole.
+    matcher = matcher_cls([tcpmgm.Rule.from_row({"id": 1, "proto": "tcp", "remote_port": 5060})])
+    for call in (matcher.lookup, matcher.explain):
+        with pytest.raises(ValueError) as refused:
+            call(*arguments)
+        message = str(refused.value)
+        assert message.startswith(argument) and ("…" in message or "bits>" in message), message
+        assert len(message) < 200, message
