@@ -310,6 +310,22 @@ def split_url(url: str) -> SplitResult:
         raise DatabaseError(f"malformed database URL: {reason}") from None
 
 
+def split_server_url(url: str) -> SplitResult:
+    """:func:`split_url` for a database server's URL, which has a userinfo.
+
+    An ``@`` after the network location means a password (or user) holding an
+    unescaped ``/``, ``?`` or ``#``: urllib would read part of the secret as the
+    host or the path, and a message would show it.  Refused without the URL.
+    """
+    parts = split_url(url)
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        raise DatabaseError(
+            "malformed database URL: an '@' after the host; percent-encode '@', ':', '/', '?' "
+            "and '#' in the user and password (%40, %3A, %2F, %3F, %23)"
+        )
+    return parts
+
+
 def show(value: str, limit: int = 40) -> str:
     """A piece of a URL for a message: quoted, on one line, cut past ``limit`` characters."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
@@ -340,8 +356,11 @@ def url_port(parts: SplitResult, default: int, label: str) -> int:
         text = after[1:] if after.startswith(":") else ""
     else:
         text = hostport.partition(":")[2]
-    if not text:
-        return default
+    return port_number(text, label) if text else default
+
+
+def port_number(text: str, label: str) -> int:
+    """The port ``text`` of a ``label`` URL names, or a message that shows the text."""
     if not (text.isascii() and text.isdigit()):
         raise DatabaseError(f"the port in the {label} URL is not a number: {show(text)}")
     port = int(text)
@@ -493,7 +512,7 @@ def postgres_source(url: str) -> ServerSource:
     psycopg = _driver("psycopg", "postgres")
     from psycopg.conninfo import conninfo_to_dict
 
-    parts = split_url(url)
+    parts = split_server_url(url)
     password = url_password(parts)
     query, values = _strip_query(parts.query, "read_timeout")
     read_timeout = seconds("read_timeout", values[-1], "PostgreSQL") if values else READ_TIMEOUT
@@ -505,6 +524,11 @@ def postgres_source(url: str) -> ServerSource:
         params: Dict[str, Any] = conninfo_to_dict(url)
     except Exception as exc:  # noqa: BLE001 - psycopg's classes; the URL it quotes has no password
         raise DatabaseError(f"invalid PostgreSQL URL: {one_line(exc)}") from None
+    # libpq would take a bad port here and refuse it only at the first connect;
+    # a URL may list several hosts, so it may list several ports.
+    for text in str(params.get("port") or "").split(","):
+        if text:
+            port_number(text, "PostgreSQL")
     if password is not None:
         params["password"] = password
     params.setdefault("connect_timeout", CONNECT_TIMEOUT)
@@ -536,7 +560,7 @@ _MYSQL_QUERY: Dict[str, Callable[[str, str], Any]] = {
 def mysql_source(url: str) -> ServerSource:
     """A MySQL/MariaDB source from ``mysql://user:pass@host:port/db``."""
     pymysql = _driver("pymysql", "mysql")
-    parts = split_url(url)
+    parts = split_server_url(url)
     port = url_port(parts, 3306, "MySQL")
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:

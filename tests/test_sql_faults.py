@@ -122,6 +122,13 @@ def test_connection_closed_between_reloads_reconnects(server_scratch):
     ("/var/lib/tcpmgm/rules.db", r"here 'sqlite:////var/lib/tcpmgm/rules.db'"),
     (f"mysql://root:{PASSWORD}@127.0.0.1/test?read_timeout=0", "'read_timeout' must be a number"),
     (f"postgresql://u:{PASSWORD}@127.0.0.1/test?read_timeout=-1", "'read_timeout' must be a number"),
+    # a bad PostgreSQL port is refused at once, as MySQL's is, not at the first connect
+    (f"postgresql://u:{PASSWORD}@127.0.0.1:abc/test", "port in the PostgreSQL URL is not a number: 'abc'"),
+    (f"postgresql://u:{PASSWORD}@127.0.0.1:99999/test", "out of range 1-65535: '99999'"),
+    (f"postgresql://u:{PASSWORD}@h1:5432,h2:0/test", "out of range 1-65535: '0'"),
+    # an unescaped '/' in a password: urllib would read the rest of it as the host and path
+    (f"mysql://root:p@ss/{PASSWORD}@127.0.0.1:3306/test", "percent-encode"),
+    (f"postgresql://u:p@ss/{PASSWORD}@127.0.0.1:5432/test", "percent-encode"),
 ])
 def test_bad_urls_are_refused_clearly(url, message):
     with pytest.raises(DatabaseError, match=message) as info:
