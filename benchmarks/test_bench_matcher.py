@@ -41,7 +41,7 @@ def test_empty_call(benchmark, workload):
 def test_prefix_trie(benchmark, workload, library):
     tries = _prefix_tries(workload)
     if library not in tries:
-        pytest.skip(f"{library} is not installed (pip install 'tcpmgm[bench]')")
+        pytest.skip(f"{library} is not installed (from the checkout: pip install '.[bench]')")
     # Called with the remote address alone, as ``tcpmgm bench`` and their users call them.
     benchmark(_loop(tries[library], [(query[1],) for query in workload.lookups]))
 

@@ -6,7 +6,7 @@ cost of one ``lookup`` (``str`` addresses), the cost per lookup inside
 ``lookup_many`` (IPv4 and IPv6 batches apart), and the same single lookups
 through every baseline: an empty Python function with the same arguments,
 pytricia's and py-radix's longest-prefix match on the same remote prefixes
-(``pip install 'tcpmgm[bench]'``), the compiled linear scan and the
+(``pip install '.[bench]'`` from a checkout), the compiled linear scan and the
 pure-Python reference.  Slow baselines get fewer lookups at large N; every
 figure is per lookup, so they stay comparable.
 """
