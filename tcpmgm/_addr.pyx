@@ -148,9 +148,9 @@ cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
         text = <const char*>PyUnicode_DATA(value)
         size = PyUnicode_GET_LENGTH(value)
     else:
-        # A str subclass or non-ASCII text (which can only be refused).
+        # Non-ASCII text: refused, unless all of it is in the zone, which is ignored.
         try:
-            raw = PyUnicode_AsASCIIString(value)
+            raw = PyUnicode_AsASCIIString(value.partition("%")[0])
         except UnicodeEncodeError:
             raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address") from None
         text = PyBytes_AS_STRING(raw)
