@@ -23,7 +23,7 @@ import socket
 from typing import Any, Awaitable, Callable, Optional, Tuple
 
 from .profile import Profile
-from .sockets import apply, connect_timeout, endpoint, refuse_if_forbidden
+from .sockets import SupportsLookup, apply, connect_timeout, endpoint, refuse_if_forbidden
 
 __all__ = ["Connection", "start_server", "open_connection"]
 
@@ -43,7 +43,7 @@ class Connection:
         self.local = endpoint(writer.get_extra_info("sockname"))
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
-        self._idle_task: Optional[asyncio.Task] = None
+        self._idle_task: Optional[asyncio.Task[None]] = None
         if self.con_lifetime:
             self._idle_task = self._loop.create_task(self._close_when_idle())
 
@@ -119,7 +119,7 @@ class Connection:
 
 
 async def start_server(
-    mgr: Any, client_connected_cb: Handler, host: Any = None, port: Optional[int] = None,
+    mgr: SupportsLookup, client_connected_cb: Handler, host: Any = None, port: Optional[int] = None,
     *, proto: str = "tcp", **kwargs: Any,
 ) -> asyncio.AbstractServer:
     """``asyncio.start_server`` whose callback gets a tuned :class:`Connection`.
@@ -150,7 +150,7 @@ async def start_server(
 
 
 async def open_connection(
-    mgr: Any, proto: str, host: str, port: int, *,
+    mgr: SupportsLookup, proto: str, host: str, port: int, *,
     local_addr: Optional[Tuple[str, int]] = None, **kwargs: Any,
 ) -> Connection:
     """Connect to ``host``:``port`` under the rules of ``mgr``; the client twin of :func:`start_server`.

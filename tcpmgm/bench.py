@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import click
 
@@ -29,7 +29,7 @@ __all__ = ["measure", "format_table", "command"]
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 
 
-def _per_call(function: Callable, queries: Sequence[tuple], repeat: int = 5) -> float:
+def _per_call(function: Callable[..., object], queries: Sequence[Tuple[Any, ...]], repeat: int = 5) -> float:
     """Best-of-``repeat`` nanoseconds per call of ``function(*query)`` over ``queries``."""
     best = float("inf")
     for _ in range(repeat):
@@ -40,17 +40,19 @@ def _per_call(function: Callable, queries: Sequence[tuple], repeat: int = 5) -> 
     return best / len(queries) * 1e9
 
 
-def _empty(proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
+def _empty(
+    proto: Optional[str], remote_ip: Any, remote_port: int = 0, local_ip: Any = None, local_port: int = 0,
+) -> None:
     return None
 
 
-def _prefix_tries(workload: Workload) -> Dict[str, Callable]:
+def _prefix_tries(workload: Workload) -> Dict[str, Callable[[str], object]]:
     """Longest-prefix ``get`` of the bench extra's libraries, on the workload's remote prefixes.
 
     Each is called with the remote address alone, as its users would call it:
     no wrapper adds a Python call to the baseline's cost.
     """
-    out: Dict[str, Callable] = {}
+    out: Dict[str, Callable[[str], object]] = {}
     prefixes = {str(rule.remote) for rule in workload.rules if rule.remote is not None}
     try:
         import pytricia
@@ -106,7 +108,7 @@ def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> Dict[str
     return row
 
 
-def _timed(function: Callable, arguments: Sequence) -> float:
+def _timed(function: Callable[..., object], arguments: Sequence[Any]) -> float:
     start = time.perf_counter()
     function(*arguments)
     return time.perf_counter() - start
@@ -120,14 +122,19 @@ def _ns(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def format_table(rows: List[tuple]) -> str:
+def _rate(ns: Optional[float]) -> str:
+    """Millions of lookups per second at ``ns`` nanoseconds each."""
+    return f"{1e3 / ns:.1f}" if ns else "-"
+
+
+def format_table(rows: List[Tuple[str, int, Dict[str, Optional[float]]]]) -> str:
     """Two aligned tables: absolute figures, then how many times faster the matcher is."""
     first = [("workload", "N", "build s", "B/rule", "lookup ns", "many v4 ns", "many v6 ns",
               "Mlookup/s v4", "Mlookup/s v6")]
     second = [("workload", "N", "vs empty call", "vs pytricia", "vs py-radix", "vs linear scan",
                "vs reference", "many v4 vs lookup")]
     for name, n, row in rows:
-        rate = {v: (f"{1e3 / row[f'many_v{v}_ns']:.1f}" if row[f"many_v{v}_ns"] else "-") for v in (4, 6)}
+        rate = {v: _rate(row[f"many_v{v}_ns"]) for v in (4, 6)}
         first.append((name, f"{n:,}", f"{row['build_s']:.3f}", f"{row['bytes_per_rule']:.0f}",
                       _ns(row["single_ns"]), _ns(row["many_v4_ns"]), _ns(row["many_v6_ns"]), rate[4], rate[6]))
         single = row["single_ns"]

@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import click
 
@@ -352,7 +352,8 @@ def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Op
 
 
 # click >= 8.2 reports a bare group invocation as this usage error; show the help instead.
-_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+_NO_ARGS_IS_HELP: Union[Type[click.exceptions.NoArgsIsHelpError], Tuple[()]] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ())
 
 
 from .bench import command as _bench_command  # noqa: E402  (defined beside the benchmark code)

@@ -46,7 +46,7 @@ import socket
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import DatabaseError, TcpMgmError
@@ -460,14 +460,14 @@ def watchdog(fileno: int, limit: float, what: str) -> Iterator[Callable[[], bool
 
 
 @functools.lru_cache(maxsize=None)
-def _postgres_connection_class(psycopg: Any) -> type:
+def _postgres_connection_class(psycopg: Any) -> Type[Any]:
     """psycopg's ``Connection`` with a read timeout.
 
     Every exchange with the server (a query, a fetch, a ping) runs through
     ``Connection.wait``, so a watchdog around it bounds each round trip.
     """
 
-    class TimedConnection(psycopg.Connection):  # type: ignore[misc, name-defined]
+    class TimedConnection(psycopg.Connection):  # type: ignore[misc]  # the module is passed in, as Any
         read_timeout: Optional[float] = None
         server = ""
 

@@ -7,7 +7,7 @@ keeps working.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple, Type
 
 __all__ = [
     "shown",
@@ -26,8 +26,11 @@ SHOWN_CHARS = 40
 # An int of more bits than this is shown by its size: its decimal form costs
 # time quadratic in its length, and past 4300 digits int's str() refuses.
 _SHOWN_INT_BITS = 1024
-_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"),
-             dict: ("{", "}")}
+_BRACKETS: Dict[type, Tuple[str, str]] = {
+    list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"), dict: ("{", "}"),
+}
+# The empty containers whose repr is not their brackets.
+_EMPTY: Dict[type, str] = {set: "set()", frozenset: "frozenset()"}
 
 
 def shown(value: Any) -> str:
@@ -60,7 +63,7 @@ def _rendered(value: Any, room: int) -> str:
         except Exception:  # noqa: BLE001
             return f"<{kind.__name__} object, repr failed>"
     if not value:
-        return {set: "set()", frozenset: "frozenset()"}.get(kind, "".join(brackets))
+        return _EMPTY.get(kind, "".join(brackets))
     opening, closing = brackets
     parts, used = [], len(opening)
     for item in (value.items() if kind is dict else value):
@@ -99,7 +102,8 @@ class RuleError(TcpMgmError, ValueError):
         self.reason = reason
         super().__init__(_message(rule_id, column, value, reason))
 
-    def __reduce__(self):  # keep pickling (multiprocessing, logging handlers) working
+    # Keep pickling (multiprocessing, logging handlers) working.
+    def __reduce__(self) -> Tuple[Type[RuleError], Tuple[Any, str, Any, str]]:
         return (type(self), (self.rule_id, self.column, self.value, self.reason))
 
 

@@ -85,7 +85,7 @@ class TcpMgm:
         return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
 
     @property
-    def matcher(self):
+    def matcher(self) -> Matcher:
         """The matcher in service (replaced as a whole by each successful reload)."""
         return self._matcher
 

@@ -5,8 +5,16 @@ The compiled classifier (``tcpmgm._matcher``) when it is built and
 which gives the same answers, only slower.
 """
 
+from typing import TYPE_CHECKING
+
 from ._extensions import pick
 
 __all__ = ["Matcher", "COMPILED"]
 
-Matcher, COMPILED = pick("._matcher:Matcher", ".reference:ReferenceMatcher")
+if TYPE_CHECKING:
+    # The checker sees the compiled class (its stub, _matcher.pyi): the one
+    # documented, and the one in service unless extensions are off.
+    from ._matcher import Matcher
+    COMPILED: bool
+else:
+    Matcher, COMPILED = pick("._matcher:Matcher", ".reference:ReferenceMatcher")

@@ -622,6 +622,8 @@ class _Connection(socketserver.BaseRequestHandler):
 
 class _ThreadServer(socketserver.TCPServer):
     allow_reuse_address = True
+    # getsockname() of an AF_INET or AF_INET6 socket (with flow info and scope id).
+    server_address: Union[Tuple[str, int], Tuple[str, int, int, int]]
 
     def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, path: str, limits: Limits) -> None:
         self.dispatcher = dispatcher
@@ -702,6 +704,7 @@ class MIServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            assert self._thread is not None  # start() sets both
             self._thread.join()
             self._server = self._thread = None
 

@@ -10,7 +10,7 @@ import dataclasses
 import re
 import threading
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Type
 
 from .errors import shown
 from .limits import ATTR_MAX, ATTR_MIN, BEYOND_EVERY_RANGE
@@ -68,7 +68,7 @@ class Profile:
         values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
         return (self.id, values, tuple(sorted(self.attrs.items())))
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Type[Profile], Tuple[Any, ...]]:
         # A mappingproxy cannot be pickled: rebuild from the plain values
         # (multiprocessing, copy.deepcopy and caches all go through here).
         return (type(self), (self.id, *self.values().values()))
@@ -138,7 +138,7 @@ def register_attr(name: str) -> None:
         _attrs.add(name)
 
 
-def known_attrs() -> frozenset:
+def known_attrs() -> FrozenSet[str]:
     return frozenset(_attrs)
 
 

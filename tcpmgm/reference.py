@@ -15,7 +15,7 @@ from ._text import aligned
 from .errors import RuleError, shown
 from .profile import Profile, default_profile, format_attrs
 from .protocols import protocol_code
-from .rule import Rule, key_difference
+from .rule import Network, Rule, key_difference
 
 __all__ = ["ReferenceMatcher", "Explanation", "explanation", "check_unique_ids", "lookup_proto", "lookup_port"]
 
@@ -35,7 +35,7 @@ class Explanation(NamedTuple):
             (name, (format_attrs(value) or "-") if name == "attrs" else int(value))
             for name, value in self.profile.values().items()
         ]
-        return f"{head}\n{aligned([('attribute', 'value')] + values)}"
+        return f"{head}\n{aligned([('attribute', 'value'), *values])}"
 
     def __str__(self) -> str:
         """:meth:`summary`, then each matching rule in key order with why it lost
@@ -92,7 +92,7 @@ def lookup_port(port: Any, argument: str) -> int:
     return port
 
 
-def _net_filter(network) -> Optional[Tuple[int, int, int]]:
+def _net_filter(network: Optional[Network]) -> Optional[Tuple[int, int, int]]:
     if network is None:
         return None
     bits = network.max_prefixlen
@@ -142,7 +142,9 @@ class ReferenceMatcher:
         return f"<{type(self).__name__} {len(self)} rules>"
 
     # -- lookups -------------------------------------------------------------
-    def _matching(self, proto, remote_ip, remote_port, local_ip, local_port) -> Iterator[Rule]:
+    def _matching(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+    ) -> Iterator[Rule]:
         want_proto = lookup_proto(proto)
         remote = _addr_py.normalize(remote_ip, "remote_ip")
         rport = lookup_port(remote_port, "remote_port")

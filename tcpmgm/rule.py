@@ -21,7 +21,7 @@ import ipaddress
 import socket
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union, overload
 
 from .errors import RuleError, RuleWarning, shown
 from .limits import (
@@ -81,6 +81,15 @@ class Rule:
     local_tag: Optional[str] = None     # the socket tag the row named, if any
     warnings: Tuple[RuleWarning, ...] = dataclasses.field(default=(), compare=False)
 
+    if TYPE_CHECKING:
+        # Not fields: __post_init__ and _from_checked put them in the instance dict.
+        @property
+        def remote_prefix(self) -> Optional[Prefix]: ...
+        @property
+        def local_prefix(self) -> Optional[Prefix]: ...
+        @property
+        def order(self) -> int: ...
+
     def __post_init__(self) -> None:
         check_id(self.id, self.id)
         check_priority(self.id, self.priority, self.priority)
@@ -137,7 +146,7 @@ class Rule:
         defaults = defaults if defaults is not None else default_profile()
         get = row.get
         rule_id = _rule_id(get("id"))
-        warnings: list = []
+        warnings: List[RuleWarning] = []
 
         proto = _proto(rule_id, get("proto"))
         remote = _network(rule_id, "remote_addr", get("remote_addr"), warnings)
@@ -146,6 +155,7 @@ class Rule:
         local = _local(rule_id, local_raw, listeners, warnings)
         if isinstance(local, str):
             local_tag = local
+            assert listeners is not None  # _local returns a tag only when listeners has it
             local = _tag_prefix(rule_id, local_raw, local_tag, listeners, warnings)
         if remote is not None and local is not None and remote[0] != local[0]:
             raise RuleError(
@@ -161,7 +171,7 @@ class Rule:
         # Reloads run this once per row (a million times for a big table), so
         # the plain case, a non-negative int in a column without further
         # rules, skips the general parser; everything else goes through it.
-        values = {"id": rule_id}
+        values: Dict[str, Any] = {"id": rule_id}
         for name, top in _INT_PROFILE_FIELDS:
             value = get(name)
             if type(value) is not int or value < 0 or value > top:
@@ -197,9 +207,9 @@ class Rule:
         })
         return rule
 
-    def to_row(self) -> dict:
+    def to_row(self) -> Dict[str, Any]:
         """The row that :meth:`from_row` would turn back into this rule."""
-        row = {
+        row: Dict[str, Any] = {
             "id": self.id,
             "proto": self.proto or ANY,
             "remote_addr": _net_text(self.remote),
@@ -235,7 +245,14 @@ class _NetworkOnFirstUse:
         self.name = name
         self.prefix_name = f"{name}_prefix"
 
-    def __get__(self, rule: Optional["Rule"], owner: type = None) -> Any:
+    @overload
+    def __get__(self, rule: None, owner: Optional[type] = None) -> "_NetworkOnFirstUse": ...
+    @overload
+    def __get__(self, rule: "Rule", owner: Optional[type] = None) -> Optional[Network]: ...
+
+    def __get__(
+        self, rule: Optional["Rule"], owner: Optional[type] = None,
+    ) -> Union["_NetworkOnFirstUse", Optional[Network]]:
         if rule is None:
             return self
         network = _network_of(rule.__dict__[self.prefix_name])
@@ -243,9 +260,11 @@ class _NetworkOnFirstUse:
         return network
 
 
-# After @dataclass has read the defaults (None) for __init__.
-Rule.remote = _NetworkOnFirstUse("remote")
-Rule.local = _NetworkOnFirstUse("local")
+# After @dataclass has read the defaults (None) for __init__.  The checker
+# knows the fields by their instance type (a network or None) and has no way
+# to say that the class attribute becomes a lazy descriptor afterwards.
+Rule.remote = _NetworkOnFirstUse("remote")  # type: ignore[assignment]
+Rule.local = _NetworkOnFirstUse("local")  # type: ignore[assignment]
 
 
 def _prefix_of(network: Optional[Network]) -> Optional[Prefix]:
@@ -305,9 +324,11 @@ def key_difference(loser: Rule, winner: Rule) -> str:
             reason = _KEY_LEVELS[level]
             if level == 0:
                 return f"{reason} ({loser.priority} > {winner.priority})"
-            if level == 3:
+            if level == 3:  # level 2 is equal: both rules name a remote network
+                assert loser.remote_prefix is not None and winner.remote_prefix is not None
                 return f"{reason} (/{loser.remote_prefix[2]} < /{winner.remote_prefix[2]})"
-            if level == 6:
+            if level == 6:  # level 5 is equal: both rules name a local address
+                assert loser.local_prefix is not None and winner.local_prefix is not None
                 return f"{reason} (/{loser.local_prefix[2]} < /{winner.local_prefix[2]})"
             if level == 8:
                 return f"{reason} ({loser.id} > {winner.id})"
@@ -360,6 +381,7 @@ def _as_int(rule_id: Any, column: str, value: Any) -> int:
         raise RuleError(rule_id, column, value, "not an integer")
     if isinstance(value, (str, bytes, bytearray, memoryview)):
         text = _text(rule_id, column, value)
+        assert text is not None  # _text gives None for None only
         try:
             return parse_integer(text)
         except ValueError:
@@ -412,7 +434,7 @@ def _port(rule_id: int, column: str, value: Any) -> int:
 
 # proto text -> its name (None: any), for text already accepted once; the
 # registry only ever grows, so an accepted name stays accepted.
-_accepted_protos: dict = {}
+_accepted_protos: Dict[str, Optional[str]] = {}
 
 
 def _proto(rule_id: int, value: Any) -> Optional[str]:
@@ -451,7 +473,7 @@ def _ip_value(address: str) -> Tuple[Optional[int], int]:
     return int(ip), ip.version
 
 
-def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: list) -> Prefix:
+def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: List[RuleWarning]) -> Prefix:
     address, slash, length = text.partition("/")
     if "%" in address:
         raise RuleError(rule_id, column, _shown(raw), "an IPv6 zone has no meaning in a rule")
@@ -492,7 +514,7 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     return prefix
 
 
-def _network(rule_id: int, column: str, value: Any, warnings: list) -> Optional[Prefix]:
+def _network(rule_id: int, column: str, value: Any, warnings: List[RuleWarning]) -> Optional[Prefix]:
     text = _text(rule_id, column, value)
     if text is None or text == "" or text.lower() == ANY:
         return None
@@ -504,7 +526,7 @@ def _looks_like_address(text: str) -> bool:
 
 
 def _local(
-    rule_id: int, value: Any, listeners: Optional[Mapping[str, Any]], warnings: list,
+    rule_id: int, value: Any, listeners: Optional[Mapping[str, Any]], warnings: List[RuleWarning],
 ) -> Union[None, Prefix, str]:
     """The local prefix, or the socket tag the column names (see :func:`_tag_prefix`)."""
     text = _text(rule_id, "local_addr", value)
@@ -522,7 +544,7 @@ def _local(
 
 
 def _tag_prefix(
-    rule_id: int, value: Any, tag: str, listeners: Mapping[str, Any], warnings: list,
+    rule_id: int, value: Any, tag: str, listeners: Mapping[str, Any], warnings: List[RuleWarning],
 ) -> Prefix:
     listener = listeners[tag]
     try:

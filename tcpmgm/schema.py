@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from .errors import SchemaError
 from .profile import SPEC_DEFAULTS
@@ -131,13 +131,13 @@ def create_table_statements(
     return version_table, rules_table
 
 
-def expected_version(present_columns, names: TableNames) -> int:
+def expected_version(present_columns: Iterable[str], names: TableNames) -> int:
     """The schema version a table's columns say it has (1 if it has parallel_read)."""
     lowered = {c.lower() for c in present_columns}
     return 1 if names.column("parallel_read").lower() in lowered else 2
 
 
-def require_columns(present_columns, names: TableNames) -> None:
+def require_columns(present_columns: Iterable[str], names: TableNames) -> None:
     """:class:`SchemaError` naming the columns of schema version 2 that the table lacks."""
     lowered = {c.lower() for c in present_columns}
     missing = [names.column(c) for c in SCHEMA_VERSIONS[2] if names.column(c).lower() not in lowered]

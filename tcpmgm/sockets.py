@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
 
 from .errors import NoNewConnection, RuleError, shown
 from .profile import Profile
@@ -38,6 +38,15 @@ KEEPALIVE_LIMITS: Tuple[Tuple[str, str, int, int], ...] = (
     ("keepinterval", "TCP_KEEPINTVL", 1, 32767),
     ("keepcount", "TCP_KEEPCNT", 1, 127),
 )
+
+
+class SupportsLookup(Protocol):
+    """What the ``mgr`` of :func:`tune`, :func:`connect` and :mod:`tcpmgm.aio` must have:
+    a :class:`TcpMgm`, a matcher, anything with this ``lookup``."""
+
+    def lookup(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+    ) -> Profile: ...
 
 
 class KeepaliveTimer(NamedTuple):
@@ -108,7 +117,7 @@ def endpoint(sockaddr: Any) -> Tuple[Optional[str], int]:
     return None, 0  # AF_UNIX and friends: no address to match on
 
 
-def tune(mgr: Any, proto: str, sock: Any) -> Profile:
+def tune(mgr: SupportsLookup, proto: str, sock: Any) -> Profile:
     """Look up the profile of a connected socket by its own two ends and apply it.
 
     For accepted connections (and any socket whose ends are known only after
@@ -127,7 +136,7 @@ def connect_timeout(profile: Profile) -> Optional[float]:
     return profile.connect_timeout / 1000 if profile.connect_timeout else None
 
 
-def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[str, int]) -> None:
+def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[Optional[str], int]) -> None:
     """Raise :class:`NoNewConnection` when the profile forbids opening this connection."""
     if profile.no_new_conn:
         raise NoNewConnection(
@@ -136,7 +145,7 @@ def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[str, int]) -
 
 
 def connect(
-    mgr: Any, proto: str, address: Tuple[str, int], *, source: Optional[Tuple[str, int]] = None,
+    mgr: SupportsLookup, proto: str, address: Tuple[str, int], *, source: Optional[Tuple[str, int]] = None,
 ) -> socket.socket:
     """Open a TCP connection to ``address`` = ``(host, port)`` under the rules of ``mgr``.
 

@@ -52,5 +52,5 @@ def remove_rule(source: Source, names: TableNames, rule_id: int) -> bool:
     sql = f"DELETE FROM {q(names.table)} WHERE {q(names.column('id'))} = {source.dialect.placeholder}"
     with work(source, f"cannot delete from {names.table!r}", commit=True) as cur:
         cur.execute(sql, (int(rule_id),))
-        deleted = cur.rowcount
+        deleted: int = cur.rowcount   # DB-API: an int (-1 when unknown)
     return deleted > 0

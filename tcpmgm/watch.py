@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, Tuple
 
 from .db import ConnectionSource, ServerSource, Source, one_line, work
 from .errors import DatabaseError, ReloadError, TcpMgmError
@@ -147,7 +147,7 @@ class _Poll(_Detector):
         self._close()
 
 
-def _query_one(conn: Any, sql: str) -> Hashable:
+def _query_one(conn: Any, sql: str) -> Tuple[Any, ...]:
     cur = conn.cursor()
     try:
         cur.execute(sql)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import array
 import ipaddress
 import random
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 from .profile import default_profile
 from .protocols import BUILTIN_PROTOCOLS, protocol_code
-from .rule import Rule
+from .rule import Network, Rule
 
 __all__ = ["Workload", "Query", "carrier", "ports", "nested", "WORKLOADS", "Batch", "batch"]
 
@@ -41,14 +41,14 @@ class Workload(NamedTuple):
 class Batch(NamedTuple):
     """``lookup_many`` arguments for some lookups of one address family."""
 
-    protos: array.array
-    remote_ips: object
-    remote_ports: array.array
-    local_ips: object
-    local_ports: array.array
+    protos: array.array[int]
+    remote_ips: Union[array.array[int], bytes]
+    remote_ports: array.array[int]
+    local_ips: Union[array.array[int], bytes]
+    local_ports: array.array[int]
 
 
-def _network(rng: random.Random, version: int) -> ipaddress._BaseNetwork:
+def _network(rng: random.Random, version: int) -> Network:
     if version == 4:
         plen = rng.choices(*_V4_LENGTHS)[0]
         value = rng.randrange(0x01000000, 0xE0000000)
@@ -58,7 +58,7 @@ def _network(rng: random.Random, version: int) -> ipaddress._BaseNetwork:
     return ipaddress.IPv6Network((value >> (128 - plen) << (128 - plen), plen))
 
 
-def _inside(rng: random.Random, network) -> str:
+def _inside(rng: random.Random, network: Network) -> str:
     host_bits = network.max_prefixlen - network.prefixlen
     value = int(network.network_address) | rng.getrandbits(host_bits) if host_bits else int(network.network_address)
     return str(ipaddress.ip_address(value) if network.version == 6 else ipaddress.IPv4Address(value))
@@ -82,7 +82,7 @@ def _local(rng: random.Random, version: int) -> str:
     return rng.choice(_LOCAL_V4 if version == 4 else _LOCAL_V6)
 
 
-def _rule(rule_id: int, **filters) -> Rule:
+def _rule(rule_id: int, **filters: Any) -> Rule:
     return Rule(id=rule_id, profile=_PROFILE, **filters)
 
 
@@ -104,16 +104,17 @@ def carrier(n: int, q: int, seed: int = 0) -> Workload:
             local=local, local_port=rng.choice(_LOCAL_PORTS) if rng.random() < 0.1 else 0,
             priority=_priority(rng),
         ))
-    lookups = []
+    lookups: List[Query] = []
     for _ in range(q):
         if rules and rng.random() < 0.5:
             rule = rng.choice(rules)
-            version, remote = rule.remote.version, _inside(rng, rule.remote)
+            assert rule.remote is not None  # every carrier rule has one
+            version, remote_ip = rule.remote.version, _inside(rng, rule.remote)
             rport = rule.remote_port or rng.randint(1024, 65535)
         else:
             version = 4 if rng.random() < 0.7 else 6
-            remote, rport = _random_address(rng, version), rng.randint(1024, 65535)
-        lookups.append((rng.choice(BUILTIN_PROTOCOLS), remote, rport, _local(rng, version),
+            remote_ip, rport = _random_address(rng, version), rng.randint(1024, 65535)
+        lookups.append((rng.choice(BUILTIN_PROTOCOLS), remote_ip, rport, _local(rng, version),
                         rng.choice(_LOCAL_PORTS)))
     return Workload("carrier", rules, lookups)
 
@@ -131,7 +132,7 @@ def ports(n: int, q: int, seed: int = 0) -> Workload:
             local_port=1 + (index // 65535 + index) % 65535 if index % 2 else 0,
             priority=0,
         ))
-    lookups = []
+    lookups: List[Query] = []
     for _ in range(q):
         rule = rng.choice(rules) if rules and rng.random() < 0.5 else None
         rport = rule.remote_port if rule is not None and rule.remote_port else rng.randint(1, 65535)
@@ -157,7 +158,7 @@ def nested(n: int, q: int, seed: int = 0) -> Workload:
                 remote_port=rng.randint(1024, 65535) if rng.random() < 0.2 else 0,
                 priority=plen - 8 + rng.randint(0, 2),
             ))
-    lookups = []
+    lookups: List[Query] = []
     for _ in range(q):
         remote = (str(ipaddress.IPv4Address(rng.choice(chains))) if chains and rng.random() < 0.8
                   else _random_address(rng, 4))
@@ -174,16 +175,18 @@ def batch(lookups: Sequence[Query], version: int) -> Batch:
     host-order integers, IPv6 as 16 packed bytes per address."""
     chosen = [item for item in lookups if ipaddress.ip_address(item[1]).version == version]
 
-    def addresses(texts):
+    def addresses(texts: Sequence[str]) -> Union[array.array[int], bytes]:
         if version == 4:
             return array.array("I", [int(ipaddress.IPv4Address(t)) for t in texts])
         return b"".join(ipaddress.ip_address(t).packed if ipaddress.ip_address(t).version == 6
                         else ipaddress.IPv6Address("::ffff:" + t).packed for t in texts)
 
+    # The casts: the workloads' lookups name known protocols and a local
+    # address, where a Query in general may have None for either.
     return Batch(
-        array.array("H", [protocol_code(item[0]) for item in chosen]),
+        array.array("H", cast(List[int], [protocol_code(item[0]) for item in chosen])),
         addresses([item[1] for item in chosen]),
         array.array("H", [item[2] for item in chosen]),
-        addresses([item[3] for item in chosen]),
+        addresses(cast(List[str], [item[3] for item in chosen])),
         array.array("H", [item[4] for item in chosen]),
     )
