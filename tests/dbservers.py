@@ -97,11 +97,59 @@ class Scratch:
         raise NotImplementedError
 
     def kill_tcpmgm_sessions(self) -> int:
-        """Terminate tcpmgm's server sessions in this namespace (never anyone else's)."""
+        """Terminate the server sessions of the connections tcpmgm opened in this test.
+
+        Each is named by its own backend id (PostgreSQL pid, MySQL thread id),
+        read from the connection object tcpmgm holds, never found by a scan of
+        the server's session list: nothing that is not this test's is touched.
+        Returns how many of them the server still had.
+        """
+        alive = self.live_backends()
+        for backend in alive:
+            with contextlib.suppress(Exception):
+                self._terminate(backend)
+        return len(alive)
+
+    def live_backends(self) -> List[int]:
+        """The backend ids of tcpmgm's connections that the server still serves."""
+        ids = sorted(set(tcpmgm_backends))
+        return self._live(ids) if ids else []
+
+    def _live(self, ids: List[int]) -> List[int]:
+        raise NotImplementedError
+
+    def _terminate(self, backend: int) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+# The backend id (PostgreSQL pid, MySQL thread id) of every server connection tcpmgm
+# opened during the current test (ServerSource.open, wrapped by the autouse fixture
+# below), read when it opened: the sessions a test may terminate.
+tcpmgm_backends: List[int] = []
+
+
+def _backend_id(conn: Any) -> int:
+    info = getattr(conn, "info", None)     # psycopg
+    return int(info.backend_pid) if info is not None else int(conn.thread_id())
+
+
+@pytest.fixture(autouse=True)
+def _track_tcpmgm_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from tcpmgm.db import ServerSource
+
+    real_open = ServerSource.open
+
+    def open_and_track(self: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = real_open(self, *args, **kwargs)
+        tcpmgm_backends.append(_backend_id(conn))
+        return conn
+
+    monkeypatch.setattr(ServerSource, "open", open_and_track)
+    yield
+    tcpmgm_backends.clear()
 
 
 class SQLiteScratch(Scratch):
@@ -136,7 +184,6 @@ class PostgresScratch(Scratch):
         self._base = dict(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=user)
         with psycopg.connect(**self._base, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{self.schema}"')
-        # application_name marks tcpmgm's own sessions, so a test can kill exactly those.
         self.url = self.url_for(PG_HOST, PG_PORT)
         self.admin = self.connect()
 
@@ -155,12 +202,15 @@ class PostgresScratch(Scratch):
             application_name=f"{self.schema}-test",
         )
 
-    def kill_tcpmgm_sessions(self) -> int:
+    def _live(self, ids: List[int]) -> List[int]:
+        # A pid is reused once its session ends: only ours if it also carries our schema's name.
         rows = self.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (self.schema,),
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s", (ids, self.schema),
         )
-        return len(rows)
+        return [pid for (pid,) in rows]
+
+    def _terminate(self, backend: int) -> None:
+        self.execute("SELECT pg_terminate_backend(%s)", (backend,))
 
     def close(self) -> None:
         self.admin.close()
@@ -186,7 +236,6 @@ class MySQLScratch(Scratch):
             cur.execute(f"CREATE DATABASE `{self.database}`")
         self.url = self.url_for(MY_HOST, MY_PORT)
         self.admin = self.connect()
-        self.admin_id = self.admin.thread_id()
 
     def url_for(self, host: str, port: int, password: str = "") -> str:
         auth = f"root:{password}" if password else "root"
@@ -198,15 +247,12 @@ class MySQLScratch(Scratch):
         return pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="",
                                database=self.database, autocommit=True)
 
-    def kill_tcpmgm_sessions(self) -> int:
-        ids = self.execute(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> %s",
-            (self.database, self.admin_id),
-        )
-        for (thread_id,) in ids:
-            with contextlib.suppress(Exception):
-                self.execute(f"KILL {int(thread_id)}")
-        return len(ids)
+    def _live(self, ids: List[int]) -> List[int]:
+        marks = ", ".join(["%s"] * len(ids))
+        return [int(i) for (i,) in self.execute(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({marks})", ids)]
+
+    def _terminate(self, backend: int) -> None:
+        self.execute(f"KILL {int(backend)}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
