@@ -413,12 +413,16 @@ def _requirement(extra: str) -> str:
 def _driver(module: str, extra: str) -> Any:
     try:
         return __import__(module)
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != module:   # the driver is there, one of its own imports is not
+            raise DatabaseError(f"the {module} driver failed to import: {one_line(exc)}") from exc
         requirement = _requirement(extra) or module
         raise DatabaseError(
             f"this URL needs the {module} driver: pip install {requirement} "
             f"(or, from a tcpmgm checkout, pip install '.[{extra}]')"
         ) from None
+    except ImportError as exc:   # installed but broken (a C part that does not load, ...)
+        raise DatabaseError(f"the {module} driver failed to import: {one_line(exc)}") from exc
 
 
 @contextlib.contextmanager

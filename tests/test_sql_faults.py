@@ -137,6 +137,23 @@ def test_bad_urls_are_refused_clearly(url, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_driver_that_fails_to_import_is_not_called_missing(monkeypatch):
+    # A driver that is installed but cannot load says so, with the reason, not "pip install it".
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "pymysql":
+            raise ImportError("libfoo.so: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(DatabaseError, match="pymysql driver failed to import: .*libfoo.so") as info:
+        tcpmgm.TcpMgm("mysql://root@127.0.0.1/test")
+    assert "pip install" not in str(info.value)
+
+
 @pytest.mark.parametrize("module, extra, requirement", [
     ("psycopg", "postgres", "psycopg[binary]>="), ("pymysql", "mysql", "PyMySQL>="),
 ])
