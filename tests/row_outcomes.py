@@ -1,4 +1,5 @@
-"""What a row reader made of a row, comparable across readers (tests of the row readers)."""
+"""What a row reader made of a row, comparable across readers, and values whose repr misbehaves
+(tests of the row readers and of the messages they raise)."""
 
 from typing import Any, Callable, Dict, Sequence, Tuple
 
@@ -20,3 +21,17 @@ def outcome(reader: Callable[[Sequence[Any]], Rule], values: Sequence[Any]) -> T
     except RuleError as exc:
         return "error", str(exc), exc.rule_id, exc.column
     return "rule", attributes(rule)
+
+
+class RaisingRepr:
+    """A column value whose repr fails: a message must still show something."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class HugeRepr:
+    """A column value whose repr is 100,000 characters: a message must show it cut."""
+
+    def __repr__(self) -> str:
+        return "h" * 100_000

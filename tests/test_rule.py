@@ -18,6 +18,8 @@ from tcpmgm.profile import default_profile, known_attrs, register_attr, set_defa
 from tcpmgm.protocols import BUILTIN_PROTOCOLS, NOT_TCP_PROTOCOLS, protocol_code, register_protocol
 from tcpmgm.schema import DIALECTS, TableNames
 
+from row_outcomes import HugeRepr, RaisingRepr
+
 from tables import create_plain_table, insert
 
 INTEGER_COLUMNS = (
@@ -489,16 +491,6 @@ def test_rule_is_immutable():
 
 # -- messages show any value, bounded (and parsing never converts a huge value) -------
 
-class _RaisingRepr:
-    def __repr__(self):
-        raise RuntimeError("no repr")
-
-
-class _HugeRepr:
-    def __repr__(self):
-        return "h" * 100_000
-
-
 class _NeverConverted(Decimal):
     """A Decimal that fails the test if parsing makes an int of it."""
 
@@ -509,7 +501,7 @@ class _NeverConverted(Decimal):
 ODD_VALUES = [
     10**5000, -(10**5000), 2**1024, 2**1025, Decimal("1E+100000"), Decimal("-1E+100000"), Decimal("1" * 100_000),
     Decimal("NaN"), Decimal("sNaN"), float("nan"), float("inf"), "x" * 100_000, b"y" * 100_000,
-    bytearray(b"z" * 1000), _RaisingRepr(), _HugeRepr(), [10**5000, _RaisingRepr()] * 50, {"k": [[[["deep"]]]]},
+    bytearray(b"z" * 1000), RaisingRepr(), HugeRepr(), [10**5000, RaisingRepr()] * 50, {"k": [[[["deep"]]]]},
     (), "", None,
 ]
 

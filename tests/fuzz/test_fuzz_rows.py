@@ -23,20 +23,10 @@ from tcpmgm.profile import PROFILE_FIELDS
 from tcpmgm.rule import COLUMNS
 from tcpmgm.schema import SCHEMA_VERSIONS
 
-from row_outcomes import outcome
+from row_outcomes import HugeRepr, RaisingRepr, outcome
 
 LISTENERS = {"internal": "10.0.0.1", "v6": "2001:db8::1", "broken": "not an address", "zoned": "fe80::1%eth0"}
 MESSAGE_LIMIT = 400     # the value is cut to ~40 characters; the rest is the id, column and reason
-
-
-class RaisingRepr:
-    def __repr__(self):
-        raise RuntimeError("no repr")
-
-
-class HugeRepr:
-    def __repr__(self):
-        return "r" * 10_000
 
 
 BOUNDARIES = [0, 1, -1, 65535, 65536, PRIORITY_MIN - 1, PRIORITY_MIN, PRIORITY_MAX, PRIORITY_MAX + 1,
