@@ -4,9 +4,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 EXTENSIONS = [
-    Extension("tcpmgm._addr", ["tcpmgm/_addr.pyx"]),
-    Extension("tcpmgm._matcher", ["tcpmgm/_matcher.pyx"], extra_compile_args=["-O3"]),
-    Extension("tcpmgm._rows", ["tcpmgm/_rows.pyx"]),
+    Extension("tcpmgm.matching._addr", ["tcpmgm/matching/_addr.pyx"]),
+    Extension("tcpmgm.matching._matcher", ["tcpmgm/matching/_matcher.pyx"], extra_compile_args=["-O3"]),
+    Extension("tcpmgm.sql._rows", ["tcpmgm/sql/_rows.pyx"]),
 ]
 
 setup(

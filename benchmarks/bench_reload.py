@@ -6,7 +6,7 @@
     python benchmarks/bench_reload.py --profile            # cProfile of one reload per backend
 
 Each backend gets a scratch namespace (an SQLite file, a PostgreSQL schema,
-a MariaDB database) filled with the seeded SPEC 6 carrier table of tcpmgm.workloads, which is
+a MariaDB database) filled with the seeded benchmarks/README.md#workloads carrier table of tcpmgm_bench.workloads, which is
 dropped afterwards.  For each size it reports the best of ``--repeat`` runs:
 the whole ``reload()`` followed by one lookup ("to serving"), the CPU time
 this process spent on it (less disturbed by a busy machine; the server's
@@ -32,14 +32,14 @@ import uuid
 from typing import Iterator, List, Optional, Tuple
 
 import tcpmgm
-from tcpmgm.workloads import carrier
-from tcpmgm.loader import gc_paused, load_rules
-from tcpmgm.matcher import Matcher
+from tcpmgm_bench.workloads import carrier
+from tcpmgm.sql.loader import gc_paused, load_rules
+from tcpmgm.matching.matcher import Matcher
 
 COLUMNS = ("id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority",
            "connect_timeout", "keepidle")
 def carrier_rows(n: int) -> List[tuple]:
-    """SPEC 6 ``carrier`` (the same generator ``tcpmgm bench`` uses) as table rows."""
+    """benchmarks/README.md#workloads ``carrier`` (the same generator ``tcpmgm bench`` uses) as table rows."""
     return [tuple(rule.to_row()[column] for column in COLUMNS) for rule in carrier(n, 0).rules]
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tcpmgm.workloads import WORKLOADS
+from tcpmgm_bench.workloads import WORKLOADS
 
 N = int(os.environ.get("TCPMGM_BENCH_N", "10000"))
 

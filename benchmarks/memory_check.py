@@ -21,8 +21,8 @@ import time
 import tracemalloc
 from typing import Callable, Tuple
 
-from tcpmgm import _matcher
-from tcpmgm.workloads import batch, carrier
+from tcpmgm.matching import _matcher
+from tcpmgm_bench.workloads import batch, carrier
 
 
 def rss_kib() -> int:

@@ -1,4 +1,4 @@
-"""pytest-benchmark: the compiled classifier and the SPEC 7 baselines on the SPEC 6 workloads.
+"""pytest-benchmark: the compiled classifier and the benchmarks/README.md#baselines baselines on the benchmarks/README.md#workloads workloads.
 
 A round runs 5,000 lookups (the linear scan 200, the reference 20: divide
 accordingly).  Ratios per lookup and the full table: ``tcpmgm bench``.
@@ -7,9 +7,9 @@ accordingly).  Ratios per lookup and the full table: ``tcpmgm bench``.
 import pytest
 
 from tcpmgm import ReferenceMatcher
-from tcpmgm._matcher import LinearScanBaseline, Matcher
-from tcpmgm.bench import _empty, _prefix_tries
-from tcpmgm.workloads import batch
+from tcpmgm.matching._matcher import LinearScanBaseline, Matcher
+from tcpmgm_bench.harness import _empty, _prefix_tries
+from tcpmgm_bench.workloads import batch
 
 
 def _loop(function, queries):

@@ -2,12 +2,12 @@
 
 Rules ("TCP paths") filter on protocol, remote network/port, local
 address/port and priority; the winning rule's :class:`Profile` tells how to
-treat the connection.  See SPEC section 4 for the one definition of which
+treat the connection.  See docs/behaviour.md#which-rule-wins for the one definition of which
 rule wins, implemented by :class:`ReferenceMatcher` (pure Python, the oracle)
 and :class:`Matcher` (what callers use).
 """
 
-from .errors import (
+from .model.errors import (
     DatabaseError,
     NoNewConnection,
     ReloadError,
@@ -16,13 +16,14 @@ from .errors import (
     SchemaError,
     TcpMgmError,
 )
-from .profile import Profile, default_profile, register_attr, set_default_profile
-from .protocols import register_protocol
-from .reference import Explanation, ReferenceMatcher
-from .rule import Rule
-from .matcher import Matcher
-from .manager import ReloadReport, TcpMgm
-from .sockets import apply, connect
+from .model.profile import Profile, default_profile, register_attr, set_default_profile
+from .model.protocols import register_protocol
+from .matching.explanation import Explanation
+from .matching.reference import ReferenceMatcher
+from .model.rule import Rule
+from .matching.matcher import Matcher
+from .service.manager import ReloadReport, TcpMgm
+from .service.sockets import apply, connect
 
 __version__ = "0.1.0"
 

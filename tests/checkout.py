@@ -18,7 +18,7 @@ from typing import List, Optional
 
 PACKAGE = "tcpmgm"
 # The extensions setup.py builds; their pure twins stand in when these do not import.
-COMPILED_MODULES = ("tcpmgm._addr", "tcpmgm._matcher", "tcpmgm._rows")
+COMPILED_MODULES = ("tcpmgm.matching._addr", "tcpmgm.matching._matcher", "tcpmgm.sql._rows")
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 BUILD_IN_PLACE = "pip install -e .` (or, with Cython and setuptools>=77 installed, `python setup.py build_ext --inplace`)"

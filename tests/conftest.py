@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, settings
 
 import tcpmgm
 from checkout import CHECKOUT, import_error, installed_elsewhere, not_compiled_message
-from tcpmgm import addresses, matcher as matcher_module, rows
+from tcpmgm.matching import addresses, matcher as matcher_module
+from tcpmgm.sql import rows
 
 # The database-server fixtures (scratch schemas and databases) live in tests/dbservers.py.
 pytest_plugins = ("dbservers",)
@@ -56,11 +57,11 @@ def matcher_cls(request):
 def normalize(request):
     """``normalize`` from the compiled ``_addr`` and from its pure twin."""
     if request.param == "pure":
-        from tcpmgm._addr_py import normalize as pure
+        from tcpmgm.matching._addr_py import normalize as pure
 
         return pure
     if not addresses.COMPILED:
         pytest.skip("compiled modules disabled by TCPMGM_NO_EXTENSIONS")
-    from tcpmgm._addr import normalize as compiled
+    from tcpmgm.matching._addr import normalize as compiled
 
     return compiled

@@ -138,7 +138,7 @@ def _backend_id(conn: Any) -> int:
 
 @pytest.fixture(autouse=True)
 def _track_tcpmgm_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from tcpmgm.db import ServerSource
+    from tcpmgm.sql.db import ServerSource
 
     real_open = ServerSource.open
 

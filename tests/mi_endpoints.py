@@ -1,11 +1,11 @@
-"""The admin endpoint on both transports, started on 127.0.0.1 for the tests of tcpmgm.mi."""
+"""The admin endpoint on both transports, started on 127.0.0.1 for the tests of tcpmgm.service.mi."""
 
 import asyncio
 import socket
 import threading
 import urllib.parse
 
-from tcpmgm import mi
+from tcpmgm.service import mi
 
 KINDS = ("thread", "asyncio")
 

@@ -9,8 +9,8 @@ loader is tested on what it did not create itself.
 import sqlite3
 from typing import Any, Iterable, Mapping, Optional
 
-from tcpmgm.profile import SPEC_DEFAULTS
-from tcpmgm.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
+from tcpmgm.model.profile import OPENSIPS_DEFAULTS
+from tcpmgm.sql.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
 
 TEXT_COLUMNS = {"proto", "remote_addr", "local_addr", "attrs"}
 
@@ -50,4 +50,4 @@ def _default(column: str) -> str:
         return " DEFAULT 'any'"
     if column in ("remote_port", "local_port", "priority"):
         return " DEFAULT 0"
-    return f" DEFAULT {int(getattr(SPEC_DEFAULTS, column))}"
+    return f" DEFAULT {int(getattr(OPENSIPS_DEFAULTS, column))}"

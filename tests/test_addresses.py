@@ -7,8 +7,8 @@ import socket
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tcpmgm import addresses
-from tcpmgm.errors import shown
+from tcpmgm.matching import addresses
+from tcpmgm.model.errors import shown
 
 V4 = int(ipaddress.IPv4Address("192.0.2.1"))
 V6 = int(ipaddress.IPv6Address("2001:db8::1"))
@@ -160,10 +160,10 @@ def test_default_argument_name(normalize):
 
 
 def test_public_normalize_is_the_compiled_one_unless_disabled():
-    from tcpmgm import _addr_py
+    from tcpmgm.matching import _addr_py
 
     if addresses.COMPILED:
-        from tcpmgm import _addr
+        from tcpmgm.matching import _addr
 
         assert addresses.normalize is _addr.normalize
     else:
@@ -180,11 +180,11 @@ def _outcome(function, value):
 
 
 def _twins():
-    from tcpmgm import _addr_py
+    from tcpmgm.matching import _addr_py
 
     if not addresses.COMPILED:
         pytest.skip("compiled modules disabled by TCPMGM_NO_EXTENSIONS")
-    from tcpmgm import _addr
+    from tcpmgm.matching import _addr
 
     return _addr.normalize, _addr_py.normalize
 

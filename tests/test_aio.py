@@ -6,7 +6,7 @@ import socket
 import pytest
 
 import tcpmgm
-from tcpmgm import aio
+from tcpmgm.service import aio
 
 from keepalive import expected, keepalive_of, matcher, os_defaults
 

@@ -14,7 +14,7 @@ import tcpmgm
 from checkout import BUILD_IN_PLACE, CHECKOUT, not_compiled_message
 
 TESTS = Path(__file__).resolve().parent
-REASON = "tcpmgm._addr: No module named 'tcpmgm._addr'"
+REASON = "tcpmgm.matching._addr: No module named 'tcpmgm.matching._addr'"
 
 
 def test_the_checkout_shadowing_an_installed_package_says_so_and_what_to_run():

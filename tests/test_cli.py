@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tcpmgm
-from tcpmgm import mi
+from tcpmgm.service import mi
 
 SCRIPT = Path(sys.executable).parent / "tcpmgm"
 if not SCRIPT.exists():
@@ -234,7 +234,7 @@ def test_check_reports_shadowed_duplicate_and_rejected_rules(table):
 def test_check_shows_and_counts_every_warning(tmp_path):
     """Issue 10, item 13: "47 warning(s)" with none shown, and "warnings": 0 in JSON, for one table."""
     columns = ", ".join(f"{c} {'TEXT' if c in ('proto', 'remote_addr', 'local_addr', 'attrs') else 'INTEGER'}"
-                        for c in tcpmgm.rule.COLUMNS if c != "parallel_read")
+                        for c in tcpmgm.model.rule.COLUMNS if c != "parallel_read")
     with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:     # not made by db init: NULLs allowed
         conn.execute(f"CREATE TABLE tcp_mgm ({columns})")
         conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr, remote_port, local_port, priority, "

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import tcpmgm
-import tcpmgm.demo
+import tcpmgm.tools.demo
 
-# What the demo's sample connections must be answered with (SPEC 1's four use
-# cases, SPEC 4's order): (proto, remote, rule id, a value that differs from the default).
+# What the demo's sample connections must be answered with (docs/behaviour.md four use
+# cases, docs/behaviour.md#which-rule-wins order): (proto, remote, rule id, a value that differs from the default).
 EXPECTED_TABLE = [
     ("tls", "203.0.113.45:5061", "1", "connect_timeout=1500"),
     ("tcp", "[2001:db8:1000::7]:5060", "2", "connect_timeout=800"),
@@ -94,7 +94,7 @@ def test_demo_refuses_to_replace_a_file_it_did_not_write(tmp_path, make):
     assert db_path.read_bytes() == before
     forced = run([console_script(), "demo", "--path", "precious.db", "--force"], cwd=tmp_path)
     assert_demo_output(forced, db_path)
-    assert tcpmgm.demo.is_demo_database(str(db_path))
+    assert tcpmgm.tools.demo.is_demo_database(str(db_path))
 
 
 def test_demo_refuses_a_directory(tmp_path):

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcpmgm import ReferenceMatcher, Rule, matcher as matcher_module
-from tcpmgm.protocols import protocol_code
+from tcpmgm import ReferenceMatcher, Rule
+from tcpmgm.matching import matcher as matcher_module
+from tcpmgm.model.protocols import protocol_code
 
 pytestmark = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled classifier not in use")
 

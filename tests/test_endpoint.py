@@ -2,7 +2,7 @@
 
 import pytest
 
-from tcpmgm.sockets import parse_endpoint
+from tcpmgm.service.sockets import parse_endpoint
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -17,7 +17,7 @@ def test_str_names_the_winner_the_profile_and_why_each_match_lost(matcher_cls):
     assert lines[0] == "rule #1 tls 203.0.113.0/24:* <- any:* prio 0"
     assert lines[1].split() == ["attribute", "value"] and set(lines[2]) == {"-", " "}
     table = dict(line.split(None, 1) for line in lines[3:15])
-    assert list(table) == list(tcpmgm.profile.PROFILE_FIELDS)
+    assert list(table) == list(tcpmgm.model.profile.PROFILE_FIELDS)
     assert table["connect_timeout"] == "1500" and table["no_new_conn"] == "1" and table["keepalive"] == "1"
     assert table["attrs"] == "max_msg_chunks=8"
     assert lines[15:] == [

@@ -1,4 +1,4 @@
-"""SPEC section 3's ranges (tcpmgm.limits): one row out of range is one rejected row.
+"""docs/behaviour.md#a-rule ranges (tcpmgm.model.limits): one row out of range is one rejected row.
 
 ``Rule.from_row``, ``Rule(...)``, the compiled row reader and both matchers
 accept exactly the ids 1..2**63-1, the priorities -2**31..2**31-1 and the
@@ -12,12 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 import tcpmgm
-from tcpmgm import ReferenceMatcher, Rule, RuleError, loader, manager, matcher as matcher_module, rows
-from tcpmgm._rows_py import RowReader as PureReader
-from tcpmgm.cli import cli
-from tcpmgm.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
-from tcpmgm.profile import PROFILE_FIELDS, default_profile
-from tcpmgm.schema import SCHEMA_VERSIONS
+from tcpmgm import ReferenceMatcher, Rule, RuleError
+from tcpmgm.sql import loader, rows
+from tcpmgm.service import manager
+from tcpmgm.matching import matcher as matcher_module
+from tcpmgm.sql._rows_py import RowReader as PureReader
+from tcpmgm.tools.cli import cli
+from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
+from tcpmgm.model.profile import PROFILE_FIELDS, default_profile
+from tcpmgm.sql.schema import SCHEMA_VERSIONS
 
 from row_outcomes import attributes, outcome
 from tables import create_plain_table, insert

@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcpmgm
-from tcpmgm import sockets
-from tcpmgm._rows_py import null_warnings
-from tcpmgm.errors import RuleError, RuleWarning
-from tcpmgm.lint import Finding, lint, rejected_findings
+from tcpmgm.service import sockets
+from tcpmgm.sql.nulls import null_warnings
+from tcpmgm.model.errors import RuleError, RuleWarning
+from tcpmgm.tools.lint import Finding, lint, rejected_findings
 
 
 def rule(id, **row):

@@ -9,9 +9,10 @@ import tracemalloc
 import pytest
 
 import tcpmgm
-from tcpmgm import ReferenceMatcher, Rule, RuleError, matcher as matcher_module
-from tcpmgm.protocols import protocol_code
-from tcpmgm.workloads import WORKLOADS, batch
+from tcpmgm import ReferenceMatcher, Rule, RuleError
+from tcpmgm.matching import matcher as matcher_module
+from tcpmgm.model.protocols import protocol_code
+from tcpmgm_bench.workloads import WORKLOADS, batch
 
 NET = ipaddress.ip_network
 

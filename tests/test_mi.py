@@ -16,7 +16,7 @@ import pytest
 
 import tcpmgm
 from mi_endpoints import KINDS, address, exchange, start, status_of
-from tcpmgm import mi
+from tcpmgm.service import mi
 
 TOKEN = "s3cret"
 

@@ -1,4 +1,4 @@
-"""SPEC section 2: the connection profile, its defaults and the attrs registry."""
+"""docs/behaviour.md#the-connection-profile: the connection profile, its defaults and the attrs registry."""
 
 import copy
 import dataclasses
@@ -8,8 +8,8 @@ import pytest
 
 import tcpmgm
 from tcpmgm import Profile, Rule
-from tcpmgm.profile import (
-    PROFILE_FIELDS, SPEC_DEFAULTS, default_profile, format_attrs, parse_attrs, parse_integer,
+from tcpmgm.model.profile import (
+    PROFILE_FIELDS, OPENSIPS_DEFAULTS, default_profile, format_attrs, parse_attrs, parse_integer,
     set_default_profile,
 )
 
@@ -38,9 +38,9 @@ def restore_default_profile():
 
 def test_the_twelve_attributes_and_their_spec_defaults():
     assert PROFILE_FIELDS == tuple(SPEC_TABLE)
-    assert SPEC_DEFAULTS.values() == SPEC_TABLE
-    assert SPEC_DEFAULTS.id == 0
-    assert default_profile() == SPEC_DEFAULTS
+    assert OPENSIPS_DEFAULTS.values() == SPEC_TABLE
+    assert OPENSIPS_DEFAULTS.id == 0
+    assert default_profile() == OPENSIPS_DEFAULTS
 
 
 def test_profile_is_immutable():
@@ -78,13 +78,13 @@ def test_equality_and_hash_cover_id_values_and_attrs():
 
 
 def test_replace_values_and_differences():
-    profile = SPEC_DEFAULTS.replace(id=4, connect_timeout=1500, no_new_conn=1, attrs={"max_msg_chunks": 8})
+    profile = OPENSIPS_DEFAULTS.replace(id=4, connect_timeout=1500, no_new_conn=1, attrs={"max_msg_chunks": 8})
     assert profile.id == 4 and profile.connect_timeout == 1500 and profile.no_new_conn is True
-    assert SPEC_DEFAULTS.connect_timeout == 100  # the original is untouched
-    assert profile.differences(SPEC_DEFAULTS) == {
+    assert OPENSIPS_DEFAULTS.connect_timeout == 100  # the original is untouched
+    assert profile.differences(OPENSIPS_DEFAULTS) == {
         "connect_timeout": 1500, "no_new_conn": True, "attrs": {"max_msg_chunks": 8},
     }
-    assert SPEC_DEFAULTS.differences(SPEC_DEFAULTS.replace(id=9)) == {}  # id is not an attribute
+    assert OPENSIPS_DEFAULTS.differences(OPENSIPS_DEFAULTS.replace(id=9)) == {}  # id is not an attribute
 
 
 def test_profile_pickles():

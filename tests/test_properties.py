@@ -1,6 +1,6 @@
-"""Hypothesis properties of SPEC 4 against a brute-force oracle written here.
+"""Hypothesis properties of docs/behaviour.md#which-rule-wins against a brute-force oracle written here.
 
-The oracle reads the raw rows with ``ipaddress`` and applies the SPEC's
+The oracle reads the raw rows with ``ipaddress`` and applies docs/behaviour.md's
 "matches" and "key" definitions directly; it shares no code with the
 matchers, so a bug in ``Rule``, the address parsers or a matcher cannot hide
 behind itself.  Addresses come from tiny spaces so that rules overlap, nest
@@ -14,7 +14,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tcpmgm import Rule, RuleError
-from tcpmgm.rule import COLUMNS
+from tcpmgm.model.rule import COLUMNS
 
 # matcher_cls only parametrises the class; it holds no state between examples.
 FIXTURE_SETTINGS = settings(

@@ -1,4 +1,4 @@
-"""SPEC section 4 by hand: which rule wins, on every matcher (``matcher_cls``)."""
+"""docs/behaviour.md#which-rule-wins by hand: which rule wins, on every matcher (``matcher_cls``)."""
 
 import functools
 import ipaddress
@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from tcpmgm import Explanation, Profile, Rule
-from tcpmgm.rule import key_difference
+from tcpmgm.model.rule import key_difference
 
 CONN = ("tcp", "10.1.2.3", 5060, "10.0.0.1", 5061)
 
@@ -111,7 +111,7 @@ def test_full_ties_go_to_the_lowest_id_whatever_the_input_order(matcher_cls):
 # -- OpenSIPS's comparator: different named protocols compare "equal" ---------------
 
 def opensips_like_compare(a, b):
-    """The flawed comparator SPEC 4 describes: after priority and "proto is any",
+    """The flawed comparator docs/behaviour.md#which-rule-wins describes: after priority and "proto is any",
     two rules naming different protocols are declared equal, so the rest of
     the key is never looked at for them."""
     if a.priority != b.priority:
@@ -141,7 +141,7 @@ def test_different_named_protocols_do_not_break_the_order(matcher_cls):
 
     for order in itertools.permutations(rules):
         matcher = matcher_cls(list(order))
-        assert matcher.lookup("tcp", "10.0.0.9").id == 3       # SPEC 4: the /24 wins
+        assert matcher.lookup("tcp", "10.0.0.9").id == 3       # docs/behaviour.md#which-rule-wins: the /24 wins
         assert matcher.lookup(None, "10.0.0.9").id == 3        # any protocol: all three match
         assert matcher.lookup("tls", "10.0.0.9").id == 2
         assert matcher.lookup("tcp", "10.0.1.9").id == 1

@@ -1,4 +1,4 @@
-"""SPEC 5 under load: lookups from 4 threads while 200 reloads alternate two rule sets (PostgreSQL)."""
+"""docs/behaviour.md#reload under load: lookups from 4 threads while 200 reloads alternate two rule sets (PostgreSQL)."""
 
 import random
 import sys
@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import tcpmgm
-from tcpmgm.rule import COLUMNS
+from tcpmgm.model.rule import COLUMNS
 
 
 ROWS = 100

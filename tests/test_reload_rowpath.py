@@ -4,7 +4,7 @@ import ipaddress
 
 from hypothesis import given, settings, strategies as st
 
-from tcpmgm.rule import Rule, _ip_value
+from tcpmgm.model.rule import Rule, _ip_value
 
 ADDRESS_TEXT = st.text(alphabet="0123456789abcdefABCDEF:.x ", max_size=45)
 

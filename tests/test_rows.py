@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tcpmgm import rows
-from tcpmgm._rows_py import RowReader as PureReader
-from tcpmgm.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
-from tcpmgm.profile import Profile
-from tcpmgm.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
+from tcpmgm.sql import rows
+from tcpmgm.sql._rows_py import RowReader as PureReader
+from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
+from tcpmgm.model.profile import Profile
+from tcpmgm.sql.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
 
 from row_outcomes import attributes, outcome
 

@@ -1,4 +1,4 @@
-"""SPEC section 3: every row validation, by hand, through ``Rule.from_row``.
+"""docs/behaviour.md#a-rule: every row validation, by hand, through ``Rule.from_row``.
 
 Each refusal asserts the four things an operator reads in the message: the
 rule id, the column, the offending value (as the row held it) and the reason.
@@ -12,11 +12,11 @@ import pytest
 
 import tcpmgm
 from tcpmgm import Profile, Rule, RuleError, RuleWarning
-from tcpmgm.errors import SHOWN_CHARS, shown
-from tcpmgm.loader import load_rules
-from tcpmgm.profile import default_profile, known_attrs, register_attr, set_default_profile
-from tcpmgm.protocols import BUILTIN_PROTOCOLS, NOT_TCP_PROTOCOLS, protocol_code, register_protocol
-from tcpmgm.schema import DIALECTS, TableNames
+from tcpmgm.model.errors import SHOWN_CHARS, shown
+from tcpmgm.sql.loader import load_rules
+from tcpmgm.model.profile import default_profile, known_attrs, register_attr, set_default_profile
+from tcpmgm.model.protocols import BUILTIN_PROTOCOLS, NOT_TCP_PROTOCOLS, protocol_code, register_protocol
+from tcpmgm.sql.schema import DIALECTS, TableNames
 
 from row_outcomes import HugeRepr, RaisingRepr
 
@@ -408,7 +408,7 @@ def test_error_value_keeps_char_padding():
 
 def test_null_profile_columns_take_the_given_defaults():
     defaults = Profile(connect_timeout=250, keepidle=30, parallel_read=1, attrs={"max_msg_chunks": 4})
-    values = {name: None for name in tcpmgm.profile.PROFILE_FIELDS}
+    values = {name: None for name in tcpmgm.model.profile.PROFILE_FIELDS}
     rule = Rule.from_row(row(**values), defaults=defaults)
     assert rule.profile == defaults.replace(id=7)
     partly = Rule.from_row(row(connect_timeout=900, attrs=None), defaults=defaults)

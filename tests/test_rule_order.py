@@ -1,9 +1,9 @@
 """``Rule.order`` (the key packed into one int) and the prefixes a rule keeps as ints.
 
-The compiled classifier ranks rules by ``order``; SPEC 4 is ``Rule.key()``.
+The compiled classifier ranks rules by ``order``; docs/behaviour.md#which-rule-wins is ``Rule.key()``.
 These tests hold the two to the same order, including the corners of the
 packing: the extreme priorities, /0 against "any", /128, the largest id
-(the ranges of tcpmgm.limits).
+(the ranges of tcpmgm.model.limits).
 """
 
 import ipaddress
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcpmgm import Rule
-from tcpmgm.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN
+from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN
 
 PROTOS = [None, "tcp", "tls"]
 

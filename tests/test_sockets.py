@@ -6,8 +6,8 @@ import socket
 import pytest
 
 import tcpmgm
-from tcpmgm import sockets
-from tcpmgm.sockets import apply, connect, tune
+from tcpmgm.service import sockets
+from tcpmgm.service.sockets import apply, connect, tune
 
 from keepalive import expected, keepalive_of, matcher, os_defaults
 

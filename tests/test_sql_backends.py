@@ -5,8 +5,8 @@ import logging
 import pytest
 
 import tcpmgm
-from tcpmgm.db import streaming_cursor
-from tcpmgm.errors import ReloadError, RuleError, SchemaError
+from tcpmgm.sql.db import streaming_cursor
+from tcpmgm.model.errors import ReloadError, RuleError, SchemaError
 
 from dbservers import opensips_ddl
 
@@ -202,7 +202,7 @@ def test_rows_stream_in_batches(scratch):
         "INSERT INTO tcp_mgm (id, proto, remote_port) VALUES (%s, %s, %s)",
         [(i, "tcp", i) for i in range(1, 51)],
     )
-    from tcpmgm.loader import load_rules
+    from tcpmgm.sql.loader import load_rules
 
     with mgr.source.connection() as conn:
         result = load_rules(conn, mgr.source.dialect, mgr.names, batch_size=7)

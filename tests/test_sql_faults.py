@@ -7,9 +7,9 @@ import threading
 import pytest
 
 import tcpmgm
-import tcpmgm.db
-import tcpmgm.manager
-from tcpmgm.errors import DatabaseError, ReloadError
+import tcpmgm.sql.db
+import tcpmgm.service.manager
+from tcpmgm.model.errors import DatabaseError, ReloadError
 
 from dbservers import MY_PORT, PG_PORT, Forwarder, SilentServer, free_port, wait_until
 
@@ -220,7 +220,7 @@ def test_a_stalled_server_fails_the_connect(server_scratch):
 
 def test_the_default_connect_timeout_applies_without_one_in_the_url(server_scratch, monkeypatch):
     """Without connect_timeout in the URL the default applies (shortened here for the test)."""
-    monkeypatch.setattr(tcpmgm.db, "CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr(tcpmgm.sql.db, "CONNECT_TIMEOUT", 2)
     with SilentServer() as silent:
         mgr = tcpmgm.TcpMgm(server_scratch.url_for("127.0.0.1", silent.port))
         failed = _outcome(mgr.reload)
@@ -237,13 +237,13 @@ def test_a_query_that_stalls_during_a_reload_fails_within_the_read_timeout(serve
         mgr = tcpmgm.TcpMgm(url)
         assert mgr.reload().loaded == 1
         setup.add_rule({"proto": "tcp", "remote_addr": "198.51.100.0/24"})
-        real = tcpmgm.manager.load_rules
+        real = tcpmgm.service.manager.load_rules
 
         def stall_then_load(*args, **kwargs):
             relay.freeze()  # connected and pinged: the server stops answering mid-reload
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(tcpmgm.manager, "load_rules", stall_then_load)
+        monkeypatch.setattr(tcpmgm.service.manager, "load_rules", stall_then_load)
         failed = _outcome(mgr.reload)
         assert isinstance(failed, ReloadError), failed
         message = str(failed)

@@ -6,12 +6,12 @@ import sqlite3
 
 import pytest
 
-import tcpmgm.loader
-import tcpmgm.manager
+import tcpmgm.sql.loader
+import tcpmgm.service.manager
 from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, TcpMgm
-from tcpmgm.errors import DatabaseError
-from tcpmgm.loader import load_rules
-from tcpmgm.schema import DIALECTS, TableNames
+from tcpmgm.model.errors import DatabaseError
+from tcpmgm.sql.loader import load_rules
+from tcpmgm.sql.schema import DIALECTS, TableNames
 
 from tables import create_plain_table, insert
 
@@ -429,7 +429,7 @@ def test_an_unexpected_matcher_failure_is_a_reload_error(path, monkeypatch, capl
     def broken(*args, **kwargs):
         raise ValueError("the matcher cannot take this")
 
-    monkeypatch.setattr(tcpmgm.manager, "Matcher", broken)
+    monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
     with caplog.at_level(logging.ERROR, logger="tcpmgm"):
         with pytest.raises(ReloadError, match="old rules stay in service") as info:
             mgr.reload()
@@ -451,7 +451,7 @@ def test_an_unexpected_row_reader_failure_is_a_reload_error(path, monkeypatch):
         def read_batch(self, *args):
             raise RuntimeError("row reader bug")
 
-    monkeypatch.setattr(tcpmgm.loader, "RowReader", Broken)
+    monkeypatch.setattr(tcpmgm.sql.loader, "RowReader", Broken)
     with pytest.raises(ReloadError, match="row reader bug") as info:
         mgr.reload()
     # The reader's own exception, not a driver failure made of it.

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tcpmgm
-from tcpmgm.errors import DatabaseError, ReloadError
+from tcpmgm.model.errors import DatabaseError, ReloadError
 
 from dbservers import make_scratch, wait_until
 
@@ -194,9 +194,9 @@ def test_notify_needs_postgres(my_scratch):
 def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, monkeypatch, caplog):
     """A reload failing for a reason of tcpmgm's own (here the matcher build) is
     reported as a failed reload; the watch connection is fine and stays."""
-    import tcpmgm.manager
+    import tcpmgm.service.manager
 
-    real = tcpmgm.manager.Matcher
+    real = tcpmgm.service.manager.Matcher
     with polled_table("sqlite", tmp_path) as (scratch, mgr):
         rec = Recorder()
         with caplog.at_level(logging.INFO, logger="tcpmgm"):
@@ -207,13 +207,13 @@ def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, mon
                 def broken(*args, **kwargs):
                     raise RuntimeError("matcher build failed")
 
-                monkeypatch.setattr(tcpmgm.manager, "Matcher", broken)
+                monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
                 scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (5, "tls"))
                 assert wait_until(lambda: rec.errors)
                 assert isinstance(rec.errors[0], ReloadError)
                 assert isinstance(rec.errors[0].__cause__, RuntimeError)
                 assert mgr.lookup("tls", "192.0.2.1").id == 0  # old rules in service
-                monkeypatch.setattr(tcpmgm.manager, "Matcher", real)
+                monkeypatch.setattr(tcpmgm.service.manager, "Matcher", real)
                 scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (6, "ws"))
                 assert wait_until(lambda: mgr.lookup("ws", "192.0.2.1").id == 6)
         messages = [r.getMessage() for r in caplog.records]

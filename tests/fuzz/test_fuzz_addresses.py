@@ -1,4 +1,4 @@
-"""Fuzz: lookup address normalisation (``tcpmgm.addresses``) on values of arbitrary types.
+"""Fuzz: lookup address normalisation (``tcpmgm.matching.addresses``) on values of arbitrary types.
 
 Whatever a caller passes as an address, the compiled ``_addr.normalize`` and
 its pure twin give the same answer: the same ``(version, int)``, or the same
@@ -19,7 +19,7 @@ from typing import Any, Callable, List
 import pytest
 from hypothesis import example, given, strategies as st
 
-from tcpmgm import addresses
+from tcpmgm.matching import addresses
 
 pytestmark = pytest.mark.skipif(not addresses.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
 
@@ -42,7 +42,7 @@ def _outcome(normalize: Callable[..., Any], value: Any, argument: str) -> Any:
 
 
 def _twins() -> Any:
-    from tcpmgm import _addr, _addr_py
+    from tcpmgm.matching import _addr, _addr_py
 
     return _addr.normalize, _addr_py.normalize
 
@@ -112,7 +112,7 @@ def _maybe_subclass(value: Any, subclass: bool) -> Any:
 
 
 @given(value=ANYTHING, subclass=st.booleans(), argument=st.one_of(st.just("remote_ip"), st.text(max_size=20)))
-# Found by this test: the compiled parser refused a non-ASCII zone, which SPEC 4 ignores.
+# Found by this test: the compiled parser refused a non-ASCII zone, which docs/behaviour.md#which-rule-wins ignores.
 @example(value="::%\x80", subclass=False, argument="remote_ip")
 @example(value="fe80::1%\u00e9th0", subclass=True, argument="remote_ip")
 def test_twins_agree_on_anything(value: Any, subclass: bool, argument: str) -> None:

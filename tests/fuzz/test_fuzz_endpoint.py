@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpmgm.sockets import parse_endpoint
+from tcpmgm.service.sockets import parse_endpoint
 
 LISTENERS = {"internal": "10.0.0.1", "v6": "2001:db8::10"}
 ports = st.integers(0, 65535)

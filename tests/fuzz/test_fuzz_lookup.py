@@ -27,8 +27,9 @@ from typing import Any, Callable, List, NamedTuple, Sequence
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from tcpmgm import Explanation, Profile, ReferenceMatcher, Rule, matcher as matcher_module
-from tcpmgm.protocols import protocol_name, protocols
+from tcpmgm import Explanation, Profile, ReferenceMatcher, Rule
+from tcpmgm.matching import matcher as matcher_module
+from tcpmgm.model.protocols import protocol_name, protocols
 
 try:
     import numpy

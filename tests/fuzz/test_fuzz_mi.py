@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 
 import tcpmgm
 from mi_endpoints import KINDS, exchange, start, status_of
-from tcpmgm import mi
+from tcpmgm.service import mi
 
 # Small bounds, so that a stuck connection shows within the test and batches hit their cap.
 LIMITS = mi.Limits(request_timeout=2.0, max_connections=8, max_batch=8, max_head=2048, max_body=8192,

@@ -2,7 +2,7 @@
 
 Whatever a driver (or an attacker with write access to the table) puts in a
 column, of whatever type, ``from_row`` gives a ``Rule`` within the ranges of
-SPEC 3 or a ``RuleError`` whose message is short and can always be formatted;
+docs/behaviour.md#a-rule or a ``RuleError`` whose message is short and can always be formatted;
 nothing else comes out.  The compiled ``RowReader`` gives the same outcome on
 the same row: the same rule, attribute for attribute, or the same message.
 The example budget comes from the hypothesis profile (tests/conftest.py).
@@ -14,14 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcpmgm import Rule, RuleError, rows
-from tcpmgm._rows_py import RowReader as PureReader
-from tcpmgm.limits import (
+from tcpmgm import Rule, RuleError
+from tcpmgm.sql import rows
+from tcpmgm.sql._rows_py import RowReader as PureReader
+from tcpmgm.model.limits import (
     ATTR_MAX, ATTR_MIN, ID_MAX, ID_MIN, PORT_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX,
 )
-from tcpmgm.profile import PROFILE_FIELDS
-from tcpmgm.rule import COLUMNS
-from tcpmgm.schema import SCHEMA_VERSIONS
+from tcpmgm.model.profile import PROFILE_FIELDS
+from tcpmgm.model.rule import COLUMNS
+from tcpmgm.sql.schema import SCHEMA_VERSIONS
 
 from row_outcomes import HugeRepr, RaisingRepr, outcome
 

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, strategies as st
 
-from tcpmgm.db import Source, open_source
-from tcpmgm.errors import DatabaseError
+from tcpmgm.sql.db import Source, open_source
+from tcpmgm.model.errors import DatabaseError
 
 # Imported once here, not inside the first example (whose time the deadline bounds).
 pytest.importorskip("psycopg")

@@ -1,0 +1,174 @@
+"""``tcpmgm bench``: the compiled classifier beside the baselines of benchmarks/README.md#baselines, in one run.
+
+For each workload of benchmarks/README.md#workloads (:mod:`tcpmgm.workloads`) and each N it measures
+the build time of :class:`tcpmgm.Matcher`, the C memory it owns per rule, the
+cost of one ``lookup`` (``str`` addresses), the cost per lookup inside
+``lookup_many`` (IPv4 and IPv6 batches apart), and the same single lookups
+through every baseline: an empty Python function with the same arguments,
+pytricia's and py-radix's longest-prefix match on the same remote prefixes
+(``pip install '.[bench]'`` from a checkout), the compiled linear scan and the
+pure-Python reference.  Slow baselines get fewer lookups at large N; every
+figure is per lookup, so they stay comparable.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import click
+
+from tcpmgm.model.text import aligned
+from tcpmgm.matching.reference import ReferenceMatcher
+from tcpmgm_bench.workloads import WORKLOADS, Workload, batch
+
+__all__ = ["measure", "format_table", "command"]
+
+DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
+
+
+def _per_call(function: Callable[..., object], queries: Sequence[Tuple[Any, ...]], repeat: int = 5) -> float:
+    """Best-of-``repeat`` nanoseconds per call of ``function(*query)`` over ``queries``."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for query in queries:
+            function(*query)
+        best = min(best, time.perf_counter() - start)
+    return best / len(queries) * 1e9
+
+
+def _empty(
+    proto: Optional[str], remote_ip: Any, remote_port: int = 0, local_ip: Any = None, local_port: int = 0,
+) -> None:
+    return None
+
+
+def _prefix_tries(workload: Workload) -> Dict[str, Callable[[str], object]]:
+    """Longest-prefix ``get`` of the bench extra's libraries, on the workload's remote prefixes.
+
+    Each is called with the remote address alone, as its users would call it:
+    no wrapper adds a Python call to the baseline's cost.
+    """
+    out: Dict[str, Callable[[str], object]] = {}
+    prefixes = {str(rule.remote) for rule in workload.rules if rule.remote is not None}
+    try:
+        import pytricia
+    except ImportError:
+        pass
+    else:
+        tree = pytricia.PyTricia(128)
+        for prefix in prefixes:
+            tree[prefix] = prefix
+        out["pytricia"] = tree.get
+    try:
+        import radix
+    except ImportError:
+        pass
+    else:
+        rtree = radix.Radix()
+        for prefix in prefixes:
+            rtree.add(prefix)
+        out["py-radix"] = rtree.search_best
+    return out
+
+
+def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> Dict[str, Optional[float]]:
+    """One row of the table: every figure for ``name`` at ``n`` rules."""
+    from tcpmgm.matching import _matcher   # the benchmark is about the compiled classifier
+
+    workload = WORKLOADS[name](n, queries, seed=seed)
+    lookups = workload.lookups
+    gc.collect()
+    start = time.perf_counter()
+    matcher = _matcher.Matcher(workload.rules)
+    row: Dict[str, Optional[float]] = {
+        "build_s": time.perf_counter() - start,
+        "bytes_per_rule": matcher.nbytes / n,
+        "single_ns": _per_call(matcher.lookup, lookups),
+        "empty_ns": _per_call(_empty, lookups),
+    }
+    for version in (4, 6):
+        buffers = batch(lookups, version)
+        count = len(buffers.protos)
+        if count:
+            row[f"many_v{version}_ns"] = min(
+                _timed(matcher.lookup_many, buffers) for _ in range(9)) / count * 1e9
+        else:
+            row[f"many_v{version}_ns"] = None
+    remotes = [(query[1],) for query in lookups]
+    for label, get in _prefix_tries(workload).items():
+        row[f"{label}_ns"] = _per_call(get, remotes)
+    linear = _matcher.LinearScanBaseline(workload.rules)
+    row["linear_ns"] = _per_call(linear.lookup, lookups[: max(20, min(len(lookups), 5_000_000 // n))], 1)
+    reference = ReferenceMatcher(workload.rules)
+    row["reference_ns"] = _per_call(reference.lookup, lookups[: max(5, min(len(lookups), 300_000 // n))], 1)
+    return row
+
+
+def _timed(function: Callable[..., object], arguments: Sequence[Any]) -> float:
+    start = time.perf_counter()
+    function(*arguments)
+    return time.perf_counter() - start
+
+
+def _ratio(baseline: Optional[float], ours: Optional[float]) -> str:
+    return "-" if baseline is None or not ours else f"{baseline / ours:.1f}x"
+
+
+def _ns(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _rate(ns: Optional[float]) -> str:
+    """Millions of lookups per second at ``ns`` nanoseconds each."""
+    return f"{1e3 / ns:.1f}" if ns else "-"
+
+
+def format_table(rows: List[Tuple[str, int, Dict[str, Optional[float]]]]) -> str:
+    """Two aligned tables: absolute figures, then how many times faster the matcher is."""
+    first = [("workload", "N", "build s", "B/rule", "lookup ns", "many v4 ns", "many v6 ns",
+              "Mlookup/s v4", "Mlookup/s v6")]
+    second = [("workload", "N", "vs empty call", "vs pytricia", "vs py-radix", "vs linear scan",
+               "vs reference", "many v4 vs lookup")]
+    for name, n, row in rows:
+        rate = {v: _rate(row[f"many_v{v}_ns"]) for v in (4, 6)}
+        first.append((name, f"{n:,}", f"{row['build_s']:.3f}", f"{row['bytes_per_rule']:.0f}",
+                      _ns(row["single_ns"]), _ns(row["many_v4_ns"]), _ns(row["many_v6_ns"]), rate[4], rate[6]))
+        single = row["single_ns"]
+        second.append((name, f"{n:,}", _ratio(row["empty_ns"], single), _ratio(row.get("pytricia_ns"), single),
+                       _ratio(row.get("py-radix_ns"), single), _ratio(row["linear_ns"], single),
+                       _ratio(row["reference_ns"], single), _ratio(single, row["many_v4_ns"])))
+    return "\n\n".join(aligned(table, right=True) for table in (first, second))
+
+
+@click.command("bench")
+@click.option("--workload", "workloads", multiple=True, type=click.Choice(sorted(WORKLOADS)),
+              help="Workload(s) to run (default: all three).")
+@click.option("--sizes", default=",".join(map(str, DEFAULT_SIZES)), show_default=True,
+              help="Comma-separated rule counts.")
+@click.option("--million", is_flag=True, help="Add N = 1,000,000 (slow to generate).")
+@click.option("--queries", default=20_000, show_default=True, help="Lookups per measurement.")
+@click.option("--seed", default=0, show_default=True, help="Workload seed.")
+def command(workloads: Sequence[str], sizes: str, million: bool, queries: int, seed: int) -> None:
+    """Benchmark the compiled classifier against the benchmarks/README.md#baselines baselines and print ratios."""
+    try:
+        counts = [int(size) for size in sizes.split(",") if size.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of integers: {sizes!r}", param_hint="--sizes") from None
+    if million:
+        counts.append(1_000_000)
+    names = list(workloads) or ["carrier", "ports", "nested"]
+    show_progress = sys.stderr.isatty()
+    rows = []
+    for name in names:
+        for n in counts:
+            if show_progress:
+                click.echo(f"\r{name} N={n:,} ...".ljust(40), err=True, nl=False)
+            rows.append((name, n, measure(name, n, queries, seed)))
+    if show_progress:
+        click.echo("\r".ljust(41) + "\r", err=True, nl=False)
+    out: TextIO = sys.stdout
+    out.write(format_table(rows) + "\n")

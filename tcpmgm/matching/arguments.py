@@ -1,0 +1,45 @@
+"""The checks of a matcher's arguments that both matchers make, with the same messages."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+from ..model.errors import RuleError, shown
+from ..model.protocols import protocol_code
+from ..model.rule import Rule
+
+__all__ = ["check_unique_ids", "lookup_proto", "lookup_port"]
+
+
+def check_unique_ids(rules: Iterable[Rule]) -> List[Rule]:
+    """The rules as a list; :class:`RuleError` on the first repeated id."""
+    seen: Dict[int, Rule] = {}
+    out = []
+    for rule in rules:
+        if not isinstance(rule, Rule):
+            raise TypeError(f"rules must be tcpmgm.Rule objects, got {type(rule).__name__}")
+        if rule.id in seen:
+            raise RuleError(rule.id, "id", rule.id, "duplicate id")
+        seen[rule.id] = rule
+        out.append(rule)
+    return out
+
+
+def lookup_proto(proto: Any) -> int:
+    """The protocol code a lookup asks for (0: any); ``ValueError`` if unknown."""
+    if proto is not None and not isinstance(proto, str):
+        raise TypeError(f"proto: expected str or None, got {type(proto).__name__}")
+    code = protocol_code(proto)
+    if code is None:
+        raise ValueError(f"proto: unknown protocol {shown(proto)}")
+    return code
+
+
+def lookup_port(port: Any, argument: str) -> int:
+    if port is None:
+        return 0
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{argument}: expected int, got {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{argument}: {shown(port)} is outside 0..65535")
+    return port

@@ -1,0 +1,105 @@
+"""The reference matcher: docs/behaviour.md#which-rule-wins written as directly as Python allows.
+
+Rules are sorted once by :meth:`Rule.key`; a lookup returns the first rule in
+that order whose every filter matches.  It is slow (linear in the number of
+rules) and meant to be obviously right: it is the oracle the compiled
+classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Optional, Tuple
+
+from . import _addr_py
+from ..model.profile import Profile, default_profile
+from ..model.protocols import protocol_code
+from ..model.rule import Network, Rule
+from .arguments import check_unique_ids, lookup_port, lookup_proto
+from .explanation import Explanation, explanation
+
+__all__ = ["ReferenceMatcher", "Explanation"]
+
+
+def _net_filter(network: Optional[Network]) -> Optional[Tuple[int, int, int]]:
+    if network is None:
+        return None
+    bits = network.max_prefixlen
+    mask = ((1 << network.prefixlen) - 1) << (bits - network.prefixlen)
+    return network.version, int(network.network_address), mask
+
+
+def _inside(address: Optional[Tuple[int, int]], net: Optional[Tuple[int, int, int]]) -> bool:
+    if net is None:
+        return True
+    return address is not None and address[0] == net[0] and address[1] & net[2] == net[1]
+
+
+class ReferenceMatcher:
+    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`."""
+
+    def __init__(self, rules: Iterable[Rule] = (), *, default: Optional[Profile] = None) -> None:
+        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+        self._rules: Tuple[Rule, ...] = tuple(ordered)
+        self._by_id = {rule.id: rule for rule in ordered}
+        self._default = (default if default is not None else default_profile()).replace(id=0)
+        self._filters = [
+            (protocol_code(r.proto), _net_filter(r.remote), r.remote_port,
+             _net_filter(r.local), r.local_port)
+            for r in ordered
+        ]
+
+    # -- container protocol --------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        """The rules in key order (the order in which they are tried)."""
+        return iter(self._rules)
+
+    def __contains__(self, rule_id: object) -> bool:
+        return rule_id in self._by_id
+
+    def get(self, rule_id: int, default: Optional[Rule] = None) -> Optional[Rule]:
+        return self._by_id.get(rule_id, default)
+
+    @property
+    def default(self) -> Profile:
+        return self._default
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {len(self)} rules>"
+
+    # -- lookups -------------------------------------------------------------
+    def _matching(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+    ) -> Iterator[Rule]:
+        want_proto = lookup_proto(proto)
+        remote = _addr_py.normalize(remote_ip, "remote_ip")
+        rport = lookup_port(remote_port, "remote_port")
+        local = _addr_py.normalize(local_ip, "local_ip")
+        lport = lookup_port(local_port, "local_port")
+        for rule, (r_proto, r_remote, r_rport, r_local, r_lport) in zip(self._rules, self._filters):
+            if (
+                (r_proto == 0 or want_proto == 0 or r_proto == want_proto)
+                and _inside(remote, r_remote)
+                and (r_rport == 0 or r_rport == rport)
+                and _inside(local, r_local)
+                and (r_lport == 0 or r_lport == lport)
+            ):
+                yield rule
+
+    def lookup(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Profile:
+        """The profile of the winning rule, or the default profile (id 0)."""
+        for rule in self._matching(proto, remote_ip, remote_port, local_ip, local_port):
+            return rule.profile
+        return self._default
+
+    def explain(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Explanation:
+        """The winner and every matching rule in key order, with why each lost."""
+        return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)

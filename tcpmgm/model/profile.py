@@ -1,0 +1,198 @@
+"""The connection profile (docs/behaviour.md#the-connection-profile) and the registry of ``attrs`` names.
+
+A :class:`Profile` is immutable: the classifier hands the same object to every
+connection that matches a rule, so nobody may change it under another caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from types import MappingProxyType
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Type
+
+from .errors import shown
+from .limits import ATTR_MAX, ATTR_MIN, BEYOND_EVERY_RANGE
+
+__all__ = [
+    "Profile",
+    "PROFILE_FIELDS",
+    "OPENSIPS_DEFAULTS",
+    "default_profile",
+    "set_default_profile",
+    "register_attr",
+    "known_attrs",
+    "parse_attrs",
+    "parse_integer",
+    "format_attrs",
+]
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Profile:
+    """How one connection is to be treated; ``id`` is the rule it came from (0: default)."""
+
+    id: int = 0
+    connect_timeout: int = 100   # ms
+    con_lifetime: int = 120      # s
+    msg_read_timeout: int = 4    # s
+    send_threshold: int = 0      # us, 0 = not set
+    no_new_conn: bool = False
+    alias_mode: int = 0          # 0 never, 1 with RFC 5923 ;alias, 2 always
+    parallel_read: int = 0       # 0, 1 or 2 (schema version 1 only)
+    keepalive: bool = True
+    keepcount: int = 9
+    keepidle: int = 7200         # s
+    keepinterval: int = 75       # s
+    attrs: Mapping[str, int] = dataclasses.field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        # A plain dict passed by the caller must not stay mutable behind our back.
+        if not isinstance(self.attrs, MappingProxyType):
+            object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+        object.__setattr__(self, "no_new_conn", bool(self.no_new_conn))
+        object.__setattr__(self, "keepalive", bool(self.keepalive))
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Profile):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def _identity(self) -> Tuple[Any, ...]:
+        values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
+        return (self.id, values, tuple(sorted(self.attrs.items())))
+
+    def __reduce__(self) -> Tuple[Type[Profile], Tuple[Any, ...]]:
+        # A mappingproxy cannot be pickled: rebuild from the plain values
+        # (multiprocessing, copy.deepcopy and caches all go through here).
+        return (type(self), (self.id, *self.values().values()))
+
+    @classmethod
+    def _from_checked(cls, values: Dict[str, Any]) -> "Profile":
+        """A profile from values already validated and normalised (``attrs`` a
+        read-only mapping, the flags bools), as Rule.from_row makes them:
+        skips ``__init__``, which a reload of a million rows feels.  ``values``
+        (a new dict: ``id`` and the twelve attributes) becomes the profile's own."""
+        profile = object.__new__(cls)
+        object.__setattr__(profile, "__dict__", values)
+        return profile
+
+    def replace(self, **changes: Any) -> "Profile":
+        """A copy with some attributes changed."""
+        return dataclasses.replace(self, **changes)
+
+    def values(self) -> Dict[str, Any]:
+        """The twelve attributes as a plain dict (``attrs`` as a dict too)."""
+        out: Dict[str, Any] = {name: getattr(self, name) for name in PROFILE_FIELDS}
+        out["attrs"] = dict(self.attrs)
+        return out
+
+    def differences(self, other: "Profile") -> Dict[str, Any]:
+        """The attributes whose value differs from ``other``'s, with this profile's value."""
+        mine, theirs = self.values(), other.values()
+        return {name: mine[name] for name in PROFILE_FIELDS if mine[name] != theirs[name]}
+
+
+# The twelve attributes, in the order of the OpenSIPS table.
+PROFILE_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "id")
+
+OPENSIPS_DEFAULTS = Profile()
+
+_default = OPENSIPS_DEFAULTS
+_default_lock = threading.Lock()
+
+
+def default_profile() -> Profile:
+    """The profile used when no rule matches, and for NULL profile columns."""
+    return _default
+
+
+def set_default_profile(profile: Optional[Profile] = None, **values: Any) -> Profile:
+    """Replace the process-wide default profile (OpenSIPS's global ``tcp_*`` settings).
+
+    Pass a :class:`Profile`, or keyword values changed from the current one.
+    Matchers built before the call keep the default they were built with.
+    """
+    global _default
+    with _default_lock:
+        base = profile if profile is not None else _default
+        _default = base.replace(id=0, **values)
+        return _default
+
+
+_attrs_lock = threading.Lock()
+_attrs = {"max_msg_chunks"}
+
+
+def register_attr(name: str) -> None:
+    """Allow ``name`` in the ``attrs`` column."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"attrs name must be an identifier, got {name!r}")
+    with _attrs_lock:
+        _attrs.add(name)
+
+
+def known_attrs() -> FrozenSet[str]:
+    return frozenset(_attrs)
+
+
+# What SQL calls an integer literal.  Python's int() would also take "1_000"
+# and non-ASCII digits, which are no integer in any table.
+_INTEGER = re.compile(r"([+-]?)0*([0-9]+)\Z")
+# More significant digits than this is at least 10**20, beyond every range.
+_MAX_DIGITS = 20
+
+
+def parse_integer(text: str) -> int:
+    """``text`` (already stripped) as an integer: optional sign, ASCII digits; else ``ValueError``.
+
+    A number of more than 20 significant digits comes back as
+    ``+-limits.BEYOND_EVERY_RANGE``: it is outside every range a column has,
+    and converting its digits would be slow (int() refuses past 4300).
+    """
+    match = _INTEGER.match(text)
+    if match is None:
+        raise ValueError(f"{shown(text)} is not an integer")
+    sign, digits = match.groups()
+    if len(digits) > _MAX_DIGITS:
+        return -BEYOND_EVERY_RANGE if sign == "-" else BEYOND_EVERY_RANGE
+    return -int(digits) if sign == "-" else int(digits)
+
+
+def parse_attrs(text: str) -> Dict[str, int]:
+    """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item.
+
+    A value is an integer in ``limits.ATTR_MIN..ATTR_MAX``."""
+    result: Dict[str, int] = {}
+    for item in text.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if name not in _attrs:
+            raise ValueError(f"unknown attribute {shown(name)} (known: {', '.join(sorted(_attrs))})")
+        if not sep:
+            result[name] = 0
+            continue
+        raw = raw.strip()
+        try:
+            value = parse_integer(raw)
+        except ValueError:
+            raise ValueError(f"attribute {name!r} has non-integer value {shown(raw)}") from None
+        if not ATTR_MIN <= value <= ATTR_MAX:
+            raise ValueError(f"attribute {name!r} value {shown(raw)} is outside {ATTR_MIN}..{ATTR_MAX}")
+        result[name] = value
+    return result
+
+
+def format_attrs(attrs: Mapping[str, int]) -> str:
+    return ";".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+
+

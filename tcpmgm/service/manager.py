@@ -1,0 +1,219 @@
+"""``TcpMgm``: rules from SQL, served by a matcher that reloads swap atomically.
+
+A reload builds a complete new matcher beside the one in service and then
+replaces it with one reference assignment, so a lookup always sees either the
+old rules or the new ones, never a mix, and never waits for a reload.  A
+reload that fails (database down, table missing, wrong version, strict mode
+with bad rows) raises and leaves the old matcher in service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
+
+from ..sql.db import Source, one_line, open_source, work
+from ..model.errors import ReloadError, RuleError, RuleWarning, SchemaError, TcpMgmError
+from ..sql.loader import gc_paused, load_rules
+from ..matching.matcher import Matcher
+from ..model.profile import Profile, default_profile
+from ..matching.explanation import Explanation
+from ..model.rule import Rule
+from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
+
+if TYPE_CHECKING:
+    from ..sql.watch import Watcher
+
+__all__ = ["TcpMgm", "ReloadReport", "DEFAULT_DB_URL"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB_URL = "sqlite:///tcpmgm.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did."""
+
+    loaded: int
+    rejected: Tuple[RuleError, ...]
+    warnings: Tuple[RuleWarning, ...]
+    seconds: float
+    schema_version: int
+
+    def __str__(self) -> str:
+        lines = [
+            f"loaded {self.loaded} rule(s), rejected {len(self.rejected)}, "
+            f"{len(self.warnings)} warning(s), schema version {self.schema_version}, "
+            f"{self.seconds * 1000:.1f} ms"
+        ]
+        lines += [f"  rejected: {err}" for err in self.rejected]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
+        return "\n".join(lines)
+
+
+class TcpMgm:
+    """Rules from the ``tcp_mgm`` table of ``db`` (a URL or an open DB-API connection)."""
+
+    def __init__(
+        self,
+        db: Any = DEFAULT_DB_URL,
+        *,
+        table: str = "tcp_mgm",
+        columns: Optional[Mapping[str, str]] = None,
+        listeners: Optional[Mapping[str, Any]] = None,
+        strict: bool = False,
+        schema_version: Optional[int] = None,
+        default: Optional[Profile] = None,
+    ) -> None:
+        if schema_version is not None and schema_version not in SCHEMA_VERSIONS:
+            raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
+        self.names = TableNames(table, dict(columns or {}))
+        self.source: Source = open_source(db)
+        self.listeners = dict(listeners or {})
+        self.strict = strict
+        self.schema_version = schema_version
+        self.default = (default if default is not None else default_profile()).replace(id=0)
+        self._matcher = Matcher([], default=self.default)
+        self._reload_lock = threading.Lock()
+        self.last_report: Optional[ReloadReport] = None
+
+    def __repr__(self) -> str:
+        return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
+
+    @property
+    def matcher(self) -> Matcher:
+        """The matcher in service (replaced as a whole by each successful reload)."""
+        return self._matcher
+
+    # -- reload --------------------------------------------------------------
+    def reload(self) -> ReloadReport:
+        """Read the table into a new matcher and put it in service.
+
+        Raises :class:`ReloadError` (wrapping the cause) and keeps the old
+        rules when anything goes wrong.
+        """
+        with self._reload_lock:
+            started = time.perf_counter()
+            try:
+                with self.source.connection() as conn:
+                    result = load_rules(
+                        conn, self.source.dialect, self.names, listeners=self.listeners,
+                        defaults=self.default, schema_version=self.schema_version,
+                    )
+                report = ReloadReport(
+                    loaded=len(result.rules), rejected=result.rejected, warnings=result.warnings,
+                    seconds=0.0, schema_version=result.schema_version,
+                )
+                if self.strict and result.rejected:
+                    log.error("strict reload refused: %d bad row(s)", len(result.rejected))
+                    raise ReloadError(
+                        f"strict mode: {len(result.rejected)} row(s) rejected, old rules stay in service; "
+                        f"first: {result.rejected[0]}",
+                        report,
+                    )
+                with gc_paused():
+                    matcher = Matcher(result.rules, default=self.default)
+            except ReloadError:
+                raise  # strict mode's refusal, already logged
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the old rules stay
+                # An exception outside tcpmgm's hierarchy is a bug somewhere: keep its traceback.
+                unexpected = not isinstance(exc, TcpMgmError)
+                reason = f"{type(exc).__name__}: {one_line(exc)}" if unexpected else str(exc)
+                message = f"reload from {self.source.description} failed, old rules stay in service: {reason}"
+                log.error("%s", message, exc_info=unexpected)
+                raise ReloadError(message) from exc
+            self._matcher = matcher  # the one atomic swap
+            report = dataclasses.replace(report, seconds=time.perf_counter() - started)
+            self.last_report = report
+            for err in result.rejected:
+                log.warning("rejected: %s", err)
+            log.info("reloaded %d rule(s) from %s in %.3f s", report.loaded, self.source.description, report.seconds)
+            return report
+
+    # -- lookups -------------------------------------------------------------
+    def lookup(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Profile:
+        return self._matcher.lookup(proto, remote_ip, remote_port, local_ip, local_port)
+
+    def explain(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
+        local_ip: Any = None, local_port: int = 0,
+    ) -> Explanation:
+        return self._matcher.explain(proto, remote_ip, remote_port, local_ip, local_port)
+
+    # -- table management ----------------------------------------------------
+    def create_schema(self, schema_version: int = DEFAULT_SCHEMA_VERSION) -> None:
+        """Create the rule table and record its version in the ``version`` table."""
+        dialect = self.source.dialect
+        q = dialect.quote
+        ph = dialect.placeholder
+        statements = create_table_statements(dialect, self.names, schema_version)
+        failure = f"cannot create table {self.names.table!r}"
+        with work(self.source, failure, error=SchemaError, commit=True, create=True) as cur:
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute(f"DELETE FROM {q('version')} WHERE {q('table_name')} = {ph}", (self.names.table,))
+            cur.execute(
+                f"INSERT INTO {q('version')} ({q('table_name')}, {q('table_version')}) VALUES ({ph}, {ph})",
+                (self.names.table, schema_version),
+            )
+
+    def add_rule(self, row: Mapping[str, Any]) -> int:
+        """Validate ``row`` (canonical column names) and insert it; return its id.
+
+        Without an ``id`` the database assigns one.  Nothing is written when
+        the row is invalid (:class:`RuleError`).  The given columns are stored
+        as validation read them (``TCP`` as ``tcp``, a flag of 5 as 1,
+        ``10.1.2.3/8`` as ``10.0.0.0/8``), so the table holds what is loaded.
+        """
+        given = [k for k, v in row.items() if v is not None]
+        rule = Rule.from_row({"id": 1, **{k: row[k] for k in given}}, listeners=self.listeners,
+                             defaults=self.default)
+        stored = rule.to_row()
+        # A column from_row does not know is passed on as given: the database names it.
+        row = {k: stored[k] if k in stored else row[k] for k in given}
+        dialect = self.source.dialect
+        q = dialect.quote
+        columns = list(row)
+        sql = (
+            f"INSERT INTO {q(self.names.table)} ({', '.join(q(self.names.column(c)) for c in columns)}) "
+            f"VALUES ({', '.join([dialect.placeholder] * len(columns))})"
+        )
+        if dialect.returning:  # PostgreSQL has no lastrowid for a SERIAL column
+            sql += f" RETURNING {q(self.names.column('id'))}"
+        with work(self.source, f"cannot insert into {self.names.table!r}", commit=True) as cur:
+            cur.execute(sql, [row[c] for c in columns])
+            new_id = cur.fetchone()[0] if dialect.returning else row.get("id", cur.lastrowid)
+            if dialect.name == "postgres" and "id" in row:
+                # An explicit id leaves the SERIAL sequence behind (MySQL and SQLite
+                # move theirs): without this the next automatic id could collide.
+                id_column, table = q(self.names.column("id")), q(self.names.table)
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                    f"(SELECT max({id_column}) FROM {table}))",
+                    (table, self.names.column("id")),
+                )
+        return int(new_id)
+
+    def install_change_trigger(self) -> None:
+        """Install the PostgreSQL trigger that makes every change of the table
+        notify watchers (LISTEN/NOTIFY); see :mod:`tcpmgm.watch`."""
+        from ..sql.watch import install_trigger
+
+        install_trigger(self.source, self.names)
+
+    def watch(self, **options: Any) -> "Watcher":
+        """A started :class:`~tcpmgm.watch.Watcher` that reloads when the table changes."""
+        from ..sql.watch import Watcher
+
+        return Watcher(self, **options).start()
+
+    def close(self) -> None:
+        """Close the database connection kept between reloads (rules stay in service)."""
+        self.source.close()

@@ -1,0 +1,849 @@
+"""The admin endpoint: JSON-RPC 2.0 over HTTP, in the style of the OpenSIPS management interface.
+
+Methods:
+
+* ``tcp_reload`` (alias ``tcp_mgm:reload``): reload the rules; returns the report.
+  The reloads of one batch run as one reload: each of them gets its answer.
+* ``tcp_list``: one page of the rules in service, in the order they are tried;
+  params ``offset`` (default 0) and ``limit`` (default and at most
+  :attr:`Limits.list_limit`); the answer carries ``total`` and ``next_offset``
+  (``None`` on the last page).  :func:`list_all` pages through for a client.
+* ``tcp_match``: which rule wins for a connection; params ``proto``,
+  ``remote`` (``ip``, ``ip:port`` or ``[ipv6]:port``), ``local`` (same,
+  optional) and ``explain`` (bool), by name or by position.
+
+One request handler (:class:`Dispatcher`) serves two transports: a thread
+per connection (:class:`MIServer`) and an ``asyncio`` server (:func:`serve`)
+whose requests run in the loop's executor, so a reload never blocks the loop.
+Both read requests with one parser (:class:`RequestParser`) under the same
+:class:`Limits`: a whole-request deadline, a cap on open connections (the
+next one is answered 503), bounded heads, bodies, batches and responses.
+Both bind to 127.0.0.1 by default and refuse a non-loopback address without
+a token unless told ``insecure=True``.  With a token, each request must carry
+``Authorization: Bearer <token>`` or is answered with HTTP 401 and a JSON-RPC
+error.  Whatever arrives, the answer is a JSON-RPC response (or an HTTP error
+for non-JSON-RPC traffic) or a closed connection, never a crashed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import inspect
+import ipaddress
+import itertools
+import json
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from ..model.errors import ReloadError, TcpMgmError
+from ..model.profile import Profile
+from .sockets import parse_endpoint
+
+__all__ = [
+    "Dispatcher", "MIServer", "MIError", "MIConfigError", "InsecureBindError", "Limits", "Request", "RequestParser",
+    "serve", "call", "list_all", "check_bind", "profile_dict", "DEFAULT_PORT", "DEFAULT_URL",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8888  # OpenSIPS's mi_http listens there too
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/mi"
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
+    -32700, -32600, -32601, -32602, -32603,
+)
+SERVER_ERROR = -32000    # the method ran and failed (reload failed, database down)
+UNAUTHORIZED = -32001
+TOO_LARGE = -32002       # the answer would exceed Limits.max_response
+
+Response = Tuple[int, Optional[bytes]]  # HTTP status, body (None: no content)
+
+MAX_ID_CHARS = 128       # a string id longer than this is an invalid request, so every echoed id is small
+
+
+class MIError(TcpMgmError):
+    """A call to the admin endpoint failed: a JSON-RPC error (``code``) or the transport."""
+
+    def __init__(self, message: str, code: Optional[int] = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+class MIConfigError(TcpMgmError, ValueError):
+    """The endpoint was configured with values it cannot serve under (bad :class:`Limits`)."""
+
+
+class InsecureBindError(MIConfigError):
+    """The endpoint would be reachable beyond this machine with no token guarding it."""
+
+
+class _RPCError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def profile_dict(profile: Profile) -> Dict[str, Any]:
+    """A profile as JSON-ready values (flags as 0/1, attrs as an object)."""
+    return {
+        name: dict(value) if name == "attrs" else int(value)
+        for name, value in profile.values().items()
+    }
+
+
+def _error(request_id: Any, code: int, message: str, data: Any = None) -> Dict[str, Any]:
+    error: Dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": request_id}
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))   # ensure_ascii: characters and bytes count the same
+
+
+def _body(payload: Any) -> bytes:
+    return _ENCODER.encode(payload).encode()
+
+
+def _encode_within(payload: Any, room: int) -> Optional[bytes]:
+    """``payload`` as JSON if it takes at most ``room`` bytes, else ``None``, never holding more than that."""
+    chunks: List[str] = []
+    size = 0
+    for chunk in _ENCODER.iterencode(payload):
+        size += len(chunk)
+        if size > room:
+            return None
+        chunks.append(chunk)
+    return "".join(chunks).encode()
+
+
+def _cut(text: str, width: int = 40) -> str:
+    """``text`` for a message: a client may send a megabyte of method name."""
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def _too_large(limit: int) -> str:
+    return f"response too large: over {limit} bytes; ask tcp_list for smaller pages or send smaller batches"
+
+
+def _max_error_entry(limit: int) -> int:
+    """The longest "too large" error a batch entry can need: with the longest id a request may carry
+    (128 astral characters, 12 bytes each once escaped).  The dispatcher reserves this much for
+    every entry still to come, so that each gets at least this error within ``limit``."""
+    return len(_body(_error("\U0010ffff" * MAX_ID_CHARS, TOO_LARGE, _too_large(limit))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one client may take of the endpoint; both transports and the dispatcher apply the same values.
+
+    ``request_timeout`` bounds the whole request (line, headers and body),
+    however slowly it trickles in, and again the sending of the answer: a
+    request on loopback takes milliseconds, so 10 s is generous and still
+    frees a stalled connection soon.  ``max_connections`` connections are
+    served at once; the next one gets HTTP 503 and is closed.
+    """
+
+    request_timeout: float = 10.0
+    max_connections: int = 16
+    max_head: int = 16 * 1024       # bytes of request line and headers
+    max_headers: int = 100
+    max_body: int = 1 << 20
+    max_batch: int = 100            # requests in one JSON-RPC batch
+    list_limit: int = 100           # tcp_list's default and largest page
+    max_response: int = 4 << 20     # bytes of one response body
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kinds = (int, float) if field.name == "request_timeout" else (int,)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+                raise MIConfigError(f"Limits.{field.name} must be a positive number, not {value!r}")
+        least = 2 + self.max_batch * (_max_error_entry(self.max_response) + 1)
+        if self.max_response < least:
+            raise MIConfigError(f"Limits.max_response must be at least {least} bytes for a batch of "
+                                f"{self.max_batch}: room for a 'too large' error per entry")
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_ID_CHARS
+    if isinstance(value, int):
+        return -(1 << 63) <= value < (1 << 63)
+    return value is None
+
+
+def _check_int(name: str, value: Any, low: int, high: Optional[int]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"from {low}" + (f" to {high}" if high is not None else "")
+        raise _RPCError(INVALID_PARAMS, f"{name} must be an integer {bounds}")
+
+
+class Dispatcher:
+    """Turns one HTTP request body into one HTTP response, for any transport."""
+
+    def __init__(self, mgr: Any, *, token: Optional[str] = None, limits: Optional[Limits] = None) -> None:
+        self.mgr = mgr
+        self.limits = limits if limits is not None else Limits()
+        self._token = token.encode() if token else None
+        self._error_entry = _max_error_entry(self.limits.max_response)
+        self.methods: Dict[str, Callable[..., Any]] = {
+            "tcp_reload": self.tcp_reload,
+            "tcp_mgm:reload": self.tcp_reload,
+            "tcp_list": self.tcp_list,
+            "tcp_match": self.tcp_match,
+        }
+        # Methods a batch runs once, every entry getting that answer: a
+        # reload reads the whole table, and 2,000 of them in one request
+        # would all read the same table.
+        self._once_per_batch = {self.tcp_reload}
+
+    # -- the methods -------------------------------------------------------------
+    def tcp_reload(self) -> Dict[str, Any]:
+        report = self.mgr.reload()
+        return {
+            "loaded": report.loaded,
+            "rejected": [str(err) for err in report.rejected],
+            "warnings": [str(w) for w in report.warnings],
+            "seconds": round(report.seconds, 6),
+            "schema_version": report.schema_version,
+        }
+
+    def tcp_list(self, offset: int = 0, limit: Optional[int] = None) -> Dict[str, Any]:
+        page = self.limits.list_limit if limit is None else limit
+        _check_int("offset", offset, 0, None)
+        _check_int("limit", page, 1, self.limits.list_limit)
+        matcher = self.mgr.matcher   # one rule set for the whole page, whatever a reload does meanwhile
+        total = len(matcher)
+        start = min(offset, total)
+        rules = [rule.to_row() for rule in itertools.islice(matcher, start, start + page)]
+        end = start + len(rules)
+        return {"rules": rules, "total": total, "offset": offset, "next_offset": end if end < total else None}
+
+    def tcp_match(self, proto: Optional[str], remote: Optional[str] = None,
+                  local: Optional[str] = None, explain: bool = False) -> Dict[str, Any]:
+        for name, value in (("proto", proto), ("remote", remote), ("local", local)):
+            if value is not None and not isinstance(value, str):
+                raise _RPCError(INVALID_PARAMS, f"{name} must be a string")
+        if not isinstance(explain, bool):
+            raise _RPCError(INVALID_PARAMS, "explain must be true or false")
+        try:
+            remote_ip, remote_port = parse_endpoint(remote) if remote else (None, 0)
+            # The local side may name a socket tag, as a rule's local_addr may.
+            listeners = getattr(self.mgr, "listeners", None)
+            local_ip, local_port = parse_endpoint(local, listeners=listeners) if local else (None, 0)
+            found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
+        except (TypeError, ValueError) as exc:
+            raise _RPCError(INVALID_PARAMS, str(exc)) from None
+        result: Dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
+        if explain:
+            result["matches"] = [
+                {"rule": rule.id, "filters": rule.describe(), "reason": reason} for rule, reason in found.matches
+            ]
+        return result
+
+    # -- the protocol ------------------------------------------------------------
+    def authorized(self, authorization: Optional[str]) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credential = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
+
+    def handle(self, body: bytes, authorization: Optional[str] = None) -> Response:
+        """The HTTP status and body answering a POSTed ``body``; the body is never over ``max_response``."""
+        if not self.authorized(authorization):
+            return 401, _body(_error(None, UNAUTHORIZED, "unauthorized: missing or wrong bearer token"))
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 200, _body(_error(None, PARSE_ERROR, f"parse error: {exc}"))
+        except RecursionError:  # "[[[[..." fits in max_body and nests deeper than json can follow
+            return 200, _body(_error(None, PARSE_ERROR, "parse error: nested too deeply"))
+        if not isinstance(payload, list):
+            return self._respond([payload], batch=False)
+        if not payload:
+            return 200, _body(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
+        if len(payload) > self.limits.max_batch:
+            return 200, _body(_error(None, INVALID_REQUEST, f"invalid request: a batch of {len(payload)} "
+                                                            f"requests; at most {self.limits.max_batch}"))
+        return self._respond(payload, batch=True)
+
+    def _respond(self, requests: List[Any], batch: bool) -> Response:
+        """Run ``requests`` in order and encode each answer at once, within ``max_response`` in all.
+
+        Each entry may use what the entries before it left, less a reserve
+        of one "too large" error for every entry after it; an answer that
+        does not fit becomes that error.  So the body never exceeds the
+        bound, and no answer is held in memory longer than its encoding.
+        """
+        room = self.limits.max_response - (2 if batch else 0)   # the brackets of a batch
+        pieces: List[bytes] = []
+        shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]] = {}
+        for index, request in enumerate(requests):
+            answer = self._one(request, shared)
+            if answer is None:
+                continue
+            separator = 1 if pieces else 0
+            reserve = (len(requests) - index - 1) * (self._error_entry + 1)
+            piece = _encode_within(answer, room - separator - reserve)
+            if piece is None:
+                piece = _body(_error(answer["id"], TOO_LARGE, _too_large(self.limits.max_response)))
+            room -= len(piece) + separator
+            pieces.append(piece)
+        if not pieces:
+            return 204, None
+        return 200, (b"[" + b",".join(pieces) + b"]" if batch else pieces[0])
+
+    def _one(self, request: Any, shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]]
+             ) -> Optional[Dict[str, Any]]:
+        """The response object for one request (``None`` for a notification)."""
+        if not isinstance(request, dict):
+            return _error(None, INVALID_REQUEST, "invalid request: not an object")
+        request_id = request.get("id")
+        if not _valid_id(request_id):
+            return _error(None, INVALID_REQUEST, "invalid request: id must be null, a 64-bit integer "
+                                                 f"or a string of at most {MAX_ID_CHARS} characters")
+        method, params = request.get("method"), request.get("params", [])
+        if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
+            return _error(request_id, INVALID_REQUEST, "invalid request: needs jsonrpc '2.0' and a method name")
+        if not isinstance(params, (list, dict)):
+            return _error(request_id, INVALID_REQUEST, "invalid request: params must be an array or an object")
+        try:
+            result = self._call(method, params, shared)
+        except _RPCError as exc:
+            response = _error(request_id, exc.code, exc.message, exc.data)
+        else:
+            response = {"jsonrpc": "2.0", "result": result, "id": request_id}
+        return response if "id" in request else None
+
+    def _call(self, method: str, params: Any,
+              shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]]) -> Any:
+        function = self.methods.get(method)
+        if function is None:
+            raise _RPCError(METHOD_NOT_FOUND, f"method not found: {_cut(method)!r} (known: {', '.join(self.methods)})")
+        try:
+            bound = inspect.signature(function).bind(*params) if isinstance(params, list) \
+                else inspect.signature(function).bind(**params)
+        except TypeError as exc:
+            raise _RPCError(INVALID_PARAMS, f"invalid params for {_cut(method)}: {exc}") from None
+        if function not in self._once_per_batch:
+            return self._run(method, function, bound)
+        if function not in shared:
+            try:
+                shared[function] = (self._run(method, function, bound), None)
+            except _RPCError as exc:
+                shared[function] = (None, exc)
+        result, error = shared[function]
+        if error is not None:
+            raise error
+        return result
+
+    def _run(self, method: str, function: Callable[..., Any], bound: inspect.BoundArguments) -> Any:
+        try:
+            return function(*bound.args, **bound.kwargs)
+        except _RPCError:
+            raise
+        except ReloadError as exc:
+            raise _RPCError(SERVER_ERROR, str(exc), {"rejected": _rejected(exc)}) from None
+        except TcpMgmError as exc:
+            raise _RPCError(SERVER_ERROR, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a bug in a method must not take the service down
+            log.exception("MI method %s failed", method)
+            raise _RPCError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}") from None
+
+
+def _rejected(exc: ReloadError) -> List[str]:
+    report = exc.report
+    return [str(err) for err in report.rejected] if report is not None else []
+
+
+# -- who may reach it ---------------------------------------------------------------
+
+def _is_loopback(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)   # ::ffff:127.0.0.1 is loopback too
+    return (mapped or address).is_loopback
+
+
+def _loopback_only(host: Optional[str]) -> bool:
+    """Whether binding ``host`` leaves the endpoint reachable from this machine alone."""
+    if not host:   # "" and None bind every interface
+        return False
+    try:
+        return _is_loopback(ipaddress.ip_address(host))
+    except ValueError:
+        pass   # a name: every address it resolves to must be loopback
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False   # unresolvable: nothing shows it stays on this machine
+    return bool(infos) and all(_is_loopback(ipaddress.ip_address(info[4][0])) for info in infos)
+
+
+def check_bind(host: Optional[str], *, token: Optional[str], insecure: bool) -> None:
+    """Refuse to serve ``host`` beyond loopback without a token, unless ``insecure`` (then a warning).
+
+    Both transports call it before they bind anything: without a token,
+    anyone who reaches the endpoint can reload and read the rules.
+    """
+    if token or _loopback_only(host):
+        return
+    if not insecure:
+        raise InsecureBindError(
+            f"refusing to serve the MI endpoint on {host!r} without a token: it is reachable beyond this "
+            "machine; give a token, bind 127.0.0.1 or ::1, or pass insecure=True")
+    log.warning("MI endpoint on %r without a token (insecure=True): anyone who reaches it can reload "
+                "and read the rules", host)
+
+
+# -- HTTP, the part both transports share -------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One parsed HTTP request; header names lower-case, each with every value it was sent with."""
+
+    verb: str
+    target: str
+    headers: Dict[str, List[str]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+
+Outcome = Union[Request, Response]   # what reading a request ends with: the request, or the error to answer
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/1\.[01]")
+# No space before the colon, no line folding, no control characters (RFC 9112 section 5).
+_HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(r"\r?\n")
+# ASCII digits only (str.isdigit() also takes '²' and '٥'), and few of them.
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
+_SINGLE = ("Content-Length", "Authorization", "Host")   # a repeat of these is ambiguous: 400
+_CHUNK = 1 << 16
+_LINGER = 2.0   # seconds, at most, to wait for a client to close after its answer
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _fail(status: int, message: str) -> Response:
+    return status, _body(_error(None, INVALID_REQUEST, message))
+
+
+class RequestParser:
+    """Reads one HTTP/1.x request from the bytes it is fed, within :class:`Limits`; no I/O of its own.
+
+    :meth:`feed` returns ``None`` while it needs more, then the
+    :class:`Request` or the error response to answer (400 malformed or
+    ambiguous framing, 411, 413, 431).  A transport feeds it what it
+    receives, under the whole-request deadline.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._buffer = bytearray()
+        self._scanned = 0          # where the search for the end of the head resumes
+        self._head: Optional[Tuple[str, str, Dict[str, List[str]]]] = None
+        self._length = 0
+        self._continue = False
+
+    def feed(self, data: bytes) -> Optional[Outcome]:
+        self._buffer += data
+        if self._head is None:
+            end = _HEAD_END.search(self._buffer, max(0, self._scanned - 3))
+            if end is None or end.start() > self.limits.max_head:
+                self._scanned = len(self._buffer)
+                if len(self._buffer) > self.limits.max_head:
+                    return _fail(431, f"request head larger than {self.limits.max_head} bytes")
+                return None
+            failure = self._parse_head(self._buffer[:end.start()].decode("latin-1"))
+            del self._buffer[:end.end()]
+            if failure is not None:
+                return failure
+        if len(self._buffer) < self._length:
+            return None
+        verb, target, headers = self._head   # type: ignore[misc]  # set by _parse_head
+        return Request(verb, target, headers, bytes(self._buffer[:self._length]))
+
+    def take_continue(self) -> bool:
+        """Whether to send ``100 Continue`` now (once): the head asked for it before sending its body."""
+        wanted, self._continue = self._continue, False
+        return wanted
+
+    def eof(self) -> Optional[Response]:
+        """What to answer when the client stops sending: nothing if it sent nothing."""
+        if not self._buffer and self._head is None:
+            return None
+        return _fail(400, "the request ended before it was complete")
+
+    def _parse_head(self, head: str) -> Optional[Response]:
+        lines = _LINE_END.split(head)
+        request_line = _REQUEST_LINE.fullmatch(lines[0])
+        if request_line is None:
+            return _fail(400, "malformed request line: expected METHOD TARGET HTTP/1.x")
+        if len(lines) - 1 > self.limits.max_headers:
+            return _fail(431, f"more than {self.limits.max_headers} header lines")
+        headers: Dict[str, List[str]] = {}
+        for line in lines[1:]:
+            field = _HEADER_LINE.fullmatch(line)
+            if field is None:
+                return _fail(400, "malformed header line")
+            headers.setdefault(field.group(1).lower(), []).append(field.group(2))
+        for name in _SINGLE:
+            if len(headers.get(name.lower(), ())) > 1:
+                return _fail(400, f"repeated {name} header")
+        if "transfer-encoding" in headers:
+            return _fail(411, "Transfer-Encoding is not supported: send the body with a Content-Length")
+        length = headers.get("content-length")
+        if length is not None:
+            if _CONTENT_LENGTH.fullmatch(length[0]) is None:
+                return _fail(400, "Content-Length must be a number in ASCII digits")
+            self._length = int(length[0])
+            if self._length > self.limits.max_body:
+                return _fail(413, f"request larger than {self.limits.max_body} bytes")
+        self._continue = self._length > 0 and any(v.lower() == "100-continue" for v in headers.get("expect", ()))
+        self._head = (request_line.group(1), request_line.group(2), headers)
+        return None
+
+
+def _answer(dispatcher: Dispatcher, path: str, outcome: Outcome) -> Response:
+    """The response to what reading a request ended with: its error, or the method, path and dispatcher's answer."""
+    if not isinstance(outcome, Request):
+        return outcome
+    if outcome.target.split("?", 1)[0] != path:
+        return 404, _body(_error(None, INVALID_REQUEST, f"no endpoint at {_cut(outcome.target)!r}; POST to {path}"))
+    if outcome.verb != "POST":
+        return 405, _body(_error(None, INVALID_REQUEST, "JSON-RPC requests are POSTed"))
+    if "content-length" not in outcome.headers:
+        return 411, _body(_error(None, INVALID_REQUEST, "Content-Length required"))
+    return dispatcher.handle(outcome.body, outcome.header("authorization"))
+
+
+def _timed_out(limits: Limits) -> Response:
+    return _fail(408, f"the request did not arrive within {limits.request_timeout} s")
+
+
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def _response_bytes(status: int, body: Optional[bytes], *, head_only: bool = False) -> bytes:
+    head = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Length: {len(body or b'')}", "Connection: close"]
+    if body is not None:
+        head.append("Content-Type: application/json")
+    if status == 401:
+        head.append('WWW-Authenticate: Bearer realm="tcpmgm"')
+    if status == 503:
+        head.append("Retry-After: 1")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + (b"" if head_only or body is None else body)
+
+
+_BUSY = _response_bytes(503, _body(_error(None, SERVER_ERROR, "busy: too many connections to the MI endpoint")))
+
+
+def _drain_budget(limits: Limits) -> int:
+    return limits.max_head + limits.max_body
+
+
+# -- transport 1: a thread per connection --------------------------------------------
+
+def _serve_socket(sock: socket.socket, dispatcher: Dispatcher, path: str, limits: Limits) -> None:
+    """One connection: read the request within the deadline, answer, close."""
+    deadline = time.monotonic() + limits.request_timeout
+    parser = RequestParser(limits)
+    outcome: Optional[Outcome] = None
+    try:
+        while outcome is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome = _timed_out(limits)
+                break
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(_CHUNK)
+            except socket.timeout:
+                outcome = _timed_out(limits)
+                break
+            if not data:
+                outcome = parser.eof()
+                if outcome is None:
+                    return
+                break
+            outcome = parser.feed(data)
+            if outcome is None and parser.take_continue():
+                sock.sendall(_CONTINUE)
+        status, body = _answer(dispatcher, path, outcome)
+        head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
+        sock.settimeout(limits.request_timeout)   # sendall's timeout bounds the whole send (Python >= 3.5)
+        sock.sendall(_response_bytes(status, body, head_only=head_only))
+        _linger_socket(sock, limits)
+    except OSError:
+        pass   # the client left, or did not take its answer in time: nothing more to tell it
+
+
+def _linger_socket(sock: socket.socket, limits: Limits) -> None:
+    # Closing with unread bytes (a request answered before its end, bytes
+    # past it) resets the connection, which can destroy the answer in
+    # flight.  So end our side, then drop what the client still sends until
+    # it closes too, for a bounded time and size.
+    sock.shutdown(socket.SHUT_WR)
+    end = time.monotonic() + min(_LINGER, limits.request_timeout)
+    budget = _drain_budget(limits)
+    while budget > 0 and (remaining := end - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        data = sock.recv(_CHUNK)
+        if not data:
+            return
+        budget -= len(data)
+
+
+class _Connection(socketserver.BaseRequestHandler):
+    server: "_ThreadServer"
+
+    def handle(self) -> None:
+        _serve_socket(self.request, self.server.dispatcher, self.server.path, self.server.limits)
+
+
+class _ThreadServer(socketserver.TCPServer):
+    allow_reuse_address = True
+    # getsockname() of an AF_INET or AF_INET6 socket (with flow info and scope id).
+    server_address: Union[Tuple[str, int], Tuple[str, int, int, int]]
+
+    def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, path: str, limits: Limits) -> None:
+        self.dispatcher = dispatcher
+        self.path = path
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Connection)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A thread per connection, at most max_connections of them.  Beyond
+        # that, this (the accepting) thread answers 503 without blocking.
+        if not self._slots.acquire(blocking=False):
+            _refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            threading.Thread(target=self._serve_one, args=(request, client_address),
+                             name="tcpmgm-mi-connection", daemon=True).start()
+        except RuntimeError:   # no thread to be had: as busy as over the cap
+            self._slots.release()
+            _refuse(request)
+            self.shutdown_request(request)
+
+    def _serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - handle_error logs it
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's own prints a traceback on stderr; a library logs.
+        log.exception("MI connection from %s failed", client_address)
+
+
+def _refuse(sock: socket.socket) -> None:
+    try:
+        sock.setblocking(False)
+        sock.send(_BUSY)
+        sock.recv(_CHUNK)   # what already arrived, so that closing does not reset the 503 away
+    except OSError:
+        pass
+
+
+class MIServer:
+    """The admin endpoint in a background thread: ``start()``, ``stop()``, or a ``with`` block."""
+
+    def __init__(self, mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 token: Optional[str] = None, path: str = "/mi", limits: Optional[Limits] = None,
+                 insecure: bool = False) -> None:
+        check_bind(host, token=token, insecure=insecure)
+        self.dispatcher = Dispatcher(mgr, token=token, limits=limits)
+        self._address = (host, port)
+        self._path = path
+        self._server: Optional[_ThreadServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the MI server is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}{self._path}"
+
+    def start(self) -> "MIServer":
+        self._server = _ThreadServer(self._address, self.dispatcher, self._path, self.dispatcher.limits)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="tcpmgm-mi", daemon=True,
+        )
+        self._thread.start()
+        log.info("MI endpoint listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            assert self._thread is not None  # start() sets both
+            self._thread.join()
+            self._server = self._thread = None
+
+    def __enter__(self) -> "MIServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+# -- transport 2: an asyncio loop ----------------------------------------------------
+
+async def _serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        dispatcher: Dispatcher, path: str, limits: Limits) -> None:
+    """One connection, as :func:`_serve_socket` does it; the dispatcher runs in the loop's executor."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.request_timeout
+    parser = RequestParser(limits)
+    outcome: Optional[Outcome] = None
+    try:
+        while outcome is None:
+            try:
+                data = await asyncio.wait_for(reader.read(_CHUNK), deadline - loop.time())
+            except asyncio.TimeoutError:
+                outcome = _timed_out(limits)
+                break
+            if not data:
+                outcome = parser.eof()
+                if outcome is None:
+                    return
+                break
+            outcome = parser.feed(data)
+            if outcome is None and parser.take_continue():
+                writer.write(_CONTINUE)
+        if isinstance(outcome, Request):
+            status, body = await loop.run_in_executor(None, _answer, dispatcher, path, outcome)
+        else:
+            status, body = outcome
+        head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
+        writer.write(_response_bytes(status, body, head_only=head_only))
+        await asyncio.wait_for(writer.drain(), limits.request_timeout)
+        await _linger_stream(reader, writer, limits)
+    except (OSError, asyncio.TimeoutError):
+        pass   # the client left, or did not take its answer in time: nothing more to tell it
+    finally:
+        writer.close()
+
+
+async def _linger_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits) -> None:
+    # As _linger_socket: drain an early-answered client instead of resetting it.
+    if writer.can_write_eof():
+        writer.write_eof()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + min(_LINGER, limits.request_timeout)
+    budget = _drain_budget(limits)
+    while budget > 0:
+        data = await asyncio.wait_for(reader.read(_CHUNK), end - loop.time())
+        if not data:
+            return
+        budget -= len(data)
+
+
+async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                token: Optional[str] = None, path: str = "/mi", limits: Optional[Limits] = None,
+                insecure: bool = False) -> asyncio.AbstractServer:
+    """The admin endpoint on the running loop; close the returned server to stop it."""
+    check_bind(host, token=token, insecure=insecure)
+    dispatcher = Dispatcher(mgr, token=token, limits=limits)
+    active = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= dispatcher.limits.max_connections:
+            writer.write(_BUSY)
+            writer.close()
+            return
+        active += 1
+        try:
+            await _serve_stream(reader, writer, dispatcher, path, dispatcher.limits)
+        except Exception:  # noqa: BLE001 - logged here, never the loop's traceback on stderr
+            log.exception("MI connection failed")
+        finally:
+            active -= 1
+
+    return await asyncio.start_server(handle, host, port)
+
+
+# -- the client ---------------------------------------------------------------------
+
+def call(url: str, method: str, params: Any = None, *, token: Optional[str] = None, timeout: float = 30.0) -> Any:
+    """Call ``method`` on the endpoint at ``url``; its result, or :class:`MIError`."""
+    request: Dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        request["params"] = params
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        http_request = urllib.request.Request(url, data=_body(request), headers=headers, method="POST")
+    except ValueError as exc:
+        raise MIError(f"bad MI URL {url!r}: {exc}") from None
+    try:
+        with urllib.request.urlopen(http_request, timeout=timeout) as reply:
+            raw = reply.read()
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        if not raw:
+            raise MIError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MIError(f"cannot reach the MI endpoint at {url}: {reason}") from None
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise MIError(f"{url} did not answer with JSON-RPC: {raw[:200]!r}") from None
+    if not isinstance(answer, dict):
+        raise MIError(f"{url} did not answer with a JSON-RPC response object")
+    if "error" in answer:
+        error = answer["error"] or {}
+        raise MIError(f"{method}: {error.get('message', 'error')} (code {error.get('code')})",
+                      error.get("code"), error.get("data"))
+    return answer.get("result")
+
+
+def list_all(url: str, *, token: Optional[str] = None, timeout: float = 30.0) -> List[Dict[str, Any]]:
+    """Every rule in service at ``url``, paging ``tcp_list`` along its ``next_offset``.
+
+    Each page comes from the rules in service when it is asked for: a
+    reload between two pages shows in the pages after it.
+    """
+    rules: List[Dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = call(url, "tcp_list", {"offset": offset}, token=token, timeout=timeout)
+        following = page.get("next_offset") if isinstance(page, dict) else None
+        if not isinstance(page, dict) or not isinstance(page.get("rules"), list) or not (
+                following is None or (isinstance(following, int) and following > offset)):
+            raise MIError(f"{url}: tcp_list did not answer with a page after offset {offset}")
+        rules.extend(page["rules"])
+        if following is None:
+            return rules
+        offset = following

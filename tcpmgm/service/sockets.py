@@ -1,0 +1,237 @@
+"""Applying a profile to real sockets: keepalive options, connect timeout, no_new_conn.
+
+:func:`apply` writes a profile's keepalive settings into a socket.
+:func:`connect` is ``socket.create_connection`` that first asks the rules
+about the would-be connection; :func:`tune` does the same for a socket that
+already exists (an accepted one), reading both ends from the socket itself.
+
+Keepalive timers follow OpenSIPS (docs/behaviour.md#the-connection-profile): a timer of 0 leaves the
+operating system's value as it is; a non-zero one is set, clamped to what the
+kernel accepts (:data:`KEEPALIVE_LIMITS`, Linux's bounds: idle and interval
+1..32767 s, count 1..127) with a warning in the log naming the rule, rather
+than failing the connection.  ``tcpmgm check`` warns about the same clamps
+from the same limits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
+
+from ..model.errors import NoNewConnection, RuleError, shown
+from ..model.profile import Profile
+from ..model.rule import Rule
+
+__all__ = [
+    "apply", "connect", "tune", "endpoint", "parse_endpoint", "KEEPALIVE_LIMITS", "KeepaliveTimer",
+    "keepalive_timers",
+]
+
+log = logging.getLogger(__name__)
+
+# (profile attribute, socket option name, lowest, highest value the kernel accepts): Linux's
+# bounds, the one definition that apply() clamps to and `tcpmgm check` warns from.
+KEEPALIVE_LIMITS: Tuple[Tuple[str, str, int, int], ...] = (
+    ("keepidle", "TCP_KEEPIDLE", 1, 32767),
+    ("keepinterval", "TCP_KEEPINTVL", 1, 32767),
+    ("keepcount", "TCP_KEEPCNT", 1, 127),
+)
+
+
+class SupportsLookup(Protocol):
+    """What the ``mgr`` of :func:`tune`, :func:`connect` and :mod:`tcpmgm.aio` must have:
+    a :class:`TcpMgm`, a matcher, anything with this ``lookup``."""
+
+    def lookup(
+        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+    ) -> Profile: ...
+
+
+class KeepaliveTimer(NamedTuple):
+    """One keepalive timer that :func:`apply` sets: the profile's value and the value set."""
+
+    attribute: str      # the profile attribute (keepidle, keepinterval, keepcount)
+    option: str         # the socket option's name (TCP_KEEPIDLE, ...)
+    wanted: int         # the profile's value
+    value: int          # what is set: ``wanted`` clamped to the kernel's range
+    low: int
+    high: int
+
+    @property
+    def clamped(self) -> bool:
+        return self.value != self.wanted
+
+
+def keepalive_timers(profile: Profile) -> List[KeepaliveTimer]:
+    """The keepalive timers :func:`apply` sets for ``profile``, whatever the platform.
+
+    None with keepalive off; otherwise each non-zero timer (0 leaves the
+    operating system's value untouched, as in OpenSIPS), clamped to
+    :data:`KEEPALIVE_LIMITS`.
+    """
+    if not profile.keepalive:
+        return []
+    timers = []
+    for attr, name, low, high in KEEPALIVE_LIMITS:
+        wanted = getattr(profile, attr)
+        if wanted:
+            timers.append(KeepaliveTimer(attr, name, wanted, min(max(wanted, low), high), low, high))
+    return timers
+
+
+def _option(name: str) -> Optional[int]:
+    if name == "TCP_KEEPIDLE" and not hasattr(socket, name):
+        return getattr(socket, "TCP_KEEPALIVE", None)  # macOS names the idle time so
+    return getattr(socket, name, None)
+
+
+def apply(sock: Any, profile: Profile) -> Dict[str, int]:
+    """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
+
+    Returns ``{option name: value set}``.  With keepalive off only
+    ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the operating
+    system's value stays) and so is not in the result.  ``sock`` is a
+    ``socket.socket`` or anything with its ``setsockopt`` (an asyncio
+    transport's socket).
+    """
+    applied = {"SO_KEEPALIVE": int(profile.keepalive)}
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, applied["SO_KEEPALIVE"])
+    for timer in keepalive_timers(profile):
+        option = _option(timer.option)
+        if option is None:
+            continue
+        if timer.clamped:
+            log.warning("rule %s: %s=%d is outside %d..%d; using %d", profile.id, timer.attribute,
+                        timer.wanted, timer.low, timer.high, timer.value)
+        sock.setsockopt(socket.IPPROTO_TCP, option, timer.value)
+        applied[timer.option] = timer.value
+    return applied
+
+
+def endpoint(sockaddr: Any) -> Tuple[Optional[str], int]:
+    """``(ip, port)`` of a socket address as ``getpeername``/``getsockname`` give it."""
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        return sockaddr[0], int(sockaddr[1])
+    return None, 0  # AF_UNIX and friends: no address to match on
+
+
+def tune(mgr: SupportsLookup, proto: str, sock: Any) -> Profile:
+    """Look up the profile of a connected socket by its own two ends and apply it.
+
+    For accepted connections (and any socket whose ends are known only after
+    connecting).  ``mgr`` is anything with ``lookup`` (a :class:`TcpMgm` or a
+    matcher).
+    """
+    remote_ip, remote_port = endpoint(sock.getpeername())
+    local_ip, local_port = endpoint(sock.getsockname())
+    profile = mgr.lookup(proto, remote_ip, remote_port, local_ip, local_port)
+    apply(sock, profile)
+    return profile
+
+
+def connect_timeout(profile: Profile) -> Optional[float]:
+    """The profile's connect timeout in seconds; 0 means no timeout of our own."""
+    return profile.connect_timeout / 1000 if profile.connect_timeout else None
+
+
+def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[Optional[str], int]) -> None:
+    """Raise :class:`NoNewConnection` when the profile forbids opening this connection."""
+    if profile.no_new_conn:
+        raise NoNewConnection(
+            f"rule {profile.id} forbids new {proto} connections to {remote[0]} port {remote[1]} (no_new_conn)"
+        )
+
+
+def connect(
+    mgr: SupportsLookup, proto: str, address: Tuple[str, int], *, source: Optional[Tuple[str, int]] = None,
+) -> socket.socket:
+    """Open a TCP connection to ``address`` = ``(host, port)`` under the rules of ``mgr``.
+
+    The profile is looked up with the remote end ``address`` and the local end
+    ``source`` (``(ip, port)`` to bind to; unknown when ``None``).  Raises
+    :class:`NoNewConnection` when its ``no_new_conn`` is set, connects within
+    ``connect_timeout`` milliseconds (``TimeoutError``/``OSError`` otherwise),
+    applies the profile and returns the socket, in blocking mode with the
+    default socket timeout.  A host name is resolved first; each address it
+    resolves to is tried in turn, as ``socket.create_connection`` does.
+    """
+    host, port = address
+    local_ip, local_port = source if source is not None else (None, 0)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    last_error: Optional[BaseException] = None
+    for family, kind, protocol, _, sockaddr in infos:
+        remote = endpoint(sockaddr)
+        profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
+        try:
+            refuse_if_forbidden(profile, proto, remote)
+        except NoNewConnection as exc:
+            last_error = exc
+            continue
+        sock = socket.socket(family, kind, protocol)
+        try:
+            apply(sock, profile)  # before connecting: keepalive holds from the first packet
+            if source is not None:
+                sock.bind(source)
+            sock.settimeout(connect_timeout(profile))
+            sock.connect(sockaddr)
+            sock.settimeout(socket.getdefaulttimeout())
+            log.debug("connected %s to %s under rule %d", proto, remote, profile.id)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    if last_error is None:
+        raise OSError(f"getaddrinfo returned no address for {shown(host)}")
+    raise last_error
+
+
+def parse_endpoint(text: str, *, listeners: Optional[Mapping[str, Any]] = None) -> Tuple[str, int]:
+    """``(ip, port)`` from ``ip``, ``ip:port``, ``[ipv6]`` or ``[ipv6]:port`` (no port: 0).
+
+    An IPv6 address must be in brackets: unbracketed, ``2001:db8::1:5060``
+    could be an address or an address and a port.  With ``listeners`` (socket
+    tag -> address, as a rule's ``local_addr`` may name them) the address may
+    also be a socket tag, resolved to its listener's address exactly as a
+    rule's tag is.  ``ValueError`` names the text and what is wrong.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{shown(text)}: expected [ipv6]:port")
+        colon, port_text = rest[:1], rest[1:]
+    elif text.count(":") > 1:
+        raise ValueError(f"{shown(text)}: an IPv6 address goes in brackets, [addr]:port or [addr]")
+    else:
+        host, colon, port_text = text.partition(":")
+    if not host:
+        raise ValueError(f"{shown(text)}: no address")
+    if colon:
+        # isdigit() alone would take non-ASCII digits ("٥٠٦٠"), which int() reads as 5060.
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{shown(text)}: port must be a number between 0 and 65535")
+        port = int(port_text)
+    else:
+        port = 0
+    if listeners is not None:
+        host = _listener_or_address(text, host, listeners)
+    return host, port
+
+
+def _listener_or_address(text: str, host: str, listeners: Mapping[str, Any]) -> str:
+    """``host`` when it is an IP address, else the address of the socket tag it names."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+        return host   # the matcher reads it (zone, IPv4-mapped form) as it reads any address
+    except ValueError:
+        pass
+    # A tag means here what it means in a rule's local_addr: let the rule parser resolve it.
+    try:
+        rule = Rule.from_row({"id": 1, "proto": "any", "local_addr": host}, listeners=listeners)
+    except RuleError as exc:
+        raise ValueError(f"{shown(text)}: {exc.reason}") from None
+    if rule.local is None:   # 'any' in a rule; a connection's end is one address
+        raise ValueError(f"{shown(text)}: not an address or a socket tag")
+    return str(rule.local.network_address)

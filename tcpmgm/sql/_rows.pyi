@@ -1,0 +1,16 @@
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set
+
+from ..model.errors import RuleError, RuleWarning
+from ..model.profile import Profile
+from ..model.rule import Rule
+
+class RowReader:
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def not_null(self) -> frozenset[str]: ...
+    def __init__(self, columns: Sequence[str], *, listeners: Optional[Mapping[str, Any]] = ...,
+                 defaults: Optional[Profile] = ..., not_null: Iterable[str] = ...) -> None: ...
+    def __call__(self, values: Sequence[Any]) -> Rule: ...
+    def read_batch(self, batch: Iterable[Sequence[Any]], rules: List[Rule], rejected: List[RuleError],
+                   warnings: List[RuleWarning], seen_ids: Set[int]) -> None: ...

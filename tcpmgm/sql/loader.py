@@ -1,0 +1,162 @@
+"""Read the rule table into validated rules (the SQL side of a reload).
+
+The loader asks the database which columns the table has, infers the schema
+version from them (``parallel_read`` present: version 1), checks the optional
+``version`` table, then streams the rows in batches (a server-side cursor on
+PostgreSQL, an unbuffered one on MySQL) through a :class:`RowReader`
+(:meth:`Rule.from_row`, with a compiled shortcut for rows that need no
+judgement).  A NULL in a column that OpenSIPS declares NOT NULL is read as the
+column's default, with a warning.  Bad rows are
+collected, not raised: the caller decides (strict mode) whether they fail the
+reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+from .db import one_line as _one_line, rollback_quietly, streaming_cursor
+from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
+from ..model.profile import Profile
+from .rows import RowReader
+from ..model.rule import Rule
+from .schema import (
+    NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
+    expected_version, require_columns, version_check,
+)
+
+__all__ = ["LoadResult", "load_rules", "BATCH_SIZE", "gc_paused"]
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    rules: Tuple[Rule, ...]
+    rejected: Tuple[RuleError, ...]
+    warnings: Tuple[RuleWarning, ...]
+    schema_version: int
+
+
+def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
+    cur = conn.cursor()
+    try:
+        cur.execute(f"SELECT * FROM {dialect.quote(names.table)} WHERE 1 = 0")
+        columns = [d[0] for d in cur.description]
+        cur.fetchall()
+        return columns
+    except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
+        rollback_quietly(conn)
+        raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
+    finally:
+        cur.close()
+
+
+def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
+    """The ``table_version`` recorded for ``table``; ``None`` when there is no version table/row."""
+    q = dialect.quote
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"SELECT {q('table_version')} FROM {q(VERSION_TABLE)} WHERE {q('table_name')} = {dialect.placeholder}",
+            (table,),
+        )
+        row = cur.fetchone()
+    except Exception as exc:  # noqa: BLE001 - a missing version table is tolerated
+        log.debug("no usable version table: %s", _one_line(exc))
+        rollback_quietly(conn)
+        return None
+    finally:
+        cur.close()
+    if row is None or row[0] is None:
+        return None
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise SchemaError(f"version table: table_version for {table!r} is {row[0]!r}, not a number") from None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a load.
+
+    Rules hold no reference cycles, but creating a million of them would start
+    the collector hundreds of times, and its older-generation passes scan every
+    live object, the rules in service included: a large share of a reload.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _driver_errors(conn: Any, failure: str) -> Iterator[None]:
+    """A driver's exception (each driver has classes of its own) as one DatabaseError;
+    tcpmgm's own exceptions pass unchanged."""
+    try:
+        yield
+    except (RuleError, SchemaError, DatabaseError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        rollback_quietly(conn)
+        raise DatabaseError(f"{failure}: {_one_line(exc)}") from None
+
+
+def load_rules(
+    conn: Any,
+    dialect: Dialect,
+    names: TableNames,
+    *,
+    listeners: Optional[Mapping[str, Any]] = None,
+    defaults: Optional[Profile] = None,
+    schema_version: Optional[int] = None,
+    batch_size: int = BATCH_SIZE,
+) -> LoadResult:
+    """Read and validate every row of the rule table over ``conn``."""
+    present = _table_columns(conn, dialect, names)
+    require_columns(present, names)
+    version = version_check(
+        _version_row(conn, dialect, names.table), expected_version(present, names),
+        schema_version, names.table,
+    )
+    canonical = SCHEMA_VERSIONS[version]
+    q = dialect.quote
+    select = ", ".join(q(names.column(c)) for c in canonical)
+
+    # A NULL in a column OpenSIPS declares NOT NULL is read as the default and warned about.
+    read = RowReader(
+        canonical, listeners=listeners, defaults=defaults,
+        not_null=[c for c in canonical if c not in NULLABLE_COLUMNS],
+    )
+    rules: List[Rule] = []
+    rejected: List[RuleError] = []
+    warnings: List[RuleWarning] = []
+    seen_ids: Set[int] = set()
+    failure = f"reading table {names.table!r} failed"
+    own: Optional[Exception] = None
+    with gc_paused(), _driver_errors(conn, failure), streaming_cursor(conn, dialect) as cur:
+        cur.execute(f"SELECT {select} FROM {q(names.table)}")
+        while True:
+            batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
+            if not batch:
+                break
+            try:
+                read.read_batch(batch, rules, rejected, warnings, seen_ids)
+            except Exception as exc:  # noqa: BLE001 - raised below, past the driver guard
+                own = exc
+                break
+    if own is not None:
+        # tcpmgm's own failure (not the driver's) keeps its type and traceback for
+        # the reload that reports it.
+        raise own
+    return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)

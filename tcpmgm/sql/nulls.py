@@ -1,0 +1,27 @@
+"""The warnings for NULLs in NOT NULL columns: one text for both row readers."""
+
+from __future__ import annotations
+
+from typing import Iterable, List
+
+from ..model.errors import RuleWarning
+from ..model.rule import Rule
+
+__all__ = ["null_warnings"]
+
+
+def null_warnings(rule: Rule, columns: Iterable[str]) -> List[RuleWarning]:
+    """Warnings for NULLs in columns the OpenSIPS schema declares NOT NULL.
+
+    Such a table was not created the OpenSIPS way.  The NULL is read as the
+    column's default, exactly what the OpenSIPS DDL would have stored had the
+    column been left out; refusing the row instead would drop its other
+    columns too (a NAT pool's ``no_new_conn`` lost over a NULL ``keepidle``).
+    ``id`` and ``proto`` have no default and were already refused by
+    ``Rule.from_row``.
+    """
+    stored = rule.to_row()
+    return [
+        RuleWarning(rule.id, column, None, f"NULL in a NOT NULL column, read as the default {stored[column]}")
+        for column in columns
+    ]
