@@ -6,7 +6,8 @@
     python benchmarks/bench_reload.py --profile            # cProfile of one reload per backend
 
 Each backend gets a scratch namespace (an SQLite file, a PostgreSQL schema,
-a MariaDB database) filled with the seeded benchmarks/README.md#workloads carrier table of tcpmgm_bench.workloads, which is
+a MariaDB database) filled with the seeded carrier table (benchmarks/README.md#workloads) of
+tcpmgm_bench.workloads, which is
 dropped afterwards.  For each size it reports the best of ``--repeat`` runs:
 the whole ``reload()`` followed by one lookup ("to serving"), the CPU time
 this process spent on it (less disturbed by a busy machine; the server's
@@ -29,24 +30,36 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 import tcpmgm
-from tcpmgm_bench.workloads import carrier
-from tcpmgm.sql.loader import gc_paused, load_rules
 from tcpmgm.matching.matcher import Matcher
+from tcpmgm.sql.loader import gc_paused, load_rules
+from tcpmgm_bench.workloads import carrier
 
-COLUMNS = ("id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority",
-           "connect_timeout", "keepidle")
-def carrier_rows(n: int) -> List[tuple]:
+COLUMNS = (
+    "id",
+    "proto",
+    "remote_addr",
+    "remote_port",
+    "local_addr",
+    "local_port",
+    "priority",
+    "connect_timeout",
+    "keepidle",
+)
+
+
+def carrier_rows(n: int) -> list[tuple]:
     """benchmarks/README.md#workloads ``carrier`` (the same generator ``tcpmgm bench`` uses) as table rows."""
     return [tuple(rule.to_row()[column] for column in COLUMNS) for rule in carrier(n, 0).rules]
 
 
 # -- scratch namespaces ------------------------------------------------------
 
+
 @contextlib.contextmanager
-def sqlite_scratch() -> Iterator[Tuple[str, object]]:
+def sqlite_scratch() -> Iterator[tuple[str, object]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.db")
         conn = sqlite3.connect(path, isolation_level=None)
@@ -57,7 +70,7 @@ def sqlite_scratch() -> Iterator[Tuple[str, object]]:
 
 
 @contextlib.contextmanager
-def postgres_scratch() -> Iterator[Tuple[str, object]]:
+def postgres_scratch() -> Iterator[tuple[str, object]]:
     import psycopg
 
     admin_url = os.environ.get("TCPMGM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -75,14 +88,20 @@ def postgres_scratch() -> Iterator[Tuple[str, object]]:
 
 
 @contextlib.contextmanager
-def mysql_scratch() -> Iterator[Tuple[str, object]]:
-    import pymysql
+def mysql_scratch() -> Iterator[tuple[str, object]]:
     from urllib.parse import urlsplit
+
+    import pymysql
 
     parts = urlsplit(os.environ.get("TCPMGM_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/test"))
     database = f"tcpmgm_bench_{uuid.uuid4().hex[:8]}"
-    args = dict(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-                password=parts.password or "", autocommit=True)
+    args = dict(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        autocommit=True,
+    )
     admin = pymysql.connect(**args)
     admin.cursor().execute(f"CREATE DATABASE `{database}`")
     conn = pymysql.connect(**args, database=database)
@@ -98,7 +117,7 @@ def mysql_scratch() -> Iterator[Tuple[str, object]]:
 SCRATCH = {"sqlite": sqlite_scratch, "postgres": postgres_scratch, "mysql": mysql_scratch}
 
 
-def fill(backend: str, conn, rows: List[tuple]) -> None:
+def fill(backend: str, conn, rows: list[tuple]) -> None:
     cur = conn.cursor()
     cur.execute("DELETE FROM tcp_mgm")
     if backend == "postgres":
@@ -114,10 +133,10 @@ def fill(backend: str, conn, rows: List[tuple]) -> None:
         cur.execute("COMMIT")
     else:
         for start in range(0, len(rows), 5000):  # PyMySQL sends each chunk as one multi-row INSERT
-            cur.executemany(sql, rows[start:start + 5000])
+            cur.executemany(sql, rows[start : start + 5000])
 
 
-def measure(url: str, repeat: int, profile: bool) -> Tuple[float, float, float, float]:
+def measure(url: str, repeat: int, profile: bool) -> tuple[float, float, float, float]:
     """Best of ``repeat``: (reload + first lookup, its CPU time in this process,
     read+validate, matcher build) in seconds."""
     mgr = tcpmgm.TcpMgm(url)
@@ -144,7 +163,7 @@ def measure(url: str, repeat: int, profile: bool) -> Tuple[float, float, float, 
     return best
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_rows = "100000,1000000" if os.environ.get("TCPMGM_BENCH_1M") else "100000"
     parser.add_argument("--rows", default=default_rows, help="comma-separated table sizes")
@@ -153,16 +172,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one reload")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.rows.split(",")]
-    print(f"# reload benchmark: Python {platform.python_version()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"matcher {Matcher.__module__}.{Matcher.__name__}")
+    print(
+        f"# reload benchmark: Python {platform.python_version()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"matcher {Matcher.__module__}.{Matcher.__name__}"
+    )
     print("| backend | rows | reload to serving (s) | its CPU (s) | read + validate (s) | matcher build (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
         try:
             scratch = SCRATCH[backend]()
             url, conn = scratch.__enter__()
-        except Exception as exc:  # noqa: BLE001 - an unreachable server is reported, not fatal
+        except Exception as exc:
             print(f"| {backend} | - | unavailable: {' '.join(str(exc).split())[:60]} | | | |")
             continue
         try:

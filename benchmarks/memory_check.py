@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 import tracemalloc
-from typing import Callable, Tuple
+from typing import Callable
 
 from tcpmgm.matching import _matcher
 from tcpmgm_bench.workloads import batch, carrier
@@ -31,7 +31,7 @@ def rss_kib() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def until(lookups: int, one_round: Callable[[], int]) -> Tuple[int, float]:
+def until(lookups: int, one_round: Callable[[], int]) -> tuple[int, float]:
     """Repeat ``one_round`` (it returns how many lookups it made) until ``lookups``
     are done: (lookups done, seconds)."""
     start = time.perf_counter()
@@ -77,11 +77,14 @@ def main() -> int:
     heap_after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     rss_after = rss_kib()
-    print(f"carrier N={args.rules:,}: {done:,} lookup() in {single_s:.1f} s, "
-          f"{done_many:,} lookups in lookup_many in {many_s:.1f} s")
+    print(
+        f"carrier N={args.rules:,}: {done:,} lookup() in {single_s:.1f} s, "
+        f"{done_many:,} lookups in lookup_many in {many_s:.1f} s"
+    )
     print(f"tracemalloc heap: {heap_before:,} -> {heap_after:,} bytes ({heap_after - heap_before:+,})")
-    print(f"RSS: {rss_before:,} -> {rss_single:,} (after lookup) -> {rss_after:,} KiB "
-          f"({rss_after - rss_before:+,} KiB)")
+    print(
+        f"RSS: {rss_before:,} -> {rss_single:,} (after lookup) -> {rss_after:,} KiB ({rss_after - rss_before:+,} KiB)"
+    )
     grown = heap_after - heap_before > 64 * 1024 or rss_after - rss_before > 4 * 1024
     print("memory grew" if grown else "no memory growth")
     return 1 if grown else 0

@@ -1,4 +1,6 @@
-"""pytest-benchmark: the compiled classifier and the benchmarks/README.md#baselines baselines on the benchmarks/README.md#workloads workloads.
+"""pytest-benchmark: the compiled classifier and its baselines on the workloads.
+
+Baselines and workloads: benchmarks/README.md#baselines, benchmarks/README.md#workloads.
 
 A round runs 5,000 lookups (the linear scan 200, the reference 20: divide
 accordingly).  Ratios per lookup and the full table: ``tcpmgm bench``.
@@ -16,6 +18,7 @@ def _loop(function, queries):
     def run():
         for query in queries:
             function(*query)
+
     return run
 
 

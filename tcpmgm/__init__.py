@@ -7,6 +7,9 @@ rule wins, implemented by :class:`ReferenceMatcher` (pure Python, the oracle)
 and :class:`Matcher` (what callers use).
 """
 
+from .matching.explanation import Explanation
+from .matching.matcher import Matcher
+from .matching.reference import ReferenceMatcher
 from .model.errors import (
     DatabaseError,
     NoNewConnection,
@@ -18,10 +21,7 @@ from .model.errors import (
 )
 from .model.profile import Profile, default_profile, register_attr, set_default_profile
 from .model.protocols import register_protocol
-from .matching.explanation import Explanation
-from .matching.reference import ReferenceMatcher
 from .model.rule import Rule
-from .matching.matcher import Matcher
 from .service.manager import ReloadReport, TcpMgm
 from .service.sockets import apply, connect
 

@@ -5,12 +5,12 @@ The code lives in ``tcpmgm/service/aio.py`` (docs/architecture.md).
 
 from .service.aio import (
     Connection,
-    start_server,
     open_connection,
+    start_server,
 )
 
 __all__ = [
     "Connection",
-    "start_server",
     "open_connection",
+    "start_server",
 ]

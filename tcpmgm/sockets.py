@@ -4,23 +4,23 @@ The code lives in ``tcpmgm/service/sockets.py`` (docs/architecture.md).
 """
 
 from .service.sockets import (
-    apply,
-    connect,
-    tune,
-    endpoint,
-    parse_endpoint,
     KEEPALIVE_LIMITS,
     KeepaliveTimer,
+    apply,
+    connect,
+    endpoint,
     keepalive_timers,
+    parse_endpoint,
+    tune,
 )
 
 __all__ = [
-    "apply",
-    "connect",
-    "tune",
-    "endpoint",
-    "parse_endpoint",
     "KEEPALIVE_LIMITS",
     "KeepaliveTimer",
+    "apply",
+    "connect",
+    "endpoint",
     "keepalive_timers",
+    "parse_endpoint",
+    "tune",
 ]

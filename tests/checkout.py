@@ -14,18 +14,19 @@ import importlib.machinery
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 PACKAGE = "tcpmgm"
 # The extensions setup.py builds; their pure twins stand in when these do not import.
 COMPILED_MODULES = ("tcpmgm.matching._addr", "tcpmgm.matching._matcher", "tcpmgm.sql._rows")
 CHECKOUT = Path(__file__).resolve().parent.parent
 
-BUILD_IN_PLACE = "pip install -e .` (or, with Cython and setuptools>=77 installed, `python setup.py build_ext --inplace`)"
+BUILD_IN_PLACE = (
+    "pip install -e .` (or, with Cython and setuptools>=77 installed, `python setup.py build_ext --inplace`)"
+)
 PURE_ONLY = "TCPMGM_NO_EXTENSIONS=1 tests the pure-Python twins alone"
 
 
-def import_error() -> Optional[str]:
+def import_error() -> str | None:
     """The first compiled module's ImportError as text, or None when all of them import."""
     for name in COMPILED_MODULES:
         try:
@@ -39,11 +40,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def installed_elsewhere(checkout: Path = CHECKOUT) -> Optional[Path]:
+def installed_elsewhere(checkout: Path = CHECKOUT) -> Path | None:
     """Where ``import tcpmgm`` would find the package if the checkout were not on ``sys.path``."""
-    path: List[str] = [
-        entry for entry in sys.path if not _inside(Path(entry or os.getcwd()).resolve(), checkout)
-    ]
+    path: list[str] = [entry for entry in sys.path if not _inside(Path(entry or os.getcwd()).resolve(), checkout)]
     for finder in sys.meta_path:
         if finder is importlib.machinery.PathFinder:
             spec = finder.find_spec(PACKAGE, path)
@@ -59,7 +58,7 @@ def installed_elsewhere(checkout: Path = CHECKOUT) -> Optional[Path]:
     return None
 
 
-def not_compiled_message(imported: Path, checkout: Path, installed: Optional[Path], reason: str) -> str:
+def not_compiled_message(imported: Path, checkout: Path, installed: Path | None, reason: str) -> str:
     """The usage error for tests that would run the pure twins in place of the compiled modules.
 
     ``imported`` is the package folder the tests imported, ``installed`` where an

@@ -4,11 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+from checkout import CHECKOUT, import_error, installed_elsewhere, not_compiled_message
 from hypothesis import HealthCheck, settings
 
 import tcpmgm
-from checkout import CHECKOUT, import_error, installed_elsewhere, not_compiled_message
-from tcpmgm.matching import addresses, matcher as matcher_module
+from tcpmgm.matching import addresses
+from tcpmgm.matching import matcher as matcher_module
 from tcpmgm.sql import rows
 
 # The database-server fixtures (scratch schemas and databases) live in tests/dbservers.py.
@@ -16,10 +17,17 @@ pytest_plugins = ("dbservers",)
 
 # Running from a source checkout must not quietly test the pure fallback in
 # place of the compiled modules: the package the tests import has to be built.
-if not (addresses.COMPILED and matcher_module.COMPILED and rows.COMPILED) and os.environ.get("TCPMGM_NO_EXTENSIONS", "") in ("", "0"):
-    raise pytest.UsageError(not_compiled_message(
-        Path(tcpmgm.__file__).resolve().parent, CHECKOUT, installed_elsewhere(), import_error() or "unknown reason",
-    ))
+if not (addresses.COMPILED and matcher_module.COMPILED and rows.COMPILED) and os.environ.get(
+    "TCPMGM_NO_EXTENSIONS", ""
+) in ("", "0"):
+    raise pytest.UsageError(
+        not_compiled_message(
+            Path(tcpmgm.__file__).resolve().parent,
+            CHECKOUT,
+            installed_elsewhere(),
+            import_error() or "unknown reason",
+        )
+    )
 
 # Hypothesis budgets: tests that set no max_examples (the fuzz suite, tests/fuzz)
 # get FUZZ_EXAMPLES. "ci", the default everywhere, is derandomized so that a CI
@@ -30,12 +38,21 @@ if not (addresses.COMPILED and matcher_module.COMPILED and rows.COMPILED) and os
 # in the local example database so that the next run replays them first.
 FUZZ_EXAMPLES = 200
 settings.register_profile(
-    "ci", max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
-    print_blob=True, suppress_health_check=[HealthCheck.too_slow],
+    "ci",
+    max_examples=FUZZ_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "long", settings.get_profile("default"), max_examples=20 * FUZZ_EXAMPLES, deadline=None,
-    print_blob=True, suppress_health_check=[HealthCheck.too_slow],
+    "long",
+    settings.get_profile("default"),
+    max_examples=20 * FUZZ_EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

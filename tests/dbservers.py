@@ -20,7 +20,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from typing import Any, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pg_user() -> Any:
     """The first of postgres/root the server lets in, or the error text."""
     import psycopg
@@ -73,7 +74,7 @@ class Scratch:
     backend = ""
     url = ""
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> List[tuple]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Run one statement on a separate connection of the test's own (autocommitted)."""
         cur = self.admin.cursor()
         try:
@@ -110,12 +111,12 @@ class Scratch:
                 self._terminate(backend)
         return len(alive)
 
-    def live_backends(self) -> List[int]:
+    def live_backends(self) -> list[int]:
         """The backend ids of tcpmgm's connections that the server still serves."""
         ids = sorted(set(tcpmgm_backends))
         return self._live(ids) if ids else []
 
-    def _live(self, ids: List[int]) -> List[int]:
+    def _live(self, ids: list[int]) -> list[int]:
         raise NotImplementedError
 
     def _terminate(self, backend: int) -> None:
@@ -128,11 +129,11 @@ class Scratch:
 # The backend id (PostgreSQL pid, MySQL thread id) of every server connection tcpmgm
 # opened during the current test (ServerSource.open, wrapped by the autouse fixture
 # below), read when it opened: the sessions a test may terminate.
-tcpmgm_backends: List[int] = []
+tcpmgm_backends: list[int] = []
 
 
 def _backend_id(conn: Any) -> int:
-    info = getattr(conn, "info", None)     # psycopg
+    info = getattr(conn, "info", None)  # psycopg
     return int(info.backend_pid) if info is not None else int(conn.thread_id())
 
 
@@ -198,14 +199,17 @@ class PostgresScratch(Scratch):
         import psycopg
 
         return psycopg.connect(
-            **self._base, autocommit=True, options=f"-csearch_path={self.schema}",
+            **self._base,
+            autocommit=True,
+            options=f"-csearch_path={self.schema}",
             application_name=f"{self.schema}-test",
         )
 
-    def _live(self, ids: List[int]) -> List[int]:
+    def _live(self, ids: list[int]) -> list[int]:
         # A pid is reused once its session ends: only ours if it also carries our schema's name.
         rows = self.execute(
-            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s", (ids, self.schema),
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s) AND application_name = %s",
+            (ids, self.schema),
         )
         return [pid for (pid,) in rows]
 
@@ -228,8 +232,9 @@ class MySQLScratch(Scratch):
 
         self.database = f"tcpmgm_{uuid.uuid4().hex[:12]}"
         try:
-            root = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="",
-                                   database=MY_DB, autocommit=True, connect_timeout=5)
+            root = pymysql.connect(
+                host=MY_HOST, port=MY_PORT, user="root", password="", database=MY_DB, autocommit=True, connect_timeout=5
+            )
         except pymysql.Error as exc:
             unavailable(f"MariaDB at {MY_HOST}:{MY_PORT} unreachable: {exc}")
         with root, root.cursor() as cur:
@@ -244,12 +249,15 @@ class MySQLScratch(Scratch):
     def connect(self) -> Any:
         import pymysql
 
-        return pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", password="",
-                               database=self.database, autocommit=True)
+        return pymysql.connect(
+            host=MY_HOST, port=MY_PORT, user="root", password="", database=self.database, autocommit=True
+        )
 
-    def _live(self, ids: List[int]) -> List[int]:
+    def _live(self, ids: list[int]) -> list[int]:
         marks = ", ".join(["%s"] * len(ids))
-        return [int(i) for (i,) in self.execute(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({marks})", ids)]
+        return [
+            int(i) for (i,) in self.execute(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({marks})", ids)
+        ]
 
     def _terminate(self, backend: int) -> None:
         self.execute(f"KILL {int(backend)}")
@@ -310,13 +318,13 @@ class Forwarder:
         self.host = host
         self.target = (host, target_port)
         self.port = free_port()
-        self._listener: Optional[socket.socket] = None
-        self._sockets: List[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._flowing = threading.Event()  # cleared: bytes are held, connections stay up
         self._flowing.set()
 
-    def start(self) -> "Forwarder":
+    def start(self) -> Forwarder:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, self.port))
@@ -380,7 +388,7 @@ class Forwarder:
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
 
-    def __enter__(self) -> "Forwarder":
+    def __enter__(self) -> Forwarder:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -396,7 +404,7 @@ class SilentServer:
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen()
         self.port = self._listener.getsockname()[1]
-        self._held: List[socket.socket] = []
+        self._held: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -414,7 +422,7 @@ class SilentServer:
         for conn in self._held:
             conn.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -424,23 +432,37 @@ class SilentServer:
 # -- tables made the way OpenSIPS's own scripts make them -------------------
 
 _OPENSIPS_TYPES = {
-    "mysql": dict(id="INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL", text="CHAR({n})",
-                  uint="INT(11) UNSIGNED", int="INT(11)", suffix=" ENGINE=InnoDB"),
-    "postgres": dict(id="SERIAL PRIMARY KEY NOT NULL", text="VARCHAR({n})",
-                     uint="INTEGER", int="INTEGER", suffix=""),
-    "sqlite": dict(id="INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL", text="CHAR({n})",
-                   uint="INTEGER", int="INTEGER", suffix=""),
+    "mysql": dict(
+        id="INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL",
+        text="CHAR({n})",
+        uint="INT(11) UNSIGNED",
+        int="INT(11)",
+        suffix=" ENGINE=InnoDB",
+    ),
+    "postgres": dict(id="SERIAL PRIMARY KEY NOT NULL", text="VARCHAR({n})", uint="INTEGER", int="INTEGER", suffix=""),
+    "sqlite": dict(
+        id="INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL", text="CHAR({n})", uint="INTEGER", int="INTEGER", suffix=""
+    ),
 }
 
 _PROFILE_DEFAULTS = [
-    ("connect_timeout", 100), ("con_lifetime", 120), ("msg_read_timeout", 4), ("send_threshold", 0),
-    ("no_new_conn", 0), ("alias_mode", 0), ("parallel_read", 0), ("keepalive", 1), ("keepcount", 9),
-    ("keepidle", 7200), ("keepinterval", 75),
+    ("connect_timeout", 100),
+    ("con_lifetime", 120),
+    ("msg_read_timeout", 4),
+    ("send_threshold", 0),
+    ("no_new_conn", 0),
+    ("alias_mode", 0),
+    ("parallel_read", 0),
+    ("keepalive", 1),
+    ("keepcount", 9),
+    ("keepidle", 7200),
+    ("keepinterval", 75),
 ]
 
 
-def opensips_ddl(backend: str, *, version: int = 2, table: str = "tcp_mgm", rename: Optional[dict] = None,
-                 not_null: bool = True) -> List[str]:
+def opensips_ddl(
+    backend: str, *, version: int = 2, table: str = "tcp_mgm", rename: dict | None = None, not_null: bool = True
+) -> list[str]:
     """The CREATE statements of OpenSIPS's ``tcp_mgm`` script for ``backend`` (plus its version table).
 
     ``rename`` maps canonical column names to the table's; ``not_null=False``
@@ -451,8 +473,17 @@ def opensips_ddl(backend: str, *, version: int = 2, table: str = "tcp_mgm", rena
     nn = " NOT NULL" if not_null else ""
     text = t["text"]
     cols = [
-        ("id", t["id"] if not_null else t["id"].replace(" NOT NULL", "").replace(" PRIMARY KEY", "")
-         .replace(" AUTO_INCREMENT", "").replace(" AUTOINCREMENT", "").replace("SERIAL", "INTEGER")),
+        (
+            "id",
+            t["id"]
+            if not_null
+            else t["id"]
+            .replace(" NOT NULL", "")
+            .replace(" PRIMARY KEY", "")
+            .replace(" AUTO_INCREMENT", "")
+            .replace(" AUTOINCREMENT", "")
+            .replace("SERIAL", "INTEGER"),
+        ),
         ("proto", f"{text.format(n=8)} DEFAULT 'any'{nn}"),
         ("remote_addr", f"{text.format(n=43)} DEFAULT NULL"),
         ("remote_port", f"{t['uint']} DEFAULT 0{nn}"),
@@ -462,7 +493,8 @@ def opensips_ddl(backend: str, *, version: int = 2, table: str = "tcp_mgm", rena
         ("attrs", f"{text.format(n=255)} DEFAULT NULL"),
     ] + [
         (name, f"{t['uint']} DEFAULT {default}{nn}")
-        for name, default in _PROFILE_DEFAULTS if version == 1 or name != "parallel_read"
+        for name, default in _PROFILE_DEFAULTS
+        if version == 1 or name != "parallel_read"
     ]
     q = "`" if backend == "mysql" else '"'
     body = ",\n  ".join(f"{q}{rename.get(c, c)}{q} {ddl}" for c, ddl in cols)

@@ -17,8 +17,7 @@ class AsyncioEndpoint:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            mi.serve(mgr, "127.0.0.1", 0, **options), self.loop).result(10)
+        self.server = asyncio.run_coroutine_threadsafe(mi.serve(mgr, "127.0.0.1", 0, **options), self.loop).result(10)
         self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/mi"
 
     def stop(self):

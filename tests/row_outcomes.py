@@ -1,12 +1,13 @@
 """What a row reader made of a row, comparable across readers, and values whose repr misbehaves
 (tests of the row readers and of the messages they raise)."""
 
-from typing import Any, Callable, Dict, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from tcpmgm import Rule, RuleError
 
 
-def attributes(rule: Rule) -> Dict[str, Any]:
+def attributes(rule: Rule) -> dict[str, Any]:
     """Everything a rule holds (its networks apart: they follow from the prefixes)."""
     held = {k: v for k, v in vars(rule).items() if k not in ("remote", "local")}
     held["profile"] = (type(held["profile"]), vars(held["profile"]))
@@ -14,7 +15,7 @@ def attributes(rule: Rule) -> Dict[str, Any]:
     return held
 
 
-def outcome(reader: Callable[[Sequence[Any]], Rule], values: Sequence[Any]) -> Tuple[Any, ...]:
+def outcome(reader: Callable[[Sequence[Any]], Rule], values: Sequence[Any]) -> tuple[Any, ...]:
     """``("rule", attributes)`` or ``("error", message, rule_id, column)``."""
     try:
         rule = reader(values)

@@ -7,7 +7,8 @@ loader is tested on what it did not create itself.
 """
 
 import sqlite3
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 from tcpmgm.model.profile import OPENSIPS_DEFAULTS
 from tcpmgm.sql.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
@@ -16,8 +17,12 @@ TEXT_COLUMNS = {"proto", "remote_addr", "local_addr", "attrs"}
 
 
 def create_plain_table(
-    conn: sqlite3.Connection, *, table: str = "tcp_mgm", schema_version: int = 2,
-    rename: Optional[Mapping[str, str]] = None, columns: Optional[Iterable[str]] = None,
+    conn: sqlite3.Connection,
+    *,
+    table: str = "tcp_mgm",
+    schema_version: int = 2,
+    rename: Optional[Mapping[str, str]] = None,
+    columns: Optional[Iterable[str]] = None,
 ) -> None:
     """A rule table without any constraint (duplicate ids and NULLs allowed).
 
@@ -26,15 +31,16 @@ def create_plain_table(
     """
     rename = rename or {}
     names = list(columns) if columns is not None else list(SCHEMA_VERSIONS[schema_version])
-    ddl = ", ".join(
-        f'"{rename.get(c, c)}" {"TEXT" if c in TEXT_COLUMNS else "INTEGER"}{_default(c)}' for c in names
-    )
+    ddl = ", ".join(f'"{rename.get(c, c)}" {"TEXT" if c in TEXT_COLUMNS else "INTEGER"}{_default(c)}' for c in names)
     conn.execute(f'CREATE TABLE "{table}" ({ddl})')
     conn.commit()
 
 
 def insert(
-    conn: sqlite3.Connection, row: Mapping[str, Any], *, table: str = "tcp_mgm",
+    conn: sqlite3.Connection,
+    row: Mapping[str, Any],
+    *,
+    table: str = "tcp_mgm",
     rename: Optional[Mapping[str, str]] = None,
 ) -> None:
     rename = rename or {}

@@ -4,11 +4,10 @@ import asyncio
 import socket
 
 import pytest
+from keepalive import expected, keepalive_of, matcher, os_defaults
 
 import tcpmgm
 from tcpmgm.service import aio
-
-from keepalive import expected, keepalive_of, matcher, os_defaults
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
 
@@ -33,8 +32,15 @@ def run(coro):
 
 SERVER_RULES = matcher(
     {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "keepidle": 11, "keepinterval": 12, "keepcount": 3},
-    {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "keepidle": 21, "keepinterval": 22, "keepcount": 4,
-     "msg_read_timeout": 1},
+    {
+        "id": 2,
+        "proto": "tcp",
+        "remote_addr": "127.0.0.3",
+        "keepidle": 21,
+        "keepinterval": 22,
+        "keepcount": 4,
+        "msg_read_timeout": 1,
+    },
     {"id": 3, "proto": "tcp", "remote_addr": "::1", "keepidle": 31, "keepinterval": 32, "keepcount": 5},
     {"id": 4, "proto": "tcp", "remote_addr": "127.0.0.4", "con_lifetime": 1},
 )
@@ -86,7 +92,7 @@ def test_each_side_carries_its_rules_keepalive(family):
     seen, clients = run(scenario())
     server_ids = [rule_id for rule_id, _, _ in seen]
     assert server_ids == ([1, 2] if family == "ipv4" else [3])
-    for rule_id, peer, options in seen:
+    for rule_id, _peer, options in seen:
         assert options == expected(SERVER_RULES.get(rule_id).profile)
     assert [rule_id for rule_id, _ in clients] == ([11, 12] if family == "ipv4" else [13])
     for rule_id, options in clients:
@@ -109,7 +115,7 @@ def test_open_connection_refuses_no_new_conn():
             conn = await aio.open_connection(CLIENT_RULES, "tcp", "127.0.0.1", port, local_addr=("127.0.0.6", 0))
             conn.close()
             await conn.wait_closed()
-            while not accepted:           # the server side of that one connection
+            while not accepted:  # the server side of that one connection
                 await asyncio.sleep(0.01)
         return [c.peer[0] for c in accepted]
 
@@ -122,7 +128,7 @@ def test_idle_connection_is_closed_after_con_lifetime():
 
         async def handle(conn):
             outcome["lifetime"] = conn.con_lifetime
-            outcome["read"] = await conn.read(100)   # nothing comes: the idle close ends it
+            outcome["read"] = await conn.read(100)  # nothing comes: the idle close ends it
 
         server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -150,8 +156,8 @@ def test_readuntil_gives_up_after_msg_read_timeout():
         server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         async with server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.3", 0))
-            writer.write(b"half a mess")     # never the end of line
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.3", 0))
+            writer.write(b"half a mess")  # never the end of line
             result = await asyncio.wait_for(outcome, GENEROUS)
             writer.close()
         return result
@@ -162,8 +168,9 @@ def test_readuntil_gives_up_after_msg_read_timeout():
 def test_a_zero_keepalive_timer_leaves_the_os_value_on_both_sides():
     """Issue 10, item 19: aio tunes through tcpmgm.apply, so 0 is "not set" there too, never 1 s."""
     server_rules = matcher({"id": 21, "proto": "tcp", "remote_addr": "127.0.0.7", "keepidle": 0, "keepcount": 4})
-    client_rules = matcher({"id": 22, "proto": "tcp", "local_addr": "127.0.0.7", "keepinterval": 0,
-                            "keepcount": 0, "keepidle": 45})
+    client_rules = matcher(
+        {"id": 22, "proto": "tcp", "local_addr": "127.0.0.7", "keepinterval": 0, "keepcount": 0, "keepidle": 45}
+    )
 
     async def scenario():
         seen = asyncio.get_running_loop().create_future()

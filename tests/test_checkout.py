@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from checkout import BUILD_IN_PLACE, CHECKOUT, not_compiled_message
 
 import tcpmgm
-from checkout import BUILD_IN_PLACE, CHECKOUT, not_compiled_message
 
 TESTS = Path(__file__).resolve().parent
 REASON = "tcpmgm.matching._addr: No module named 'tcpmgm.matching._addr'"
@@ -19,11 +19,16 @@ REASON = "tcpmgm.matching._addr: No module named 'tcpmgm.matching._addr'"
 
 def test_the_checkout_shadowing_an_installed_package_says_so_and_what_to_run():
     message = not_compiled_message(
-        Path("/src/tcpmgm/tcpmgm"), Path("/src/tcpmgm"), Path("/venv/site-packages/tcpmgm"), REASON,
+        Path("/src/tcpmgm/tcpmgm"),
+        Path("/src/tcpmgm"),
+        Path("/venv/site-packages/tcpmgm"),
+        REASON,
     )
     assert REASON in message
-    assert "the tests imported /src/tcpmgm/tcpmgm, the checkout's source tree, which shadows " \
+    assert (
+        "the tests imported /src/tcpmgm/tcpmgm, the checkout's source tree, which shadows "
         "the installed package at /venv/site-packages/tcpmgm" in message
+    )
     assert "`python -m pytest` puts the current directory first on sys.path" in message
     assert "Run `pytest` instead" in message
     assert BUILD_IN_PLACE in message
@@ -66,8 +71,10 @@ def test_python_m_pytest_in_a_checkout_names_the_shadowing_and_pytest_runs(tmp_p
 
     shadowed = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert shadowed.returncode == pytest.ExitCode.USAGE_ERROR, shadowed.stdout + shadowed.stderr
-    assert f"the tests imported {tmp_path.resolve() / 'tcpmgm'}, the checkout's source tree, which shadows " \
+    assert (
+        f"the tests imported {tmp_path.resolve() / 'tcpmgm'}, the checkout's source tree, which shadows "
         f"the installed package at {Path(tcpmgm.__file__).resolve().parent}" in shadowed.stderr
+    )
     assert "Run `pytest` instead" in shadowed.stderr
 
     # The advice works: like the pytest script, whose sys.path starts with its own folder, not

@@ -24,8 +24,7 @@ if not SCRIPT.exists():
 def run(*args, cwd, env=None, check=None):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TCPMGM_")}
     environment.update(env or {})
-    result = subprocess.run([str(SCRIPT), *args], cwd=cwd, env=environment, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([str(SCRIPT), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120)
     if check is not None:
         assert result.returncode == check, (result.stdout, result.stderr)
     return result
@@ -54,21 +53,35 @@ def test_init_add_list_rm_on_the_default_database(tmp_path):
     result = run("db", "init", cwd=tmp_path, check=0)
     assert "schema version 2" in result.stdout and "sqlite:///tcpmgm.db" in result.stdout
     assert (tmp_path / "tcpmgm.db").exists()
-    new_id = run("add", "--proto", "tls", "--remote-addr", "203.0.113.0/24", "--remote-port", "5061",
-                 "--connect-timeout", "1500", "--attrs", "max_msg_chunks=8", cwd=tmp_path, check=0)
+    new_id = run(
+        "add",
+        "--proto",
+        "tls",
+        "--remote-addr",
+        "203.0.113.0/24",
+        "--remote-port",
+        "5061",
+        "--connect-timeout",
+        "1500",
+        "--attrs",
+        "max_msg_chunks=8",
+        cwd=tmp_path,
+        check=0,
+    )
     assert new_id.stdout.strip() == "1"
     assert run("add", "--proto", "tcp", cwd=tmp_path, check=0).stdout.strip() == "2"
 
     rows = json.loads(run("list", "--json", cwd=tmp_path, check=0).stdout)
     assert [(r["id"], r["proto"], r["remote_addr"], r["connect_timeout"], r["attrs"]) for r in rows] == [
-        (1, "tls", "203.0.113.0/24", 1500, "max_msg_chunks=8"), (2, "tcp", None, 100, None),
+        (1, "tls", "203.0.113.0/24", 1500, "max_msg_chunks=8"),
+        (2, "tcp", None, 100, None),
     ]
     assert "parallel_read" not in rows[0]
 
     lines = run("list", cwd=tmp_path, check=0).stdout.splitlines()
     header, rule = lines[0], lines[2]
     for column, value in (("proto", "tls"), ("remote_addr", "203.0.113.0/24"), ("connect_timeout", "1500")):
-        assert rule.index(value) == header.index(column)      # aligned under its header
+        assert rule.index(value) == header.index(column)  # aligned under its header
     assert set(lines[1]) == {"-", " "}
 
     assert run("rm", "1", cwd=tmp_path, check=0).stdout.strip() == "removed rule 1"
@@ -110,18 +123,23 @@ def test_match_ipv4_ipv6_and_explain(table):
     explained = json.loads(run("match", "any", "10.1.2.3:5060", "--explain", "--json", cwd=table, check=0).stdout)
     assert [m["rule"] for m in explained["matches"]] == [1, 2]
     result = run("match", "tcp", "192.0.2.1:5060", cwd=table, check=0)
-    assert result.stdout.splitlines()[:2] == ["connection: tcp remote 192.0.2.1:5060, local any",
-                                              "rule 0: no rule matches (default profile)"]
+    assert result.stdout.splitlines()[:2] == [
+        "connection: tcp remote 192.0.2.1:5060, local any",
+        "rule 0: no rule matches (default profile)",
+    ]
     assert "remote" in one_error_line(run("match", "tcp", "10.0.0.999:5060", cwd=table), 2)
     assert "port" in one_error_line(run("match", "tcp", "[::1]:99999", cwd=table), 2)
 
 
-@pytest.mark.parametrize("args", [
-    ["2001:db8::1:5060"],                      # read as 2001:db8::1:5060 port 0 before
-    ["2001:db8::1"],
-    ["[2001:db8::7]:5061", "2001:db8::1:5061"],
-    ["10.1.2.3:5060", "fe80::1%eth0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["2001:db8::1:5060"],  # read as 2001:db8::1:5060 port 0 before
+        ["2001:db8::1"],
+        ["[2001:db8::7]:5061", "2001:db8::1:5061"],
+        ["10.1.2.3:5060", "fe80::1%eth0"],
+    ],
+)
 def test_match_refuses_an_unbracketed_ipv6_address(table, args):
     """Issue 10, item 14: a usage error naming the [addr]:port form, not a silent port 0."""
     line = one_error_line(run("match", "tls", *args, cwd=table), 2)
@@ -132,8 +150,13 @@ def test_match_prints_the_connection_as_understood(table):
     result = run("match", "TLS", "[2001:db8::7]:5061", "[::ffff:192.0.2.1]", cwd=table, check=0)
     assert result.stdout.splitlines()[0] == "connection: tls remote [2001:db8::7]:5061, local [::ffff:192.0.2.1]:0"
     found = json.loads(run("match", "tls", "[2001:db8::7]:5061", "--json", cwd=table, check=0).stdout)
-    assert found["connection"] == {"proto": "tls", "remote_ip": "2001:db8::7", "remote_port": 5061,
-                                   "local_ip": None, "local_port": 0}
+    assert found["connection"] == {
+        "proto": "tls",
+        "remote_ip": "2001:db8::7",
+        "remote_port": 5061,
+        "local_ip": None,
+        "local_port": 0,
+    }
     assert found["rule"] == 3
 
 
@@ -141,17 +164,42 @@ def test_match_local_side_may_be_a_socket_tag(tmp_path):
     """Issue 10, item 15: LOCAL may name a listener, resolved as a rule's local_addr tag is."""
     run("db", "init", cwd=tmp_path, check=0)
     tags = ["--listener", "internal=10.0.0.1", "--listener", "public=192.0.2.10"]
-    run("add", "--id", "5", "--proto", "any", "--local-addr", "internal", "--keepidle", "60", *tags,
-        cwd=tmp_path, check=0)
-    run("add", "--id", "6", "--proto", "tcp", "--local-addr", "192.0.2.10", "--local-port", "5060", *tags,
-        cwd=tmp_path, check=0)
+    run(
+        "add",
+        "--id",
+        "5",
+        "--proto",
+        "any",
+        "--local-addr",
+        "internal",
+        "--keepidle",
+        "60",
+        *tags,
+        cwd=tmp_path,
+        check=0,
+    )
+    run(
+        "add",
+        "--id",
+        "6",
+        "--proto",
+        "tcp",
+        "--local-addr",
+        "192.0.2.10",
+        "--local-port",
+        "5060",
+        *tags,
+        cwd=tmp_path,
+        check=0,
+    )
     result = run("match", "tcp", "10.2.3.4:5060", "internal", *tags, cwd=tmp_path, check=0)
     assert result.stdout.splitlines()[:2] == [
         "connection: tcp remote 10.2.3.4:5060, local 10.0.0.1:0 (socket tag 'internal')",
         "rule #5 any any:* <- internal:* prio 0",
     ]
-    found = json.loads(run("match", "tcp", "10.2.3.4:5060", "public:5060", "--json", *tags, cwd=tmp_path,
-                           check=0).stdout)
+    found = json.loads(
+        run("match", "tcp", "10.2.3.4:5060", "public:5060", "--json", *tags, cwd=tmp_path, check=0).stdout
+    )
     assert found["rule"] == 6
     assert found["connection"]["local_ip"] == "192.0.2.10" and found["connection"]["local_tag"] == "public"
     line = one_error_line(run("match", "tcp", "10.2.3.4:5060", "external:5060", *tags, cwd=tmp_path), 2)
@@ -163,22 +211,63 @@ def test_match_local_side_may_be_a_socket_tag(tmp_path):
 def test_add_stores_the_normalised_values_it_validated(tmp_path):
     """Issue 10, item 17: the table holds what loading reads, not what was typed."""
     run("db", "init", cwd=tmp_path, check=0)
-    run("add", "--id", "1", "--proto", "TCP", "--no-new-conn", "5", "--keepalive", "7",
-        "--remote-addr", " 10.1.2.3/8", "--local-addr", "::ffff:192.0.2.1", cwd=tmp_path, check=0)
-    run("add", "--id", "2", "--proto", "ANY", "--local-addr", "Internal", "--attrs", " max_msg_chunks = 4 ;",
-        "--listener", "Internal=10.0.0.1", cwd=tmp_path, check=0)
+    run(
+        "add",
+        "--id",
+        "1",
+        "--proto",
+        "TCP",
+        "--no-new-conn",
+        "5",
+        "--keepalive",
+        "7",
+        "--remote-addr",
+        " 10.1.2.3/8",
+        "--local-addr",
+        "::ffff:192.0.2.1",
+        cwd=tmp_path,
+        check=0,
+    )
+    run(
+        "add",
+        "--id",
+        "2",
+        "--proto",
+        "ANY",
+        "--local-addr",
+        "Internal",
+        "--attrs",
+        " max_msg_chunks = 4 ;",
+        "--listener",
+        "Internal=10.0.0.1",
+        cwd=tmp_path,
+        check=0,
+    )
     with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:
-        rows = conn.execute("SELECT id, proto, no_new_conn, keepalive, remote_addr, local_addr, attrs "
-                            "FROM tcp_mgm ORDER BY id").fetchall()
-    assert rows == [(1, "tcp", 1, 1, "10.0.0.0/8", "192.0.2.1", None),
-                    (2, "any", 0, 1, None, "Internal", "max_msg_chunks=4")]
+        rows = conn.execute(
+            "SELECT id, proto, no_new_conn, keepalive, remote_addr, local_addr, attrs FROM tcp_mgm ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        (1, "tcp", 1, 1, "10.0.0.0/8", "192.0.2.1", None),
+        (2, "any", 0, 1, None, "Internal", "max_msg_chunks=4"),
+    ]
 
 
 def test_renamed_table_and_columns(tmp_path):
     options = ["--table", "paths", "--column", "connect_timeout=connect_to", "--column", "remote_addr=peer"]
     run("db", "init", *options, cwd=tmp_path, check=0)
-    run("add", "--remote-addr", "192.0.2.0/24", "--connect-timeout", "5", "--proto", "tcp", *options,
-        cwd=tmp_path, check=0)
+    run(
+        "add",
+        "--remote-addr",
+        "192.0.2.0/24",
+        "--connect-timeout",
+        "5",
+        "--proto",
+        "tcp",
+        *options,
+        cwd=tmp_path,
+        check=0,
+    )
     with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:
         assert conn.execute("SELECT peer, connect_to FROM paths").fetchall() == [("192.0.2.0/24", 5)]
     rows = json.loads(run("list", "--json", *options, cwd=tmp_path, check=0).stdout)
@@ -194,10 +283,18 @@ def test_renamed_table_and_columns(tmp_path):
 def test_listener_tags(tmp_path):
     run("db", "init", cwd=tmp_path, check=0)
     assert "socket tag" in one_error_line(run("add", "--local-addr", "internal", cwd=tmp_path), 1)
-    run("add", "--proto", "any", "--local-addr", "internal", "--listener", "internal=10.0.0.1", cwd=tmp_path,
-        check=0)
-    result = run("match", "tcp", "192.0.2.1:5060", "10.0.0.1:5060", "--json", "--listener", "internal=10.0.0.1",
-                 cwd=tmp_path, check=0)
+    run("add", "--proto", "any", "--local-addr", "internal", "--listener", "internal=10.0.0.1", cwd=tmp_path, check=0)
+    result = run(
+        "match",
+        "tcp",
+        "192.0.2.1:5060",
+        "10.0.0.1:5060",
+        "--json",
+        "--listener",
+        "internal=10.0.0.1",
+        cwd=tmp_path,
+        check=0,
+    )
     assert json.loads(result.stdout)["rule"] == 1
 
 
@@ -209,14 +306,26 @@ def test_check_clean_table_with_a_warning_exits_0(table):
     assert result.stdout.splitlines()[0].startswith("loaded 4 rule(s), rejected 0")
     assert "warning: host-bits: rule 4" in result.stdout
     assert result.stdout.splitlines()[-1] == "0 error(s), 1 warning(s)"
-    assert result.stderr == ""   # piped: no progress output
+    assert result.stderr == ""  # piped: no progress output
 
 
 def test_check_reports_shadowed_duplicate_and_rejected_rules(table):
-    run("add", "--id", "4", "--proto", "tcp", "--remote-addr", "10.2.0.0/16", "--remote-port", "5060",
-        "--priority", "1", cwd=table, check=0)
-    run("add", "--id", "5", "--proto", "tls", "--remote-addr", "2001:db8::/32", "--keepidle", "61",
-        cwd=table, check=0)
+    run(
+        "add",
+        "--id",
+        "4",
+        "--proto",
+        "tcp",
+        "--remote-addr",
+        "10.2.0.0/16",
+        "--remote-port",
+        "5060",
+        "--priority",
+        "1",
+        cwd=table,
+        check=0,
+    )
+    run("add", "--id", "5", "--proto", "tls", "--remote-addr", "2001:db8::/32", "--keepidle", "61", cwd=table, check=0)
     with sqlite3.connect(table / "tcpmgm.db") as conn:
         conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr) VALUES (6, 'sctp', NULL)")
     result = run("check", cwd=table)
@@ -227,38 +336,51 @@ def test_check_reports_shadowed_duplicate_and_rejected_rules(table):
     report = json.loads(run("check", "--json", cwd=table).stdout)
     assert report["loaded"] == 5 and report["rejected"] == 1 and report["errors"] == 3
     assert {(f["kind"], f["rule_id"], tuple(f["by"])) for f in report["findings"]} == {
-        ("shadowed", 4, (1,)), ("duplicate", 5, (3,)), ("rejected", 6, ()),
+        ("shadowed", 4, (1,)),
+        ("duplicate", 5, (3,)),
+        ("rejected", 6, ()),
     }
 
 
 def test_check_shows_and_counts_every_warning(tmp_path):
     """Issue 10, item 13: "47 warning(s)" with none shown, and "warnings": 0 in JSON, for one table."""
-    columns = ", ".join(f"{c} {'TEXT' if c in ('proto', 'remote_addr', 'local_addr', 'attrs') else 'INTEGER'}"
-                        for c in tcpmgm.model.rule.COLUMNS if c != "parallel_read")
-    with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:     # not made by db init: NULLs allowed
+    columns = ", ".join(
+        f"{c} {'TEXT' if c in ('proto', 'remote_addr', 'local_addr', 'attrs') else 'INTEGER'}"
+        for c in tcpmgm.model.rule.COLUMNS
+        if c != "parallel_read"
+    )
+    with sqlite3.connect(tmp_path / "tcpmgm.db") as conn:  # not made by db init: NULLs allowed
         conn.execute(f"CREATE TABLE tcp_mgm ({columns})")
-        conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr, remote_port, local_port, priority, "
-                     "connect_timeout, con_lifetime, msg_read_timeout, send_threshold, no_new_conn, alias_mode, "
-                     "keepalive, keepcount, keepidle, keepinterval) "
-                     "VALUES (1, 'tcp', '10.1.2.3/8', 0, 0, 0, 100, 120, 4, 0, 0, 0, 1, 100000, 7200, 75)")
+        conn.execute(
+            "INSERT INTO tcp_mgm (id, proto, remote_addr, remote_port, local_port, priority, "
+            "connect_timeout, con_lifetime, msg_read_timeout, send_threshold, no_new_conn, alias_mode, "
+            "keepalive, keepcount, keepidle, keepinterval) "
+            "VALUES (1, 'tcp', '10.1.2.3/8', 0, 0, 0, 100, 120, 4, 0, 0, 0, 1, 100000, 7200, 75)"
+        )
         conn.execute("INSERT INTO tcp_mgm (id, proto, remote_addr, keepidle) VALUES (2, 'tls', '192.0.2.0/24', 9)")
-    nulls = 12   # rule 2: every NOT NULL column but id, proto and keepidle
+    nulls = 12  # rule 2: every NOT NULL column but id, proto and keepidle
     result = run("check", cwd=tmp_path, check=0)
     lines = result.stdout.splitlines()
     shown = [line for line in lines if line.startswith("warning: ")]
     assert lines[-1] == f"0 error(s), {len(shown)} warning(s)" and len(shown) == 2 + nulls
     assert "warning: host-bits: rule 1: column 'remote_addr', value '10.1.2.3/8'" in result.stdout
-    assert ("warning: kernel-clamp: rule 1: column 'keepcount', value 100000: outside the kernel's 1..127; "
-            "tcpmgm.apply sets 127") in lines
-    assert "warning: null: rule 2: column 'con_lifetime', value None: NULL in a NOT NULL column, " \
-           "read as the default 120" in lines
-    assert "warning" not in lines[0]   # one count, the findings', not a second one of the loader's
+    assert (
+        "warning: kernel-clamp: rule 1: column 'keepcount', value 100000: outside the kernel's 1..127; "
+        "tcpmgm.apply sets 127"
+    ) in lines
+    assert (
+        "warning: null: rule 2: column 'con_lifetime', value None: NULL in a NOT NULL column, "
+        "read as the default 120" in lines
+    )
+    assert "warning" not in lines[0]  # one count, the findings', not a second one of the loader's
     report = json.loads(run("check", "--json", cwd=tmp_path, check=0).stdout)
     warned = [f for f in report["findings"] if f["severity"] == "warning"]
     assert report["warnings"] == len(warned) == len(shown)
-    assert [f["message"] for f in warned] == [line[len("warning: "):].split(": ", 1)[1] for line in shown]
+    assert [f["message"] for f in warned] == [line[len("warning: ") :].split(": ", 1)[1] for line in shown]
     assert {(f["kind"], f["rule_id"], f["column"]) for f in warned} >= {
-        ("host-bits", 1, "remote_addr"), ("kernel-clamp", 1, "keepcount"), ("null", 2, "keepalive"),
+        ("host-bits", 1, "remote_addr"),
+        ("kernel-clamp", 1, "keepcount"),
+        ("null", 2, "keepalive"),
     }
 
 
@@ -266,15 +388,16 @@ def test_check_shows_progress_on_a_terminal(table):
     leader, follower = pty.openpty()
     try:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("TCPMGM_")}
-        process = subprocess.run([str(SCRIPT), "check"], cwd=table, env=environment, stdout=subprocess.PIPE,
-                                 stderr=follower, timeout=120)
+        process = subprocess.run(
+            [str(SCRIPT), "check"], cwd=table, env=environment, stdout=subprocess.PIPE, stderr=follower, timeout=120
+        )
         os.close(follower)
         follower = None
         shown = b""
         while True:
             try:
                 chunk = os.read(leader, 4096)
-            except OSError:      # EIO: the terminal's other side is closed
+            except OSError:  # EIO: the terminal's other side is closed
                 break
             if not chunk:
                 break
@@ -287,29 +410,42 @@ def test_check_shows_progress_on_a_terminal(table):
     assert b"loading" in shown and b"linting" in shown
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["list", "--table", "missing"], "cannot read table 'missing'"),
-    (["match", "tcp", "10.0.0.1", "--table", "missing"], "cannot read table 'missing'"),
-    (["check", "--table", "missing"], "cannot read table 'missing'"),
-    (["list", "--db", "oracle://db/x"], "unsupported database URL scheme 'oracle'"),
-    (["list", "--db", "sqlite:///no/such/dir/x.db"], "SQLite database 'no/such/dir/x.db' does not exist"),
-    (["db", "init", "--db", "sqlite:///no/such/dir/x.db"], "cannot open SQLite database"),
-    (["list", "--table", "bad;name"], "invalid SQL identifier"),
-    (["db", "init"], "already exists"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["list", "--table", "missing"], "cannot read table 'missing'"),
+        (["match", "tcp", "10.0.0.1", "--table", "missing"], "cannot read table 'missing'"),
+        (["check", "--table", "missing"], "cannot read table 'missing'"),
+        (["list", "--db", "oracle://db/x"], "unsupported database URL scheme 'oracle'"),
+        (["list", "--db", "sqlite:///no/such/dir/x.db"], "SQLite database 'no/such/dir/x.db' does not exist"),
+        (["db", "init", "--db", "sqlite:///no/such/dir/x.db"], "cannot open SQLite database"),
+        (["list", "--table", "bad;name"], "invalid SQL identifier"),
+        (["db", "init"], "already exists"),
+    ],
+)
 def test_expected_failures_are_one_line_exit_1(table, args, needle):
     assert needle in one_error_line(run(*args, cwd=table), 1)
 
 
-@pytest.mark.parametrize("args", [["frob"], ["rm"], ["rm", "x"], ["list", "--column", "nope"],
-                                  ["db", "init", "--schema-version", "3"], ["match", "tcp"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["frob"],
+        ["rm"],
+        ["rm", "x"],
+        ["list", "--column", "nope"],
+        ["db", "init", "--schema-version", "3"],
+        ["match", "tcp"],
+    ],
+)
 def test_usage_mistakes_are_one_line_exit_2(tmp_path, args):
     assert "error" in one_error_line(run(*args, cwd=tmp_path), 2)
 
 
 def test_python_dash_m(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "tcpmgm", "db", "init"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tcpmgm", "db", "init"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "created table" in result.stdout
 
 
@@ -321,13 +457,13 @@ def test_mi_command_against_a_running_endpoint(table):
         run("add", "--id", "7", "--proto", "ws", cwd=table, check=0)
         reloaded = json.loads(run("mi", "tcp_reload", *auth, cwd=table, check=0).stdout)
         assert reloaded["loaded"] == 4
-        named = run("mi", "tcp_match", "proto=tcp", "remote=10.1.2.3:5060", "explain=true", *auth,
-                    cwd=table, check=0)
+        named = run("mi", "tcp_match", "proto=tcp", "remote=10.1.2.3:5060", "explain=true", *auth, cwd=table, check=0)
         assert json.loads(named.stdout)["rule"] == 1
         positional = run("mi", "tcp_match", "ws", "192.0.2.1", *auth, cwd=table, check=0)
         assert json.loads(positional.stdout)["rule"] == 7
-        alias = run("mi", "tcp_mgm:reload", cwd=table, env={"TCPMGM_MI_URL": server.url,
-                                                            "TCPMGM_MI_TOKEN": "t0k"}, check=0)
+        alias = run(
+            "mi", "tcp_mgm:reload", cwd=table, env={"TCPMGM_MI_URL": server.url, "TCPMGM_MI_TOKEN": "t0k"}, check=0
+        )
         assert json.loads(alias.stdout)["loaded"] == 4
         assert "unauthorized" in one_error_line(run("mi", "tcp_list", "--url", server.url, cwd=table), 1)
         assert "method not found" in one_error_line(run("mi", "tcp_nope", *auth, cwd=table), 1)

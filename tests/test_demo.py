@@ -61,7 +61,7 @@ def test_console_script_demo(tmp_path):
 def test_demo_refreshes_its_own_database(tmp_path):
     db_path = tmp_path / "custom.db"
     assert_demo_output(run([console_script(), "demo", "--path", "custom.db"], cwd=tmp_path), db_path)
-    with sqlite3.connect(db_path) as conn:     # an earlier run's leftovers go with the refresh
+    with sqlite3.connect(db_path) as conn:  # an earlier run's leftovers go with the refresh
         conn.execute("DELETE FROM tcp_mgm WHERE id = 1")
     again = run([console_script(), "demo", "--path", str(db_path)], cwd=tmp_path)
     assert_demo_output(again, db_path)
@@ -73,13 +73,16 @@ def _rules_database(path):
     mgr.add_rule({"id": 41, "proto": "tcp", "remote_addr": "192.0.2.0/24"})
 
 
-@pytest.mark.parametrize("make", ids=["text-file", "rules-database", "other-sqlite-header", "other-sqlite-db"],
-                         argvalues=[
-    lambda path: path.write_bytes(b"left over from before"),     # a text file became a database
-    _rules_database,                                             # real rules became the demo's six rows
-    lambda path: path.write_bytes(b"SQLite format 3\x00" + bytes(84)),  # an SQLite header, not the demo's
-    lambda path: sqlite3.connect(path).execute("PRAGMA user_version = 7").connection.close(),
-                         ])
+@pytest.mark.parametrize(
+    "make",
+    ids=["text-file", "rules-database", "other-sqlite-header", "other-sqlite-db"],
+    argvalues=[
+        lambda path: path.write_bytes(b"left over from before"),  # a text file became a database
+        _rules_database,  # real rules became the demo's six rows
+        lambda path: path.write_bytes(b"SQLite format 3\x00" + bytes(84)),  # an SQLite header, not the demo's
+        lambda path: sqlite3.connect(path).execute("PRAGMA user_version = 7").connection.close(),
+    ],
+)
 def test_demo_refuses_to_replace_a_file_it_did_not_write(tmp_path, make):
     """Issue 10, item 16: an existing file is replaced only if it is a demo database, or with --force."""
     db_path = tmp_path / "precious.db"

@@ -29,14 +29,22 @@ pytestmark = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled cl
 
 EXAMPLES = int(os.environ.get("TCPMGM_DIFFERENTIAL_EXAMPLES", "2000"))
 SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=False,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 # A few anchors per family so that generated prefixes nest and overlap.
 V4_ANCHORS = [0x0A000000, 0x0A01020F, 0xC0A80101, 0x00000000, 0xFFFFFFFF, 0x7F000001]
-V6_ANCHORS = [0x20010DB8 << 96, (0x20010DB8 << 96) | (1 << 64) | 5, 0, (1 << 128) - 1,
-              0xFE80 << 112 | 1, 0xFFFF << 32 | 0x0A000001]   # the last: IPv4-mapped space
+V6_ANCHORS = [
+    0x20010DB8 << 96,
+    (0x20010DB8 << 96) | (1 << 64) | 5,
+    0,
+    (1 << 128) - 1,
+    0xFE80 << 112 | 1,
+    0xFFFF << 32 | 0x0A000001,
+]  # the last: IPv4-mapped space
 PROTOS = [None, "tcp", "tls", "ws", "wss", "bin"]
 PORTS = [0, 0, 0, 5060, 5061, 1]
 
@@ -60,8 +68,7 @@ def addresses(draw, version):
 def networks(draw, version):
     bits = 32 if version == 4 else 128
     value = draw(addresses(version))
-    plen = draw(st.one_of(st.sampled_from([0, bits, bits // 2, 8, 24 if bits == 32 else 64]),
-                          st.integers(0, bits)))
+    plen = draw(st.one_of(st.sampled_from([0, bits, bits // 2, 8, 24 if bits == 32 else 64]), st.integers(0, bits)))
     cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
     return cls((value >> (bits - plen) << (bits - plen) if plen else 0, plen))
 
@@ -73,8 +80,12 @@ def rule_specs(draw):
     remote = draw(st.one_of(st.none(), networks(version), networks(version), networks(version)))
     local = draw(st.one_of(st.none(), st.none(), networks(version)))
     return dict(
-        proto=draw(st.sampled_from(PROTOS)), remote=remote, remote_port=draw(st.sampled_from(PORTS)),
-        local=local, local_port=draw(st.sampled_from(PORTS)), priority=draw(st.integers(-2, 3)),
+        proto=draw(st.sampled_from(PROTOS)),
+        remote=remote,
+        remote_port=draw(st.sampled_from(PORTS)),
+        local=local,
+        local_port=draw(st.sampled_from(PORTS)),
+        priority=draw(st.integers(-2, 3)),
     )
 
 
@@ -88,9 +99,12 @@ def nested_chain(draw):
     cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
     proto = draw(st.sampled_from(PROTOS))
     return [
-        dict(proto=proto if draw(st.booleans()) else None,
-             remote=cls((value >> (bits - plen) << (bits - plen) if plen else 0, plen)),
-             remote_port=draw(st.sampled_from(PORTS)), priority=rank - draw(st.integers(0, 1)))
+        dict(
+            proto=proto if draw(st.booleans()) else None,
+            remote=cls((value >> (bits - plen) << (bits - plen) if plen else 0, plen)),
+            remote_port=draw(st.sampled_from(PORTS)),
+            priority=rank - draw(st.integers(0, 1)),
+        )
         for rank, plen in enumerate(lengths)
     ]
 
@@ -105,8 +119,11 @@ def rule_sets(draw):
         specs.append(dict(spec, remote_port=draw(st.sampled_from(PORTS)), local_port=draw(st.sampled_from(PORTS))))
     for spec in draw(st.lists(st.sampled_from(specs), max_size=3)) if specs else []:
         specs.append(dict(spec))
-    ids = draw(st.lists(st.integers(1, 2**40), min_size=len(specs), max_size=len(specs), unique=True)
-               if draw(st.integers(0, 9)) == 0 else st.permutations(range(1, len(specs) + 1)))
+    ids = draw(
+        st.lists(st.integers(1, 2**40), min_size=len(specs), max_size=len(specs), unique=True)
+        if draw(st.integers(0, 9)) == 0
+        else st.permutations(range(1, len(specs) + 1))
+    )
     return [Rule(id=rule_id, **spec) for rule_id, spec in zip(ids, specs)]
 
 
@@ -114,25 +131,37 @@ def rule_sets(draw):
 def address_forms(draw, version, value):
     """One address in one of the forms lookups accept."""
     address = ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
-    forms = [str(address), address, address.packed, (value, version),
-             (value, int(socket.AF_INET if version == 4 else socket.AF_INET6))]
+    forms = [
+        str(address),
+        address,
+        address.packed,
+        (value, version),
+        (value, int(socket.AF_INET if version == 4 else socket.AF_INET6)),
+    ]
     if version == 4:
-        forms.append(f"::ffff:{address}")                 # IPv4-mapped: matched as IPv4
+        forms.append(f"::ffff:{address}")  # IPv4-mapped: matched as IPv4
     elif str(address).startswith("fe80"):
-        forms.append(f"{address}%eth0")                   # zone: ignored
+        forms.append(f"{address}%eth0")  # zone: ignored
     return draw(st.sampled_from(forms))
 
 
 @st.composite
 def lookups(draw):
     """(proto, (version, value) | None, remote_port, (version, value) | None, local_port)."""
+
     def endpoint():
         version = draw(st.sampled_from([4, 4, 6]))
         return version, draw(addresses(version))
+
     remote = endpoint() if draw(st.integers(0, 9)) else None
     local = endpoint() if draw(st.integers(0, 2)) else None
-    return (draw(st.sampled_from(PROTOS + ["any", "msrp"])), remote, draw(st.sampled_from(PORTS[2:] + [0, 9])),
-            local, draw(st.sampled_from(PORTS[2:] + [0, 9])))
+    return (
+        draw(st.sampled_from([*PROTOS, "any", "msrp"])),
+        remote,
+        draw(st.sampled_from([*PORTS[2:], 0, 9])),
+        local,
+        draw(st.sampled_from([*PORTS[2:], 0, 9])),
+    )
 
 
 def packed(endpoint):
@@ -163,7 +192,8 @@ def test_lookup_agrees(rules, queries, data):
     with_local = [(q, e) for q, e in batch if q[3] is not None]
     protos = array.array("H", [protocol_code(q[0]) for q, _ in with_local])
     got = compiled.lookup_many(
-        protos, b"".join(packed(q[1]) for q, _ in with_local),
+        protos,
+        b"".join(packed(q[1]) for q, _ in with_local),
         array.array("H", [q[2] for q, _ in with_local]),
         b"".join(packed(q[3]) for q, _ in with_local),
         array.array("H", [q[4] for q, _ in with_local]),
@@ -175,13 +205,18 @@ def test_lookup_agrees(rules, queries, data):
     got = compiled.lookup_many(
         array.array("H", [protocol_code(q[0]) for q in v4]),
         array.array("I", [q[1][1] for q in v4]),
-        array.array("H", [q[2] for q in v4]), None, array.array("H", [q[4] for q in v4]),
+        array.array("H", [q[2] for q in v4]),
+        None,
+        array.array("H", [q[4] for q in v4]),
     )
     assert list(got) == [reference.lookup(q[0], (q[1][1], 4), q[2], None, q[4]).id for q in v4]
 
 
-@settings(max_examples=max(EXAMPLES // 10, 50), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=max(EXAMPLES // 10, 50),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(rules=rule_sets(), queries=st.lists(lookups(), min_size=1, max_size=10))
 def test_explain_agrees(rules, queries):
     reference = ReferenceMatcher(rules)
@@ -200,7 +235,7 @@ def test_explain_agrees(rules, queries):
 # a brute force over every rule, held to the reference by test_explain_agrees.
 
 FILLER_PER_FAMILY = 40_000
-FILLER_FIRST_ID = 2**41          # above every id rule_sets draws
+FILLER_FIRST_ID = 2**41  # above every id rule_sets draws
 
 
 def _filler():
@@ -209,26 +244,41 @@ def _filler():
     for version, bits in ((4, 32), (6, 128)):
         cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
         anchors = V4_ANCHORS if version == 4 else V6_ANCHORS
-        for value in set(rng.choice(anchors) ^ rng.getrandbits(bits // 2) if rng.random() < 0.3
-                         else rng.getrandbits(bits) for _ in range(FILLER_PER_FAMILY)):
-            rules.append(Rule(id=FILLER_FIRST_ID + len(rules), proto=rng.choice(PROTOS),
-                              remote=cls((value, bits)), remote_port=rng.choice(PORTS),
-                              priority=rng.randint(-2, 3)))
+        for value in set(
+            rng.choice(anchors) ^ rng.getrandbits(bits // 2) if rng.random() < 0.3 else rng.getrandbits(bits)
+            for _ in range(FILLER_PER_FAMILY)
+        ):
+            rules.append(
+                Rule(
+                    id=FILLER_FIRST_ID + len(rules),
+                    proto=rng.choice(PROTOS),
+                    remote=cls((value, bits)),
+                    remote_port=rng.choice(PORTS),
+                    priority=rng.randint(-2, 3),
+                )
+            )
     return rules
 
 
 FILLER = _filler()
 
 
-@settings(max_examples=max(EXAMPLES // 20, 25), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(rules=rule_sets(), queries=st.lists(lookups(), min_size=1, max_size=30),
-       hosts=st.lists(st.sampled_from(FILLER), max_size=10))
+@settings(
+    max_examples=max(EXAMPLES // 20, 25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    rules=rule_sets(),
+    queries=st.lists(lookups(), min_size=1, max_size=30),
+    hosts=st.lists(st.sampled_from(FILLER), max_size=10),
+)
 def test_wide_stride_agrees(rules, queries, hosts):
     compiled = matcher_module.Matcher(rules + FILLER)
     assert min(compiled.stride_bits) > 16
-    queries = queries + [(None, (rule.remote_prefix[0], rule.remote_prefix[1]), rule.remote_port, None, 0)
-                         for rule in hosts]
+    queries = queries + [
+        (None, (rule.remote_prefix[0], rule.remote_prefix[1]), rule.remote_port, None, 0) for rule in hosts
+    ]
     expected = []
     for proto, remote, rport, local, lport in queries:
         args = (proto, remote and (remote[1], remote[0]), rport, local and (local[1], local[0]), lport)
@@ -237,7 +287,9 @@ def test_wide_stride_agrees(rules, queries, hosts):
     batch = [(q, e) for q, e in zip(queries, expected) if q[1] is not None and q[3] is not None]
     got = compiled.lookup_many(
         array.array("H", [protocol_code(q[0]) for q, _ in batch]),
-        b"".join(packed(q[1]) for q, _ in batch), array.array("H", [q[2] for q, _ in batch]),
-        b"".join(packed(q[3]) for q, _ in batch), array.array("H", [q[4] for q, _ in batch]),
+        b"".join(packed(q[1]) for q, _ in batch),
+        array.array("H", [q[2] for q, _ in batch]),
+        b"".join(packed(q[3]) for q, _ in batch),
+        array.array("H", [q[4] for q, _ in batch]),
     )
     assert list(got) == [e for _, e in batch]

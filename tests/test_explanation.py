@@ -3,8 +3,14 @@
 import tcpmgm
 
 ROWS = [
-    {"id": 1, "proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500,
-     "attrs": "max_msg_chunks=8", "no_new_conn": 1},
+    {
+        "id": 1,
+        "proto": "tls",
+        "remote_addr": "203.0.113.0/24",
+        "connect_timeout": 1500,
+        "attrs": "max_msg_chunks=8",
+        "no_new_conn": 1,
+    },
     {"id": 2, "proto": "any", "remote_addr": "203.0.113.0/24"},
     {"id": 3, "proto": "any", "priority": 5},
 ]
@@ -27,7 +33,7 @@ def test_str_names_the_winner_the_profile_and_why_each_match_lost(matcher_cls):
         "#2 any 203.0.113.0/24:* <- any:* prio 0: protocol 'any' where the winner names a protocol",
         "#3 any any:* <- any:* prio 5: a higher priority value (5 > 0)",
     ]
-    assert "Rule(" not in str(found) and "Profile(" not in str(found)   # no dataclass repr
+    assert "Rule(" not in str(found) and "Profile(" not in str(found)  # no dataclass repr
     assert str(found).startswith(found.summary()) and found.summary() == "\n".join(lines[:15])
 
 

@@ -10,23 +10,22 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from row_outcomes import outcome
+from tables import create_plain_table, insert
 
 import tcpmgm
 from tcpmgm import ReferenceMatcher, Rule, RuleError
-from tcpmgm.sql import loader, rows
-from tcpmgm.service import manager
 from tcpmgm.matching import matcher as matcher_module
-from tcpmgm.sql._rows_py import RowReader as PureReader
-from tcpmgm.tools.cli import cli
 from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
 from tcpmgm.model.profile import PROFILE_FIELDS, default_profile
+from tcpmgm.service import manager
+from tcpmgm.sql import loader, rows
+from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.sql.schema import SCHEMA_VERSIONS
-
-from row_outcomes import attributes, outcome
-from tables import create_plain_table, insert
+from tcpmgm.tools.cli import cli
 
 PROFILE_INTS = tuple(name for name in PROFILE_FIELDS if name != "attrs")
-RANGED = {"alias_mode", "parallel_read"}          # 0..2 by the model, before any storage range
+RANGED = {"alias_mode", "parallel_read"}  # 0..2 by the model, before any storage range
 PRIORITY_REASON = f"must be between {PRIORITY_MIN} and {PRIORITY_MAX}"
 
 
@@ -81,15 +80,18 @@ def test_compiled_reader_takes_exactly_what_from_row_takes(columns):
         assert outcome(compiled, values) == outcome(pure, values), (column, value)
 
 
-@pytest.mark.parametrize("fields, column, reason", [
-    (dict(id=0), "id", "id must be a positive integer (0 is the default profile)"),
-    (dict(id=ID_MAX + 1), "id", f"id must be at most {ID_MAX}"),
-    (dict(id=2**64), "id", f"id must be at most {ID_MAX}"),
-    (dict(id=3, priority=PRIORITY_MAX + 1), "priority", PRIORITY_REASON),
-    (dict(id=3, priority=PRIORITY_MIN - 1), "priority", PRIORITY_REASON),
-    (dict(id=3, remote_port=65536), "remote_port", "port must be between 0 (any) and 65535"),
-    (dict(id=3, local_port=-1), "local_port", "port must be between 0 (any) and 65535"),
-])
+@pytest.mark.parametrize(
+    "fields, column, reason",
+    [
+        (dict(id=0), "id", "id must be a positive integer (0 is the default profile)"),
+        (dict(id=ID_MAX + 1), "id", f"id must be at most {ID_MAX}"),
+        (dict(id=2**64), "id", f"id must be at most {ID_MAX}"),
+        (dict(id=3, priority=PRIORITY_MAX + 1), "priority", PRIORITY_REASON),
+        (dict(id=3, priority=PRIORITY_MIN - 1), "priority", PRIORITY_REASON),
+        (dict(id=3, remote_port=65536), "remote_port", "port must be between 0 (any) and 65535"),
+        (dict(id=3, local_port=-1), "local_port", "port must be between 0 (any) and 65535"),
+    ],
+)
 def test_rule_made_directly_checks_the_same_ranges(fields, column, reason):
     with pytest.raises(RuleError) as info:
         Rule(**fields)
@@ -97,8 +99,12 @@ def test_rule_made_directly_checks_the_same_ranges(fields, column, reason):
 
 
 def test_rules_at_the_extremes_rank_alike_in_both_matchers(matcher_cls):
-    rules = [Rule(id=1, priority=PRIORITY_MAX), Rule(id=ID_MAX, priority=PRIORITY_MIN), Rule(id=2),
-             Rule(id=ID_MAX - 1, priority=PRIORITY_MIN)]
+    rules = [
+        Rule(id=1, priority=PRIORITY_MAX),
+        Rule(id=ID_MAX, priority=PRIORITY_MIN),
+        Rule(id=2),
+        Rule(id=ID_MAX - 1, priority=PRIORITY_MIN),
+    ]
     matcher = matcher_cls(rules)
     assert [r.id for r in matcher] == [r.id for r in ReferenceMatcher(rules)] == [ID_MAX - 1, ID_MAX, 2, 1]
     assert matcher.lookup(None, None).id == ID_MAX - 1
@@ -110,12 +116,15 @@ def _around_validation(rule_id, priority):
 
 
 @pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled classifier not in use")
-@pytest.mark.parametrize("rule_id, priority, message", [
-    (ID_MAX + 1, 0, f"rule ?: column 'id', value {ID_MAX + 1}: id must be at most {ID_MAX}"),
-    (3, 2**45, f"rule 3: column 'priority', value {2**45}: {PRIORITY_REASON}"),
-    (4, -2**45, f"rule 4: column 'priority', value {-2**45}: {PRIORITY_REASON}"),
-    (5, PRIORITY_MAX + 1, f"rule 5: column 'priority', value {PRIORITY_MAX + 1}: {PRIORITY_REASON}"),
-])
+@pytest.mark.parametrize(
+    "rule_id, priority, message",
+    [
+        (ID_MAX + 1, 0, f"rule ?: column 'id', value {ID_MAX + 1}: id must be at most {ID_MAX}"),
+        (3, 2**45, f"rule 3: column 'priority', value {2**45}: {PRIORITY_REASON}"),
+        (4, -(2**45), f"rule 4: column 'priority', value {-(2**45)}: {PRIORITY_REASON}"),
+        (5, PRIORITY_MAX + 1, f"rule 5: column 'priority', value {PRIORITY_MAX + 1}: {PRIORITY_REASON}"),
+    ],
+)
 def test_compiled_matcher_refuses_rules_outside_the_ranges_by_name(rule_id, priority, message):
     """The compiled matcher packs ids and Rule.order into C integers: its check is the ranges'."""
     with pytest.raises(RuleError) as info:
@@ -124,6 +133,7 @@ def test_compiled_matcher_refuses_rules_outside_the_ranges_by_name(rule_id, prio
 
 
 # -- a table with one row out of range ------------------------------------------------
+
 
 @pytest.fixture
 def table(tmp_path):
@@ -154,7 +164,9 @@ def test_reload_rejects_the_row_out_of_range_and_loads_the_others(table, reader,
     assert type(mgr.matcher) is matcher_cls
     assert report.loaded == 3 and sorted(r.id for r in mgr.matcher) == [1, 3, ID_MAX]
     assert [(e.rule_id, e.column, e.value) for e in report.rejected] == [
-        (2, "priority", 2**50), (4, "keepidle", PROFILE_INT_MAX + 1)]
+        (2, "priority", 2**50),
+        (4, "keepidle", PROFILE_INT_MAX + 1),
+    ]
     assert mgr.lookup("tcp", "10.1.2.3").id == 1
     assert mgr.lookup("tcp", "10.3.0.1").id == ID_MAX
     assert mgr.lookup("tls", "2001:db8::1").id == 3

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcpmgm
+from tcpmgm.model.errors import RuleError, RuleWarning
 from tcpmgm.service import sockets
 from tcpmgm.sql.nulls import null_warnings
-from tcpmgm.model.errors import RuleError, RuleWarning
 from tcpmgm.tools.lint import Finding, lint, rejected_findings
 
 
@@ -41,8 +41,7 @@ def test_longer_prefix_is_not_shadowed_at_equal_priority():
 def test_wildcards_cover_specific_values_but_not_the_reverse():
     rules = [
         rule(1, proto="any", priority=-1, remote_port=0),
-        rule(2, proto="tls", remote_addr="192.0.2.0/24", remote_port=5061,
-             local_addr="10.0.0.1", local_port=5061),
+        rule(2, proto="tls", remote_addr="192.0.2.0/24", remote_port=5061, local_addr="10.0.0.1", local_port=5061),
         # any remote (which also matches an unknown remote address) is only covered by any
         rule(3, proto="tcp", priority=-2, remote_addr="0.0.0.0/0"),
         rule(4, proto="tcp", priority=-2, remote_addr="::/0"),
@@ -52,7 +51,7 @@ def test_wildcards_cover_specific_values_but_not_the_reverse():
     ]
     shadowed = by_rule(lint(rules), "shadowed")
     assert shadowed[2].by == (1,)
-    assert shadowed[7].by == (1,)          # rule 6's port 5060 does not cover 5061
+    assert shadowed[7].by == (1,)  # rule 6's port 5060 does not cover 5061
     assert 5 in shadowed and shadowed[5].by == (1,)  # covered by proto any, not by 3+4
     assert set(shadowed) == {2, 5, 7}
 
@@ -63,7 +62,7 @@ def test_two_halves_cover_a_prefix_together():
         rule(2, remote_addr="10.0.0.128/25"),
         rule(3, remote_addr="10.0.0.0/24", remote_port=5060),
         rule(4, remote_addr="10.0.1.0/25"),
-        rule(5, remote_addr="10.0.1.0/24"),    # upper half uncovered
+        rule(5, remote_addr="10.0.1.0/24"),  # upper half uncovered
     ]
     shadowed = by_rule(lint(rules), "shadowed")
     assert set(shadowed) == {3}
@@ -73,7 +72,7 @@ def test_two_halves_cover_a_prefix_together():
 def test_union_pieces_must_cover_the_other_fields():
     rules = [
         rule(1, remote_addr="10.0.0.0/25"),
-        rule(2, remote_addr="10.0.0.128/25", local_port=5060),   # narrower than rule 3
+        rule(2, remote_addr="10.0.0.128/25", local_port=5060),  # narrower than rule 3
         rule(3, remote_addr="10.0.0.0/24"),
     ]
     assert by_rule(lint(rules), "shadowed") == {}
@@ -117,7 +116,7 @@ def test_every_loader_warning_is_a_finding_with_its_column():
     assert findings[1].to_dict()["column"] == "keepidle"
     # A warning about a rule not in the list is still shown, not dropped.
     stray = RuleWarning(99, "keepcount", None, "NULL in a NOT NULL column, read as the default 9")
-    assert [f.rule_id for f in lint(rules, warnings=loaded + [stray])] == [1, 2, 2, 99]
+    assert [f.rule_id for f in lint(rules, warnings=[*loaded, stray])] == [1, 2, 2, 99]
 
 
 def test_keepalive_timers_the_kernel_clamps_are_warnings():
@@ -125,10 +124,11 @@ def test_keepalive_timers_the_kernel_clamps_are_warnings():
     limits = {attr: (low, high) for attr, _, low, high in sockets.KEEPALIVE_LIMITS}
     rules = [
         rule(1, keepcount=100000, keepidle=limits["keepidle"][1] + 1),
-        rule(2, keepcount=limits["keepcount"][1], keepidle=limits["keepidle"][1],
-             keepinterval=limits["keepinterval"][1]),          # at the limit: set as it is
-        rule(3, keepidle=0, keepinterval=0, keepcount=0),        # 0: the OS value, nothing clamped
-        rule(4, keepalive=0, keepcount=100000),                 # keepalive off: no timer is set
+        rule(
+            2, keepcount=limits["keepcount"][1], keepidle=limits["keepidle"][1], keepinterval=limits["keepinterval"][1]
+        ),  # at the limit: set as it is
+        rule(3, keepidle=0, keepinterval=0, keepcount=0),  # 0: the OS value, nothing clamped
+        rule(4, keepalive=0, keepcount=100000),  # keepalive off: no timer is set
         rule(5, remote_addr="10.0.0.0/8", keepinterval=10**9),
     ]
     clamps = [f for f in lint(rules) if f.kind == "kernel-clamp"]
@@ -152,20 +152,37 @@ def test_progress_reports_every_rule_once():
 # -- brute force on a tiny address space ------------------------------------
 
 PROTOS = [None, "tcp", "tls"]
-REMOTES = [None, "10.0.0.0/29", "10.0.0.0/30", "10.0.0.4/30", "10.0.0.0/31", "10.0.0.2/31",
-           "10.0.0.4/31", "10.0.0.6/31", "10.0.0.1", "10.0.0.6", "2001:db8::/127", "2001:db8::1"]
+REMOTES = [
+    None,
+    "10.0.0.0/29",
+    "10.0.0.0/30",
+    "10.0.0.4/30",
+    "10.0.0.0/31",
+    "10.0.0.2/31",
+    "10.0.0.4/31",
+    "10.0.0.6/31",
+    "10.0.0.1",
+    "10.0.0.6",
+    "2001:db8::/127",
+    "2001:db8::1",
+]
 LOCALS = [None, "127.0.0.0/31", "127.0.0.1"]
 
 # Every value a rule mentions, plus one that none does, for each field
 # (addresses as ipaddress objects: the oracle runs thousands of lookups per example).
-UNIVERSE = list(itertools.product(
-    [None, "tcp", "tls", "ws"],
-    [None] + [ipaddress.ip_address(a) for a in
-              [f"10.0.0.{i}" for i in range(9)] + ["2001:db8::", "2001:db8::1", "2001:db8::2"]],
-    [0, 1, 2, 3],
-    [None] + [ipaddress.ip_address(a) for a in ("127.0.0.0", "127.0.0.1", "127.0.0.2")],
-    [0, 1, 2],
-))
+UNIVERSE = list(
+    itertools.product(
+        [None, "tcp", "tls", "ws"],
+        [None]
+        + [
+            ipaddress.ip_address(a)
+            for a in [f"10.0.0.{i}" for i in range(9)] + ["2001:db8::", "2001:db8::1", "2001:db8::2"]
+        ],
+        [0, 1, 2, 3],
+        [None] + [ipaddress.ip_address(a) for a in ("127.0.0.0", "127.0.0.1", "127.0.0.2")],
+        [0, 1, 2],
+    )
+)
 
 
 @st.composite
@@ -179,11 +196,19 @@ def rule_sets(draw, same_local=False):
         local = shared_local if same_local else draw(st.sampled_from(LOCALS))
         if remote is not None and ":" in remote:
             local = None
-        rules.append(tcpmgm.Rule.from_row({
-            "id": rid, "proto": draw(st.sampled_from(PROTOS)) or "any", "remote_addr": remote,
-            "remote_port": draw(st.sampled_from([0, 1, 2])), "local_addr": local,
-            "local_port": draw(st.sampled_from([0, 1])), "priority": draw(st.integers(0, 2)),
-        }))
+        rules.append(
+            tcpmgm.Rule.from_row(
+                {
+                    "id": rid,
+                    "proto": draw(st.sampled_from(PROTOS)) or "any",
+                    "remote_addr": remote,
+                    "remote_port": draw(st.sampled_from([0, 1, 2])),
+                    "local_addr": local,
+                    "local_port": draw(st.sampled_from([0, 1])),
+                    "priority": draw(st.integers(0, 2)),
+                }
+            )
+        )
     return rules
 
 

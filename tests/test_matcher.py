@@ -34,6 +34,7 @@ def compiled():
 
 # -- API shared with the reference -------------------------------------------
 
+
 def test_container_protocol(matcher_cls):
     matcher = matcher_cls(RULES)
     assert len(matcher) == 5
@@ -52,12 +53,12 @@ def test_duplicate_ids_are_refused(matcher_cls):
 
 def test_lookups(matcher_cls):
     matcher = matcher_cls(RULES)
-    assert matcher.lookup("tcp", "10.1.2.3", 5060).id == 3          # priority 0 beats 1
-    assert matcher.lookup("tcp", "10.1.2.3", 5061).id == 5          # remote-any rule 5, priority 0
+    assert matcher.lookup("tcp", "10.1.2.3", 5060).id == 3  # priority 0 beats 1
+    assert matcher.lookup("tcp", "10.1.2.3", 5061).id == 5  # remote-any rule 5, priority 0
     assert matcher.lookup(None, "2001:db8::5", 0, "2001:db8:ffff::1").id == 9
     assert matcher.lookup("tcp", "2001:db8::5", 0, "2001:db8:ffff::1").id == 5
     assert matcher.lookup("ws", None, 0, "192.0.2.9", 5061).id == 4
-    assert matcher.lookup("ws", "::ffff:10.1.0.1", 5060).id == 3    # IPv4-mapped
+    assert matcher.lookup("ws", "::ffff:10.1.0.1", 5060).id == 3  # IPv4-mapped
 
 
 def test_returns_the_rules_profile_objects(compiled):
@@ -66,22 +67,25 @@ def test_returns_the_rules_profile_objects(compiled):
     assert empty.lookup("tcp", "10.1.2.3") is empty.default
 
 
-@pytest.mark.parametrize("args, error, argument", [
-    (("tcp", "10.0.0.300"), ValueError, "remote_ip"),
-    (("tcp", "10.0.0.1", 5060, "nonsense"), ValueError, "local_ip"),
-    (("tcp", b"\x01\x02\x03"), ValueError, "remote_ip"),
-    (("tcp", 3.5), TypeError, "remote_ip"),
-    (("tcp", "10.0.0.1", 65536), ValueError, "remote_port"),
-    (("tcp", "10.0.0.1", -1), ValueError, "remote_port"),
-    (("tcp", "10.0.0.1", 2**70), ValueError, "remote_port"),
-    (("tcp", "10.0.0.1", 0, None, 70000), ValueError, "local_port"),
-    (("tcp", "10.0.0.1", "5060"), TypeError, "remote_port"),
-    (("tcp", "10.0.0.1", True), TypeError, "remote_port"),
-    (("udp", "10.0.0.1"), ValueError, "proto"),
-    (("nope", "10.0.0.1"), ValueError, "proto"),
-    ((6, "10.0.0.1"), TypeError, "proto"),
-    ((["tcp"], "10.0.0.1"), TypeError, "proto"),
-])
+@pytest.mark.parametrize(
+    "args, error, argument",
+    [
+        (("tcp", "10.0.0.300"), ValueError, "remote_ip"),
+        (("tcp", "10.0.0.1", 5060, "nonsense"), ValueError, "local_ip"),
+        (("tcp", b"\x01\x02\x03"), ValueError, "remote_ip"),
+        (("tcp", 3.5), TypeError, "remote_ip"),
+        (("tcp", "10.0.0.1", 65536), ValueError, "remote_port"),
+        (("tcp", "10.0.0.1", -1), ValueError, "remote_port"),
+        (("tcp", "10.0.0.1", 2**70), ValueError, "remote_port"),
+        (("tcp", "10.0.0.1", 0, None, 70000), ValueError, "local_port"),
+        (("tcp", "10.0.0.1", "5060"), TypeError, "remote_port"),
+        (("tcp", "10.0.0.1", True), TypeError, "remote_port"),
+        (("udp", "10.0.0.1"), ValueError, "proto"),
+        (("nope", "10.0.0.1"), ValueError, "proto"),
+        ((6, "10.0.0.1"), TypeError, "proto"),
+        ((["tcp"], "10.0.0.1"), TypeError, "proto"),
+    ],
+)
 def test_bad_input_names_the_argument(matcher_cls, args, error, argument):
     matcher = matcher_cls(RULES)
     for method in (matcher.lookup, matcher.explain):
@@ -112,7 +116,7 @@ def test_workloads_agree_with_reference(name):
 
 def _row(columns, i):
     """Row ``i`` of a batch as a batch of one (packed addresses are 16 bytes a row)."""
-    return [column[16 * i:16 * i + 16] if isinstance(column, bytes) else column[i:i + 1] for column in columns]
+    return [column[16 * i : 16 * i + 16] if isinstance(column, bytes) else column[i : i + 1] for column in columns]
 
 
 @compiled_only
@@ -133,6 +137,7 @@ def test_big_batches_agree_with_one_by_one(name):
 
 
 # -- lookup_many's buffers -----------------------------------------------------
+
 
 def _v4(text):
     return int(ipaddress.IPv4Address(text))
@@ -183,27 +188,31 @@ def test_lookup_many_empty(compiled):
 
 
 @compiled_only
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(remote_ports=array.array("H", [1])), ValueError, "remote_ports: 1 items"),
-    (dict(local_ports=array.array("H", [1, 2, 3])), ValueError, "local_ports: 3 items"),
-    (dict(protos=array.array("H", [1])), ValueError, "protos: 1 items"),
-    (dict(local_ips=b"\x00" * 16), ValueError, "local_ips: 1 items"),
-    (dict(local_ips=b"\x00" * 17), ValueError, "local_ips: packed IPv6"),
-    (dict(remote_ports=array.array("i", [1, -5])), ValueError, r"remote_ports\[1\]: -5"),
-    (dict(local_ports=array.array("I", [70000, 1])), ValueError, r"local_ports\[0\]: 70000"),
-    (dict(protos=array.array("H", [1, 999])), ValueError, r"protos\[1\]: unknown protocol code 999"),
-    (dict(protos=array.array("h", [-1, 1])), ValueError, r"protos\[0\]"),
-    (dict(protos="udp"), ValueError, "proto"),
-    (dict(remote_ports=array.array("d", [1.0, 2.0])), TypeError, "remote_ports: expected a buffer of integers"),
-    (dict(remote_ports=[1, 2]), TypeError, "remote_ports: expected a buffer"),
-    (dict(remote_ips=array.array("i", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
-    (dict(remote_ips=array.array("Q", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
-    (dict(remote_ips=None), TypeError, "remote_ips"),
-    (dict(remote_ips="10.0.0.1"), TypeError, "remote_ips"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(remote_ports=array.array("H", [1])), ValueError, "remote_ports: 1 items"),
+        (dict(local_ports=array.array("H", [1, 2, 3])), ValueError, "local_ports: 3 items"),
+        (dict(protos=array.array("H", [1])), ValueError, "protos: 1 items"),
+        (dict(local_ips=b"\x00" * 16), ValueError, "local_ips: 1 items"),
+        (dict(local_ips=b"\x00" * 17), ValueError, "local_ips: packed IPv6"),
+        (dict(remote_ports=array.array("i", [1, -5])), ValueError, r"remote_ports\[1\]: -5"),
+        (dict(local_ports=array.array("I", [70000, 1])), ValueError, r"local_ports\[0\]: 70000"),
+        (dict(protos=array.array("H", [1, 999])), ValueError, r"protos\[1\]: unknown protocol code 999"),
+        (dict(protos=array.array("h", [-1, 1])), ValueError, r"protos\[0\]"),
+        (dict(protos="udp"), ValueError, "proto"),
+        (dict(remote_ports=array.array("d", [1.0, 2.0])), TypeError, "remote_ports: expected a buffer of integers"),
+        (dict(remote_ports=[1, 2]), TypeError, "remote_ports: expected a buffer"),
+        (dict(remote_ips=array.array("i", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
+        (dict(remote_ips=array.array("Q", [1, 2])), TypeError, "remote_ips: IPv4 addresses must be unsigned"),
+        (dict(remote_ips=None), TypeError, "remote_ips"),
+        (dict(remote_ips="10.0.0.1"), TypeError, "remote_ips"),
+    ],
+)
 def test_lookup_many_bad_input(compiled, kwargs, error, message):
-    arguments = dict(protos=None, remote_ips=array.array("I", [1, 2]), remote_ports=None,
-                     local_ips=None, local_ports=None)
+    arguments = dict(
+        protos=None, remote_ips=array.array("I", [1, 2]), remote_ports=None, local_ips=None, local_ports=None
+    )
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         compiled.lookup_many(**arguments)
@@ -218,12 +227,15 @@ def test_lookup_many_refuses_big_endian_and_strided(compiled):
         compiled.lookup_many(None, np.arange(4, dtype=np.uint32)[::2])
 
 
-
 # Rules whose answer depends on how a port or protocol code is read: a signed
 # -1 misread as unsigned lands on 255 or 65535, -128 on 128, -32768 on 32768.
 SIGNED_TRAPS = [
-    Rule(id=1, remote_port=65535), Rule(id=2, remote_port=255), Rule(id=3, remote_port=128),
-    Rule(id=4, remote_port=32768), Rule(id=5, local_port=65535), Rule(id=6, local_port=255),
+    Rule(id=1, remote_port=65535),
+    Rule(id=2, remote_port=255),
+    Rule(id=3, remote_port=128),
+    Rule(id=4, remote_port=32768),
+    Rule(id=5, local_port=65535),
+    Rule(id=6, local_port=255),
     Rule(id=10, priority=9),
 ]
 
@@ -244,8 +256,9 @@ def test_lookup_many_negative_signed_ports_are_refused(typecode, argument):
     # in range, the signed buffer reads what lookup() reads
     in_range = [0, 127] + ([255, 32767] if typecode != "b" else [])
     expected = [matcher.lookup("tcp", "10.0.0.1", **{argument[:-1]: v}).id for v in in_range]
-    got = matcher.lookup_many("tcp", array.array("I", [_v4("10.0.0.1")] * len(in_range)),
-                              **{argument: array.array(typecode, in_range)})
+    got = matcher.lookup_many(
+        "tcp", array.array("I", [_v4("10.0.0.1")] * len(in_range)), **{argument: array.array(typecode, in_range)}
+    )
     assert list(got) == expected
 
 
@@ -259,15 +272,18 @@ def test_lookup_many_negative_signed_protocol_codes_are_refused():
 
 
 @compiled_only
-@pytest.mark.parametrize("ctype, value, message", [
-    ("c_int32", -1, "remote_ports[0]: -1 is outside 0..65535"),
-    ("c_int64", -1, "remote_ports[0]: -1 is outside 0..65535"),
-    ("c_int16", -32768, "remote_ports[0]: -32768 is outside 0..65535"),
-    ("c_int8", -1, "remote_ports[0]: -1 is outside 0..65535"),
-    ("c_uint32", 70000, "remote_ports[0]: 70000 is outside 0..65535"),
-    ("c_uint64", 2**64 - 1, "remote_ports[0]: 18446744073709551615 is outside 0..65535"),
-    ("c_long", -2**63, "remote_ports[0]: -9223372036854775808 is outside 0..65535"),
-])
+@pytest.mark.parametrize(
+    "ctype, value, message",
+    [
+        ("c_int32", -1, "remote_ports[0]: -1 is outside 0..65535"),
+        ("c_int64", -1, "remote_ports[0]: -1 is outside 0..65535"),
+        ("c_int16", -32768, "remote_ports[0]: -32768 is outside 0..65535"),
+        ("c_int8", -1, "remote_ports[0]: -1 is outside 0..65535"),
+        ("c_uint32", 70000, "remote_ports[0]: 70000 is outside 0..65535"),
+        ("c_uint64", 2**64 - 1, "remote_ports[0]: 18446744073709551615 is outside 0..65535"),
+        ("c_long", -(2**63), "remote_ports[0]: -9223372036854775808 is outside 0..65535"),
+    ],
+)
 def test_lookup_many_ctypes_port_errors(ctype, value, message):
     """Issue 10.2: the error for a ctypes buffer ('<i') raised NotImplementedError from memoryview."""
     import ctypes
@@ -323,8 +339,16 @@ def test_lookup_many_empty_buffers_of_every_form():
     import ctypes
 
     matcher = matcher_module.Matcher(SIGNED_TRAPS)
-    remotes = [array.array("I"), b"", bytearray(), memoryview(b""), np.zeros((0, 16), np.uint8),
-               np.zeros(0, np.uint32), (ctypes.c_uint32 * 0)(), ((ctypes.c_ubyte * 16) * 0)()]
+    remotes = [
+        array.array("I"),
+        b"",
+        bytearray(),
+        memoryview(b""),
+        np.zeros((0, 16), np.uint8),
+        np.zeros(0, np.uint32),
+        (ctypes.c_uint32 * 0)(),
+        ((ctypes.c_ubyte * 16) * 0)(),
+    ]
     ports = [None, array.array("b"), np.zeros(0, np.int64), (ctypes.c_int16 * 0)(), memoryview(b"").cast("q")]
     for remote in remotes:
         for port in ports:
@@ -340,21 +364,32 @@ def test_lookup_many_readonly_buffers():
     remotes = np.array([_v4("10.0.0.1")] * 2, np.uint32)
     remotes.flags.writeable = False
     assert list(matcher.lookup_many(None, remotes, ports)) == [2, 1]
-    assert list(matcher.lookup_many(None, bytes(ipaddress.IPv6Address("2001:db8::1").packed) * 2,
-                                    memoryview(bytes(array.array("H", [128, 32768]))).cast("H"))) == [3, 4]
+    assert list(
+        matcher.lookup_many(
+            None,
+            bytes(ipaddress.IPv6Address("2001:db8::1").packed) * 2,
+            memoryview(bytes(array.array("H", [128, 32768]))).cast("H"),
+        )
+    ) == [3, 4]
 
 
 @compiled_only
-@pytest.mark.parametrize("make, message", [
-    (lambda np: np.zeros((2, 8), np.uint8), r"remote_ips: packed IPv6 buffers hold 16 bytes per address, got shape \(2, 8\)"),
-    (lambda np: np.zeros((1, 2, 16), np.uint8), r"got shape \(1, 2, 16\)"),
-    (lambda np: np.zeros((4, 4), np.uint8), r"got shape \(4, 4\)"),
-    (lambda np: np.zeros((2, 16), np.uint8, order="F"), "remote_ips: the buffer must be C-contiguous"),
-    (lambda np: np.zeros(4, "S16"), "remote_ips: expected a buffer of integers, got format '16s'"),
-    (lambda np: np.zeros((2, 2), np.uint32), "remote_ips: expected a one-dimensional buffer"),
-    (lambda np: np.zeros(2, "M8[s]"), "remote_ips: expected a buffer .* got ndarray"),
-    (lambda np: memoryview(b"\x00" * 64)[::2], "remote_ips: the buffer must be C-contiguous"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda np: np.zeros((2, 8), np.uint8),
+            r"remote_ips: packed IPv6 buffers hold 16 bytes per address, got shape \(2, 8\)",
+        ),
+        (lambda np: np.zeros((1, 2, 16), np.uint8), r"got shape \(1, 2, 16\)"),
+        (lambda np: np.zeros((4, 4), np.uint8), r"got shape \(4, 4\)"),
+        (lambda np: np.zeros((2, 16), np.uint8, order="F"), "remote_ips: the buffer must be C-contiguous"),
+        (lambda np: np.zeros(4, "S16"), "remote_ips: expected a buffer of integers, got format '16s'"),
+        (lambda np: np.zeros((2, 2), np.uint32), "remote_ips: expected a one-dimensional buffer"),
+        (lambda np: np.zeros(2, "M8[s]"), "remote_ips: expected a buffer .* got ndarray"),
+        (lambda np: memoryview(b"\x00" * 64)[::2], "remote_ips: the buffer must be C-contiguous"),
+    ],
+)
 def test_lookup_many_misshapen_address_buffers(make, message):
     """Address rows are 16 bytes each, as one flat run: no other shape is read as addresses."""
     np = pytest.importorskip("numpy")
@@ -380,6 +415,7 @@ def test_lookup_many_strided_ports_refused():
 
 
 # -- threads and memory --------------------------------------------------------
+
 
 @compiled_only
 def test_many_threads_share_one_matcher():
@@ -426,7 +462,7 @@ def test_lookups_do_not_allocate():
     try:
         run()
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(200):       # 100,000 single lookups and 200 batches
+        for _ in range(200):  # 100,000 single lookups and 200 batches
             run()
         gc.collect()
         growth = tracemalloc.get_traced_memory()[0] - before
@@ -456,14 +492,17 @@ def test_dropped_matchers_free_their_memory():
     assert growth < 5 * one, f"RSS grew by {growth} bytes; one matcher owns {one}"
 
 
-@pytest.mark.parametrize("arguments, argument", [
-    (("tcp", "10.0.0.1", 10**5000, None, 0), "remote_port"),
-    (("tcp", "10.0.0.1", 0, None, -(10**5000)), "local_port"),
-    (("tcp", (10**5000, 4), 0, None, 0), "remote"),
-    (("tcp", "x" * 100_000, 0, None, 0), "remote"),
-    (("tcp", None, 0, "1" * 100_000, 0), "local"),
-    (("p" * 100_000, None, 0, None, 0), "proto"),
-])
+@pytest.mark.parametrize(
+    "arguments, argument",
+    [
+        (("tcp", "10.0.0.1", 10**5000, None, 0), "remote_port"),
+        (("tcp", "10.0.0.1", 0, None, -(10**5000)), "local_port"),
+        (("tcp", (10**5000, 4), 0, None, 0), "remote"),
+        (("tcp", "x" * 100_000, 0, None, 0), "remote"),
+        (("tcp", None, 0, "1" * 100_000, 0), "local"),
+        (("p" * 100_000, None, 0, None, 0), "proto"),
+    ],
+)
 def test_lookup_errors_show_a_bounded_value(matcher_cls, arguments, argument):
     # Huge ints used to fail inside the message itself (Python's 4300-digit limit), long text was echoed whole.
     matcher = matcher_cls([tcpmgm.Rule.from_row({"id": 1, "proto": "tcp", "remote_port": 5060})])

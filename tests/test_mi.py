@@ -13,9 +13,9 @@ import time
 import urllib.parse
 
 import pytest
+from mi_endpoints import KINDS, address, exchange, start, status_of
 
 import tcpmgm
-from mi_endpoints import KINDS, address, exchange, start, status_of
 from tcpmgm.service import mi
 
 TOKEN = "s3cret"
@@ -26,8 +26,7 @@ def mgr(tmp_path):
     manager = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'rules.db'}")
     manager.create_schema()
     manager.add_rule({"id": 1, "proto": "tcp", "remote_addr": "10.0.0.0/8", "connect_timeout": 900})
-    manager.add_rule({"id": 2, "proto": "any", "remote_addr": "10.1.0.0/16", "remote_port": 5060,
-                      "no_new_conn": 1})
+    manager.add_rule({"id": 2, "proto": "any", "remote_addr": "10.1.0.0/16", "remote_port": 5060, "no_new_conn": 1})
     manager.add_rule({"id": 3, "proto": "tls", "remote_addr": "2001:db8::/32", "keepidle": 60})
     manager.reload()
     return manager
@@ -97,7 +96,7 @@ def test_reload_under_both_names_reports_what_it_loaded(url, mgr):
 
 def test_list_gives_the_rules_in_the_order_they_are_tried(url):
     rules = mi.call(url, "tcp_list")["rules"]
-    assert [r["id"] for r in rules] == [3, 1, 2]   # named proto first, then longer prefix first
+    assert [r["id"] for r in rules] == [3, 1, 2]  # named proto first, then longer prefix first
     assert rules[1]["remote_addr"] == "10.0.0.0/8" and rules[1]["connect_timeout"] == 900
 
 
@@ -109,7 +108,8 @@ def test_match_by_name_and_by_position(url):
     assert "matches" not in result
     result = mi.call(url, "tcp_match", {"proto": "any", "remote": "10.1.2.3:5060", "explain": True})
     assert [(m["rule"], m["reason"]) for m in result["matches"]] == [
-        (1, "winner"), (2, "protocol 'any' where the winner names a protocol"),
+        (1, "winner"),
+        (2, "protocol 'any' where the winner names a protocol"),
     ]
     assert mi.call(url, "tcp_match", ["tcp", "192.0.2.1"])["rule"] == 0
 
@@ -126,27 +126,30 @@ def test_match_local_side_may_be_a_socket_tag(endpoint, tmp_path):
     assert refused.value.code == mi.INVALID_PARAMS and "external" in str(refused.value)
 
 
-@pytest.mark.parametrize("body, code", [
-    (b"{not json", mi.PARSE_ERROR),
-    (b"[" * 100_000, mi.PARSE_ERROR),                                                  # nested too deep to parse
-    (b"42", mi.INVALID_REQUEST),
-    (b"[]", mi.INVALID_REQUEST),
-    (json.dumps({"method": "tcp_list", "id": 1}).encode(), mi.INVALID_REQUEST),        # no jsonrpc
-    (json.dumps({"jsonrpc": "2.0", "method": "tcp_list", "params": 3, "id": 1}).encode(), mi.INVALID_REQUEST),
-    (json.dumps(rpc("tcp_nope")).encode(), mi.METHOD_NOT_FOUND),
-    (json.dumps(rpc("tcp_match", {})).encode(), mi.INVALID_PARAMS),                    # proto missing
-    (json.dumps(rpc("tcp_match", {"proto": "tcp", "bogus": 1})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_match", ["tcp", "10.0.0.999"])).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_match", ["sctp", "10.0.0.1"])).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", [0, 10, 1])).encode(), mi.INVALID_PARAMS),             # offset, limit: no third
-    (json.dumps(rpc("tcp_list", {"offset": -1})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", {"offset": "0"})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", {"limit": 0})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", {"limit": mi.Limits().list_limit + 1})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_list", {"limit": True})).encode(), mi.INVALID_PARAMS),
-    (json.dumps(rpc("tcp_match", {"proto": "tcp", "explain": "no"})).encode(), mi.INVALID_PARAMS),  # "no" is truthy
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"{not json", mi.PARSE_ERROR),
+        (b"[" * 100_000, mi.PARSE_ERROR),  # nested too deep to parse
+        (b"42", mi.INVALID_REQUEST),
+        (b"[]", mi.INVALID_REQUEST),
+        (json.dumps({"method": "tcp_list", "id": 1}).encode(), mi.INVALID_REQUEST),  # no jsonrpc
+        (json.dumps({"jsonrpc": "2.0", "method": "tcp_list", "params": 3, "id": 1}).encode(), mi.INVALID_REQUEST),
+        (json.dumps(rpc("tcp_nope")).encode(), mi.METHOD_NOT_FOUND),
+        (json.dumps(rpc("tcp_match", {})).encode(), mi.INVALID_PARAMS),  # proto missing
+        (json.dumps(rpc("tcp_match", {"proto": "tcp", "bogus": 1})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_match", ["tcp", "10.0.0.999"])).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_match", ["sctp", "10.0.0.1"])).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", [0, 10, 1])).encode(), mi.INVALID_PARAMS),  # offset, limit: no third
+        (json.dumps(rpc("tcp_list", {"offset": -1})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"offset": "0"})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"limit": 0})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"limit": mi.Limits().list_limit + 1})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"limit": True})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_match", {"proto": "tcp", "explain": "no"})).encode(), mi.INVALID_PARAMS),  # "no" is truthy
+    ],
+)
 def test_malformed_requests_get_json_rpc_errors(url, body, code):
     status, answer = raw(url, body, headers={"Content-Type": "application/json"})
     assert status == 200
@@ -156,12 +159,18 @@ def test_malformed_requests_get_json_rpc_errors(url, body, code):
 
 
 def test_batches_and_notifications(url):
-    batch = [rpc("tcp_match", ["tcp", "10.0.0.1"], id="a"), {"jsonrpc": "2.0", "method": "tcp_reload"},
-             rpc("tcp_nope", id=7), 5]
+    batch = [
+        rpc("tcp_match", ["tcp", "10.0.0.1"], id="a"),
+        {"jsonrpc": "2.0", "method": "tcp_reload"},
+        rpc("tcp_nope", id=7),
+        5,
+    ]
     status, answer = raw(url, json.dumps(batch).encode())
     assert status == 200
     assert [(a["id"], a.get("result", {}).get("rule"), a.get("error", {}).get("code")) for a in answer] == [
-        ("a", 1, None), (7, None, mi.METHOD_NOT_FOUND), (None, None, mi.INVALID_REQUEST),
+        ("a", 1, None),
+        (7, None, mi.METHOD_NOT_FOUND),
+        (None, None, mi.INVALID_REQUEST),
     ]
     status, answer = raw(url, json.dumps({"jsonrpc": "2.0", "method": "tcp_reload"}).encode())
     assert (status, answer) == (204, None)
@@ -209,13 +218,14 @@ def test_a_client_that_stops_sending_is_let_go(endpoint):
     with socket.create_connection(address(url), timeout=10) as client:
         client.sendall(b"POST /mi HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}")
         received = b""
-        while chunk := client.recv(4096):   # socket.timeout here: the endpoint never let go
+        while chunk := client.recv(4096):  # socket.timeout here: the endpoint never let go
             received += chunk
     assert received == b"" or received.startswith(b"HTTP/1.1 4")
     assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
 
 
 # -- issue 10, item 7: the request parser is strict, and never leaves a traceback -----
+
 
 def _no_traceback(capfd, caplog):
     err = capfd.readouterr().err
@@ -226,45 +236,54 @@ def _no_traceback(capfd, caplog):
 LIST = json.dumps(rpc("tcp_list")).encode()
 
 
-@pytest.mark.parametrize("length", [
-    b"Content-Length: \xb2",                            # latin-1 '\xb2' is '²', which str.isdigit() takes
-    "Content-Length: ٢".encode(),                       # an Arabic-Indic two, in UTF-8
-    b"Content-Length: %d\r\nContent-Length: %d" % (len(LIST), len(LIST)),
-    b"Content-Length: %d\r\nContent-Length: 2" % len(LIST),
-    b"Content-Length: %d, %d" % (len(LIST), len(LIST)),
-    b"Content-Length: +%d" % len(LIST),
-    b"Content-Length: -1",
-    b"Content-Length: 0x10",
-    b"Content-Length: ",
-    b"Content-Length: " + b"0" * 30 + b"%d" % len(LIST),   # a number, but past any sane length of one
-])
+@pytest.mark.parametrize(
+    "length",
+    [
+        b"Content-Length: \xb2",  # latin-1 '\xb2' is '²', which str.isdigit() takes
+        "Content-Length: ٢".encode(),  # an Arabic-Indic two, in UTF-8
+        b"Content-Length: %d\r\nContent-Length: %d" % (len(LIST), len(LIST)),
+        b"Content-Length: %d\r\nContent-Length: 2" % len(LIST),
+        b"Content-Length: %d, %d" % (len(LIST), len(LIST)),
+        b"Content-Length: +%d" % len(LIST),
+        b"Content-Length: -1",
+        b"Content-Length: 0x10",
+        b"Content-Length: ",
+        b"Content-Length: " + b"0" * 30 + b"%d" % len(LIST),  # a number, but past any sane length of one
+    ],
+)
 def test_content_length_is_one_header_of_ascii_digits(url, length, capfd, caplog):
     reply = exchange(url, b"POST /mi HTTP/1.1\r\nHost: x\r\n" + length + b"\r\n\r\n" + LIST)
     assert status_of(reply) == 400
     answer = json.loads(reply.split(b"\r\n\r\n", 1)[1])
     assert answer["error"]["code"] == mi.INVALID_REQUEST and "Content-Length" in answer["error"]["message"]
     assert exchange(url, b"POST /mi HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(LIST) + LIST).startswith(
-        b"HTTP/1.1 200 ")
+        b"HTTP/1.1 200 "
+    )
     _no_traceback(capfd, caplog)
 
 
-@pytest.mark.parametrize("request_bytes, status", [
-    (b"POST /mi\r\n\r\n", 400),                                        # no version
-    (b"POST /mi HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 400),
-    (b"POST  /mi HTTP/1.1\r\n\r\n", 400),
-    (b"POST /mi HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}", 400),        # space before the colon
-    (b"POST /mi HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}", 400),
-    (b"POST /mi HTTP/1.1\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\n{}", 400),
-    (b"POST /mi HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"
-     b"Content-Length: 2\r\n\r\n{}", 400),
-    (b"POST /mi HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
-    (b"POST /mi HTTP/1.1\r\n\r\n", 411),
-    (b"POST /mi HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % ((1 << 20) + 1), 413),
-    (b"POST /mi HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
-    (b"POST /mi HTTP/1.1\r\nX: " + b"y" * (16 * 1024) + b"\r\n\r\n", 431),
-    (b"POST /mi HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", 400),       # ends before its body
-    (b"\xff\xfe\x00garbage", 400),
-])
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"POST /mi\r\n\r\n", 400),  # no version
+        (b"POST /mi HTTP/2.0\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (b"POST  /mi HTTP/1.1\r\n\r\n", 400),
+        (b"POST /mi HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}", 400),  # space before the colon
+        (b"POST /mi HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (b"POST /mi HTTP/1.1\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (
+            b"POST /mi HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+        ),
+        (b"POST /mi HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
+        (b"POST /mi HTTP/1.1\r\n\r\n", 411),
+        (b"POST /mi HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % ((1 << 20) + 1), 413),
+        (b"POST /mi HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+        (b"POST /mi HTTP/1.1\r\nX: " + b"y" * (16 * 1024) + b"\r\n\r\n", 431),
+        (b"POST /mi HTTP/1.1\r\nContent-Length: 10\r\n\r\n{}", 400),  # ends before its body
+        (b"\xff\xfe\x00garbage", 400),
+    ],
+)
 def test_malformed_http_gets_an_http_error(url, request_bytes, status, capfd, caplog):
     reply = exchange(url, request_bytes)
     assert status_of(reply) == status
@@ -291,10 +310,13 @@ def test_expect_100_continue(url):
 
 # -- item 8: batches, pages and the size of an answer are bounded --------------------
 
+
 def _add_rules(mgr, count):
     with sqlite3.connect(mgr.source.path) as conn:
-        conn.executemany("INSERT INTO tcp_mgm (id, proto, remote_addr) VALUES (?, 'tcp', ?)",
-                         [(100 + i, f"172.{16 + i // 65536 % 16}.{i // 256 % 256}.{i % 256}/32") for i in range(count)])
+        conn.executemany(
+            "INSERT INTO tcp_mgm (id, proto, remote_addr) VALUES (?, 'tcp', ?)",
+            [(100 + i, f"172.{16 + i // 65536 % 16}.{i // 256 % 256}.{i % 256}/32") for i in range(count)],
+        )
     mgr.reload()
 
 
@@ -305,7 +327,9 @@ def test_a_batch_over_the_cap_is_one_error_and_runs_nothing(endpoint, mgr, monke
         status, answer = raw(url, json.dumps([rpc("tcp_reload", id=i) for i in range(cap + 1)]).encode())
         assert status == 200 and isinstance(answer, dict)
         assert answer["error"]["code"] == mi.INVALID_REQUEST and f"at most {cap}" in answer["error"]["message"]
-        status, answer = raw(url, json.dumps([rpc("tcp_match", ["tcp", "10.0.0.1"], id=i) for i in range(cap)]).encode())
+        status, answer = raw(
+            url, json.dumps([rpc("tcp_match", ["tcp", "10.0.0.1"], id=i) for i in range(cap)]).encode()
+        )
         assert status == 200 and [a["result"]["rule"] for a in answer] == [1] * cap
     assert reloads == []
 
@@ -317,7 +341,7 @@ def test_the_reloads_of_a_batch_are_one_reload(url, mgr, monkeypatch):
     batch += [{"jsonrpc": "2.0", "method": "tcp_reload"}] * 20 + [rpc("tcp_list", id="list")]
     status, answer = raw(url, json.dumps(batch).encode())
     assert status == 200 and reloads == [1]
-    assert [a["id"] for a in answer] == list(range(40)) + ["alias", "list"]
+    assert [a["id"] for a in answer] == [*list(range(40)), "alias", "list"]
     assert all(a["result"] == answer[0]["result"] for a in answer[:41]) and answer[0]["result"]["loaded"] == 3
     # a failed reload is one failure, which every entry reports
     with sqlite3.connect(mgr.source.path) as conn:
@@ -329,13 +353,17 @@ def test_the_reloads_of_a_batch_are_one_reload(url, mgr, monkeypatch):
 def test_list_pages(endpoint, mgr):
     url = endpoint()
     page = mi.call(url, "tcp_list", {"limit": 2})
-    assert [r["id"] for r in page["rules"]] == [3, 1] and (page["total"], page["offset"], page["next_offset"]) == (3, 0, 2)
+    assert [r["id"] for r in page["rules"]] == [3, 1] and (page["total"], page["offset"], page["next_offset"]) == (
+        3,
+        0,
+        2,
+    )
     page = mi.call(url, "tcp_list", [2, 2])
     assert [r["id"] for r in page["rules"]] == [2] and page["next_offset"] is None
-    page = mi.call(url, "tcp_list", {"offset": 10 ** 30})
+    page = mi.call(url, "tcp_list", {"offset": 10**30})
     assert page["rules"] == [] and page["total"] == 3 and page["next_offset"] is None
     small = endpoint(mi.Limits(list_limit=2))
-    page = mi.call(small, "tcp_list")                                  # the default page is the largest
+    page = mi.call(small, "tcp_list")  # the default page is the largest
     assert len(page["rules"]) == 2 and page["next_offset"] == 2
     with pytest.raises(mi.MIError) as info:
         mi.call(small, "tcp_list", {"limit": 3})
@@ -359,7 +387,7 @@ def test_no_answer_is_larger_than_max_response(endpoint, mgr):
     assert len(body) <= mi.Limits().max_response
     assert all(len(a["result"]["rules"]) == 100 for a in json.loads(body))
     # a small bound: what does not fit becomes an error, the rest still gets through
-    limits = mi.Limits(max_batch=10, max_response=20_000)          # a page of 100 rows takes about 30 kB
+    limits = mi.Limits(max_batch=10, max_response=20_000)  # a page of 100 rows takes about 30 kB
     url = endpoint(limits)
     batch = [rpc("tcp_list", {"limit": 100 if i % 2 == 0 else 5}, id=i) for i in range(10)]
     status, answer = raw(url, json.dumps(batch).encode())
@@ -376,13 +404,15 @@ def test_no_answer_is_larger_than_max_response(endpoint, mgr):
 def test_the_tightest_max_response_still_answers_every_entry(mgr):
     # the longest ids a request may carry, at the smallest bound Limits allows for a batch of 10
     with pytest.raises(mi.MIConfigError) as info:
-        mi.Limits(max_batch=10, max_response=10_000)      # as many digits as the least: the same message
+        mi.Limits(max_batch=10, max_response=10_000)  # as many digits as the least: the same message
     least = int(re.search(r"at least (\d+) bytes", str(info.value)).group(1))
     limits = mi.Limits(max_batch=10, max_response=least)
     _add_rules(mgr, 200)
     ids = ["\U0001f600" * (mi.MAX_ID_CHARS - 1) + str(i) for i in range(10)]
-    batch = [rpc("tcp_list", {"limit": 100}, id=ids[i]) if i % 3 else rpc("tcp_match", ["tcp", "10.0.0.1"], id=ids[i])
-             for i in range(10)]
+    batch = [
+        rpc("tcp_list", {"limit": 100}, id=ids[i]) if i % 3 else rpc("tcp_match", ["tcp", "10.0.0.1"], id=ids[i])
+        for i in range(10)
+    ]
     status, body = mi.Dispatcher(mgr, limits=limits).handle(json.dumps(batch).encode())
     assert status == 200 and len(body) <= least
     answer = json.loads(body)
@@ -399,15 +429,16 @@ def test_limits_that_cannot_hold_their_errors_are_refused():
 
 
 def test_long_ids_are_invalid_requests(url):
-    status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * (mi.MAX_ID_CHARS + 1))).encode())
+    _status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * (mi.MAX_ID_CHARS + 1))).encode())
     assert answer["id"] is None and answer["error"]["code"] == mi.INVALID_REQUEST
-    status, answer = raw(url, json.dumps(rpc("tcp_list", id=1 << 63)).encode())
+    _status, answer = raw(url, json.dumps(rpc("tcp_list", id=1 << 63)).encode())
     assert answer["id"] is None and answer["error"]["code"] == mi.INVALID_REQUEST
-    status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * mi.MAX_ID_CHARS)).encode())
+    _status, answer = raw(url, json.dumps(rpc("tcp_list", id="x" * mi.MAX_ID_CHARS)).encode())
     assert answer["id"] == "x" * mi.MAX_ID_CHARS and "result" in answer
 
 
 # -- item 9: a whole-request deadline and a cap on connections -----------------------
+
 
 def test_a_trickling_client_is_cut_off_by_the_whole_request_deadline(endpoint):
     timeout = 0.5
@@ -421,7 +452,7 @@ def test_a_trickling_client_is_cut_off_by_the_whole_request_deadline(endpoint):
             try:
                 client.sendall(b" ")
             except OSError:
-                break           # the endpoint closed, and said so with a reset
+                break  # the endpoint closed, and said so with a reset
             readable, _, _ = select.select([client], [], [], 0.1)
             if readable:
                 try:
@@ -455,7 +486,7 @@ def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kin
             client = socket.create_connection(address(url), timeout=10)
             client.sendall(b"POST /mi HTTP/1.1\r\n")
             stalled.append(client)
-        for _ in range(20):       # clients beyond the cap get their answer at once
+        for _ in range(20):  # clients beyond the cap get their answer at once
             reply = _busy(url)
             assert status_of(reply) == 503 and b"Retry-After" in reply
             assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == mi.SERVER_ERROR
@@ -464,7 +495,7 @@ def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kin
         for client in stalled:
             client.close()
     deadline = time.monotonic() + 10
-    while True:                   # the stalled ones gone, the endpoint serves again
+    while True:  # the stalled ones gone, the endpoint serves again
         try:
             assert mi.call(url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
             break
@@ -476,9 +507,11 @@ def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kin
 
 # -- item 10: no token, no reaching beyond this machine -------------------------------
 
+
 @pytest.fixture
 def no_bind(monkeypatch):
     """Any bind from here on fails the test: the refusal must come before a socket is bound."""
+
     def refuse(self, address):
         raise AssertionError(f"bound {address!r}")
 
@@ -492,30 +525,46 @@ def _fake_resolver(monkeypatch, answers):
         if host in answers:
             if answers[host] is None:
                 raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
-                    for a in answers[host]]
+            return [
+                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
+                for a in answers[host]
+            ]
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
-WIDE = ["0.0.0.0", "::", "", None, "192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%lo",
-        "mixed.invalid", "public.invalid", "unresolvable.invalid"]
+WIDE = [
+    "0.0.0.0",
+    "::",
+    "",
+    None,
+    "192.0.2.1",
+    "2001:db8::1",
+    "::ffff:192.0.2.1",
+    "fe80::1%lo",
+    "mixed.invalid",
+    "public.invalid",
+    "unresolvable.invalid",
+]
 
 
 @pytest.mark.parametrize("host", WIDE)
 def test_a_non_loopback_address_without_a_token_is_refused_before_binding(host, mgr, monkeypatch, no_bind):
-    _fake_resolver(monkeypatch, {"mixed.invalid": ["127.0.0.1", "192.0.2.7"], "public.invalid": ["192.0.2.7"],
-                                 "unresolvable.invalid": None})
+    _fake_resolver(
+        monkeypatch,
+        {"mixed.invalid": ["127.0.0.1", "192.0.2.7"], "public.invalid": ["192.0.2.7"], "unresolvable.invalid": None},
+    )
     with pytest.raises(mi.InsecureBindError, match="without a token"):
         mi.MIServer(mgr, host, 0)
     with pytest.raises(mi.InsecureBindError, match="insecure=True"):
         asyncio.run(mi.serve(mgr, host, 0))
-    mi.check_bind(host, token="s3cret", insecure=False)       # a token guards it
+    mi.check_bind(host, token="s3cret", insecure=False)  # a token guards it
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.4.5.6", "::1", "::ffff:127.0.0.1", "localhost",
-                                  "loopbacks.invalid"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.4.5.6", "::1", "::ffff:127.0.0.1", "localhost", "loopbacks.invalid"]
+)
 def test_loopback_addresses_need_no_token(host, monkeypatch, caplog):
     _fake_resolver(monkeypatch, {"loopbacks.invalid": ["127.0.0.1", "::1"]})
     with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
@@ -526,7 +575,7 @@ def test_loopback_addresses_need_no_token(host, monkeypatch, caplog):
 
 def test_insecure_binds_wide_with_a_warning(mgr, monkeypatch, caplog, no_bind):
     with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
-        mi.MIServer(mgr, "0.0.0.0", 0, insecure=True)             # binds on start(), which this test does not
+        mi.MIServer(mgr, "0.0.0.0", 0, insecure=True)  # binds on start(), which this test does not
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "insecure=True" in caplog.records[0].getMessage() and "'0.0.0.0'" in caplog.records[0].getMessage()
     caplog.clear()

@@ -9,7 +9,12 @@ import pytest
 import tcpmgm
 from tcpmgm import Profile, Rule
 from tcpmgm.model.profile import (
-    PROFILE_FIELDS, OPENSIPS_DEFAULTS, default_profile, format_attrs, parse_attrs, parse_integer,
+    OPENSIPS_DEFAULTS,
+    PROFILE_FIELDS,
+    default_profile,
+    format_attrs,
+    parse_attrs,
+    parse_integer,
     set_default_profile,
 )
 
@@ -37,7 +42,7 @@ def restore_default_profile():
 
 
 def test_the_twelve_attributes_and_their_spec_defaults():
-    assert PROFILE_FIELDS == tuple(SPEC_TABLE)
+    assert tuple(SPEC_TABLE) == PROFILE_FIELDS
     assert OPENSIPS_DEFAULTS.values() == SPEC_TABLE
     assert OPENSIPS_DEFAULTS.id == 0
     assert default_profile() == OPENSIPS_DEFAULTS
@@ -82,7 +87,9 @@ def test_replace_values_and_differences():
     assert profile.id == 4 and profile.connect_timeout == 1500 and profile.no_new_conn is True
     assert OPENSIPS_DEFAULTS.connect_timeout == 100  # the original is untouched
     assert profile.differences(OPENSIPS_DEFAULTS) == {
-        "connect_timeout": 1500, "no_new_conn": True, "attrs": {"max_msg_chunks": 8},
+        "connect_timeout": 1500,
+        "no_new_conn": True,
+        "attrs": {"max_msg_chunks": 8},
     }
     assert OPENSIPS_DEFAULTS.differences(OPENSIPS_DEFAULTS.replace(id=9)) == {}  # id is not an attribute
 
@@ -96,7 +103,7 @@ def test_set_default_profile_with_values(restore_default_profile):
     new = set_default_profile(connect_timeout=300, keepalive=0)
     assert new is default_profile()
     assert (new.id, new.connect_timeout, new.keepalive, new.keepidle) == (0, 300, False, 7200)
-    again = set_default_profile(keepidle=10)   # changes are relative to the current default
+    again = set_default_profile(keepidle=10)  # changes are relative to the current default
     assert (again.connect_timeout, again.keepidle) == (300, 10)
 
 
@@ -122,21 +129,27 @@ def test_matcher_default_argument(matcher_cls):
     assert matcher.lookup("tls", "192.0.2.1").id == 1
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("max_msg_chunks=10", {"max_msg_chunks": 10}),
-    ("max_msg_chunks", {"max_msg_chunks": 0}),
-    ("max_msg_chunks=+3", {"max_msg_chunks": 3}),
-    ("max_msg_chunks=1;max_msg_chunks=2", {"max_msg_chunks": 2}),
-    ("  ", {}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("max_msg_chunks=10", {"max_msg_chunks": 10}),
+        ("max_msg_chunks", {"max_msg_chunks": 0}),
+        ("max_msg_chunks=+3", {"max_msg_chunks": 3}),
+        ("max_msg_chunks=1;max_msg_chunks=2", {"max_msg_chunks": 2}),
+        ("  ", {}),
+    ],
+)
 def test_parse_attrs(text, expected):
     assert parse_attrs(text) == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("nope=1", "unknown attribute 'nope'"),
-    ("max_msg_chunks=x", "attribute 'max_msg_chunks' has non-integer value 'x'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("nope=1", "unknown attribute 'nope'"),
+        ("max_msg_chunks=x", "attribute 'max_msg_chunks' has non-integer value 'x'"),
+    ],
+)
 def test_parse_attrs_errors_name_the_item(text, message):
     with pytest.raises(ValueError, match=message):
         parse_attrs(text)

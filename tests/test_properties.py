@@ -11,19 +11,23 @@ import functools
 import ipaddress
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tcpmgm import Rule, RuleError
 from tcpmgm.model.rule import COLUMNS
 
 # matcher_cls only parametrises the class; it holds no state between examples.
 FIXTURE_SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 # -- the oracle ---------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def oracle_network(text):
     if text is None or text.strip().lower() in ("", "any"):
         return None
@@ -34,7 +38,7 @@ def oracle_network(text):
     return net
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def oracle_address(value):
     if value is None:
         return None
@@ -140,7 +144,7 @@ def rule_sets(draw):
         row = {"id": rule_id, **draft}
         try:
             rules.append(Rule.from_row(row))
-        except RuleError as err:     # remote and local of different families
+        except RuleError as err:  # remote and local of different families
             assert err.column == "local_addr" and "address with an" in err.reason
             continue
         rows.append(row)
@@ -149,7 +153,7 @@ def rule_sets(draw):
 
 LOOKUP_REMOTE = st.one_of(
     st.none(),
-    v4_text(V4_BASE, 5),                                   # half of them outside every /28
+    v4_text(V4_BASE, 5),  # half of them outside every /28
     v4_text(V4_BASE, 4).map(lambda a: f"::ffff:{a}"),
     v6_text(V6_BASE, 5),
     v6_text(V6_BASE, 4).map(lambda a: f"{a}%eth0"),
@@ -193,13 +197,15 @@ def scenarios(draw):
             continue
         row = draw(st.sampled_from(rows))
         proto = row["proto"] if row["proto"].lower() != "any" else draw(st.sampled_from([None, "tcp", "ws"]))
-        connections.append((
-            proto,
-            draw(inside(oracle_network(row["remote_addr"]), LOOKUP_REMOTE)),
-            row["remote_port"] or draw(st.sampled_from([5060, 5061, 80])),
-            draw(inside(oracle_network(row["local_addr"]), LOOKUP_LOCAL)),
-            row["local_port"] or draw(st.sampled_from([5060, 443])),
-        ))
+        connections.append(
+            (
+                proto,
+                draw(inside(oracle_network(row["remote_addr"]), LOOKUP_REMOTE)),
+                row["remote_port"] or draw(st.sampled_from([5060, 5061, 80])),
+                draw(inside(oracle_network(row["local_addr"]), LOOKUP_LOCAL)),
+                row["local_port"] or draw(st.sampled_from([5060, 443])),
+            )
+        )
     return rows, rules, connections
 
 
@@ -239,10 +245,27 @@ def test_default_exactly_when_no_rule_matches(matcher_cls, scenario):
 # -- from_row never fails with anything but a RuleError ----------------------------
 
 DRIVER_VALUES = st.one_of(
-    st.none(), st.text(max_size=12), st.integers(-2**70, 2**70), st.booleans(), st.binary(max_size=8),
-    st.decimals(allow_nan=True, allow_infinity=True), st.floats(),
-    st.sampled_from(["tcp", "any", "10.0.0.0/8", "::1/200", "1.2.3.4/\u00b2", "max_msg_chunks=\u0663",
-                     "max_msg_chunks", "internal", "fe80::1%eth0", Decimal("sNaN")]),
+    st.none(),
+    st.text(max_size=12),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.binary(max_size=8),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.floats(),
+    st.sampled_from(
+        [
+            "tcp",
+            "any",
+            "10.0.0.0/8",
+            "::1/200",
+            "1.2.3.4/\u00b2",
+            "max_msg_chunks=\u0663",
+            "max_msg_chunks",
+            "internal",
+            "fe80::1%eth0",
+            Decimal("sNaN"),
+        ]
+    ),
 )
 
 

@@ -23,46 +23,56 @@ FULL = dict(proto="tcp", remote_addr="10.1.2.3", remote_port=5060, local_addr="1
 # (level, loser, winner, why the loser lost).  The winner always has the
 # higher id, so the id tie-break can never be what picks it.
 LEVELS = [
-    ("priority",
-     rule(1, **FULL, priority=1),
-     rule(2, priority=0),
-     "a higher priority value (1 > 0)"),
-    ("negative priority",
-     rule(1, **FULL),
-     rule(2, priority=-1),
-     "a higher priority value (0 > -1)"),
-    ("named proto before any",
-     rule(1, **{**FULL, "proto": "any"}),
-     rule(2, proto="tcp"),
-     "protocol 'any' where the winner names a protocol"),
-    ("remote network before any",
-     rule(1, **{**FULL, "remote_addr": None}),
-     rule(2, proto="tcp", remote_addr="0.0.0.0/0"),
-     "remote 'any' where the winner names a remote network"),
-    ("longer remote prefix",
-     rule(1, **{**FULL, "remote_addr": "10.0.0.0/8"}),
-     rule(2, proto="tcp", remote_addr="10.1.0.0/16"),
-     "a shorter remote prefix (/8 < /16)"),
-    ("remote port before any",
-     rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "remote_port": 0}),
-     rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060),
-     "remote port 'any' where the winner names a port"),
-    ("local address before any",
-     rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": None}),
-     rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="0.0.0.0/0"),
-     "local 'any' where the winner names a local address"),
-    ("longer local prefix",
-     rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": "10.0.0.0/8"}),
-     rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="10.0.0.0/24"),
-     "a shorter local prefix (/8 < /24)"),
-    ("local port before any",
-     rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": "10.0.0.0/24", "local_port": 0}),
-     rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="10.0.0.0/24", local_port=5061),
-     "local port 'any' where the winner names a port"),
-    ("full tie: lowest id",
-     rule(9, **{**FULL, "remote_addr": "10.1.0.0/16"}),
-     rule(4, **{**FULL, "remote_addr": "10.1.0.0/16"}),
-     "a higher id (full tie) (9 > 4)"),
+    ("priority", rule(1, **FULL, priority=1), rule(2, priority=0), "a higher priority value (1 > 0)"),
+    ("negative priority", rule(1, **FULL), rule(2, priority=-1), "a higher priority value (0 > -1)"),
+    (
+        "named proto before any",
+        rule(1, **{**FULL, "proto": "any"}),
+        rule(2, proto="tcp"),
+        "protocol 'any' where the winner names a protocol",
+    ),
+    (
+        "remote network before any",
+        rule(1, **{**FULL, "remote_addr": None}),
+        rule(2, proto="tcp", remote_addr="0.0.0.0/0"),
+        "remote 'any' where the winner names a remote network",
+    ),
+    (
+        "longer remote prefix",
+        rule(1, **{**FULL, "remote_addr": "10.0.0.0/8"}),
+        rule(2, proto="tcp", remote_addr="10.1.0.0/16"),
+        "a shorter remote prefix (/8 < /16)",
+    ),
+    (
+        "remote port before any",
+        rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "remote_port": 0}),
+        rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060),
+        "remote port 'any' where the winner names a port",
+    ),
+    (
+        "local address before any",
+        rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": None}),
+        rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="0.0.0.0/0"),
+        "local 'any' where the winner names a local address",
+    ),
+    (
+        "longer local prefix",
+        rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": "10.0.0.0/8"}),
+        rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="10.0.0.0/24"),
+        "a shorter local prefix (/8 < /24)",
+    ),
+    (
+        "local port before any",
+        rule(1, **{**FULL, "remote_addr": "10.1.0.0/16", "local_addr": "10.0.0.0/24", "local_port": 0}),
+        rule(2, proto="tcp", remote_addr="10.1.0.0/16", remote_port=5060, local_addr="10.0.0.0/24", local_port=5061),
+        "local port 'any' where the winner names a port",
+    ),
+    (
+        "full tie: lowest id",
+        rule(9, **{**FULL, "remote_addr": "10.1.0.0/16"}),
+        rule(4, **{**FULL, "remote_addr": "10.1.0.0/16"}),
+        "a higher id (full tie) (9 > 4)",
+    ),
 ]
 
 
@@ -90,9 +100,9 @@ def test_priority_beats_the_longest_prefix(matcher_cls):
     # Nested /9 .. /32 whose priorities favour the shorter prefixes.
     chain = [rule(n, remote_addr=f"10.0.0.0/{8 + n}", priority=n) for n in range(1, 25)]
     matcher = matcher_cls(chain)
-    assert matcher.lookup("tcp", "10.0.0.0").id == 1           # inside all 24; the /9 wins
-    assert matcher.lookup("tcp", "10.128.0.1").id == 0         # outside the /9
-    matcher = matcher_cls(chain + [rule(99, remote_addr="10.0.0.0/8", priority=0)])
+    assert matcher.lookup("tcp", "10.0.0.0").id == 1  # inside all 24; the /9 wins
+    assert matcher.lookup("tcp", "10.128.0.1").id == 0  # outside the /9
+    matcher = matcher_cls([*chain, rule(99, remote_addr="10.0.0.0/8", priority=0)])
     assert matcher.lookup("tcp", "10.0.0.0").id == 99
     assert matcher.lookup("tcp", "10.128.0.1").id == 99
 
@@ -104,11 +114,14 @@ def test_full_ties_go_to_the_lowest_id_whatever_the_input_order(matcher_cls):
         matcher = matcher_cls(list(order))
         assert matcher.lookup("tls", "192.0.2.7").id == 10
         assert [(r.id, why) for r, why in matcher.explain("tls", "192.0.2.7").matches] == [
-            (10, "winner"), (20, "a higher id (full tie) (20 > 10)"), (30, "a higher id (full tie) (30 > 10)"),
+            (10, "winner"),
+            (20, "a higher id (full tie) (20 > 10)"),
+            (30, "a higher id (full tie) (30 > 10)"),
         ]
 
 
 # -- OpenSIPS's comparator: different named protocols compare "equal" ---------------
+
 
 def opensips_like_compare(a, b):
     """The flawed comparator docs/behaviour.md#which-rule-wins describes: after priority and "proto is any",
@@ -141,8 +154,8 @@ def test_different_named_protocols_do_not_break_the_order(matcher_cls):
 
     for order in itertools.permutations(rules):
         matcher = matcher_cls(list(order))
-        assert matcher.lookup("tcp", "10.0.0.9").id == 3       # docs/behaviour.md#which-rule-wins: the /24 wins
-        assert matcher.lookup(None, "10.0.0.9").id == 3        # any protocol: all three match
+        assert matcher.lookup("tcp", "10.0.0.9").id == 3  # docs/behaviour.md#which-rule-wins: the /24 wins
+        assert matcher.lookup(None, "10.0.0.9").id == 3  # any protocol: all three match
         assert matcher.lookup("tls", "10.0.0.9").id == 2
         assert matcher.lookup("tcp", "10.0.1.9").id == 1
         assert [r.id for r in matcher] == [3, 2, 1]
@@ -150,15 +163,25 @@ def test_different_named_protocols_do_not_break_the_order(matcher_cls):
 
 # -- addresses as connections present them --------------------------------------------
 
-@pytest.mark.parametrize("remote", [
-    "::ffff:192.0.2.7", "::FFFF:c000:207", ipaddress.ip_address("::ffff:192.0.2.7"),
-    ipaddress.ip_address("::ffff:192.0.2.7").packed, (0xFFFF_C000_0207, 6), "::ffff:192.0.2.7%eth0",
-])
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "::ffff:192.0.2.7",
+        "::FFFF:c000:207",
+        ipaddress.ip_address("::ffff:192.0.2.7"),
+        ipaddress.ip_address("::ffff:192.0.2.7").packed,
+        (0xFFFF_C000_0207, 6),
+        "::ffff:192.0.2.7%eth0",
+    ],
+)
 def test_ipv4_mapped_lookups_match_ipv4_rules(matcher_cls, remote):
-    matcher = matcher_cls([
-        rule(1, remote_addr="192.0.2.0/24"),
-        rule(2, remote_addr="::/0", priority=-1),      # IPv6: a mapped peer is not inside it
-    ])
+    matcher = matcher_cls(
+        [
+            rule(1, remote_addr="192.0.2.0/24"),
+            rule(2, remote_addr="::/0", priority=-1),  # IPv6: a mapped peer is not inside it
+        ]
+    )
     assert matcher.lookup("tcp", remote).id == 1
 
 
@@ -192,7 +215,9 @@ def test_families_never_cross(matcher_cls):
 
 
 def test_unknown_address_only_matches_rules_without_that_filter(matcher_cls):
-    matcher = matcher_cls([rule(1, local_addr="10.0.0.1", priority=-1), rule(2, remote_addr="10.0.0.0/8"), rule(3, priority=5)])
+    matcher = matcher_cls(
+        [rule(1, local_addr="10.0.0.1", priority=-1), rule(2, remote_addr="10.0.0.0/8"), rule(3, priority=5)]
+    )
     assert matcher.lookup("tcp", "10.1.1.1", 0, None).id == 2
     assert matcher.lookup("tcp", None, 0, "10.0.0.1").id == 1
     assert matcher.lookup("tcp", None, 0, None).id == 3
@@ -200,13 +225,16 @@ def test_unknown_address_only_matches_rules_without_that_filter(matcher_cls):
 
 # -- protocol lookups ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("proto", [None, "any", "ANY", " any "])
 def test_protocol_any_lookup_considers_every_rule(matcher_cls, proto):
-    matcher = matcher_cls([
-        rule(1, proto="tcp", remote_addr="10.0.0.0/16", priority=1),
-        rule(2, proto="tls", remote_addr="10.0.0.0/8"),
-        rule(3, proto="any"),
-    ])
+    matcher = matcher_cls(
+        [
+            rule(1, proto="tcp", remote_addr="10.0.0.0/16", priority=1),
+            rule(2, proto="tls", remote_addr="10.0.0.0/8"),
+            rule(3, proto="any"),
+        ]
+    )
     assert matcher.lookup(proto, "10.0.0.1").id == 2
     assert matcher.lookup(proto, "192.0.2.1").id == 3
     assert [r.id for r, _ in matcher.explain(proto, "10.0.0.1").matches] == [2, 3, 1]
@@ -228,6 +256,7 @@ def test_bad_lookup_protocol_names_the_argument(matcher_cls, proto, error):
 
 # -- ports -------------------------------------------------------------------------
 
+
 def test_ports_match_exactly_or_any(matcher_cls):
     matcher = matcher_cls([rule(1, remote_port=5061), rule(2, local_port=5060), rule(3, priority=1)])
     assert matcher.lookup("tcp", "10.0.0.1", 5061, "10.0.0.2", 5060).id == 1
@@ -236,10 +265,17 @@ def test_ports_match_exactly_or_any(matcher_cls):
     assert matcher.lookup("tcp", "10.0.0.1").id == 3  # ports default to 0: only "any" port rules
 
 
-@pytest.mark.parametrize("argument, value, error", [
-    ("remote_port", -1, ValueError), ("remote_port", 65536, ValueError), ("remote_port", "5060", TypeError),
-    ("remote_port", True, TypeError), ("local_port", 70000, ValueError), ("local_port", 1.0, TypeError),
-])
+@pytest.mark.parametrize(
+    "argument, value, error",
+    [
+        ("remote_port", -1, ValueError),
+        ("remote_port", 65536, ValueError),
+        ("remote_port", "5060", TypeError),
+        ("remote_port", True, TypeError),
+        ("local_port", 70000, ValueError),
+        ("local_port", 1.0, TypeError),
+    ],
+)
 def test_bad_lookup_ports_name_the_argument(matcher_cls, argument, value, error):
     kwargs = {"remote_port": 0, "local_port": 0, argument: value}
     with pytest.raises(error, match=rf"^{argument}: "):
@@ -258,6 +294,7 @@ def test_bad_lookup_addresses_name_the_argument(matcher_cls, argument):
 
 # -- the default, explain, the container -------------------------------------------
 
+
 def test_default_profile_when_nothing_matches(matcher_cls):
     default = Profile(keepidle=5)
     matcher = matcher_cls([rule(1, proto="tls")], default=default)
@@ -271,7 +308,7 @@ def test_explain_lists_every_match_in_key_order_with_reasons(matcher_cls):
         rule(1),
         rule(2, proto="tcp", remote_addr="10.0.0.0/8"),
         rule(3, proto="tcp", remote_addr="10.1.0.0/16", priority=1),
-        rule(4, proto="tls"),                                    # does not match
+        rule(4, proto="tls"),  # does not match
         rule(5, proto="tcp", remote_addr="10.1.2.0/24", connect_timeout=900),
         rule(6, proto="tcp", remote_addr="10.1.2.0/24", remote_port=5061),  # does not match
     ]

@@ -1,4 +1,5 @@
-"""docs/behaviour.md#reload under load: lookups from 4 threads while 200 reloads alternate two rule sets (PostgreSQL)."""
+"""Reload (docs/behaviour.md#reload) under load: lookups from 4 threads while 200 reloads
+alternate two rule sets (PostgreSQL)."""
 
 import random
 import sys
@@ -8,7 +9,6 @@ import pytest
 
 import tcpmgm
 from tcpmgm.model.rule import COLUMNS
-
 
 ROWS = 100
 RELOADS = 200
@@ -20,23 +20,28 @@ def rule_rows(seed):
     rnd = random.Random(seed)
     rows = []
     for rule_id in range(1, ROWS + 1):
-        rows.append({
-            "id": rule_id,
-            "proto": rnd.choice(["any", "tcp", "tls", "ws"]),
-            "remote_addr": f"10.{rnd.randrange(2)}.{rnd.randrange(4)}.0/{rnd.choice([16, 24])}",
-            "remote_port": rnd.choice([0, 0, 5060, 5061]),
-            "priority": rnd.choice([0, 0, 1, 2]),
-            "connect_timeout": rnd.randrange(1, 10_000),
-            "keepidle": rnd.randrange(1, 10_000),
-        })
+        rows.append(
+            {
+                "id": rule_id,
+                "proto": rnd.choice(["any", "tcp", "tls", "ws"]),
+                "remote_addr": f"10.{rnd.randrange(2)}.{rnd.randrange(4)}.0/{rnd.choice([16, 24])}",
+                "remote_port": rnd.choice([0, 0, 5060, 5061]),
+                "priority": rnd.choice([0, 0, 1, 2]),
+                "connect_timeout": rnd.randrange(1, 10_000),
+                "keepidle": rnd.randrange(1, 10_000),
+            }
+        )
     return rows
 
 
 def queries(seed, count=200):
     rnd = random.Random(seed)
     return [
-        (rnd.choice(["tcp", "tls", "ws", None]), f"10.{rnd.randrange(2)}.{rnd.randrange(4)}.{rnd.randrange(256)}",
-         rnd.choice([5060, 5061, 1234]))
+        (
+            rnd.choice(["tcp", "tls", "ws", None]),
+            f"10.{rnd.randrange(2)}.{rnd.randrange(4)}.{rnd.randrange(256)}",
+            rnd.choice([5060, 5061, 1234]),
+        )
         for _ in range(count)
     ]
 
@@ -88,7 +93,7 @@ def test_lookups_see_old_or_new_rules_never_a_mix(pg_scratch, short_switch_inter
                         counts["b"] += 1
                     elif got != a and got != b:
                         wrong.append((q, got, a, b))
-        except Exception as exc:  # noqa: BLE001 - any exception fails the test
+        except Exception as exc:
             errors.append(exc)
         with lock:
             for k in counts:

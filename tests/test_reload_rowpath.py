@@ -2,7 +2,8 @@
 
 import ipaddress
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tcpmgm.model.rule import Rule, _ip_value
 

@@ -13,20 +13,21 @@ import ipaddress
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from row_outcomes import attributes, outcome
 
-from tcpmgm.sql import rows
-from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
 from tcpmgm.model.profile import Profile
+from tcpmgm.sql import rows
+from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.sql.schema import NULLABLE_COLUMNS, SCHEMA_VERSIONS
-
-from row_outcomes import attributes, outcome
 
 pytestmark = pytest.mark.skipif(not rows.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
 
 RANGED = {"no_new_conn": 1, "keepalive": 1, "alias_mode": 2, "parallel_read": 2}
 ODD_INTS = st.one_of(
-    st.integers(2, 3), st.integers(-3, -1), st.sampled_from([2**63, PROFILE_INT_MAX + 1]),
+    st.integers(2, 3),
+    st.integers(-3, -1),
+    st.sampled_from([2**63, PROFILE_INT_MAX + 1]),
     st.sampled_from([True, False, 1.0, 2.5, "7", " 8 ", b"9", "x"]),
 )
 PORTS = st.one_of(st.sampled_from([0, 1, 5060, 65535, None]), st.integers(0, 65535))
@@ -43,18 +44,41 @@ def _v4(draw):
 def _v6(draw):
     value = draw(st.integers(0, 2**128 - 1) | st.integers(0, 2**32 - 1).map(lambda v: 0xFFFF << 32 | v))
     length = draw(st.sampled_from([0, 48, 64, 96, 104, 128]) | st.integers(0, 129))
-    value = value >> (128 - min(length, 128)) << (128 - min(length, 128)) if draw(st.integers(0, 3)) and length else value
+    value = (
+        value >> (128 - min(length, 128)) << (128 - min(length, 128)) if draw(st.integers(0, 3)) and length else value
+    )
     return f"{ipaddress.IPv6Address(value)}/{length}"
 
 
 PLAIN_ADDRESSES = st.one_of(
-    st.none(), st.ip_addresses().map(str), st.composite(lambda d: _v4(d))(), st.composite(lambda d: _v6(d))(),
+    st.none(),
+    st.ip_addresses().map(str),
+    st.composite(lambda d: _v4(d))(),
+    st.composite(lambda d: _v6(d))(),
 )
-ODD_ADDRESSES = st.sampled_from([
-    "any", "", "ANY", " 10.0.0.1", "10.0.0.1 ", "010.0.0.1", "10.0.0.0/", "10.0.0.0/8/9", "10.0.0.0/0008",
-    "fe80::1%eth0", "::ffff:10.0.0.1", "1.2.3", "10.0.0.1\x00", "sip_tag", "\uff110.0.0.1", "::/0", "0.0.0.0/0",
-    b"10.0.0.1", 167772161,
-])
+ODD_ADDRESSES = st.sampled_from(
+    [
+        "any",
+        "",
+        "ANY",
+        " 10.0.0.1",
+        "10.0.0.1 ",
+        "010.0.0.1",
+        "10.0.0.0/",
+        "10.0.0.0/8/9",
+        "10.0.0.0/0008",
+        "fe80::1%eth0",
+        "::ffff:10.0.0.1",
+        "1.2.3",
+        "10.0.0.1\x00",
+        "sip_tag",
+        "\uff110.0.0.1",
+        "::/0",
+        "0.0.0.0/0",
+        b"10.0.0.1",
+        167772161,
+    ]
+)
 
 
 @st.composite
@@ -67,10 +91,14 @@ def rows_of(draw, columns):
         "local_addr": draw(PLAIN_ADDRESSES),
         "remote_port": draw(PORTS),
         "local_port": draw(PORTS),
-        "priority": draw(st.one_of(
-            st.integers(-5, 5), st.none(), st.integers(PRIORITY_MIN, PRIORITY_MAX),
-            st.sampled_from([PRIORITY_MIN, PRIORITY_MAX]),
-        )),
+        "priority": draw(
+            st.one_of(
+                st.integers(-5, 5),
+                st.none(),
+                st.integers(PRIORITY_MIN, PRIORITY_MAX),
+                st.sampled_from([PRIORITY_MIN, PRIORITY_MAX]),
+            )
+        ),
         "attrs": None,
     }
     odd = {
@@ -104,7 +132,7 @@ def test_compiled_reader_equals_from_row(columns, defaults, data):
     values = data.draw(rows_of(columns))
     compiled = rows.RowReader(columns, defaults=defaults)
     pure = PureReader(columns, defaults=defaults)
-    first = outcome(pure, values)          # from_row first: it registers accepted protocol spellings
+    first = outcome(pure, values)  # from_row first: it registers accepted protocol spellings
     event("shortcut" if compiled._plain(values) is not None else "from_row")
     assert outcome(compiled, values) == first
 
@@ -115,8 +143,16 @@ def test_typical_rows_take_the_shortcut(columns):
     reader = rows.RowReader(columns)
     # The shortcut knows a protocol spelling once from_row has accepted it.
     PureReader(columns)(tuple({"id": 1, "proto": "tls"}.get(c) for c in columns))
-    plain = {"id": 5, "proto": "tls", "remote_addr": "2001:db8::/32", "remote_port": 5061,
-             "local_addr": "2001:db8::1", "priority": -2, "keepidle": 30, "no_new_conn": 1}
+    plain = {
+        "id": 5,
+        "proto": "tls",
+        "remote_addr": "2001:db8::/32",
+        "remote_port": 5061,
+        "local_addr": "2001:db8::1",
+        "priority": -2,
+        "keepidle": 30,
+        "no_new_conn": 1,
+    }
     values = tuple(plain.get(c) for c in columns)
     rule = reader._plain(values)
     assert rule is not None
@@ -135,16 +171,18 @@ def test_compiled_batch_equals_pure_batch(columns, data):
     """read_batch: the same rules, the same rejections (repeated ids included), the same warnings."""
     batch = data.draw(st.lists(rows_of(columns), max_size=12))
     if batch and data.draw(st.booleans()):
-        batch.append(data.draw(st.sampled_from(batch)))          # a repeated id, most of the time
+        batch.append(data.draw(st.sampled_from(batch)))  # a repeated id, most of the time
     not_null = [c for c in columns if c not in NULLABLE_COLUMNS]
     results = []
     for reader in (PureReader(columns, not_null=not_null), rows.RowReader(columns, not_null=not_null)):
         rules, rejected, warnings, seen = [], [], [], set()
         reader.read_batch(batch, rules, rejected, warnings, seen)
-        results.append((
-            [attributes(rule) for rule in rules],
-            [(str(e), e.rule_id, e.column, e.value) for e in rejected],
-            [(str(w), w.rule_id, w.column) for w in warnings],
-            seen,
-        ))
+        results.append(
+            (
+                [attributes(rule) for rule in rules],
+                [(str(e), e.rule_id, e.column, e.value) for e in rejected],
+                [(str(w), w.rule_id, w.column) for w in warnings],
+                seen,
+            )
+        )
     assert results[1] == results[0]

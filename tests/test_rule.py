@@ -9,23 +9,32 @@ import sqlite3
 from decimal import Decimal
 
 import pytest
+from row_outcomes import HugeRepr, RaisingRepr
+from tables import create_plain_table, insert
 
 import tcpmgm
 from tcpmgm import Profile, Rule, RuleError, RuleWarning
 from tcpmgm.model.errors import SHOWN_CHARS, shown
-from tcpmgm.sql.loader import load_rules
 from tcpmgm.model.profile import default_profile, known_attrs, register_attr, set_default_profile
 from tcpmgm.model.protocols import BUILTIN_PROTOCOLS, NOT_TCP_PROTOCOLS, protocol_code, register_protocol
+from tcpmgm.sql.loader import load_rules
 from tcpmgm.sql.schema import DIALECTS, TableNames
 
-from row_outcomes import HugeRepr, RaisingRepr
-
-from tables import create_plain_table, insert
-
 INTEGER_COLUMNS = (
-    "remote_port", "local_port", "priority", "connect_timeout", "con_lifetime",
-    "msg_read_timeout", "send_threshold", "no_new_conn", "alias_mode", "parallel_read",
-    "keepalive", "keepcount", "keepidle", "keepinterval",
+    "remote_port",
+    "local_port",
+    "priority",
+    "connect_timeout",
+    "con_lifetime",
+    "msg_read_timeout",
+    "send_threshold",
+    "no_new_conn",
+    "alias_mode",
+    "parallel_read",
+    "keepalive",
+    "keepcount",
+    "keepidle",
+    "keepinterval",
 )
 PROFILE_INTEGER_COLUMNS = tuple(c for c in INTEGER_COLUMNS if c not in ("remote_port", "local_port", "priority"))
 
@@ -52,6 +61,7 @@ def assert_refused(values, rule_id, column, value, reason, **kwargs):
 
 
 # -- proto -------------------------------------------------------------------
+
 
 def test_proto_null_is_refused():
     assert_refused(row(proto=None), 7, "proto", None, "proto is NULL (use 'any')")
@@ -82,6 +92,7 @@ def test_proto_any_is_the_wildcard(written):
 
 # -- addresses ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("column", ["remote_addr", "local_addr"])
 @pytest.mark.parametrize("value", ["10.0.0.256", "1.2.3", "::g", "1:2:3:4:5:6:7:8:9", "/8"])
 def test_unparsable_address_is_refused(column, value):
@@ -89,44 +100,59 @@ def test_unparsable_address_is_refused(column, value):
 
 
 def test_unparsable_remote_name_is_refused():
-    assert_refused(row(remote_addr="sip.example.net"), 7, "remote_addr", "sip.example.net",
-                   "not an IPv4 or IPv6 address")
+    assert_refused(
+        row(remote_addr="sip.example.net"), 7, "remote_addr", "sip.example.net", "not an IPv4 or IPv6 address"
+    )
 
 
 @pytest.mark.parametrize("column", ["remote_addr", "local_addr"])
-@pytest.mark.parametrize("value", ["10.0.0.0/x", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8/9", "10.0.0.0/\u00b2", "10.0.0.0/\u0663"])
+@pytest.mark.parametrize(
+    "value", ["10.0.0.0/x", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8/9", "10.0.0.0/\u00b2", "10.0.0.0/\u0663"]
+)
 def test_prefix_length_that_is_not_a_number_is_refused(column, value):
     assert_refused(row(**{column: value}), 7, column, value, "prefix length is not a number")
 
 
 @pytest.mark.parametrize("column", ["remote_addr", "local_addr"])
-@pytest.mark.parametrize("value, family, maximum, length", [
-    ("10.0.0.0/33", 4, 32, 33),
-    ("0.0.0.0/128", 4, 32, 128),
-    ("2001:db8::/129", 6, 128, 129),
-    ("::/1000", 6, 128, 1000),
-])
+@pytest.mark.parametrize(
+    "value, family, maximum, length",
+    [
+        ("10.0.0.0/33", 4, 32, 33),
+        ("0.0.0.0/128", 4, 32, 128),
+        ("2001:db8::/129", 6, 128, 129),
+        ("::/1000", 6, 128, 1000),
+    ],
+)
 def test_prefix_length_out_of_range_for_its_family_is_refused(column, value, family, maximum, length):
-    assert_refused(row(**{column: value}), 7, column, value,
-                   f"prefix length /{length} is out of range for IPv{family} (0..{maximum})")
+    assert_refused(
+        row(**{column: value}),
+        7,
+        column,
+        value,
+        f"prefix length /{length} is out of range for IPv{family} (0..{maximum})",
+    )
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("10.0.0.0/0", "0.0.0.0/0"),
-    ("10.1.2.3/32", "10.1.2.3/32"),
-    ("10.1.2.3", "10.1.2.3/32"),
-    ("2001:db8::1/128", "2001:db8::1/128"),
-    ("2001:db8::1", "2001:db8::1/128"),
-    ("::/0", "::/0"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("10.0.0.0/0", "0.0.0.0/0"),
+        ("10.1.2.3/32", "10.1.2.3/32"),
+        ("10.1.2.3", "10.1.2.3/32"),
+        ("2001:db8::1/128", "2001:db8::1/128"),
+        ("2001:db8::1", "2001:db8::1/128"),
+        ("::/0", "::/0"),
+    ],
+)
 def test_prefix_length_bounds_are_accepted(value, expected):
     rule = Rule.from_row(row(remote_addr=value, local_addr=value))
     assert rule.remote == rule.local == ipaddress.ip_network(expected)
 
 
 def test_zone_in_a_rule_address_is_refused():
-    assert_refused(row(remote_addr="fe80::1%eth0"), 7, "remote_addr", "fe80::1%eth0",
-                   "an IPv6 zone has no meaning in a rule")
+    assert_refused(
+        row(remote_addr="fe80::1%eth0"), 7, "remote_addr", "fe80::1%eth0", "an IPv6 zone has no meaning in a rule"
+    )
 
 
 @pytest.mark.parametrize("written", [None, "any", "ANY", "", "   "])
@@ -136,15 +162,31 @@ def test_address_any_values(written):
 
 
 def test_remote_and_local_of_different_families_are_refused():
-    assert_refused(row(remote_addr="10.0.0.0/8", local_addr="2001:db8::1"), 7, "local_addr", "2001:db8::1",
-                   "IPv6 local address with an IPv4 remote address")
-    assert_refused(row(remote_addr="2001:db8::/32", local_addr="192.0.2.1"), 7, "local_addr", "192.0.2.1",
-                   "IPv4 local address with an IPv6 remote address")
+    assert_refused(
+        row(remote_addr="10.0.0.0/8", local_addr="2001:db8::1"),
+        7,
+        "local_addr",
+        "2001:db8::1",
+        "IPv6 local address with an IPv4 remote address",
+    )
+    assert_refused(
+        row(remote_addr="2001:db8::/32", local_addr="192.0.2.1"),
+        7,
+        "local_addr",
+        "192.0.2.1",
+        "IPv4 local address with an IPv6 remote address",
+    )
 
 
 def test_different_families_through_a_socket_tag_are_refused():
-    assert_refused(row(remote_addr="10.0.0.0/8", local_addr="v6"), 7, "local_addr", "v6",
-                   "IPv6 local address with an IPv4 remote address", listeners={"v6": "2001:db8::10"})
+    assert_refused(
+        row(remote_addr="10.0.0.0/8", local_addr="v6"),
+        7,
+        "local_addr",
+        "v6",
+        "IPv6 local address with an IPv4 remote address",
+        listeners={"v6": "2001:db8::10"},
+    )
 
 
 def test_mapped_remote_with_ipv4_local_is_one_family():
@@ -161,6 +203,7 @@ def test_ipv4_mapped_rule_prefixes_become_ipv4():
 
 
 # -- ports and numbers ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("column", ["remote_port", "local_port"])
 @pytest.mark.parametrize("value", [-1, 65536, 1 << 40, "70000", Decimal(-5)])
@@ -186,8 +229,22 @@ def test_negative_priority_is_allowed():
     assert Rule.from_row(row(priority="-5")).priority == -5
 
 
-NOT_INTEGERS = ["abc", "1.5", "1e3", "1_000", "\u0663", "", "0x10", 1.5, float("nan"), float("inf"),
-                Decimal("1.5"), Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")]
+NOT_INTEGERS = [
+    "abc",
+    "1.5",
+    "1e3",
+    "1_000",
+    "\u0663",
+    "",
+    "0x10",
+    1.5,
+    float("nan"),
+    float("inf"),
+    Decimal("1.5"),
+    Decimal("NaN"),
+    Decimal("Infinity"),
+    Decimal("-Infinity"),
+]
 
 
 @pytest.mark.parametrize("column", INTEGER_COLUMNS)
@@ -215,14 +272,17 @@ def test_invalid_utf8_text_is_refused():
     assert_refused(row(remote_addr=b"10.0.0.\xff"), 7, "remote_addr", "10.0.0.\ufffd", "not valid UTF-8 text")
 
 
-@pytest.mark.parametrize("value, reason", [
-    (None, "id is NULL"),
-    (0, "id must be a positive integer (0 is the default profile)"),
-    (-3, "id must be a positive integer (0 is the default profile)"),
-    ("abc", "not an integer"),
-    (Decimal("2.5"), "not an integer"),
-    (Decimal("Infinity"), "not an integer"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (None, "id is NULL"),
+        (0, "id must be a positive integer (0 is the default profile)"),
+        (-3, "id must be a positive integer (0 is the default profile)"),
+        ("abc", "not an integer"),
+        (Decimal("2.5"), "not an integer"),
+        (Decimal("Infinity"), "not an integer"),
+    ],
+)
 def test_unusable_id_is_refused_without_an_id(value, reason):
     assert_refused({"id": value, "proto": "tcp"}, None, "id", value, reason)
 
@@ -232,6 +292,7 @@ def test_missing_id_is_refused():
 
 
 # -- alias_mode, parallel_read ------------------------------------------------
+
 
 @pytest.mark.parametrize("column", ["alias_mode", "parallel_read"])
 def test_alias_mode_and_parallel_read_out_of_range_are_refused(column):
@@ -250,54 +311,87 @@ def test_flags_take_any_non_zero_as_one(column):
 
 # -- attrs -----------------------------------------------------------------------
 
+
 def test_unknown_attrs_name_is_refused():
     known = ", ".join(sorted(known_attrs()))
-    assert_refused(row(attrs="max_msg_chunks=4;nosuch=1"), 7, "attrs", "max_msg_chunks=4;nosuch=1",
-                   f"unknown attribute 'nosuch' (known: {known})")
+    assert_refused(
+        row(attrs="max_msg_chunks=4;nosuch=1"),
+        7,
+        "attrs",
+        "max_msg_chunks=4;nosuch=1",
+        f"unknown attribute 'nosuch' (known: {known})",
+    )
     assert_refused(row(attrs="=5"), 7, "attrs", "=5", f"unknown attribute '' (known: {known})")
 
 
-@pytest.mark.parametrize("item, shown", [
-    ("max_msg_chunks=ten", "ten"), ("max_msg_chunks=1.5", "1.5"), ("max_msg_chunks=", ""),
-    ("max_msg_chunks=1_0", "1_0"), ("max_msg_chunks=\u00b2", "\u00b2"),
-])
+@pytest.mark.parametrize(
+    "item, shown",
+    [
+        ("max_msg_chunks=ten", "ten"),
+        ("max_msg_chunks=1.5", "1.5"),
+        ("max_msg_chunks=", ""),
+        ("max_msg_chunks=1_0", "1_0"),
+        ("max_msg_chunks=\u00b2", "\u00b2"),
+    ],
+)
 def test_non_integer_attrs_value_is_refused(item, shown):
-    assert_refused(row(attrs=item), 7, "attrs", item,
-                   f"attribute 'max_msg_chunks' has non-integer value {shown!r}")
+    assert_refused(row(attrs=item), 7, "attrs", item, f"attribute 'max_msg_chunks' has non-integer value {shown!r}")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("max_msg_chunks=10", {"max_msg_chunks": 10}),
-    ("max_msg_chunks", {"max_msg_chunks": 0}),
-    (" max_msg_chunks = -2 ;", {"max_msg_chunks": -2}),
-    ("", {}),
-    (";;", {}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("max_msg_chunks=10", {"max_msg_chunks": 10}),
+        ("max_msg_chunks", {"max_msg_chunks": 0}),
+        (" max_msg_chunks = -2 ;", {"max_msg_chunks": -2}),
+        ("", {}),
+        (";;", {}),
+    ],
+)
 def test_valid_attrs(text, expected):
     assert dict(Rule.from_row(row(attrs=text)).profile.attrs) == expected
 
 
 # -- socket tags -------------------------------------------------------------------
 
+
 def test_unknown_socket_tag_is_refused():
-    assert_refused(row(local_addr="internal"), 7, "local_addr", "internal",
-                   "neither an address nor a known socket tag (listeners: public)",
-                   listeners={"public": "192.0.2.10"})
-    assert_refused(row(local_addr="internal"), 7, "local_addr", "internal",
-                   "neither an address nor a known socket tag (listeners: none configured)")
+    assert_refused(
+        row(local_addr="internal"),
+        7,
+        "local_addr",
+        "internal",
+        "neither an address nor a known socket tag (listeners: public)",
+        listeners={"public": "192.0.2.10"},
+    )
+    assert_refused(
+        row(local_addr="internal"),
+        7,
+        "local_addr",
+        "internal",
+        "neither an address nor a known socket tag (listeners: none configured)",
+    )
 
 
 def test_socket_tag_naming_no_address_is_refused():
-    assert_refused(row(local_addr="odd"), 7, "local_addr", "odd",
-                   "socket tag 'odd' maps to 'somewhere', which is not an address",
-                   listeners={"odd": "somewhere"})
+    assert_refused(
+        row(local_addr="odd"),
+        7,
+        "local_addr",
+        "odd",
+        "socket tag 'odd' maps to 'somewhere', which is not an address",
+        listeners={"odd": "somewhere"},
+    )
 
 
-@pytest.mark.parametrize("listener, expected", [
-    ("10.0.0.1", "10.0.0.1/32"),
-    (ipaddress.ip_address("2001:db8::10"), "2001:db8::10/128"),
-    ("fe80::1%eth0", "fe80::1/128"),
-])
+@pytest.mark.parametrize(
+    "listener, expected",
+    [
+        ("10.0.0.1", "10.0.0.1/32"),
+        (ipaddress.ip_address("2001:db8::10"), "2001:db8::10/128"),
+        ("fe80::1%eth0", "fe80::1/128"),
+    ],
+)
 def test_known_socket_tag_becomes_the_listener_address(listener, expected):
     rule = Rule.from_row(row(local_addr="internal"), listeners={"internal": listener})
     assert rule.local == ipaddress.ip_network(expected)
@@ -306,6 +400,7 @@ def test_known_socket_tag_becomes_the_listener_address(listener, expected):
 
 
 # -- duplicate ids ---------------------------------------------------------------
+
 
 def test_duplicate_id_is_refused_by_the_loader_and_the_other_rows_load():
     conn = sqlite3.connect(":memory:")
@@ -343,20 +438,31 @@ def test_loader_rejects_bad_rows_and_keeps_good_ones():
 
 # -- host bits: accepted with a warning ---------------------------------------------
 
+
 @pytest.mark.parametrize("column", ["remote_addr", "local_addr"])
-@pytest.mark.parametrize("value, stored", [
-    ("10.1.2.3/8", "10.0.0.0/8"),
-    ("2001:db8::1/32", "2001:db8::/32"),
-    ("::ffff:10.1.2.3/104", "10.0.0.0/8"),
-])
+@pytest.mark.parametrize(
+    "value, stored",
+    [
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        ("2001:db8::1/32", "2001:db8::/32"),
+        ("::ffff:10.1.2.3/104", "10.0.0.0/8"),
+    ],
+)
 def test_host_bits_are_masked_with_a_warning(column, value, stored):
     rule = Rule.from_row(row(**{column: value}))
     assert getattr(rule, "remote" if column == "remote_addr" else "local") == ipaddress.ip_network(stored)
     [warning] = rule.warnings
     assert isinstance(warning, RuleWarning)
     assert (warning.rule_id, warning.column, warning.value, warning.reason) == (
-        7, column, value, f"host bits set under the prefix; stored as {stored}")
-    assert str(warning) == f"rule 7: column {column!r}, value {value!r}: host bits set under the prefix; stored as {stored}"
+        7,
+        column,
+        value,
+        f"host bits set under the prefix; stored as {stored}",
+    )
+    assert (
+        str(warning)
+        == f"rule 7: column {column!r}, value {value!r}: host bits set under the prefix; stored as {stored}"
+    )
 
 
 def test_no_warning_without_host_bits():
@@ -377,33 +483,55 @@ def test_host_bits_rule_loads_matches_the_masked_network_and_reports_the_warning
 
 # -- values as drivers return them ----------------------------------------------------
 
+
 def test_driver_value_types_are_accepted():
-    rule = Rule.from_row({
-        "id": Decimal(3),
-        "proto": b"TLS     ",                       # CHAR(8) padding, bytes
-        "remote_addr": bytearray(b"10.0.0.0/8"),
-        "remote_port": "5061",
-        "local_addr": memoryview(b"192.0.2.10"),
-        "local_port": Decimal("5060"),
-        "priority": " -2 ",
-        "connect_timeout": 1500.0,
-        "con_lifetime": b"600",
-        "no_new_conn": True,
-        "keepalive": False,
-        "keepcount": Decimal("3.000"),
-        "attrs": b"max_msg_chunks=8",
-    })
+    rule = Rule.from_row(
+        {
+            "id": Decimal(3),
+            "proto": b"TLS     ",  # CHAR(8) padding, bytes
+            "remote_addr": bytearray(b"10.0.0.0/8"),
+            "remote_port": "5061",
+            "local_addr": memoryview(b"192.0.2.10"),
+            "local_port": Decimal("5060"),
+            "priority": " -2 ",
+            "connect_timeout": 1500.0,
+            "con_lifetime": b"600",
+            "no_new_conn": True,
+            "keepalive": False,
+            "keepcount": Decimal("3.000"),
+            "attrs": b"max_msg_chunks=8",
+        }
+    )
     assert (rule.id, rule.proto, rule.remote, rule.remote_port, rule.local, rule.local_port, rule.priority) == (
-        3, "tls", ipaddress.ip_network("10.0.0.0/8"), 5061, ipaddress.ip_network("192.0.2.10/32"), 5060, -2)
+        3,
+        "tls",
+        ipaddress.ip_network("10.0.0.0/8"),
+        5061,
+        ipaddress.ip_network("192.0.2.10/32"),
+        5060,
+        -2,
+    )
     p = rule.profile
     assert (p.id, p.connect_timeout, p.con_lifetime, p.no_new_conn, p.keepalive, p.keepcount, dict(p.attrs)) == (
-        3, 1500, 600, True, False, 3, {"max_msg_chunks": 8})
+        3,
+        1500,
+        600,
+        True,
+        False,
+        3,
+        {"max_msg_chunks": 8},
+    )
     assert all(type(getattr(p, f)) is int for f in ("connect_timeout", "con_lifetime", "keepcount"))
 
 
 def test_error_value_keeps_char_padding():
-    assert_refused(row(remote_addr="10.0.0.0/33   "), 7, "remote_addr", "10.0.0.0/33   ",
-                   "prefix length /33 is out of range for IPv4 (0..32)")
+    assert_refused(
+        row(remote_addr="10.0.0.0/33   "),
+        7,
+        "remote_addr",
+        "10.0.0.0/33   ",
+        "prefix length /33 is out of range for IPv4 (0..32)",
+    )
 
 
 def test_null_profile_columns_take_the_given_defaults():
@@ -413,7 +541,10 @@ def test_null_profile_columns_take_the_given_defaults():
     assert rule.profile == defaults.replace(id=7)
     partly = Rule.from_row(row(connect_timeout=900, attrs=None), defaults=defaults)
     assert (partly.profile.connect_timeout, partly.profile.keepidle, dict(partly.profile.attrs)) == (
-        900, 30, {"max_msg_chunks": 4})
+        900,
+        30,
+        {"max_msg_chunks": 4},
+    )
 
 
 @pytest.fixture
@@ -431,6 +562,7 @@ def test_null_profile_columns_take_the_process_default(restore_default_profile):
 
 
 # -- registries ------------------------------------------------------------------------
+
 
 def test_protocol_registry_is_extensible(matcher_cls, request):
     # The registry is process-wide and has no "unregister": each run of this
@@ -454,8 +586,13 @@ def test_protocol_registry_refuses_wildcard_and_non_tcp(name):
 
 
 def test_attrs_registry_is_extensible():
-    assert_refused(row(attrs="tcpmgm_test_window=5"), 7, "attrs", "tcpmgm_test_window=5",
-                   f"unknown attribute 'tcpmgm_test_window' (known: {', '.join(sorted(known_attrs()))})")
+    assert_refused(
+        row(attrs="tcpmgm_test_window=5"),
+        7,
+        "attrs",
+        "tcpmgm_test_window=5",
+        f"unknown attribute 'tcpmgm_test_window' (known: {', '.join(sorted(known_attrs()))})",
+    )
     register_attr("tcpmgm_test_window")
     rule = Rule.from_row(row(attrs="tcpmgm_test_window=5;max_msg_chunks"))
     assert dict(rule.profile.attrs) == {"tcpmgm_test_window": 5, "max_msg_chunks": 0}
@@ -470,10 +607,20 @@ def test_attrs_registry_refuses_non_identifiers(name):
 
 # -- the model itself -------------------------------------------------------------------
 
+
 def test_to_row_round_trips():
-    original = Rule.from_row(row(remote_addr="10.1.0.0/16", remote_port=5060, local_addr="10.0.0.1",
-                                 local_port=5061, priority=-1, connect_timeout=5, attrs="max_msg_chunks=3",
-                                 no_new_conn=1))
+    original = Rule.from_row(
+        row(
+            remote_addr="10.1.0.0/16",
+            remote_port=5060,
+            local_addr="10.0.0.1",
+            local_port=5061,
+            priority=-1,
+            connect_timeout=5,
+            attrs="max_msg_chunks=3",
+            no_new_conn=1,
+        )
+    )
     again = Rule.from_row(original.to_row())
     assert again == original and again.profile == original.profile
 
@@ -491,6 +638,7 @@ def test_rule_is_immutable():
 
 # -- messages show any value, bounded (and parsing never converts a huge value) -------
 
+
 class _NeverConverted(Decimal):
     """A Decimal that fails the test if parsing makes an int of it."""
 
@@ -499,10 +647,27 @@ class _NeverConverted(Decimal):
 
 
 ODD_VALUES = [
-    10**5000, -(10**5000), 2**1024, 2**1025, Decimal("1E+100000"), Decimal("-1E+100000"), Decimal("1" * 100_000),
-    Decimal("NaN"), Decimal("sNaN"), float("nan"), float("inf"), "x" * 100_000, b"y" * 100_000,
-    bytearray(b"z" * 1000), RaisingRepr(), HugeRepr(), [10**5000, RaisingRepr()] * 50, {"k": [[[["deep"]]]]},
-    (), "", None,
+    10**5000,
+    -(10**5000),
+    2**1024,
+    2**1025,
+    Decimal("1E+100000"),
+    Decimal("-1E+100000"),
+    Decimal("1" * 100_000),
+    Decimal("NaN"),
+    Decimal("sNaN"),
+    float("nan"),
+    float("inf"),
+    "x" * 100_000,
+    b"y" * 100_000,
+    bytearray(b"z" * 1000),
+    RaisingRepr(),
+    HugeRepr(),
+    [10**5000, RaisingRepr()] * 50,
+    {"k": [[[["deep"]]]]},
+    (),
+    "",
+    None,
 ]
 
 
@@ -512,7 +677,7 @@ def test_messages_show_a_bounded_rendering_of_any_value(value):
     assert len(text) <= SHOWN_CHARS + 1
     try:
         full = repr(value)
-    except Exception:  # noqa: BLE001 - what shown must survive
+    except Exception:
         full = None
     if full is not None and len(full) <= SHOWN_CHARS:
         assert text == full
@@ -545,16 +710,20 @@ def test_a_decimal_id_of_100000_digits_is_refused_by_name():
     assert str(err) == "rule ?: column 'id', value Decimal('1E+100000'): id must be at most 9223372036854775807"
 
 
-@pytest.mark.parametrize("column, reason", [
-    ("priority", "must be between -2147483648 and 2147483647"),
-    ("remote_port", "port must be between 0 (any) and 65535"),
-    ("keepidle", "must be at most 2147483647"),
-])
+@pytest.mark.parametrize(
+    "column, reason",
+    [
+        ("priority", "must be between -2147483648 and 2147483647"),
+        ("remote_port", "port must be between 0 (any) and 65535"),
+        ("keepidle", "must be at most 2147483647"),
+    ],
+)
 def test_digit_strings_beyond_every_range_are_out_of_range_not_garbage(column, reason):
     for digits in ("9" * 30, "9" * 5000, "-" + "9" * 100_000):
         err = refused(row(**{column: digits}))
-        assert err.reason == (reason if not (digits.startswith("-") and column == "keepidle")
-                              else "must not be negative")
+        assert err.reason == (
+            reason if not (digits.startswith("-") and column == "keepidle") else "must not be negative"
+        )
         assert len(str(err)) < 200
 
 
@@ -569,12 +738,15 @@ def test_a_prefix_length_of_thousands_of_digits_is_a_row_error():
     assert len(str(err)) < 200
 
 
-@pytest.mark.parametrize("attrs, reason", [
-    ("max_msg_chunks=" + "9" * 5000, "is outside -2147483648..2147483647"),
-    ("max_msg_chunks=2147483648", "is outside -2147483648..2147483647"),
-    ("max_msg_chunks=x" + "y" * 5000, "has non-integer value"),
-    ("n" * 5000 + "=1", "unknown attribute"),
-])
+@pytest.mark.parametrize(
+    "attrs, reason",
+    [
+        ("max_msg_chunks=" + "9" * 5000, "is outside -2147483648..2147483647"),
+        ("max_msg_chunks=2147483648", "is outside -2147483648..2147483647"),
+        ("max_msg_chunks=x" + "y" * 5000, "has non-integer value"),
+        ("n" * 5000 + "=1", "unknown attribute"),
+    ],
+)
 def test_attrs_errors_are_bounded(attrs, reason):
     err = refused(row(attrs=attrs))
     assert err.column == "attrs" and reason in err.reason
@@ -584,4 +756,4 @@ def test_attrs_errors_are_bounded(attrs, reason):
 def test_attrs_values_at_the_int_bounds_load():
     rule = Rule.from_row(row(attrs="max_msg_chunks=2147483647"))
     assert rule.profile.attrs["max_msg_chunks"] == 2**31 - 1
-    assert Rule.from_row(row(attrs="max_msg_chunks=-2147483648")).profile.attrs["max_msg_chunks"] == -2**31
+    assert Rule.from_row(row(attrs="max_msg_chunks=-2147483648")).profile.attrs["max_msg_chunks"] == -(2**31)

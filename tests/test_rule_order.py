@@ -40,8 +40,11 @@ def rules(draw):
         remote_port=draw(st.sampled_from([0, 1, 65535])),
         local=local,
         local_port=draw(st.sampled_from([0, 1, 65535])),
-        priority=draw(st.integers(-2, 2) | st.integers(PRIORITY_MIN, PRIORITY_MAX)
-                      | st.sampled_from([PRIORITY_MIN, PRIORITY_MIN + 1, PRIORITY_MAX - 1, PRIORITY_MAX])),
+        priority=draw(
+            st.integers(-2, 2)
+            | st.integers(PRIORITY_MIN, PRIORITY_MAX)
+            | st.sampled_from([PRIORITY_MIN, PRIORITY_MIN + 1, PRIORITY_MAX - 1, PRIORITY_MAX])
+        ),
     )
 
 
@@ -59,12 +62,12 @@ def test_order_compares_as_the_key_does(a, b):
 def test_order_corners():
     """Each level of the key decides before the next one, by hand."""
     net = ipaddress.ip_network
-    ladder = [   # best first, each a key level that beats everything after it
+    ladder = [  # best first, each a key level that beats everything after it
         Rule(id=ID_MAX, priority=PRIORITY_MIN),
         Rule(id=9, priority=-5),
         Rule(id=9, proto="tcp", priority=0),
         Rule(id=9, remote=net("10.0.0.0/8")),
-        Rule(id=9, remote=net("0.0.0.0/0")),                     # /0 still beats "any"
+        Rule(id=9, remote=net("0.0.0.0/0")),  # /0 still beats "any"
         Rule(id=9, remote_port=5060),
         Rule(id=9, local=net("::1/128")),
         Rule(id=9, local=net("::/0")),
@@ -81,10 +84,10 @@ def test_order_corners():
 def test_prefixes_are_ints_and_networks_come_on_first_use():
     rule = Rule.from_row({"id": 3, "proto": "tcp", "remote_addr": "10.1.0.0/16", "local_addr": "::ffff:192.0.2.1"})
     assert rule.remote_prefix == (4, 0x0A010000, 16)
-    assert rule.local_prefix == (4, 0xC0000201, 32)          # a mapped address is stored as IPv4
-    assert "remote" not in vars(rule)                         # not built by from_row
+    assert rule.local_prefix == (4, 0xC0000201, 32)  # a mapped address is stored as IPv4
+    assert "remote" not in vars(rule)  # not built by from_row
     assert rule.remote == ipaddress.ip_network("10.1.0.0/16")
-    assert vars(rule)["remote"] is rule.remote                # built once, then kept
+    assert vars(rule)["remote"] is rule.remote  # built once, then kept
     assert rule.local == ipaddress.ip_network("192.0.2.1/32")
     assert rule.family == 4
 

@@ -4,12 +4,11 @@ import logging
 import socket
 
 import pytest
+from keepalive import expected, keepalive_of, matcher, os_defaults
 
 import tcpmgm
 from tcpmgm.service import sockets
 from tcpmgm.service.sockets import apply, connect, tune
-
-from keepalive import expected, keepalive_of, matcher, os_defaults
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
 
@@ -52,16 +51,17 @@ def test_a_zero_timer_leaves_the_os_value_and_others_are_set():
     # Profile values chosen unlike any OS default, so that "set" and "left" differ.
     with socket.socket() as sock:
         apply(sock, tcpmgm.Profile(id=3, keepidle=0, keepinterval=0, keepcount=0))
-        assert keepalive_of(sock) == (True,) + fresh[1:]
+        assert keepalive_of(sock) == (True, *fresh[1:])
     for wanted in ((0, 17, 4), (33, 0, 4), (33, 17, 0)):
         idle, interval, count = wanted
         with socket.socket() as sock:
             applied = apply(sock, tcpmgm.Profile(keepidle=idle, keepinterval=interval, keepcount=count))
             shown = keepalive_of(sock)
-        assert shown == (True,) + tuple(value or os_value for value, os_value in zip(wanted, fresh[1:]))
-        assert sorted(applied) == sorted(["SO_KEEPALIVE"] + [
-            name for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), wanted) if value
-        ])
+        assert shown == (True, *tuple(value or os_value for value, os_value in zip(wanted, fresh[1:])))
+        assert sorted(applied) == sorted(
+            ["SO_KEEPALIVE"]
+            + [name for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), wanted) if value]
+        )
     # "Untouched" means untouched: a value the socket already had stays too.
     with socket.socket() as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1234)
@@ -88,7 +88,7 @@ def test_connect_applies_the_rule_of_each_source_address(listener):
     for source, rule_id in (("127.0.0.2", 1), ("127.0.0.3", 2), (None, 0)):
         sock = connect(rules, "tcp", ("127.0.0.1", port), source=(source, 0) if source else None)
         with sock:
-            accepted, peer = listener.accept()
+            accepted, _peer = listener.accept()
             accepted.close()
             profile = rules.get(rule_id).profile if rule_id else rules.default
             assert keepalive_of(sock) == expected(profile)

@@ -3,12 +3,11 @@
 import logging
 
 import pytest
+from dbservers import opensips_ddl
 
 import tcpmgm
-from tcpmgm.sql.db import streaming_cursor
 from tcpmgm.model.errors import ReloadError, RuleError, SchemaError
-
-from dbservers import opensips_ddl
+from tcpmgm.sql.db import streaming_cursor
 
 TLS_TRUNK = {"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500}
 
@@ -72,8 +71,18 @@ def test_reads_table_created_by_opensips_script(scratch, version):
         scratch.execute(statement)
     scratch.execute("INSERT INTO version (table_name, table_version) VALUES (%s, %s)", ("tcp_mgm", version))
     # CHAR columns come back padded or not depending on the server; upper-case proto; NULL addresses.
-    insert(scratch, "tcp_mgm", {"proto": "TLS", "remote_addr": "203.0.113.0/24", "remote_port": 5061,
-                                "priority": -1, "attrs": "max_msg_chunks=10", "keepidle": 30})
+    insert(
+        scratch,
+        "tcp_mgm",
+        {
+            "proto": "TLS",
+            "remote_addr": "203.0.113.0/24",
+            "remote_port": 5061,
+            "priority": -1,
+            "attrs": "max_msg_chunks=10",
+            "keepidle": 30,
+        },
+    )
     insert(scratch, "tcp_mgm", {"proto": "any", "local_addr": "192.0.2.10", "local_port": 5060})
     insert(scratch, "tcp_mgm", {"proto": "bin", "remote_addr": "2001:db8::/32"})
     mgr = tcpmgm.TcpMgm(scratch.url)
@@ -152,7 +161,7 @@ def test_columns_of_the_wrong_type_reject_their_rows(scratch):
 
 def opensips_column(backend, name):
     """The definition a column has in opensips_ddl, to swap it for another."""
-    line = next(l for l in opensips_ddl(backend)[1].splitlines() if f"{name}" in l.split()[0])
+    line = next(text for text in opensips_ddl(backend)[1].splitlines() if f"{name}" in text.split()[0])
     return line.strip().rstrip(",")
 
 
@@ -214,9 +223,27 @@ def test_rows_stream_in_batches(scratch):
 
 
 INJECTIONS = ["tcp_mgm; DROP TABLE sentinel", 'x" OR 1=1 --', "x` OR 1=1 #", "a b", "x'", ""]
-CANONICAL = ["id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority", "attrs",
-             "connect_timeout", "con_lifetime", "msg_read_timeout", "send_threshold", "no_new_conn",
-             "alias_mode", "parallel_read", "keepalive", "keepcount", "keepidle", "keepinterval"]
+CANONICAL = [
+    "id",
+    "proto",
+    "remote_addr",
+    "remote_port",
+    "local_addr",
+    "local_port",
+    "priority",
+    "attrs",
+    "connect_timeout",
+    "con_lifetime",
+    "msg_read_timeout",
+    "send_threshold",
+    "no_new_conn",
+    "alias_mode",
+    "parallel_read",
+    "keepalive",
+    "keepcount",
+    "keepidle",
+    "keepinterval",
+]
 
 
 @pytest.mark.parametrize("payload", INJECTIONS)
@@ -232,8 +259,14 @@ def test_injection_through_any_name_is_refused(scratch, payload):
 
 def test_reserved_words_as_names_are_quoted_everywhere(scratch):
     """Names that are SQL keywords only work if every statement quotes them."""
-    keywords = {"id": "select", "proto": "from", "remote_addr": "where", "priority": "order",
-                "attrs": "group", "keepalive": "table"}
+    keywords = {
+        "id": "select",
+        "proto": "from",
+        "remote_addr": "where",
+        "priority": "order",
+        "attrs": "group",
+        "keepalive": "table",
+    }
     mgr = tcpmgm.TcpMgm(scratch.url, table="union", columns=keywords)
     mgr.create_schema()
     mgr.add_rule({"proto": "tcp", "remote_addr": "10.0.0.0/8", "priority": 3, "attrs": "max_msg_chunks=2"})
@@ -243,7 +276,6 @@ def test_reserved_words_as_names_are_quoted_everywhere(scratch):
 
 def test_failed_reload_is_logged_without_traceback_noise(scratch, caplog):
     mgr = tcpmgm.TcpMgm(scratch.url, table="nowhere")
-    with caplog.at_level(logging.ERROR, logger="tcpmgm"):
-        with pytest.raises(ReloadError):
-            mgr.reload()
+    with caplog.at_level(logging.ERROR, logger="tcpmgm"), pytest.raises(ReloadError):
+        mgr.reload()
     assert any("old rules stay in service" in r.getMessage() for r in caplog.records)

@@ -5,15 +5,14 @@ import logging
 import sqlite3
 
 import pytest
+from tables import create_plain_table, insert
 
-import tcpmgm.sql.loader
 import tcpmgm.service.manager
+import tcpmgm.sql.loader
 from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, TcpMgm
 from tcpmgm.model.errors import DatabaseError
 from tcpmgm.sql.loader import load_rules
 from tcpmgm.sql.schema import DIALECTS, TableNames
-
-from tables import create_plain_table, insert
 
 # The tcp_mgm table as OpenSIPS's SQLite scripts lay it out (attrs right after
 # priority, unlike tcpmgm's own DDL), in both versions.
@@ -82,6 +81,7 @@ def version_rows(path):
 
 # -- schema versions -------------------------------------------------------------
 
+
 def test_schema_version_2_is_the_default(path):
     mgr = TcpMgm(url(path))
     mgr.create_schema()
@@ -109,8 +109,9 @@ def test_schema_version_1_has_parallel_read(path):
 def test_tables_laid_out_by_opensips_load(path, version, parallel_read):
     conn = sqlite3.connect(path)
     conn.executescript(OPENSIPS_DDL.format(version=version, parallel_read=parallel_read))
-    conn.execute("INSERT INTO tcp_mgm (proto, remote_addr, attrs, keepidle) VALUES ('TLS', '10.0.0.0/8', "
-                 "'max_msg_chunks=5', 60)")
+    conn.execute(
+        "INSERT INTO tcp_mgm (proto, remote_addr, attrs, keepidle) VALUES ('TLS', '10.0.0.0/8', 'max_msg_chunks=5', 60)"
+    )
     conn.execute("INSERT INTO tcp_mgm (proto, local_addr) VALUES ('any', '192.0.2.10')")
     conn.commit()
     conn.close()
@@ -159,8 +160,12 @@ def test_renamed_table_and_columns_created_by_tcpmgm(path):
 def test_renamed_columns_of_a_table_made_elsewhere(path, version):
     conn = sqlite3.connect(path)
     create_plain_table(conn, table="opensips_paths", schema_version=version, rename=RENAMES)
-    insert(conn, {"id": 8, "proto": "ws", "remote_addr": "2001:db8::/32", "priority": 0, "connect_timeout": 42},
-           table="opensips_paths", rename=RENAMES)
+    insert(
+        conn,
+        {"id": 8, "proto": "ws", "remote_addr": "2001:db8::/32", "priority": 0, "connect_timeout": 42},
+        table="opensips_paths",
+        rename=RENAMES,
+    )
     conn.close()
     mgr = TcpMgm(url(path), table="opensips_paths", columns=RENAMES)
     report = mgr.reload()
@@ -177,18 +182,22 @@ def test_a_renamed_column_the_table_lacks_is_named(path):
     assert "lacks column(s): peer_net" in str(info.value)
 
 
-@pytest.mark.parametrize("table, columns", [
-    ("tcp_mgm; DROP TABLE version", None),
-    ("tcp_mgm", {"nosuch": "x"}),
-    ("tcp_mgm", {"proto": 'pro"to'}),
-    ("tcp_mgm", {"proto": "remote_addr"}),
-])
+@pytest.mark.parametrize(
+    "table, columns",
+    [
+        ("tcp_mgm; DROP TABLE version", None),
+        ("tcp_mgm", {"nosuch": "x"}),
+        ("tcp_mgm", {"proto": 'pro"to'}),
+        ("tcp_mgm", {"proto": "remote_addr"}),
+    ],
+)
 def test_bad_names_are_refused_before_any_sql(path, table, columns):
     with pytest.raises(SchemaError):
         TcpMgm(url(path), table=table, columns=columns)
 
 
 # -- the version table -------------------------------------------------------------------
+
 
 def test_version_mismatch_names_expected_and_found(path):
     mgr = TcpMgm(url(path))
@@ -234,12 +243,16 @@ def test_missing_version_row_is_tolerated(path):
 
 # -- strict mode and failed reloads --------------------------------------------------------
 
+
 def test_non_strict_reload_rejects_bad_rows_and_loads_the_rest(path):
     mgr = TcpMgm(url(path))
     mgr.create_schema()
     mgr.add_rule({"id": 1, "proto": "tcp"})
-    execute(path, "INSERT INTO tcp_mgm (id, proto) VALUES (2, 'udp')",
-            "INSERT INTO tcp_mgm (id, proto, remote_port) VALUES (3, 'tcp', 99999)")
+    execute(
+        path,
+        "INSERT INTO tcp_mgm (id, proto) VALUES (2, 'udp')",
+        "INSERT INTO tcp_mgm (id, proto, remote_port) VALUES (3, 'tcp', 99999)",
+    )
     report = mgr.reload()
     assert report.loaded == 1
     assert [(e.rule_id, e.column, e.value) for e in report.rejected] == [(2, "proto", "udp"), (3, "remote_port", 99999)]
@@ -256,10 +269,15 @@ def test_strict_reload_with_a_bad_row_fails_and_keeps_the_old_rules(path):
     with pytest.raises(ReloadError) as info:
         mgr.reload()
     [err] = info.value.report.rejected
-    assert (err.rule_id, err.column, err.value, err.reason) == (3, "proto", "sctp", "'sctp' is not a TCP-based protocol")
+    assert (err.rule_id, err.column, err.value, err.reason) == (
+        3,
+        "proto",
+        "sctp",
+        "'sctp' is not a TCP-based protocol",
+    )
     assert "strict mode" in str(info.value) and "rule 3" in str(info.value)
     assert mgr.matcher is in_service and mgr.last_report is first
-    assert mgr.lookup("tls", "10.0.0.1").id == 0   # rule 2 is not in service
+    assert mgr.lookup("tls", "10.0.0.1").id == 0  # rule 2 is not in service
     assert mgr.lookup("tcp", "10.0.0.1").keepidle == 10
 
 
@@ -295,6 +313,7 @@ def test_a_file_that_is_not_a_database_fails_the_reload(path):
 
 # -- the report -----------------------------------------------------------------------------
 
+
 def test_report_contents(path):
     mgr = TcpMgm(url(path), listeners={"internal": "10.0.0.1"})
     mgr.create_schema()
@@ -325,6 +344,7 @@ def test_report_contents(path):
 
 
 # -- loader details ----------------------------------------------------------------------------
+
 
 def test_rows_are_read_in_batches(path):
     conn = sqlite3.connect(path)
@@ -389,7 +409,7 @@ def test_a_missing_database_file_is_an_error_and_is_not_created(tmp_path):
     with pytest.raises(ReloadError, match="does not exist"):
         mgr.reload()
     assert not missing.exists()
-    mgr.create_schema()          # creating the schema is what may make the file
+    mgr.create_schema()  # creating the schema is what may make the file
     assert missing.exists() and mgr.reload().loaded == 0
 
 
@@ -407,6 +427,7 @@ def test_a_missing_folder_is_named(tmp_path):
 
 
 # -- whatever fails during a reload, the old rules stay (issue 10, item 4) ------
+
 
 def _serving_one_rule(path):
     mgr = TcpMgm(url(path))
@@ -430,9 +451,11 @@ def test_an_unexpected_matcher_failure_is_a_reload_error(path, monkeypatch, capl
         raise ValueError("the matcher cannot take this")
 
     monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
-    with caplog.at_level(logging.ERROR, logger="tcpmgm"):
-        with pytest.raises(ReloadError, match="old rules stay in service") as info:
-            mgr.reload()
+    with (
+        caplog.at_level(logging.ERROR, logger="tcpmgm"),
+        pytest.raises(ReloadError, match="old rules stay in service") as info,
+    ):
+        mgr.reload()
     assert isinstance(info.value.__cause__, ValueError)
     assert "the matcher cannot take this" in str(info.value)
     assert any(r.exc_info for r in caplog.records)  # an unexpected failure keeps its traceback

@@ -10,15 +10,14 @@ import threading
 import time
 
 import pytest
+from dbservers import make_scratch, wait_until
 
 import tcpmgm
 from tcpmgm.model.errors import DatabaseError, ReloadError
 
-from dbservers import make_scratch, wait_until
-
 PROXY = os.path.join(os.path.dirname(__file__), "watch_proxy.py")
 PROPAGATION = 2.0  # seconds: the functional deadline for a change to reach every proxy
-STARTUP = 60.0     # seconds a proxy process may take to start (interpreter, drivers, first load)
+STARTUP = 60.0  # seconds a proxy process may take to start (interpreter, drivers, first load)
 
 
 class Proxy:
@@ -27,7 +26,10 @@ class Proxy:
     def __init__(self, url, method, interval):
         self.proc = subprocess.Popen(
             [sys.executable, PROXY, url, method, str(interval)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
@@ -151,8 +153,9 @@ def test_a_burst_of_changes_is_one_reload(pg_scratch):
 def test_failed_reload_is_reported_and_old_rules_stay(backend, tmp_path, caplog):
     with polled_table(backend, tmp_path) as (scratch, mgr):
         rec = Recorder()
-        with mgr.watch(method="poll", interval=0.05, debounce=0.05, on_error=rec.on_error,
-                       on_reload=rec.on_reload) as watcher:
+        with mgr.watch(
+            method="poll", interval=0.05, debounce=0.05, on_error=rec.on_error, on_reload=rec.on_reload
+        ) as watcher:
             assert wait_until(lambda: watcher.reloads >= 1)
             scratch.execute("DROP TABLE tcp_mgm")
             assert wait_until(lambda: rec.errors)
@@ -199,23 +202,26 @@ def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, mon
     real = tcpmgm.service.manager.Matcher
     with polled_table("sqlite", tmp_path) as (scratch, mgr):
         rec = Recorder()
-        with caplog.at_level(logging.INFO, logger="tcpmgm"):
-            with mgr.watch(method="poll", interval=0.05, debounce=0.05, retry=0.05,
-                           on_error=rec.on_error, on_reload=rec.on_reload) as watcher:
-                assert wait_until(lambda: watcher.reloads >= 1)
+        with (
+            caplog.at_level(logging.INFO, logger="tcpmgm"),
+            mgr.watch(
+                method="poll", interval=0.05, debounce=0.05, retry=0.05, on_error=rec.on_error, on_reload=rec.on_reload
+            ) as watcher,
+        ):
+            assert wait_until(lambda: watcher.reloads >= 1)
 
-                def broken(*args, **kwargs):
-                    raise RuntimeError("matcher build failed")
+            def broken(*args, **kwargs):
+                raise RuntimeError("matcher build failed")
 
-                monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
-                scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (5, "tls"))
-                assert wait_until(lambda: rec.errors)
-                assert isinstance(rec.errors[0], ReloadError)
-                assert isinstance(rec.errors[0].__cause__, RuntimeError)
-                assert mgr.lookup("tls", "192.0.2.1").id == 0  # old rules in service
-                monkeypatch.setattr(tcpmgm.service.manager, "Matcher", real)
-                scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (6, "ws"))
-                assert wait_until(lambda: mgr.lookup("ws", "192.0.2.1").id == 6)
+            monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
+            scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (5, "tls"))
+            assert wait_until(lambda: rec.errors)
+            assert isinstance(rec.errors[0], ReloadError)
+            assert isinstance(rec.errors[0].__cause__, RuntimeError)
+            assert mgr.lookup("tls", "192.0.2.1").id == 0  # old rules in service
+            monkeypatch.setattr(tcpmgm.service.manager, "Matcher", real)
+            scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (6, "ws"))
+            assert wait_until(lambda: mgr.lookup("ws", "192.0.2.1").id == 6)
         messages = [r.getMessage() for r in caplog.records]
         assert not [m for m in messages if "lost" in m]
         # Watching began once: no reconnect after the failed reload.

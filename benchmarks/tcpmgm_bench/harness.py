@@ -16,20 +16,21 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable, TextIO
 
 import click
 
-from tcpmgm.model.text import aligned
 from tcpmgm.matching.reference import ReferenceMatcher
+from tcpmgm.model.text import aligned
 from tcpmgm_bench.workloads import WORKLOADS, Workload, batch
 
-__all__ = ["measure", "format_table", "command"]
+__all__ = ["command", "format_table", "measure"]
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 
 
-def _per_call(function: Callable[..., object], queries: Sequence[Tuple[Any, ...]], repeat: int = 5) -> float:
+def _per_call(function: Callable[..., object], queries: Sequence[tuple[Any, ...]], repeat: int = 5) -> float:
     """Best-of-``repeat`` nanoseconds per call of ``function(*query)`` over ``queries``."""
     best = float("inf")
     for _ in range(repeat):
@@ -41,18 +42,22 @@ def _per_call(function: Callable[..., object], queries: Sequence[Tuple[Any, ...]
 
 
 def _empty(
-    proto: Optional[str], remote_ip: Any, remote_port: int = 0, local_ip: Any = None, local_port: int = 0,
+    proto: str | None,
+    remote_ip: Any,
+    remote_port: int = 0,
+    local_ip: Any = None,
+    local_port: int = 0,
 ) -> None:
     return None
 
 
-def _prefix_tries(workload: Workload) -> Dict[str, Callable[[str], object]]:
+def _prefix_tries(workload: Workload) -> dict[str, Callable[[str], object]]:
     """Longest-prefix ``get`` of the bench extra's libraries, on the workload's remote prefixes.
 
     Each is called with the remote address alone, as its users would call it:
     no wrapper adds a Python call to the baseline's cost.
     """
-    out: Dict[str, Callable[[str], object]] = {}
+    out: dict[str, Callable[[str], object]] = {}
     prefixes = {str(rule.remote) for rule in workload.rules if rule.remote is not None}
     try:
         import pytricia
@@ -75,16 +80,16 @@ def _prefix_tries(workload: Workload) -> Dict[str, Callable[[str], object]]:
     return out
 
 
-def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> Dict[str, Optional[float]]:
+def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> dict[str, float | None]:
     """One row of the table: every figure for ``name`` at ``n`` rules."""
-    from tcpmgm.matching import _matcher   # the benchmark is about the compiled classifier
+    from tcpmgm.matching import _matcher  # the benchmark is about the compiled classifier
 
     workload = WORKLOADS[name](n, queries, seed=seed)
     lookups = workload.lookups
     gc.collect()
     start = time.perf_counter()
     matcher = _matcher.Matcher(workload.rules)
-    row: Dict[str, Optional[float]] = {
+    row: dict[str, float | None] = {
         "build_s": time.perf_counter() - start,
         "bytes_per_rule": matcher.nbytes / n,
         "single_ns": _per_call(matcher.lookup, lookups),
@@ -94,8 +99,7 @@ def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> Dict[str
         buffers = batch(lookups, version)
         count = len(buffers.protos)
         if count:
-            row[f"many_v{version}_ns"] = min(
-                _timed(matcher.lookup_many, buffers) for _ in range(9)) / count * 1e9
+            row[f"many_v{version}_ns"] = min(_timed(matcher.lookup_many, buffers) for _ in range(9)) / count * 1e9
         else:
             row[f"many_v{version}_ns"] = None
     remotes = [(query[1],) for query in lookups]
@@ -114,41 +118,78 @@ def _timed(function: Callable[..., object], arguments: Sequence[Any]) -> float:
     return time.perf_counter() - start
 
 
-def _ratio(baseline: Optional[float], ours: Optional[float]) -> str:
+def _ratio(baseline: float | None, ours: float | None) -> str:
     return "-" if baseline is None or not ours else f"{baseline / ours:.1f}x"
 
 
-def _ns(value: Optional[float]) -> str:
+def _ns(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _rate(ns: Optional[float]) -> str:
+def _rate(ns: float | None) -> str:
     """Millions of lookups per second at ``ns`` nanoseconds each."""
     return f"{1e3 / ns:.1f}" if ns else "-"
 
 
-def format_table(rows: List[Tuple[str, int, Dict[str, Optional[float]]]]) -> str:
+def format_table(rows: list[tuple[str, int, dict[str, float | None]]]) -> str:
     """Two aligned tables: absolute figures, then how many times faster the matcher is."""
-    first = [("workload", "N", "build s", "B/rule", "lookup ns", "many v4 ns", "many v6 ns",
-              "Mlookup/s v4", "Mlookup/s v6")]
-    second = [("workload", "N", "vs empty call", "vs pytricia", "vs py-radix", "vs linear scan",
-               "vs reference", "many v4 vs lookup")]
+    first = [
+        ("workload", "N", "build s", "B/rule", "lookup ns", "many v4 ns", "many v6 ns", "Mlookup/s v4", "Mlookup/s v6")
+    ]
+    second = [
+        (
+            "workload",
+            "N",
+            "vs empty call",
+            "vs pytricia",
+            "vs py-radix",
+            "vs linear scan",
+            "vs reference",
+            "many v4 vs lookup",
+        )
+    ]
     for name, n, row in rows:
         rate = {v: _rate(row[f"many_v{v}_ns"]) for v in (4, 6)}
-        first.append((name, f"{n:,}", f"{row['build_s']:.3f}", f"{row['bytes_per_rule']:.0f}",
-                      _ns(row["single_ns"]), _ns(row["many_v4_ns"]), _ns(row["many_v6_ns"]), rate[4], rate[6]))
+        first.append(
+            (
+                name,
+                f"{n:,}",
+                f"{row['build_s']:.3f}",
+                f"{row['bytes_per_rule']:.0f}",
+                _ns(row["single_ns"]),
+                _ns(row["many_v4_ns"]),
+                _ns(row["many_v6_ns"]),
+                rate[4],
+                rate[6],
+            )
+        )
         single = row["single_ns"]
-        second.append((name, f"{n:,}", _ratio(row["empty_ns"], single), _ratio(row.get("pytricia_ns"), single),
-                       _ratio(row.get("py-radix_ns"), single), _ratio(row["linear_ns"], single),
-                       _ratio(row["reference_ns"], single), _ratio(single, row["many_v4_ns"])))
+        second.append(
+            (
+                name,
+                f"{n:,}",
+                _ratio(row["empty_ns"], single),
+                _ratio(row.get("pytricia_ns"), single),
+                _ratio(row.get("py-radix_ns"), single),
+                _ratio(row["linear_ns"], single),
+                _ratio(row["reference_ns"], single),
+                _ratio(single, row["many_v4_ns"]),
+            )
+        )
     return "\n\n".join(aligned(table, right=True) for table in (first, second))
 
 
 @click.command("bench")
-@click.option("--workload", "workloads", multiple=True, type=click.Choice(sorted(WORKLOADS)),
-              help="Workload(s) to run (default: all three).")
-@click.option("--sizes", default=",".join(map(str, DEFAULT_SIZES)), show_default=True,
-              help="Comma-separated rule counts.")
+@click.option(
+    "--workload",
+    "workloads",
+    multiple=True,
+    type=click.Choice(sorted(WORKLOADS)),
+    help="Workload(s) to run (default: all three).",
+)
+@click.option(
+    "--sizes", default=",".join(map(str, DEFAULT_SIZES)), show_default=True, help="Comma-separated rule counts."
+)
 @click.option("--million", is_flag=True, help="Add N = 1,000,000 (slow to generate).")
 @click.option("--queries", default=20_000, show_default=True, help="Lookups per measurement.")
 @click.option("--seed", default=0, show_default=True, help="Workload seed.")

@@ -12,21 +12,22 @@ from __future__ import annotations
 import array
 import ipaddress
 import random
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple, Optional, cast
 
 from tcpmgm.model.profile import default_profile
 from tcpmgm.model.protocols import BUILTIN_PROTOCOLS, protocol_code
 from tcpmgm.model.rule import Network, Rule
 
-__all__ = ["Workload", "Query", "carrier", "ports", "nested", "WORKLOADS", "Batch", "batch"]
+__all__ = ["WORKLOADS", "Batch", "Query", "Workload", "batch", "carrier", "nested", "ports"]
 
-Query = Tuple[Optional[str], str, int, Optional[str], int]   # lookup()'s arguments
+Query = tuple[Optional[str], str, int, Optional[str], int]  # lookup()'s arguments
 
 # Prefix lengths and their weights, shaped like a routing table: few short
 # prefixes (a thousand random /8s would cover every address many times over,
 # which no operator writes), most at /24 and /32, IPv6 at /48, /64 and /128.
 _V4_LENGTHS = (list(range(8, 33)), [0.05] * 8 + [1] * 8 + [45] + [1] * 7 + [40])
-_V6_LENGTHS = (list(range(32, 129, 4)) + [48, 64, 128], [0.5] * 25 + [30, 30, 25])
+_V6_LENGTHS = ([*list(range(32, 129, 4)), 48, 64, 128], [0.5] * 25 + [30, 30, 25])
 _LOCAL_V4 = [f"192.0.2.{i}" for i in range(1, 9)]
 _LOCAL_V6 = [f"2001:db8:ffff::{i:x}" for i in range(1, 5)]
 _LOCAL_PORTS = (5060, 5061, 443, 8443)
@@ -34,17 +35,17 @@ _LOCAL_PORTS = (5060, 5061, 443, 8443)
 
 class Workload(NamedTuple):
     name: str
-    rules: List[Rule]
-    lookups: List[Query]
+    rules: list[Rule]
+    lookups: list[Query]
 
 
 class Batch(NamedTuple):
     """``lookup_many`` arguments for some lookups of one address family."""
 
     protos: array.array[int]
-    remote_ips: Union[array.array[int], bytes]
+    remote_ips: array.array[int] | bytes
     remote_ports: array.array[int]
-    local_ips: Union[array.array[int], bytes]
+    local_ips: array.array[int] | bytes
     local_ports: array.array[int]
 
 
@@ -54,7 +55,7 @@ def _network(rng: random.Random, version: int) -> Network:
         value = rng.randrange(0x01000000, 0xE0000000)
         return ipaddress.IPv4Network((value >> (32 - plen) << (32 - plen), plen))
     plen = rng.choices(*_V6_LENGTHS)[0]
-    value = (0x2 << 125) | rng.getrandbits(125)                      # 2000::/3
+    value = (0x2 << 125) | rng.getrandbits(125)  # 2000::/3
     return ipaddress.IPv6Network((value >> (128 - plen) << (128 - plen), plen))
 
 
@@ -70,7 +71,7 @@ def _random_address(rng: random.Random, version: int) -> str:
     return str(ipaddress.IPv6Address((0x2 << 125) | rng.getrandbits(125)))
 
 
-def _proto(rng: random.Random) -> Optional[str]:
+def _proto(rng: random.Random) -> str | None:
     return None if rng.random() < 0.5 else rng.choice(BUILTIN_PROTOCOLS)
 
 
@@ -98,13 +99,18 @@ def carrier(n: int, q: int, seed: int = 0) -> Workload:
         local = None
         if rng.random() < 0.1:
             local = ipaddress.ip_network(_local(rng, remote.version))
-        rules.append(_rule(
-            rule_id, proto=_proto(rng), remote=remote,
-            remote_port=rng.randint(1024, 65535) if rng.random() < 0.2 else 0,
-            local=local, local_port=rng.choice(_LOCAL_PORTS) if rng.random() < 0.1 else 0,
-            priority=_priority(rng),
-        ))
-    lookups: List[Query] = []
+        rules.append(
+            _rule(
+                rule_id,
+                proto=_proto(rng),
+                remote=remote,
+                remote_port=rng.randint(1024, 65535) if rng.random() < 0.2 else 0,
+                local=local,
+                local_port=rng.choice(_LOCAL_PORTS) if rng.random() < 0.1 else 0,
+                priority=_priority(rng),
+            )
+        )
+    lookups: list[Query] = []
     for _ in range(q):
         if rules and rng.random() < 0.5:
             rule = rng.choice(rules)
@@ -114,8 +120,9 @@ def carrier(n: int, q: int, seed: int = 0) -> Workload:
         else:
             version = 4 if rng.random() < 0.7 else 6
             remote_ip, rport = _random_address(rng, version), rng.randint(1024, 65535)
-        lookups.append((rng.choice(BUILTIN_PROTOCOLS), remote_ip, rport, _local(rng, version),
-                        rng.choice(_LOCAL_PORTS)))
+        lookups.append(
+            (rng.choice(BUILTIN_PROTOCOLS), remote_ip, rport, _local(rng, version), rng.choice(_LOCAL_PORTS))
+        )
     return Workload("carrier", rules, lookups)
 
 
@@ -126,13 +133,17 @@ def ports(n: int, q: int, seed: int = 0) -> Workload:
     rules = []
     for rule_id in range(1, n + 1):
         index = rule_id - 1
-        rules.append(_rule(
-            rule_id, proto="tcp" if index % 3 else None, remote=network,
-            remote_port=1 + index % 65535 if index % 4 != 3 else 0,
-            local_port=1 + (index // 65535 + index) % 65535 if index % 2 else 0,
-            priority=0,
-        ))
-    lookups: List[Query] = []
+        rules.append(
+            _rule(
+                rule_id,
+                proto="tcp" if index % 3 else None,
+                remote=network,
+                remote_port=1 + index % 65535 if index % 4 != 3 else 0,
+                local_port=1 + (index // 65535 + index) % 65535 if index % 2 else 0,
+                priority=0,
+            )
+        )
+    lookups: list[Query] = []
     for _ in range(q):
         rule = rng.choice(rules) if rules and rng.random() < 0.5 else None
         rport = rule.remote_port if rule is not None and rule.remote_port else rng.randint(1, 65535)
@@ -144,7 +155,7 @@ def ports(n: int, q: int, seed: int = 0) -> Workload:
 def nested(n: int, q: int, seed: int = 0) -> Workload:
     """Chains /8 > /9 > ... > /32 whose priorities favour the shorter prefixes."""
     rng = random.Random(f"nested-{n}-{seed}")
-    rules: List[Rule] = []
+    rules: list[Rule] = []
     chains = []
     while len(rules) < n:
         base = rng.randrange(0x01000000, 0xE0000000)
@@ -152,22 +163,27 @@ def nested(n: int, q: int, seed: int = 0) -> Workload:
         for plen in range(8, 33):
             if len(rules) == n:
                 break
-            rules.append(_rule(
-                len(rules) + 1, proto=_proto(rng),
-                remote=ipaddress.IPv4Network((base >> (32 - plen) << (32 - plen), plen)),
-                remote_port=rng.randint(1024, 65535) if rng.random() < 0.2 else 0,
-                priority=plen - 8 + rng.randint(0, 2),
-            ))
-    lookups: List[Query] = []
+            rules.append(
+                _rule(
+                    len(rules) + 1,
+                    proto=_proto(rng),
+                    remote=ipaddress.IPv4Network((base >> (32 - plen) << (32 - plen), plen)),
+                    remote_port=rng.randint(1024, 65535) if rng.random() < 0.2 else 0,
+                    priority=plen - 8 + rng.randint(0, 2),
+                )
+            )
+    lookups: list[Query] = []
     for _ in range(q):
-        remote = (str(ipaddress.IPv4Address(rng.choice(chains))) if chains and rng.random() < 0.8
-                  else _random_address(rng, 4))
-        lookups.append((rng.choice(BUILTIN_PROTOCOLS), remote, rng.randint(1024, 65535),
-                        _local(rng, 4), rng.choice(_LOCAL_PORTS)))
+        remote = (
+            str(ipaddress.IPv4Address(rng.choice(chains))) if chains and rng.random() < 0.8 else _random_address(rng, 4)
+        )
+        lookups.append(
+            (rng.choice(BUILTIN_PROTOCOLS), remote, rng.randint(1024, 65535), _local(rng, 4), rng.choice(_LOCAL_PORTS))
+        )
     return Workload("nested", rules, lookups)
 
 
-WORKLOADS: Dict[str, Callable[..., Workload]] = {"carrier": carrier, "ports": ports, "nested": nested}
+WORKLOADS: dict[str, Callable[..., Workload]] = {"carrier": carrier, "ports": ports, "nested": nested}
 
 
 def batch(lookups: Sequence[Query], version: int) -> Batch:
@@ -175,18 +191,22 @@ def batch(lookups: Sequence[Query], version: int) -> Batch:
     host-order integers, IPv6 as 16 packed bytes per address."""
     chosen = [item for item in lookups if ipaddress.ip_address(item[1]).version == version]
 
-    def addresses(texts: Sequence[str]) -> Union[array.array[int], bytes]:
+    def addresses(texts: Sequence[str]) -> array.array[int] | bytes:
         if version == 4:
             return array.array("I", [int(ipaddress.IPv4Address(t)) for t in texts])
-        return b"".join(ipaddress.ip_address(t).packed if ipaddress.ip_address(t).version == 6
-                        else ipaddress.IPv6Address("::ffff:" + t).packed for t in texts)
+        return b"".join(
+            ipaddress.ip_address(t).packed
+            if ipaddress.ip_address(t).version == 6
+            else ipaddress.IPv6Address("::ffff:" + t).packed
+            for t in texts
+        )
 
     # The casts: the workloads' lookups name known protocols and a local
     # address, where a Query in general may have None for either.
     return Batch(
-        array.array("H", cast(List[int], [protocol_code(item[0]) for item in chosen])),
+        array.array("H", cast(list[int], [protocol_code(item[0]) for item in chosen])),
         addresses([item[1] for item in chosen]),
         array.array("H", [item[2] for item in chosen]),
-        addresses(cast(List[str], [item[3] for item in chosen])),
+        addresses(cast(list[str], [item[3] for item in chosen])),
         array.array("H", [item[4] for item in chosen]),
     )

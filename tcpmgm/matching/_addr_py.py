@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from ..model.errors import shown
 
@@ -32,13 +32,13 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _unmap(value: int) -> Tuple[int, int]:
+def _unmap(value: int) -> tuple[int, int]:
     if value >> 32 == 0xFFFF:
         return 4, value & _V4_MAX
     return 6, value
 
 
-def normalize(value: Any, argument: str = "address") -> Optional[Tuple[int, int]]:
+def normalize(value: Any, argument: str = "address") -> tuple[int, int] | None:
     """``(version, int)`` for ``value``; ``None`` for ``None``.
 
     Raises ``ValueError`` (unparsable, out of range) or ``TypeError`` (wrong
@@ -73,6 +73,5 @@ def normalize(value: Any, argument: str = "address") -> Optional[Tuple[int, int]
             raise ValueError(f"{argument}: {shown(number)} is out of range for IPv{version}")
         return (4, number) if version == 4 else _unmap(number)
     raise TypeError(
-        f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), "
-        f"got {type(value).__name__}"
+        f"{argument}: expected str, ipaddress address, 4/16 packed bytes or (int, family), got {type(value).__name__}"
     )

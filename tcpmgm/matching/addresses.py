@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 from .._extensions import NO_EXTENSIONS, not_built
 
-__all__ = ["normalize", "COMPILED"]
+__all__ = ["COMPILED", "normalize"]
 
 COMPILED = False
 if TYPE_CHECKING:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+from collections.abc import Iterable
+from typing import Any
 
 from ..model.errors import RuleError, shown
 from ..model.protocols import protocol_code
 from ..model.rule import Rule
 
-__all__ = ["check_unique_ids", "lookup_proto", "lookup_port"]
+__all__ = ["check_unique_ids", "lookup_port", "lookup_proto"]
 
 
-def check_unique_ids(rules: Iterable[Rule]) -> List[Rule]:
+def check_unique_ids(rules: Iterable[Rule]) -> list[Rule]:
     """The rules as a list; :class:`RuleError` on the first repeated id."""
-    seen: Dict[int, Rule] = {}
+    seen: dict[int, Rule] = {}
     out = []
     for rule in rules:
         if not isinstance(rule, Rule):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from ..model.profile import Profile, format_attrs
 from ..model.rule import Rule, key_difference
@@ -15,9 +15,9 @@ class Explanation(NamedTuple):
     """What ``explain`` found: the winner (``None``: default profile), its profile,
     and every matching rule in key order with the reason it lost."""
 
-    winner: Optional[Rule]
+    winner: Rule | None
     profile: Profile
-    matches: Tuple[Tuple[Rule, str], ...]
+    matches: tuple[tuple[Rule, str], ...]
 
     def summary(self) -> str:
         """The winner on one line, then the profile's attributes as an aligned table."""
@@ -38,12 +38,10 @@ class Explanation(NamedTuple):
         return "\n".join(lines)
 
 
-def explanation(matches: List[Rule], default: Profile) -> Explanation:
+def explanation(matches: list[Rule], default: Profile) -> Explanation:
     """The :class:`Explanation` for ``matches``, the matching rules in key order."""
     if not matches:
         return Explanation(None, default, ())
     winner = matches[0]
-    reasons = tuple(
-        (rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches
-    )
+    reasons = tuple((rule, "winner" if rule is winner else key_difference(rule, winner)) for rule in matches)
     return Explanation(winner, winner.profile, reasons)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .._extensions import NO_EXTENSIONS, not_built
 
-__all__ = ["Matcher", "COMPILED"]
+__all__ = ["COMPILED", "Matcher"]
 
 COMPILED = False
 if TYPE_CHECKING:

@@ -8,19 +8,20 @@ classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from . import _addr_py
 from ..model.profile import Profile, default_profile
 from ..model.protocols import protocol_code
 from ..model.rule import Network, Rule
+from . import _addr_py
 from .arguments import check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
 
-__all__ = ["ReferenceMatcher", "Explanation"]
+__all__ = ["Explanation", "ReferenceMatcher"]
 
 
-def _net_filter(network: Optional[Network]) -> Optional[Tuple[int, int, int]]:
+def _net_filter(network: Network | None) -> tuple[int, int, int] | None:
     if network is None:
         return None
     bits = network.max_prefixlen
@@ -28,7 +29,7 @@ def _net_filter(network: Optional[Network]) -> Optional[Tuple[int, int, int]]:
     return network.version, int(network.network_address), mask
 
 
-def _inside(address: Optional[Tuple[int, int]], net: Optional[Tuple[int, int, int]]) -> bool:
+def _inside(address: tuple[int, int] | None, net: tuple[int, int, int] | None) -> bool:
     if net is None:
         return True
     return address is not None and address[0] == net[0] and address[1] & net[2] == net[1]
@@ -37,14 +38,13 @@ def _inside(address: Optional[Tuple[int, int]], net: Optional[Tuple[int, int, in
 class ReferenceMatcher:
     """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`."""
 
-    def __init__(self, rules: Iterable[Rule] = (), *, default: Optional[Profile] = None) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None) -> None:
         ordered = sorted(check_unique_ids(rules), key=Rule.key)
-        self._rules: Tuple[Rule, ...] = tuple(ordered)
+        self._rules: tuple[Rule, ...] = tuple(ordered)
         self._by_id = {rule.id: rule for rule in ordered}
         self._default = (default if default is not None else default_profile()).replace(id=0)
         self._filters = [
-            (protocol_code(r.proto), _net_filter(r.remote), r.remote_port,
-             _net_filter(r.local), r.local_port)
+            (protocol_code(r.proto), _net_filter(r.remote), r.remote_port, _net_filter(r.local), r.local_port)
             for r in ordered
         ]
 
@@ -59,7 +59,7 @@ class ReferenceMatcher:
     def __contains__(self, rule_id: object) -> bool:
         return rule_id in self._by_id
 
-    def get(self, rule_id: int, default: Optional[Rule] = None) -> Optional[Rule]:
+    def get(self, rule_id: int, default: Rule | None = None) -> Rule | None:
         return self._by_id.get(rule_id, default)
 
     @property
@@ -71,7 +71,12 @@ class ReferenceMatcher:
 
     # -- lookups -------------------------------------------------------------
     def _matching(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int,
+        local_ip: Any,
+        local_port: int,
     ) -> Iterator[Rule]:
         want_proto = lookup_proto(proto)
         remote = _addr_py.normalize(remote_ip, "remote_ip")
@@ -89,8 +94,12 @@ class ReferenceMatcher:
                 yield rule
 
     def lookup(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
-        local_ip: Any = None, local_port: int = 0,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int = 0,
+        local_ip: Any = None,
+        local_port: int = 0,
     ) -> Profile:
         """The profile of the winning rule, or the default profile (id 0)."""
         for rule in self._matching(proto, remote_ip, remote_port, local_ip, local_port):
@@ -98,8 +107,12 @@ class ReferenceMatcher:
         return self._default
 
     def explain(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
-        local_ip: Any = None, local_port: int = 0,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int = 0,
+        local_ip: Any = None,
+        local_port: int = 0,
     ) -> Explanation:
         """The winner and every matching rule in key order, with why each lost."""
         return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)

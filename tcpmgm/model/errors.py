@@ -7,17 +7,17 @@ keeps working.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any
 
 __all__ = [
-    "shown",
-    "TcpMgmError",
+    "DatabaseError",
+    "NoNewConnection",
+    "ReloadError",
     "RuleError",
     "RuleWarning",
     "SchemaError",
-    "DatabaseError",
-    "ReloadError",
-    "NoNewConnection",
+    "TcpMgmError",
+    "shown",
 ]
 
 
@@ -26,11 +26,15 @@ SHOWN_CHARS = 40
 # An int of more bits than this is shown by its size: its decimal form costs
 # time quadratic in its length, and past 4300 digits int's str() refuses.
 _SHOWN_INT_BITS = 1024
-_BRACKETS: Dict[type, Tuple[str, str]] = {
-    list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"), dict: ("{", "}"),
+_BRACKETS: dict[type, tuple[str, str]] = {
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    set: ("{", "}"),
+    frozenset: ("frozenset({", "})"),
+    dict: ("{", "}"),
 }
 # The empty containers whose repr is not their brackets.
-_EMPTY: Dict[type, str] = {set: "set()", frozenset: "frozenset()"}
+_EMPTY: dict[type, str] = {set: "set()", frozenset: "frozenset()"}
 
 
 def shown(value: Any) -> str:
@@ -42,7 +46,7 @@ def shown(value: Any) -> str:
     """
     try:
         text = _rendered(value, SHOWN_CHARS)
-    except Exception:  # noqa: BLE001 - a message must not fail over the value it shows
+    except Exception:
         text = f"<{type(value).__name__} object, repr failed>"
     if len(text) > SHOWN_CHARS:
         text = text[:SHOWN_CHARS] + "\u2026"
@@ -55,18 +59,18 @@ def _rendered(value: Any, room: int) -> str:
     if kind is int and value.bit_length() > _SHOWN_INT_BITS:
         return f"<{'-' if value < 0 else ''}int of {value.bit_length()} bits>"
     if kind is str or kind is bytes:
-        return repr(value[:room + 1])
+        return repr(value[: room + 1])
     brackets = _BRACKETS.get(kind)
     if brackets is None:
         try:
             return repr(value)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return f"<{kind.__name__} object, repr failed>"
     if not value:
         return _EMPTY.get(kind, "".join(brackets))
     opening, closing = brackets
     parts, used = [], len(opening)
-    for item in (value.items() if kind is dict else value):
+    for item in value.items() if kind is dict else value:
         if used > room:
             parts.append("...")
             break
@@ -103,14 +107,14 @@ class RuleError(TcpMgmError, ValueError):
         super().__init__(_message(rule_id, column, value, reason))
 
     # Keep pickling (multiprocessing, logging handlers) working.
-    def __reduce__(self) -> Tuple[Type[RuleError], Tuple[Any, str, Any, str]]:
+    def __reduce__(self) -> tuple[type[RuleError], tuple[Any, str, Any, str]]:
         return (type(self), (self.rule_id, self.column, self.value, self.reason))
 
 
 class RuleWarning:
     """Something odd about a row that is still loaded (host bits set, ...)."""
 
-    __slots__ = ("rule_id", "column", "value", "reason")
+    __slots__ = ("column", "reason", "rule_id", "value")
 
     def __init__(self, rule_id: Any, column: str, value: Any, reason: str) -> None:
         self.rule_id = rule_id
@@ -154,7 +158,7 @@ class ReloadError(TcpMgmError):
     rejected rows) when one exists.
     """
 
-    def __init__(self, message: str, report: Optional[Any] = None) -> None:
+    def __init__(self, message: str, report: Any | None = None) -> None:
         super().__init__(message)
         self.report = report
 

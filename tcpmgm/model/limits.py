@@ -14,24 +14,34 @@ compiled modules can read it without importing a pure twin.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .errors import RuleError
 
 __all__ = [
-    "ID_MIN", "ID_MAX", "PRIORITY_MIN", "PRIORITY_MAX", "PORT_MAX", "PROFILE_INT_MAX",
-    "ATTR_MIN", "ATTR_MAX",
-    "BEYOND_EVERY_RANGE", "check_id", "check_priority", "check_port", "check_profile_int",
+    "ATTR_MAX",
+    "ATTR_MIN",
+    "BEYOND_EVERY_RANGE",
+    "ID_MAX",
+    "ID_MIN",
+    "PORT_MAX",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "PROFILE_INT_MAX",
+    "check_id",
+    "check_port",
+    "check_priority",
+    "check_profile_int",
 ]
 
-_INT_MIN, _INT_MAX = -2**31, 2**31 - 1       # SQL INT, C int
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # SQL INT, C int
 
-ID_MIN = 1                  # 0 is the default profile
-ID_MAX = 2**63 - 1          # BIGINT
+ID_MIN = 1  # 0 is the default profile
+ID_MAX = 2**63 - 1  # BIGINT
 PRIORITY_MIN, PRIORITY_MAX = _INT_MIN, _INT_MAX
-PORT_MAX = 65535            # 0 is "any"
+PORT_MAX = 65535  # 0 is "any"
 PROFILE_INT_MAX = _INT_MAX  # every profile integer is 0..PROFILE_INT_MAX
-ATTR_MIN, ATTR_MAX = _INT_MIN, _INT_MAX      # an attrs value (name=int), a C int in OpenSIPS
+ATTR_MIN, ATTR_MAX = _INT_MIN, _INT_MAX  # an attrs value (name=int), a C int in OpenSIPS
 
 # Larger than every bound above.  Parsers give a number of this magnitude or
 # more as +-BEYOND_EVERY_RANGE instead of converting it exactly: converting a
@@ -48,17 +58,17 @@ def check_id(number: int, value: Any) -> None:
         raise RuleError(None, "id", value, f"id must be at most {ID_MAX}")
 
 
-def check_priority(rule_id: Optional[int], number: int, value: Any) -> None:
+def check_priority(rule_id: int | None, number: int, value: Any) -> None:
     if not PRIORITY_MIN <= number <= PRIORITY_MAX:
         raise RuleError(rule_id, "priority", value, f"must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
 
 
-def check_port(rule_id: Optional[int], column: str, number: int, value: Any) -> None:
+def check_port(rule_id: int | None, column: str, number: int, value: Any) -> None:
     if not 0 <= number <= PORT_MAX:
         raise RuleError(rule_id, column, value, f"port must be between 0 (any) and {PORT_MAX}")
 
 
-def check_profile_int(rule_id: Optional[int], column: str, number: int, value: Any) -> None:
+def check_profile_int(rule_id: int | None, column: str, number: int, value: Any) -> None:
     if number < 0:
         raise RuleError(rule_id, column, value, "must not be negative")
     if number > PROFILE_INT_MAX:

@@ -9,23 +9,24 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Type
+from typing import Any
 
 from .errors import shown
 from .limits import ATTR_MAX, ATTR_MIN, BEYOND_EVERY_RANGE
 
 __all__ = [
-    "Profile",
-    "PROFILE_FIELDS",
     "OPENSIPS_DEFAULTS",
+    "PROFILE_FIELDS",
+    "Profile",
     "default_profile",
-    "set_default_profile",
-    "register_attr",
+    "format_attrs",
     "known_attrs",
     "parse_attrs",
     "parse_integer",
-    "format_attrs",
+    "register_attr",
+    "set_default_profile",
 ]
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -36,17 +37,17 @@ class Profile:
     """How one connection is to be treated; ``id`` is the rule it came from (0: default)."""
 
     id: int = 0
-    connect_timeout: int = 100   # ms
-    con_lifetime: int = 120      # s
-    msg_read_timeout: int = 4    # s
-    send_threshold: int = 0      # us, 0 = not set
+    connect_timeout: int = 100  # ms
+    con_lifetime: int = 120  # s
+    msg_read_timeout: int = 4  # s
+    send_threshold: int = 0  # us, 0 = not set
     no_new_conn: bool = False
-    alias_mode: int = 0          # 0 never, 1 with RFC 5923 ;alias, 2 always
-    parallel_read: int = 0       # 0, 1 or 2 (schema version 1 only)
+    alias_mode: int = 0  # 0 never, 1 with RFC 5923 ;alias, 2 always
+    parallel_read: int = 0  # 0, 1 or 2 (schema version 1 only)
     keepalive: bool = True
     keepcount: int = 9
-    keepidle: int = 7200         # s
-    keepinterval: int = 75       # s
+    keepidle: int = 7200  # s
+    keepinterval: int = 75  # s
     attrs: Mapping[str, int] = dataclasses.field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
@@ -64,17 +65,17 @@ class Profile:
             return NotImplemented
         return self._identity() == other._identity()
 
-    def _identity(self) -> Tuple[Any, ...]:
+    def _identity(self) -> tuple[Any, ...]:
         values = tuple(getattr(self, name) for name in PROFILE_FIELDS if name != "attrs")
         return (self.id, values, tuple(sorted(self.attrs.items())))
 
-    def __reduce__(self) -> Tuple[Type[Profile], Tuple[Any, ...]]:
+    def __reduce__(self) -> tuple[type[Profile], tuple[Any, ...]]:
         # A mappingproxy cannot be pickled: rebuild from the plain values
         # (multiprocessing, copy.deepcopy and caches all go through here).
         return (type(self), (self.id, *self.values().values()))
 
     @classmethod
-    def _from_checked(cls, values: Dict[str, Any]) -> "Profile":
+    def _from_checked(cls, values: dict[str, Any]) -> Profile:
         """A profile from values already validated and normalised (``attrs`` a
         read-only mapping, the flags bools), as Rule.from_row makes them:
         skips ``__init__``, which a reload of a million rows feels.  ``values``
@@ -83,24 +84,24 @@ class Profile:
         object.__setattr__(profile, "__dict__", values)
         return profile
 
-    def replace(self, **changes: Any) -> "Profile":
+    def replace(self, **changes: Any) -> Profile:
         """A copy with some attributes changed."""
         return dataclasses.replace(self, **changes)
 
-    def values(self) -> Dict[str, Any]:
+    def values(self) -> dict[str, Any]:
         """The twelve attributes as a plain dict (``attrs`` as a dict too)."""
-        out: Dict[str, Any] = {name: getattr(self, name) for name in PROFILE_FIELDS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in PROFILE_FIELDS}
         out["attrs"] = dict(self.attrs)
         return out
 
-    def differences(self, other: "Profile") -> Dict[str, Any]:
+    def differences(self, other: Profile) -> dict[str, Any]:
         """The attributes whose value differs from ``other``'s, with this profile's value."""
         mine, theirs = self.values(), other.values()
         return {name: mine[name] for name in PROFILE_FIELDS if mine[name] != theirs[name]}
 
 
 # The twelve attributes, in the order of the OpenSIPS table.
-PROFILE_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "id")
+PROFILE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "id")
 
 OPENSIPS_DEFAULTS = Profile()
 
@@ -113,7 +114,7 @@ def default_profile() -> Profile:
     return _default
 
 
-def set_default_profile(profile: Optional[Profile] = None, **values: Any) -> Profile:
+def set_default_profile(profile: Profile | None = None, **values: Any) -> Profile:
     """Replace the process-wide default profile (OpenSIPS's global ``tcp_*`` settings).
 
     Pass a :class:`Profile`, or keyword values changed from the current one.
@@ -138,7 +139,7 @@ def register_attr(name: str) -> None:
         _attrs.add(name)
 
 
-def known_attrs() -> FrozenSet[str]:
+def known_attrs() -> frozenset[str]:
     return frozenset(_attrs)
 
 
@@ -165,11 +166,11 @@ def parse_integer(text: str) -> int:
     return -int(digits) if sign == "-" else int(digits)
 
 
-def parse_attrs(text: str) -> Dict[str, int]:
+def parse_attrs(text: str) -> dict[str, int]:
     """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item.
 
     A value is an integer in ``limits.ATTR_MIN..ATTR_MAX``."""
-    result: Dict[str, int] = {}
+    result: dict[str, int] = {}
     for item in text.split(";"):
         item = item.strip()
         if not item:
@@ -194,5 +195,3 @@ def parse_attrs(text: str) -> Dict[str, int]:
 
 def format_attrs(attrs: Mapping[str, int]) -> str:
     return ";".join(f"{k}={v}" for k, v in sorted(attrs.items()))
-
-

@@ -9,23 +9,31 @@ carries another protocol over TCP registers it with :func:`register_protocol`.
 from __future__ import annotations
 
 import threading
-from typing import Dict, Optional, Tuple
 
 __all__ = [
     "ANY",
     "BUILTIN_PROTOCOLS",
     "NOT_TCP_PROTOCOLS",
-    "register_protocol",
     "protocol_code",
     "protocol_name",
     "protocols",
+    "register_protocol",
 ]
 
 ANY = "any"
 
-BUILTIN_PROTOCOLS: Tuple[str, ...] = (
-    "tcp", "tls", "ws", "wss", "bin", "bins",
-    "hep_tcp", "hep_tls", "smpp", "msrp", "msrps",
+BUILTIN_PROTOCOLS: tuple[str, ...] = (
+    "tcp",
+    "tls",
+    "ws",
+    "wss",
+    "bin",
+    "bins",
+    "hep_tcp",
+    "hep_tls",
+    "smpp",
+    "msrp",
+    "msrps",
 )
 
 # Protocols OpenSIPS knows that do not run over TCP: a rule naming one of them
@@ -33,8 +41,8 @@ BUILTIN_PROTOCOLS: Tuple[str, ...] = (
 NOT_TCP_PROTOCOLS = frozenset({"udp", "sctp", "hep_udp", "ipsec", "bond"})
 
 _lock = threading.Lock()
-_codes: Dict[str, int] = {name: code for code, name in enumerate(BUILTIN_PROTOCOLS, 1)}
-_names: Dict[int, str] = {code: name for name, code in _codes.items()}
+_codes: dict[str, int] = {name: code for code, name in enumerate(BUILTIN_PROTOCOLS, 1)}
+_names: dict[int, str] = {code: name for name, code in _codes.items()}
 
 
 def register_protocol(name: str) -> int:
@@ -55,7 +63,7 @@ def register_protocol(name: str) -> int:
         return code
 
 
-def protocol_code(name: Optional[str]) -> Optional[int]:
+def protocol_code(name: str | None) -> int | None:
     """The code of ``name`` (0 for ``any`` or ``None``), or ``None`` if unknown.
 
     Case-insensitive and blind to surrounding blanks (``CHAR(n)`` columns pad).
@@ -73,7 +81,7 @@ def protocol_name(code: int) -> str:
     return ANY if code == 0 else _names[code]
 
 
-def protocols() -> Tuple[str, ...]:
+def protocols() -> tuple[str, ...]:
     """Every registered protocol name, in code order."""
     with _lock:
         return tuple(_names[code] for code in sorted(_names))

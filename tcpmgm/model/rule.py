@@ -1,4 +1,6 @@
-"""A rule ("TCP path", one row of the ``tcp_mgm`` table, docs/behaviour.md#a-rule) and its key (docs/behaviour.md#which-rule-wins).
+"""A rule ("TCP path", one row of the ``tcp_mgm`` table) and its key.
+
+The rule: docs/behaviour.md#a-rule; its key: docs/behaviour.md#which-rule-wins.
 
 :meth:`Rule.from_row` is the only place where table data becomes a rule: the
 loader, the CLI's ``add`` and the tests all go through it, so every caller gets
@@ -19,39 +21,61 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
+from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union, overload
+from typing import TYPE_CHECKING, Any, Union, overload
 
 from .errors import RuleError, RuleWarning, shown
 from .limits import (
-    BEYOND_EVERY_RANGE, ID_MAX, ID_MIN, PORT_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX,
-    check_id, check_port, check_priority, check_profile_int,
+    BEYOND_EVERY_RANGE,
+    ID_MAX,
+    ID_MIN,
+    PORT_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    PROFILE_INT_MAX,
+    check_id,
+    check_port,
+    check_priority,
+    check_profile_int,
 )
 from .profile import (
-    PROFILE_FIELDS, Profile, default_profile, format_attrs, parse_attrs, parse_integer,
+    PROFILE_FIELDS,
+    Profile,
+    default_profile,
+    format_attrs,
+    parse_attrs,
+    parse_integer,
 )
 from .protocols import ANY, NOT_TCP_PROTOCOLS, protocol_code
 
-__all__ = ["Rule", "Network", "Prefix", "FILTER_COLUMNS", "COLUMNS", "key_difference"]
+__all__ = ["COLUMNS", "FILTER_COLUMNS", "Network", "Prefix", "Rule", "key_difference"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Prefix = Tuple[int, int, int]     # (4 or 6, network address as an int, prefix length)
+Prefix = tuple[int, int, int]  # (4 or 6, network address as an int, prefix length)
 
-FILTER_COLUMNS: Tuple[str, ...] = (
-    "id", "proto", "remote_addr", "remote_port", "local_addr", "local_port", "priority",
+FILTER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "proto",
+    "remote_addr",
+    "remote_port",
+    "local_addr",
+    "local_port",
+    "priority",
 )
 # Every column a rule may have, in table order (parallel_read: schema version 1 only).
-COLUMNS: Tuple[str, ...] = FILTER_COLUMNS + PROFILE_FIELDS
+COLUMNS: tuple[str, ...] = FILTER_COLUMNS + PROFILE_FIELDS
 
-_FLAG_COLUMNS = {"no_new_conn", "keepalive"}    # any non-zero is 1
+_FLAG_COLUMNS = {"no_new_conn", "keepalive"}  # any non-zero is 1
 _RANGED_COLUMNS = {"alias_mode": (0, 2), "parallel_read": (0, 2)}
 # The integer profile columns in table order (attrs is the last profile field),
 # so that a row with several errors reports the same one first, whatever path;
 # each with the largest value that from_row may take as it is (flags: 1).
 _INT_PROFILE_FIELDS = tuple(
     (name, 1 if name in _FLAG_COLUMNS else _RANGED_COLUMNS.get(name, (0, PROFILE_INT_MAX))[1])
-    for name in PROFILE_FIELDS if name != "attrs"
+    for name in PROFILE_FIELDS
+    if name != "attrs"
 )
 assert PROFILE_FIELDS[-1] == "attrs"
 
@@ -71,22 +95,22 @@ class Rule:
     """
 
     id: int
-    proto: Optional[str] = None
-    remote: Optional[Network] = None
+    proto: str | None = None
+    remote: Network | None = None
     remote_port: int = 0
-    local: Optional[Network] = None
+    local: Network | None = None
     local_port: int = 0
     priority: int = 0
     profile: Profile = dataclasses.field(default_factory=default_profile, compare=False)
-    local_tag: Optional[str] = None     # the socket tag the row named, if any
-    warnings: Tuple[RuleWarning, ...] = dataclasses.field(default=(), compare=False)
+    local_tag: str | None = None  # the socket tag the row named, if any
+    warnings: tuple[RuleWarning, ...] = dataclasses.field(default=(), compare=False)
 
     if TYPE_CHECKING:
         # Not fields: __post_init__ and _from_checked put them in the instance dict.
         @property
-        def remote_prefix(self) -> Optional[Prefix]: ...
+        def remote_prefix(self) -> Prefix | None: ...
         @property
-        def local_prefix(self) -> Optional[Prefix]: ...
+        def local_prefix(self) -> Prefix | None: ...
         @property
         def order(self) -> int: ...
 
@@ -101,12 +125,17 @@ class Rule:
         fields["remote_prefix"] = _prefix_of(self.remote)
         fields["local_prefix"] = _prefix_of(self.local)
         fields["order"] = _order(
-            self.priority, self.proto, fields["remote_prefix"], self.remote_port,
-            fields["local_prefix"], self.local_port, self.id,
+            self.priority,
+            self.proto,
+            fields["remote_prefix"],
+            self.remote_port,
+            fields["local_prefix"],
+            self.local_port,
+            self.id,
         )
 
     # -- docs/behaviour.md#which-rule-wins ------------------------------------------------------
-    def key(self) -> Tuple[int, ...]:
+    def key(self) -> tuple[int, ...]:
         """Sort key: among the rules matching a connection, the smallest wins."""
         remote, local = self.remote_prefix, self.local_prefix
         return (
@@ -122,7 +151,7 @@ class Rule:
         )
 
     @property
-    def family(self) -> Optional[int]:
+    def family(self) -> int | None:
         """4 or 6 when the rule names an address, else ``None``."""
         prefix = self.remote_prefix if self.remote_prefix is not None else self.local_prefix
         return prefix[0] if prefix is not None else None
@@ -133,9 +162,9 @@ class Rule:
         cls,
         row: Mapping[str, Any],
         *,
-        listeners: Optional[Mapping[str, Any]] = None,
-        defaults: Optional[Profile] = None,
-    ) -> "Rule":
+        listeners: Mapping[str, Any] | None = None,
+        defaults: Profile | None = None,
+    ) -> Rule:
         """Validate one table row (column name -> value as a DB-API cursor gives it).
 
         Missing or NULL profile columns take the value of ``defaults`` (the
@@ -146,7 +175,7 @@ class Rule:
         defaults = defaults if defaults is not None else default_profile()
         get = row.get
         rule_id = _rule_id(get("id"))
-        warnings: List[RuleWarning] = []
+        warnings: list[RuleWarning] = []
 
         proto = _proto(rule_id, get("proto"))
         remote = _network(rule_id, "remote_addr", get("remote_addr"), warnings)
@@ -159,7 +188,9 @@ class Rule:
             local = _tag_prefix(rule_id, local_raw, local_tag, listeners, warnings)
         if remote is not None and local is not None and remote[0] != local[0]:
             raise RuleError(
-                rule_id, "local_addr", _shown(local_raw),
+                rule_id,
+                "local_addr",
+                _shown(local_raw),
                 f"IPv{local[0]} local address with an IPv{remote[0]} remote address",
             )
         remote_port = _port(rule_id, "remote_port", get("remote_port"))
@@ -171,7 +202,7 @@ class Rule:
         # Reloads run this once per row (a million times for a big table), so
         # the plain case, a non-negative int in a column without further
         # rules, skips the general parser; everything else goes through it.
-        values: Dict[str, Any] = {"id": rule_id}
+        values: dict[str, Any] = {"id": rule_id}
         for name, top in _INT_PROFILE_FIELDS:
             value = get(name)
             if type(value) is not int or value < 0 or value > top:
@@ -183,33 +214,60 @@ class Rule:
         values["keepalive"] = bool(values["keepalive"])
         profile = Profile._from_checked(values)
         return cls._from_checked(
-            rule_id, proto, remote, remote_port, local, local_port, priority, profile,
-            local_tag, tuple(warnings),
+            rule_id,
+            proto,
+            remote,
+            remote_port,
+            local,
+            local_port,
+            priority,
+            profile,
+            local_tag,
+            tuple(warnings),
         )
 
     @classmethod
     def _from_checked(
-        cls, rule_id: int, proto: Optional[str], remote_prefix: Optional[Prefix], remote_port: int,
-        local_prefix: Optional[Prefix], local_port: int, priority: int, profile: Profile,
-        local_tag: Optional[str], warnings: Tuple[RuleWarning, ...],
-    ) -> "Rule":
+        cls,
+        rule_id: int,
+        proto: str | None,
+        remote_prefix: Prefix | None,
+        remote_port: int,
+        local_prefix: Prefix | None,
+        local_port: int,
+        priority: int,
+        profile: Profile,
+        local_tag: str | None,
+        warnings: tuple[RuleWarning, ...],
+    ) -> Rule:
         """A rule from values already validated and normalised (the profile's id
         the rule's; a mapped IPv6 prefix already IPv4): skips the dataclass
         ``__init__`` and the ``ipaddress`` objects, which a reload of a million
         rows feels.  ``remote`` and ``local`` are made on first use."""
         rule = object.__new__(cls)
         # The whole attribute dict at once (a frozen dataclass refuses setattr).
-        object.__setattr__(rule, "__dict__", {
-            "id": rule_id, "proto": proto, "remote_port": remote_port, "local_port": local_port,
-            "priority": priority, "profile": profile, "local_tag": local_tag, "warnings": warnings,
-            "remote_prefix": remote_prefix, "local_prefix": local_prefix,
-            "order": _order(priority, proto, remote_prefix, remote_port, local_prefix, local_port, rule_id),
-        })
+        object.__setattr__(
+            rule,
+            "__dict__",
+            {
+                "id": rule_id,
+                "proto": proto,
+                "remote_port": remote_port,
+                "local_port": local_port,
+                "priority": priority,
+                "profile": profile,
+                "local_tag": local_tag,
+                "warnings": warnings,
+                "remote_prefix": remote_prefix,
+                "local_prefix": local_prefix,
+                "order": _order(priority, proto, remote_prefix, remote_port, local_prefix, local_port, rule_id),
+            },
+        )
         return rule
 
-    def to_row(self) -> Dict[str, Any]:
+    def to_row(self) -> dict[str, Any]:
         """The row that :meth:`from_row` would turn back into this rule."""
-        row: Dict[str, Any] = {
+        row: dict[str, Any] = {
             "id": self.id,
             "proto": self.proto or ANY,
             "remote_addr": _net_text(self.remote),
@@ -246,13 +304,15 @@ class _NetworkOnFirstUse:
         self.prefix_name = f"{name}_prefix"
 
     @overload
-    def __get__(self, rule: None, owner: Optional[type] = None) -> "_NetworkOnFirstUse": ...
+    def __get__(self, rule: None, owner: type | None = None) -> _NetworkOnFirstUse: ...
     @overload
-    def __get__(self, rule: "Rule", owner: Optional[type] = None) -> Optional[Network]: ...
+    def __get__(self, rule: Rule, owner: type | None = None) -> Network | None: ...
 
     def __get__(
-        self, rule: Optional["Rule"], owner: Optional[type] = None,
-    ) -> Union["_NetworkOnFirstUse", Optional[Network]]:
+        self,
+        rule: Rule | None,
+        owner: type | None = None,
+    ) -> _NetworkOnFirstUse | Network | None:
         if rule is None:
             return self
         network = _network_of(rule.__dict__[self.prefix_name])
@@ -267,13 +327,13 @@ Rule.remote = _NetworkOnFirstUse("remote")  # type: ignore[assignment]
 Rule.local = _NetworkOnFirstUse("local")  # type: ignore[assignment]
 
 
-def _prefix_of(network: Optional[Network]) -> Optional[Prefix]:
+def _prefix_of(network: Network | None) -> Prefix | None:
     if network is None:
         return None
     return network.version, int(network.network_address), network.prefixlen
 
 
-def _network_of(prefix: Optional[Prefix]) -> Optional[Network]:
+def _network_of(prefix: Prefix | None) -> Network | None:
     if prefix is None:
         return None
     version, value, length = prefix
@@ -283,8 +343,13 @@ def _network_of(prefix: Optional[Prefix]) -> Optional[Network]:
 
 
 def _order(
-    priority: int, proto: Optional[str], remote: Optional[Prefix], remote_port: int,
-    local: Optional[Prefix], local_port: int, rule_id: int,
+    priority: int,
+    proto: str | None,
+    remote: Prefix | None,
+    remote_port: int,
+    local: Prefix | None,
+    local_port: int,
+    rule_id: int,
 ) -> int:
     """:meth:`Rule.key` as one int: each level shifted above the next, so
     that ints compare as the tuples do (a prefix length fits in 8 bits, an id
@@ -338,6 +403,7 @@ def key_difference(loser: Rule, winner: Rule) -> str:
 
 # -- column parsers ----------------------------------------------------------
 
+
 def _shown(value: Any) -> Any:
     """The value a RuleError holds for what the row held (bytes decoded, CHAR
     padding kept); its message renders it, bounded, with errors.shown."""
@@ -346,7 +412,7 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def _text(rule_id: Any, column: str, value: Any) -> Optional[str]:
+def _text(rule_id: Any, column: str, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -434,10 +500,10 @@ def _port(rule_id: int, column: str, value: Any) -> int:
 
 # proto text -> its name (None: any), for text already accepted once; the
 # registry only ever grows, so an accepted name stays accepted.
-_accepted_protos: Dict[str, Optional[str]] = {}
+_accepted_protos: dict[str, str | None] = {}
 
 
-def _proto(rule_id: int, value: Any) -> Optional[str]:
+def _proto(rule_id: int, value: Any) -> str | None:
     if type(value) is str and value in _accepted_protos:
         return _accepted_protos[value]
     text = _text(rule_id, "proto", value)
@@ -455,7 +521,7 @@ def _proto(rule_id: int, value: Any) -> Optional[str]:
     return result
 
 
-def _ip_value(address: str) -> Tuple[Optional[int], int]:
+def _ip_value(address: str) -> tuple[int | None, int]:
     """(address as an int, 4 or 6), or (None, family tried) when it does not parse.
 
     ``inet_pton`` is the fast path (it accepts no form that ``ipaddress``
@@ -473,7 +539,7 @@ def _ip_value(address: str) -> Tuple[Optional[int], int]:
     return int(ip), ip.version
 
 
-def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: List[RuleWarning]) -> Prefix:
+def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: list[RuleWarning]) -> Prefix:
     address, slash, length = text.partition("/")
     if "%" in address:
         raise RuleError(rule_id, column, _shown(raw), "an IPv6 zone has no meaning in a rule")
@@ -489,7 +555,9 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: Lis
         digits = length.lstrip("0") or "0"
         if len(digits) > 3 or int(digits) > max_prefixlen:
             raise RuleError(
-                rule_id, column, _shown(raw),
+                rule_id,
+                column,
+                _shown(raw),
                 f"prefix length /{digits if len(digits) <= 5 else digits[:5] + '…'} "
                 f"is out of range for IPv{version} (0..{max_prefixlen})",
             )
@@ -507,14 +575,18 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: Lis
     else:
         prefix = (version, network_int, prefixlen)
     if network_int != value:
-        warnings.append(RuleWarning(
-            rule_id, column, _shown(raw),
-            f"host bits set under the prefix; stored as {_network_of(prefix)}",
-        ))
+        warnings.append(
+            RuleWarning(
+                rule_id,
+                column,
+                _shown(raw),
+                f"host bits set under the prefix; stored as {_network_of(prefix)}",
+            )
+        )
     return prefix
 
 
-def _network(rule_id: int, column: str, value: Any, warnings: List[RuleWarning]) -> Optional[Prefix]:
+def _network(rule_id: int, column: str, value: Any, warnings: list[RuleWarning]) -> Prefix | None:
     text = _text(rule_id, column, value)
     if text is None or text == "" or text.lower() == ANY:
         return None
@@ -526,8 +598,11 @@ def _looks_like_address(text: str) -> bool:
 
 
 def _local(
-    rule_id: int, value: Any, listeners: Optional[Mapping[str, Any]], warnings: List[RuleWarning],
-) -> Union[None, Prefix, str]:
+    rule_id: int,
+    value: Any,
+    listeners: Mapping[str, Any] | None,
+    warnings: list[RuleWarning],
+) -> Prefix | str | None:
     """The local prefix, or the socket tag the column names (see :func:`_tag_prefix`)."""
     text = _text(rule_id, "local_addr", value)
     if text is None or text == "" or text.lower() == ANY:
@@ -537,21 +612,29 @@ def _local(
     if listeners is None or text not in listeners:
         known = ", ".join(sorted(listeners)) if listeners else "none configured"
         raise RuleError(
-            rule_id, "local_addr", _shown(value),
+            rule_id,
+            "local_addr",
+            _shown(value),
             f"neither an address nor a known socket tag (listeners: {known})",
         )
     return text
 
 
 def _tag_prefix(
-    rule_id: int, value: Any, tag: str, listeners: Mapping[str, Any], warnings: List[RuleWarning],
+    rule_id: int,
+    value: Any,
+    tag: str,
+    listeners: Mapping[str, Any],
+    warnings: list[RuleWarning],
 ) -> Prefix:
     listener = listeners[tag]
     try:
         ip = ipaddress.ip_address(str(listener).partition("%")[0])
     except ValueError:
         raise RuleError(
-            rule_id, "local_addr", _shown(value),
+            rule_id,
+            "local_addr",
+            _shown(value),
             f"socket tag {tag!r} maps to {shown(listener)}, which is not an address",
         ) from None
     return _parse_network(rule_id, "local_addr", value, str(ip), warnings)
@@ -567,7 +650,7 @@ def _attrs(rule_id: int, value: Any, default: Mapping[str, int]) -> Mapping[str,
         raise RuleError(rule_id, "attrs", _shown(value), str(exc)) from None
 
 
-def _net_text(network: Optional[Network]) -> Optional[str]:
+def _net_text(network: Network | None) -> str | None:
     if network is None:
         return None
     if network.prefixlen == network.max_prefixlen:

@@ -1,6 +1,7 @@
 """Aligned plain-text tables, for the CLI, the demo and the benchmark."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def aligned(rows: Sequence[Sequence[Any]], *, right: bool = False) -> str:

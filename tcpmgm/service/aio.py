@@ -18,14 +18,16 @@ of 0 means "no limit".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Optional, Tuple
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 from ..model.profile import Profile
 from .sockets import SupportsLookup, apply, connect_timeout, endpoint, refuse_if_forbidden
 
-__all__ = ["Connection", "start_server", "open_connection"]
+__all__ = ["Connection", "open_connection", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class Connection:
         self.local = endpoint(writer.get_extra_info("sockname"))
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
-        self._idle_task: Optional[asyncio.Task[None]] = None
+        self._idle_task: asyncio.Task[None] | None = None
         if self.con_lifetime:
             self._idle_task = self._loop.create_task(self._close_when_idle())
 
@@ -112,15 +114,18 @@ class Connection:
         self.writer.close()
 
     async def wait_closed(self) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, OSError):  # the peer went away first; closed is closed
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass  # the peer went away first; closed is closed
 
 
 async def start_server(
-    mgr: SupportsLookup, client_connected_cb: Handler, host: Any = None, port: Optional[int] = None,
-    *, proto: str = "tcp", **kwargs: Any,
+    mgr: SupportsLookup,
+    client_connected_cb: Handler,
+    host: Any = None,
+    port: int | None = None,
+    *,
+    proto: str = "tcp",
+    **kwargs: Any,
 ) -> asyncio.AbstractServer:
     """``asyncio.start_server`` whose callback gets a tuned :class:`Connection`.
 
@@ -150,8 +155,13 @@ async def start_server(
 
 
 async def open_connection(
-    mgr: SupportsLookup, proto: str, host: str, port: int, *,
-    local_addr: Optional[Tuple[str, int]] = None, **kwargs: Any,
+    mgr: SupportsLookup,
+    proto: str,
+    host: str,
+    port: int,
+    *,
+    local_addr: tuple[str, int] | None = None,
+    **kwargs: Any,
 ) -> Connection:
     """Connect to ``host``:``port`` under the rules of ``mgr``; the client twin of :func:`start_server`.
 

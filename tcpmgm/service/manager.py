@@ -13,21 +13,22 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..sql.db import Source, one_line, open_source, work
-from ..model.errors import ReloadError, RuleError, RuleWarning, SchemaError, TcpMgmError
-from ..sql.loader import gc_paused, load_rules
-from ..matching.matcher import Matcher
-from ..model.profile import Profile, default_profile
 from ..matching.explanation import Explanation
+from ..matching.matcher import Matcher
+from ..model.errors import ReloadError, RuleError, RuleWarning, SchemaError, TcpMgmError
+from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
+from ..sql.db import Source, one_line, open_source, work
+from ..sql.loader import gc_paused, load_rules
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
 
 if TYPE_CHECKING:
     from ..sql.watch import Watcher
 
-__all__ = ["TcpMgm", "ReloadReport", "DEFAULT_DB_URL"]
+__all__ = ["DEFAULT_DB_URL", "ReloadReport", "TcpMgm"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class ReloadReport:
     """What a reload did."""
 
     loaded: int
-    rejected: Tuple[RuleError, ...]
-    warnings: Tuple[RuleWarning, ...]
+    rejected: tuple[RuleError, ...]
+    warnings: tuple[RuleWarning, ...]
     seconds: float
     schema_version: int
 
@@ -63,11 +64,11 @@ class TcpMgm:
         db: Any = DEFAULT_DB_URL,
         *,
         table: str = "tcp_mgm",
-        columns: Optional[Mapping[str, str]] = None,
-        listeners: Optional[Mapping[str, Any]] = None,
+        columns: Mapping[str, str] | None = None,
+        listeners: Mapping[str, Any] | None = None,
         strict: bool = False,
-        schema_version: Optional[int] = None,
-        default: Optional[Profile] = None,
+        schema_version: int | None = None,
+        default: Profile | None = None,
     ) -> None:
         if schema_version is not None and schema_version not in SCHEMA_VERSIONS:
             raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
@@ -79,7 +80,7 @@ class TcpMgm:
         self.default = (default if default is not None else default_profile()).replace(id=0)
         self._matcher = Matcher([], default=self.default)
         self._reload_lock = threading.Lock()
-        self.last_report: Optional[ReloadReport] = None
+        self.last_report: ReloadReport | None = None
 
     def __repr__(self) -> str:
         return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
@@ -101,12 +102,19 @@ class TcpMgm:
             try:
                 with self.source.connection() as conn:
                     result = load_rules(
-                        conn, self.source.dialect, self.names, listeners=self.listeners,
-                        defaults=self.default, schema_version=self.schema_version,
+                        conn,
+                        self.source.dialect,
+                        self.names,
+                        listeners=self.listeners,
+                        defaults=self.default,
+                        schema_version=self.schema_version,
                     )
                 report = ReloadReport(
-                    loaded=len(result.rules), rejected=result.rejected, warnings=result.warnings,
-                    seconds=0.0, schema_version=result.schema_version,
+                    loaded=len(result.rules),
+                    rejected=result.rejected,
+                    warnings=result.warnings,
+                    seconds=0.0,
+                    schema_version=result.schema_version,
                 )
                 if self.strict and result.rejected:
                     log.error("strict reload refused: %d bad row(s)", len(result.rejected))
@@ -119,7 +127,7 @@ class TcpMgm:
                     matcher = Matcher(result.rules, default=self.default)
             except ReloadError:
                 raise  # strict mode's refusal, already logged
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the old rules stay
+            except Exception as exc:
                 # An exception outside tcpmgm's hierarchy is a bug somewhere: keep its traceback.
                 unexpected = not isinstance(exc, TcpMgmError)
                 reason = f"{type(exc).__name__}: {one_line(exc)}" if unexpected else str(exc)
@@ -136,14 +144,22 @@ class TcpMgm:
 
     # -- lookups -------------------------------------------------------------
     def lookup(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
-        local_ip: Any = None, local_port: int = 0,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int = 0,
+        local_ip: Any = None,
+        local_port: int = 0,
     ) -> Profile:
         return self._matcher.lookup(proto, remote_ip, remote_port, local_ip, local_port)
 
     def explain(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int = 0,
-        local_ip: Any = None, local_port: int = 0,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int = 0,
+        local_ip: Any = None,
+        local_port: int = 0,
     ) -> Explanation:
         return self._matcher.explain(proto, remote_ip, remote_port, local_ip, local_port)
 
@@ -173,8 +189,7 @@ class TcpMgm:
         ``10.1.2.3/8`` as ``10.0.0.0/8``), so the table holds what is loaded.
         """
         given = [k for k, v in row.items() if v is not None]
-        rule = Rule.from_row({"id": 1, **{k: row[k] for k in given}}, listeners=self.listeners,
-                             defaults=self.default)
+        rule = Rule.from_row({"id": 1, **{k: row[k] for k in given}}, listeners=self.listeners, defaults=self.default)
         stored = rule.to_row()
         # A column from_row does not know is passed on as given: the database names it.
         row = {k: stored[k] if k in stored else row[k] for k in given}
@@ -195,8 +210,7 @@ class TcpMgm:
                 # move theirs): without this the next automatic id could collide.
                 id_column, table = q(self.names.column("id")), q(self.names.table)
                 cur.execute(
-                    f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                    f"(SELECT max({id_column}) FROM {table}))",
+                    f"SELECT setval(pg_get_serial_sequence(%s, %s), (SELECT max({id_column}) FROM {table}))",
                     (table, self.names.column("id")),
                 )
         return int(new_id)
@@ -208,7 +222,7 @@ class TcpMgm:
 
         install_trigger(self.source, self.names)
 
-    def watch(self, **options: Any) -> "Watcher":
+    def watch(self, **options: Any) -> Watcher:
         """A started :class:`~tcpmgm.watch.Watcher` that reloads when the table changes."""
         from ..sql.watch import Watcher
 

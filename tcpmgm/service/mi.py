@@ -42,15 +42,28 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 from ..model.errors import ReloadError, TcpMgmError
 from ..model.profile import Profile
 from .sockets import parse_endpoint
 
 __all__ = [
-    "Dispatcher", "MIServer", "MIError", "MIConfigError", "InsecureBindError", "Limits", "Request", "RequestParser",
-    "serve", "call", "list_all", "check_bind", "profile_dict", "DEFAULT_PORT", "DEFAULT_URL",
+    "DEFAULT_PORT",
+    "DEFAULT_URL",
+    "Dispatcher",
+    "InsecureBindError",
+    "Limits",
+    "MIConfigError",
+    "MIError",
+    "MIServer",
+    "Request",
+    "RequestParser",
+    "call",
+    "check_bind",
+    "list_all",
+    "profile_dict",
+    "serve",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,21 +72,25 @@ DEFAULT_PORT = 8888  # OpenSIPS's mi_http listens there too
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/mi"
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
-    -32700, -32600, -32601, -32602, -32603,
+    -32700,
+    -32600,
+    -32601,
+    -32602,
+    -32603,
 )
-SERVER_ERROR = -32000    # the method ran and failed (reload failed, database down)
+SERVER_ERROR = -32000  # the method ran and failed (reload failed, database down)
 UNAUTHORIZED = -32001
-TOO_LARGE = -32002       # the answer would exceed Limits.max_response
+TOO_LARGE = -32002  # the answer would exceed Limits.max_response
 
-Response = Tuple[int, Optional[bytes]]  # HTTP status, body (None: no content)
+Response = tuple[int, Optional[bytes]]  # HTTP status, body (None: no content)
 
-MAX_ID_CHARS = 128       # a string id longer than this is an invalid request, so every echoed id is small
+MAX_ID_CHARS = 128  # a string id longer than this is an invalid request, so every echoed id is small
 
 
 class MIError(TcpMgmError):
     """A call to the admin endpoint failed: a JSON-RPC error (``code``) or the transport."""
 
-    def __init__(self, message: str, code: Optional[int] = None, data: Any = None) -> None:
+    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.data = data
@@ -95,31 +112,28 @@ class _RPCError(Exception):
         self.data = data
 
 
-def profile_dict(profile: Profile) -> Dict[str, Any]:
+def profile_dict(profile: Profile) -> dict[str, Any]:
     """A profile as JSON-ready values (flags as 0/1, attrs as an object)."""
-    return {
-        name: dict(value) if name == "attrs" else int(value)
-        for name, value in profile.values().items()
-    }
+    return {name: dict(value) if name == "attrs" else int(value) for name, value in profile.values().items()}
 
 
-def _error(request_id: Any, code: int, message: str, data: Any = None) -> Dict[str, Any]:
-    error: Dict[str, Any] = {"code": code, "message": message}
+def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "error": error, "id": request_id}
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))   # ensure_ascii: characters and bytes count the same
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # ensure_ascii: characters and bytes count the same
 
 
 def _body(payload: Any) -> bytes:
     return _ENCODER.encode(payload).encode()
 
 
-def _encode_within(payload: Any, room: int) -> Optional[bytes]:
+def _encode_within(payload: Any, room: int) -> bytes | None:
     """``payload`` as JSON if it takes at most ``room`` bytes, else ``None``, never holding more than that."""
-    chunks: List[str] = []
+    chunks: list[str] = []
     size = 0
     for chunk in _ENCODER.iterencode(payload):
         size += len(chunk)
@@ -158,12 +172,12 @@ class Limits:
 
     request_timeout: float = 10.0
     max_connections: int = 16
-    max_head: int = 16 * 1024       # bytes of request line and headers
+    max_head: int = 16 * 1024  # bytes of request line and headers
     max_headers: int = 100
     max_body: int = 1 << 20
-    max_batch: int = 100            # requests in one JSON-RPC batch
-    list_limit: int = 100           # tcp_list's default and largest page
-    max_response: int = 4 << 20     # bytes of one response body
+    max_batch: int = 100  # requests in one JSON-RPC batch
+    list_limit: int = 100  # tcp_list's default and largest page
+    max_response: int = 4 << 20  # bytes of one response body
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -173,8 +187,10 @@ class Limits:
                 raise MIConfigError(f"Limits.{field.name} must be a positive number, not {value!r}")
         least = 2 + self.max_batch * (_max_error_entry(self.max_response) + 1)
         if self.max_response < least:
-            raise MIConfigError(f"Limits.max_response must be at least {least} bytes for a batch of "
-                                f"{self.max_batch}: room for a 'too large' error per entry")
+            raise MIConfigError(
+                f"Limits.max_response must be at least {least} bytes for a batch of "
+                f"{self.max_batch}: room for a 'too large' error per entry"
+            )
 
 
 def _valid_id(value: Any) -> bool:
@@ -187,7 +203,7 @@ def _valid_id(value: Any) -> bool:
     return value is None
 
 
-def _check_int(name: str, value: Any, low: int, high: Optional[int]) -> None:
+def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"from {low}" + (f" to {high}" if high is not None else "")
         raise _RPCError(INVALID_PARAMS, f"{name} must be an integer {bounds}")
@@ -196,12 +212,12 @@ def _check_int(name: str, value: Any, low: int, high: Optional[int]) -> None:
 class Dispatcher:
     """Turns one HTTP request body into one HTTP response, for any transport."""
 
-    def __init__(self, mgr: Any, *, token: Optional[str] = None, limits: Optional[Limits] = None) -> None:
+    def __init__(self, mgr: Any, *, token: str | None = None, limits: Limits | None = None) -> None:
         self.mgr = mgr
         self.limits = limits if limits is not None else Limits()
         self._token = token.encode() if token else None
         self._error_entry = _max_error_entry(self.limits.max_response)
-        self.methods: Dict[str, Callable[..., Any]] = {
+        self.methods: dict[str, Callable[..., Any]] = {
             "tcp_reload": self.tcp_reload,
             "tcp_mgm:reload": self.tcp_reload,
             "tcp_list": self.tcp_list,
@@ -213,7 +229,7 @@ class Dispatcher:
         self._once_per_batch = {self.tcp_reload}
 
     # -- the methods -------------------------------------------------------------
-    def tcp_reload(self) -> Dict[str, Any]:
+    def tcp_reload(self) -> dict[str, Any]:
         report = self.mgr.reload()
         return {
             "loaded": report.loaded,
@@ -223,19 +239,20 @@ class Dispatcher:
             "schema_version": report.schema_version,
         }
 
-    def tcp_list(self, offset: int = 0, limit: Optional[int] = None) -> Dict[str, Any]:
+    def tcp_list(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
         page = self.limits.list_limit if limit is None else limit
         _check_int("offset", offset, 0, None)
         _check_int("limit", page, 1, self.limits.list_limit)
-        matcher = self.mgr.matcher   # one rule set for the whole page, whatever a reload does meanwhile
+        matcher = self.mgr.matcher  # one rule set for the whole page, whatever a reload does meanwhile
         total = len(matcher)
         start = min(offset, total)
         rules = [rule.to_row() for rule in itertools.islice(matcher, start, start + page)]
         end = start + len(rules)
         return {"rules": rules, "total": total, "offset": offset, "next_offset": end if end < total else None}
 
-    def tcp_match(self, proto: Optional[str], remote: Optional[str] = None,
-                  local: Optional[str] = None, explain: bool = False) -> Dict[str, Any]:
+    def tcp_match(
+        self, proto: str | None, remote: str | None = None, local: str | None = None, explain: bool = False
+    ) -> dict[str, Any]:
         for name, value in (("proto", proto), ("remote", remote), ("local", local)):
             if value is not None and not isinstance(value, str):
                 raise _RPCError(INVALID_PARAMS, f"{name} must be a string")
@@ -249,7 +266,7 @@ class Dispatcher:
             found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
         except (TypeError, ValueError) as exc:
             raise _RPCError(INVALID_PARAMS, str(exc)) from None
-        result: Dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
+        result: dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
         if explain:
             result["matches"] = [
                 {"rule": rule.id, "filters": rule.describe(), "reason": reason} for rule, reason in found.matches
@@ -257,13 +274,13 @@ class Dispatcher:
         return result
 
     # -- the protocol ------------------------------------------------------------
-    def authorized(self, authorization: Optional[str]) -> bool:
+    def authorized(self, authorization: str | None) -> bool:
         if self._token is None:
             return True
         scheme, _, credential = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
 
-    def handle(self, body: bytes, authorization: Optional[str] = None) -> Response:
+    def handle(self, body: bytes, authorization: str | None = None) -> Response:
         """The HTTP status and body answering a POSTed ``body``; the body is never over ``max_response``."""
         if not self.authorized(authorization):
             return 401, _body(_error(None, UNAUTHORIZED, "unauthorized: missing or wrong bearer token"))
@@ -278,11 +295,16 @@ class Dispatcher:
         if not payload:
             return 200, _body(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
         if len(payload) > self.limits.max_batch:
-            return 200, _body(_error(None, INVALID_REQUEST, f"invalid request: a batch of {len(payload)} "
-                                                            f"requests; at most {self.limits.max_batch}"))
+            return 200, _body(
+                _error(
+                    None,
+                    INVALID_REQUEST,
+                    f"invalid request: a batch of {len(payload)} requests; at most {self.limits.max_batch}",
+                )
+            )
         return self._respond(payload, batch=True)
 
-    def _respond(self, requests: List[Any], batch: bool) -> Response:
+    def _respond(self, requests: list[Any], batch: bool) -> Response:
         """Run ``requests`` in order and encode each answer at once, within ``max_response`` in all.
 
         Each entry may use what the entries before it left, less a reserve
@@ -290,9 +312,9 @@ class Dispatcher:
         does not fit becomes that error.  So the body never exceeds the
         bound, and no answer is held in memory longer than its encoding.
         """
-        room = self.limits.max_response - (2 if batch else 0)   # the brackets of a batch
-        pieces: List[bytes] = []
-        shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]] = {}
+        room = self.limits.max_response - (2 if batch else 0)  # the brackets of a batch
+        pieces: list[bytes] = []
+        shared: dict[Callable[..., Any], tuple[Any, _RPCError | None]] = {}
         for index, request in enumerate(requests):
             answer = self._one(request, shared)
             if answer is None:
@@ -308,15 +330,19 @@ class Dispatcher:
             return 204, None
         return 200, (b"[" + b",".join(pieces) + b"]" if batch else pieces[0])
 
-    def _one(self, request: Any, shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]]
-             ) -> Optional[Dict[str, Any]]:
+    def _one(
+        self, request: Any, shared: dict[Callable[..., Any], tuple[Any, _RPCError | None]]
+    ) -> dict[str, Any] | None:
         """The response object for one request (``None`` for a notification)."""
         if not isinstance(request, dict):
             return _error(None, INVALID_REQUEST, "invalid request: not an object")
         request_id = request.get("id")
         if not _valid_id(request_id):
-            return _error(None, INVALID_REQUEST, "invalid request: id must be null, a 64-bit integer "
-                                                 f"or a string of at most {MAX_ID_CHARS} characters")
+            return _error(
+                None,
+                INVALID_REQUEST,
+                f"invalid request: id must be null, a 64-bit integer or a string of at most {MAX_ID_CHARS} characters",
+            )
         method, params = request.get("method"), request.get("params", [])
         if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
             return _error(request_id, INVALID_REQUEST, "invalid request: needs jsonrpc '2.0' and a method name")
@@ -330,14 +356,16 @@ class Dispatcher:
             response = {"jsonrpc": "2.0", "result": result, "id": request_id}
         return response if "id" in request else None
 
-    def _call(self, method: str, params: Any,
-              shared: Dict[Callable[..., Any], Tuple[Any, Optional[_RPCError]]]) -> Any:
+    def _call(self, method: str, params: Any, shared: dict[Callable[..., Any], tuple[Any, _RPCError | None]]) -> Any:
         function = self.methods.get(method)
         if function is None:
             raise _RPCError(METHOD_NOT_FOUND, f"method not found: {_cut(method)!r} (known: {', '.join(self.methods)})")
         try:
-            bound = inspect.signature(function).bind(*params) if isinstance(params, list) \
+            bound = (
+                inspect.signature(function).bind(*params)
+                if isinstance(params, list)
                 else inspect.signature(function).bind(**params)
+            )
         except TypeError as exc:
             raise _RPCError(INVALID_PARAMS, f"invalid params for {_cut(method)}: {exc}") from None
         if function not in self._once_per_batch:
@@ -361,39 +389,40 @@ class Dispatcher:
             raise _RPCError(SERVER_ERROR, str(exc), {"rejected": _rejected(exc)}) from None
         except TcpMgmError as exc:
             raise _RPCError(SERVER_ERROR, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - a bug in a method must not take the service down
+        except Exception as exc:
             log.exception("MI method %s failed", method)
             raise _RPCError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}") from None
 
 
-def _rejected(exc: ReloadError) -> List[str]:
+def _rejected(exc: ReloadError) -> list[str]:
     report = exc.report
     return [str(err) for err in report.rejected] if report is not None else []
 
 
 # -- who may reach it ---------------------------------------------------------------
 
-def _is_loopback(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)   # ::ffff:127.0.0.1 is loopback too
+
+def _is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
     return (mapped or address).is_loopback
 
 
-def _loopback_only(host: Optional[str]) -> bool:
+def _loopback_only(host: str | None) -> bool:
     """Whether binding ``host`` leaves the endpoint reachable from this machine alone."""
-    if not host:   # "" and None bind every interface
+    if not host:  # "" and None bind every interface
         return False
     try:
         return _is_loopback(ipaddress.ip_address(host))
     except ValueError:
-        pass   # a name: every address it resolves to must be loopback
+        pass  # a name: every address it resolves to must be loopback
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return False   # unresolvable: nothing shows it stays on this machine
+        return False  # unresolvable: nothing shows it stays on this machine
     return bool(infos) and all(_is_loopback(ipaddress.ip_address(info[4][0])) for info in infos)
 
 
-def check_bind(host: Optional[str], *, token: Optional[str], insecure: bool) -> None:
+def check_bind(host: str | None, *, token: str | None, insecure: bool) -> None:
     """Refuse to serve ``host`` beyond loopback without a token, unless ``insecure`` (then a warning).
 
     Both transports call it before they bind anything: without a token,
@@ -404,12 +433,15 @@ def check_bind(host: Optional[str], *, token: Optional[str], insecure: bool) -> 
     if not insecure:
         raise InsecureBindError(
             f"refusing to serve the MI endpoint on {host!r} without a token: it is reachable beyond this "
-            "machine; give a token, bind 127.0.0.1 or ::1, or pass insecure=True")
-    log.warning("MI endpoint on %r without a token (insecure=True): anyone who reaches it can reload "
-                "and read the rules", host)
+            "machine; give a token, bind 127.0.0.1 or ::1, or pass insecure=True"
+        )
+    log.warning(
+        "MI endpoint on %r without a token (insecure=True): anyone who reaches it can reload and read the rules", host
+    )
 
 
 # -- HTTP, the part both transports share -------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Request:
@@ -417,15 +449,15 @@ class Request:
 
     verb: str
     target: str
-    headers: Dict[str, List[str]]
+    headers: dict[str, list[str]]
     body: bytes
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         values = self.headers.get(name)
         return values[0] if values else None
 
 
-Outcome = Union[Request, Response]   # what reading a request ends with: the request, or the error to answer
+Outcome = Union[Request, Response]  # what reading a request ends with: the request, or the error to answer
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/1\.[01]")
@@ -433,11 +465,11 @@ _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/1\.[01]")
 _HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(r"\r?\n")
-# ASCII digits only (str.isdigit() also takes '²' and '٥'), and few of them.
+# ASCII digits only (str.isdigit() also takes '²' and '٥'), and few of them.  # noqa: RUF003
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
-_SINGLE = ("Content-Length", "Authorization", "Host")   # a repeat of these is ambiguous: 400
+_SINGLE = ("Content-Length", "Authorization", "Host")  # a repeat of these is ambiguous: 400
 _CHUNK = 1 << 16
-_LINGER = 2.0   # seconds, at most, to wait for a client to close after its answer
+_LINGER = 2.0  # seconds, at most, to wait for a client to close after its answer
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -457,12 +489,12 @@ class RequestParser:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._buffer = bytearray()
-        self._scanned = 0          # where the search for the end of the head resumes
-        self._head: Optional[Tuple[str, str, Dict[str, List[str]]]] = None
+        self._scanned = 0  # where the search for the end of the head resumes
+        self._head: tuple[str, str, dict[str, list[str]]] | None = None
         self._length = 0
         self._continue = False
 
-    def feed(self, data: bytes) -> Optional[Outcome]:
+    def feed(self, data: bytes) -> Outcome | None:
         self._buffer += data
         if self._head is None:
             end = _HEAD_END.search(self._buffer, max(0, self._scanned - 3))
@@ -471,34 +503,34 @@ class RequestParser:
                 if len(self._buffer) > self.limits.max_head:
                     return _fail(431, f"request head larger than {self.limits.max_head} bytes")
                 return None
-            failure = self._parse_head(self._buffer[:end.start()].decode("latin-1"))
-            del self._buffer[:end.end()]
+            failure = self._parse_head(self._buffer[: end.start()].decode("latin-1"))
+            del self._buffer[: end.end()]
             if failure is not None:
                 return failure
         if len(self._buffer) < self._length:
             return None
-        verb, target, headers = self._head   # type: ignore[misc]  # set by _parse_head
-        return Request(verb, target, headers, bytes(self._buffer[:self._length]))
+        verb, target, headers = self._head  # type: ignore[misc]  # set by _parse_head
+        return Request(verb, target, headers, bytes(self._buffer[: self._length]))
 
     def take_continue(self) -> bool:
         """Whether to send ``100 Continue`` now (once): the head asked for it before sending its body."""
         wanted, self._continue = self._continue, False
         return wanted
 
-    def eof(self) -> Optional[Response]:
+    def eof(self) -> Response | None:
         """What to answer when the client stops sending: nothing if it sent nothing."""
         if not self._buffer and self._head is None:
             return None
         return _fail(400, "the request ended before it was complete")
 
-    def _parse_head(self, head: str) -> Optional[Response]:
+    def _parse_head(self, head: str) -> Response | None:
         lines = _LINE_END.split(head)
         request_line = _REQUEST_LINE.fullmatch(lines[0])
         if request_line is None:
             return _fail(400, "malformed request line: expected METHOD TARGET HTTP/1.x")
         if len(lines) - 1 > self.limits.max_headers:
             return _fail(431, f"more than {self.limits.max_headers} header lines")
-        headers: Dict[str, List[str]] = {}
+        headers: dict[str, list[str]] = {}
         for line in lines[1:]:
             field = _HEADER_LINE.fullmatch(line)
             if field is None:
@@ -538,12 +570,22 @@ def _timed_out(limits: Limits) -> Response:
     return _fail(408, f"the request did not arrive within {limits.request_timeout} s")
 
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
-def _response_bytes(status: int, body: Optional[bytes], *, head_only: bool = False) -> bytes:
+def _response_bytes(status: int, body: bytes | None, *, head_only: bool = False) -> bytes:
     head = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Length: {len(body or b'')}", "Connection: close"]
     if body is not None:
         head.append("Content-Type: application/json")
@@ -563,11 +605,12 @@ def _drain_budget(limits: Limits) -> int:
 
 # -- transport 1: a thread per connection --------------------------------------------
 
+
 def _serve_socket(sock: socket.socket, dispatcher: Dispatcher, path: str, limits: Limits) -> None:
     """One connection: read the request within the deadline, answer, close."""
     deadline = time.monotonic() + limits.request_timeout
     parser = RequestParser(limits)
-    outcome: Optional[Outcome] = None
+    outcome: Outcome | None = None
     try:
         while outcome is None:
             remaining = deadline - time.monotonic()
@@ -590,11 +633,11 @@ def _serve_socket(sock: socket.socket, dispatcher: Dispatcher, path: str, limits
                 sock.sendall(_CONTINUE)
         status, body = _answer(dispatcher, path, outcome)
         head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
-        sock.settimeout(limits.request_timeout)   # sendall's timeout bounds the whole send (Python >= 3.5)
+        sock.settimeout(limits.request_timeout)  # sendall's timeout bounds the whole send (Python >= 3.5)
         sock.sendall(_response_bytes(status, body, head_only=head_only))
         _linger_socket(sock, limits)
     except OSError:
-        pass   # the client left, or did not take its answer in time: nothing more to tell it
+        pass  # the client left, or did not take its answer in time: nothing more to tell it
 
 
 def _linger_socket(sock: socket.socket, limits: Limits) -> None:
@@ -614,7 +657,7 @@ def _linger_socket(sock: socket.socket, limits: Limits) -> None:
 
 
 class _Connection(socketserver.BaseRequestHandler):
-    server: "_ThreadServer"
+    server: _ThreadServer
 
     def handle(self) -> None:
         _serve_socket(self.request, self.server.dispatcher, self.server.path, self.server.limits)
@@ -623,9 +666,9 @@ class _Connection(socketserver.BaseRequestHandler):
 class _ThreadServer(socketserver.TCPServer):
     allow_reuse_address = True
     # getsockname() of an AF_INET or AF_INET6 socket (with flow info and scope id).
-    server_address: Union[Tuple[str, int], Tuple[str, int, int, int]]
+    server_address: tuple[str, int] | tuple[str, int, int, int]
 
-    def __init__(self, address: Tuple[str, int], dispatcher: Dispatcher, path: str, limits: Limits) -> None:
+    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, path: str, limits: Limits) -> None:
         self.dispatcher = dispatcher
         self.path = path
         self.limits = limits
@@ -641,9 +684,10 @@ class _ThreadServer(socketserver.TCPServer):
             self.shutdown_request(request)
             return
         try:
-            threading.Thread(target=self._serve_one, args=(request, client_address),
-                             name="tcpmgm-mi-connection", daemon=True).start()
-        except RuntimeError:   # no thread to be had: as busy as over the cap
+            threading.Thread(
+                target=self._serve_one, args=(request, client_address), name="tcpmgm-mi-connection", daemon=True
+            ).start()
+        except RuntimeError:  # no thread to be had: as busy as over the cap
             self._slots.release()
             _refuse(request)
             self.shutdown_request(request)
@@ -651,7 +695,7 @@ class _ThreadServer(socketserver.TCPServer):
     def _serve_one(self, request: Any, client_address: Any) -> None:
         try:
             self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001 - handle_error logs it
+        except Exception:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
@@ -666,7 +710,7 @@ def _refuse(sock: socket.socket) -> None:
     try:
         sock.setblocking(False)
         sock.send(_BUSY)
-        sock.recv(_CHUNK)   # what already arrived, so that closing does not reset the 503 away
+        sock.recv(_CHUNK)  # what already arrived, so that closing does not reset the 503 away
     except OSError:
         pass
 
@@ -674,15 +718,23 @@ def _refuse(sock: socket.socket) -> None:
 class MIServer:
     """The admin endpoint in a background thread: ``start()``, ``stop()``, or a ``with`` block."""
 
-    def __init__(self, mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 token: Optional[str] = None, path: str = "/mi", limits: Optional[Limits] = None,
-                 insecure: bool = False) -> None:
+    def __init__(
+        self,
+        mgr: Any,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        path: str = "/mi",
+        limits: Limits | None = None,
+        insecure: bool = False,
+    ) -> None:
         check_bind(host, token=token, insecure=insecure)
         self.dispatcher = Dispatcher(mgr, token=token, limits=limits)
         self._address = (host, port)
         self._path = path
-        self._server: Optional[_ThreadServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: _ThreadServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -691,10 +743,13 @@ class MIServer:
         host, port = self._server.server_address[:2]
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}{self._path}"
 
-    def start(self) -> "MIServer":
+    def start(self) -> MIServer:
         self._server = _ThreadServer(self._address, self.dispatcher, self._path, self.dispatcher.limits)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="tcpmgm-mi", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="tcpmgm-mi",
+            daemon=True,
         )
         self._thread.start()
         log.info("MI endpoint listening on %s", self.url)
@@ -708,7 +763,7 @@ class MIServer:
             self._thread.join()
             self._server = self._thread = None
 
-    def __enter__(self) -> "MIServer":
+    def __enter__(self) -> MIServer:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -717,13 +772,15 @@ class MIServer:
 
 # -- transport 2: an asyncio loop ----------------------------------------------------
 
-async def _serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        dispatcher: Dispatcher, path: str, limits: Limits) -> None:
+
+async def _serve_stream(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatcher: Dispatcher, path: str, limits: Limits
+) -> None:
     """One connection, as :func:`_serve_socket` does it; the dispatcher runs in the loop's executor."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.request_timeout
     parser = RequestParser(limits)
-    outcome: Optional[Outcome] = None
+    outcome: Outcome | None = None
     try:
         while outcome is None:
             try:
@@ -748,7 +805,7 @@ async def _serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await asyncio.wait_for(writer.drain(), limits.request_timeout)
         await _linger_stream(reader, writer, limits)
     except (OSError, asyncio.TimeoutError):
-        pass   # the client left, or did not take its answer in time: nothing more to tell it
+        pass  # the client left, or did not take its answer in time: nothing more to tell it
     finally:
         writer.close()
 
@@ -767,9 +824,16 @@ async def _linger_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         budget -= len(data)
 
 
-async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                token: Optional[str] = None, path: str = "/mi", limits: Optional[Limits] = None,
-                insecure: bool = False) -> asyncio.AbstractServer:
+async def serve(
+    mgr: Any,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    token: str | None = None,
+    path: str = "/mi",
+    limits: Limits | None = None,
+    insecure: bool = False,
+) -> asyncio.AbstractServer:
     """The admin endpoint on the running loop; close the returned server to stop it."""
     check_bind(host, token=token, insecure=insecure)
     dispatcher = Dispatcher(mgr, token=token, limits=limits)
@@ -784,7 +848,7 @@ async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
         active += 1
         try:
             await _serve_stream(reader, writer, dispatcher, path, dispatcher.limits)
-        except Exception:  # noqa: BLE001 - logged here, never the loop's traceback on stderr
+        except Exception:
             log.exception("MI connection failed")
         finally:
             active -= 1
@@ -794,9 +858,10 @@ async def serve(mgr: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
 
 # -- the client ---------------------------------------------------------------------
 
-def call(url: str, method: str, params: Any = None, *, token: Optional[str] = None, timeout: float = 30.0) -> Any:
+
+def call(url: str, method: str, params: Any = None, *, token: str | None = None, timeout: float = 30.0) -> Any:
     """Call ``method`` on the endpoint at ``url``; its result, or :class:`MIError`."""
-    request: Dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
     if params is not None:
         request["params"] = params
     headers = {"Content-Type": "application/json"}
@@ -824,24 +889,30 @@ def call(url: str, method: str, params: Any = None, *, token: Optional[str] = No
         raise MIError(f"{url} did not answer with a JSON-RPC response object")
     if "error" in answer:
         error = answer["error"] or {}
-        raise MIError(f"{method}: {error.get('message', 'error')} (code {error.get('code')})",
-                      error.get("code"), error.get("data"))
+        raise MIError(
+            f"{method}: {error.get('message', 'error')} (code {error.get('code')})",
+            error.get("code"),
+            error.get("data"),
+        )
     return answer.get("result")
 
 
-def list_all(url: str, *, token: Optional[str] = None, timeout: float = 30.0) -> List[Dict[str, Any]]:
+def list_all(url: str, *, token: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every rule in service at ``url``, paging ``tcp_list`` along its ``next_offset``.
 
     Each page comes from the rules in service when it is asked for: a
     reload between two pages shows in the pages after it.
     """
-    rules: List[Dict[str, Any]] = []
+    rules: list[dict[str, Any]] = []
     offset = 0
     while True:
         page = call(url, "tcp_list", {"offset": offset}, token=token, timeout=timeout)
         following = page.get("next_offset") if isinstance(page, dict) else None
-        if not isinstance(page, dict) or not isinstance(page.get("rules"), list) or not (
-                following is None or (isinstance(following, int) and following > offset)):
+        if (
+            not isinstance(page, dict)
+            or not isinstance(page.get("rules"), list)
+            or not (following is None or (isinstance(following, int) and following > offset))
+        ):
             raise MIError(f"{url}: tcp_list did not answer with a page after offset {offset}")
         rules.extend(page["rules"])
         if following is None:

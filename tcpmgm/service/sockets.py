@@ -18,22 +18,29 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
 
 from ..model.errors import NoNewConnection, RuleError, shown
 from ..model.profile import Profile
 from ..model.rule import Rule
 
 __all__ = [
-    "apply", "connect", "tune", "endpoint", "parse_endpoint", "KEEPALIVE_LIMITS", "KeepaliveTimer",
+    "KEEPALIVE_LIMITS",
+    "KeepaliveTimer",
+    "apply",
+    "connect",
+    "endpoint",
     "keepalive_timers",
+    "parse_endpoint",
+    "tune",
 ]
 
 log = logging.getLogger(__name__)
 
 # (profile attribute, socket option name, lowest, highest value the kernel accepts): Linux's
 # bounds, the one definition that apply() clamps to and `tcpmgm check` warns from.
-KEEPALIVE_LIMITS: Tuple[Tuple[str, str, int, int], ...] = (
+KEEPALIVE_LIMITS: tuple[tuple[str, str, int, int], ...] = (
     ("keepidle", "TCP_KEEPIDLE", 1, 32767),
     ("keepinterval", "TCP_KEEPINTVL", 1, 32767),
     ("keepcount", "TCP_KEEPCNT", 1, 127),
@@ -45,17 +52,22 @@ class SupportsLookup(Protocol):
     a :class:`TcpMgm`, a matcher, anything with this ``lookup``."""
 
     def lookup(
-        self, proto: Optional[str], remote_ip: Any, remote_port: int, local_ip: Any, local_port: int,
+        self,
+        proto: str | None,
+        remote_ip: Any,
+        remote_port: int,
+        local_ip: Any,
+        local_port: int,
     ) -> Profile: ...
 
 
 class KeepaliveTimer(NamedTuple):
     """One keepalive timer that :func:`apply` sets: the profile's value and the value set."""
 
-    attribute: str      # the profile attribute (keepidle, keepinterval, keepcount)
-    option: str         # the socket option's name (TCP_KEEPIDLE, ...)
-    wanted: int         # the profile's value
-    value: int          # what is set: ``wanted`` clamped to the kernel's range
+    attribute: str  # the profile attribute (keepidle, keepinterval, keepcount)
+    option: str  # the socket option's name (TCP_KEEPIDLE, ...)
+    wanted: int  # the profile's value
+    value: int  # what is set: ``wanted`` clamped to the kernel's range
     low: int
     high: int
 
@@ -64,7 +76,7 @@ class KeepaliveTimer(NamedTuple):
         return self.value != self.wanted
 
 
-def keepalive_timers(profile: Profile) -> List[KeepaliveTimer]:
+def keepalive_timers(profile: Profile) -> list[KeepaliveTimer]:
     """The keepalive timers :func:`apply` sets for ``profile``, whatever the platform.
 
     None with keepalive off; otherwise each non-zero timer (0 leaves the
@@ -81,13 +93,13 @@ def keepalive_timers(profile: Profile) -> List[KeepaliveTimer]:
     return timers
 
 
-def _option(name: str) -> Optional[int]:
+def _option(name: str) -> int | None:
     if name == "TCP_KEEPIDLE" and not hasattr(socket, name):
         return getattr(socket, "TCP_KEEPALIVE", None)  # macOS names the idle time so
     return getattr(socket, name, None)
 
 
-def apply(sock: Any, profile: Profile) -> Dict[str, int]:
+def apply(sock: Any, profile: Profile) -> dict[str, int]:
     """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
 
     Returns ``{option name: value set}``.  With keepalive off only
@@ -103,14 +115,21 @@ def apply(sock: Any, profile: Profile) -> Dict[str, int]:
         if option is None:
             continue
         if timer.clamped:
-            log.warning("rule %s: %s=%d is outside %d..%d; using %d", profile.id, timer.attribute,
-                        timer.wanted, timer.low, timer.high, timer.value)
+            log.warning(
+                "rule %s: %s=%d is outside %d..%d; using %d",
+                profile.id,
+                timer.attribute,
+                timer.wanted,
+                timer.low,
+                timer.high,
+                timer.value,
+            )
         sock.setsockopt(socket.IPPROTO_TCP, option, timer.value)
         applied[timer.option] = timer.value
     return applied
 
 
-def endpoint(sockaddr: Any) -> Tuple[Optional[str], int]:
+def endpoint(sockaddr: Any) -> tuple[str | None, int]:
     """``(ip, port)`` of a socket address as ``getpeername``/``getsockname`` give it."""
     if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
         return sockaddr[0], int(sockaddr[1])
@@ -131,12 +150,12 @@ def tune(mgr: SupportsLookup, proto: str, sock: Any) -> Profile:
     return profile
 
 
-def connect_timeout(profile: Profile) -> Optional[float]:
+def connect_timeout(profile: Profile) -> float | None:
     """The profile's connect timeout in seconds; 0 means no timeout of our own."""
     return profile.connect_timeout / 1000 if profile.connect_timeout else None
 
 
-def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[Optional[str], int]) -> None:
+def refuse_if_forbidden(profile: Profile, proto: str, remote: tuple[str | None, int]) -> None:
     """Raise :class:`NoNewConnection` when the profile forbids opening this connection."""
     if profile.no_new_conn:
         raise NoNewConnection(
@@ -145,7 +164,11 @@ def refuse_if_forbidden(profile: Profile, proto: str, remote: Tuple[Optional[str
 
 
 def connect(
-    mgr: SupportsLookup, proto: str, address: Tuple[str, int], *, source: Optional[Tuple[str, int]] = None,
+    mgr: SupportsLookup,
+    proto: str,
+    address: tuple[str, int],
+    *,
+    source: tuple[str, int] | None = None,
 ) -> socket.socket:
     """Open a TCP connection to ``address`` = ``(host, port)`` under the rules of ``mgr``.
 
@@ -160,7 +183,7 @@ def connect(
     host, port = address
     local_ip, local_port = source if source is not None else (None, 0)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    last_error: Optional[BaseException] = None
+    last_error: BaseException | None = None
     for family, kind, protocol, _, sockaddr in infos:
         remote = endpoint(sockaddr)
         profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
@@ -187,7 +210,7 @@ def connect(
     raise last_error
 
 
-def parse_endpoint(text: str, *, listeners: Optional[Mapping[str, Any]] = None) -> Tuple[str, int]:
+def parse_endpoint(text: str, *, listeners: Mapping[str, Any] | None = None) -> tuple[str, int]:
     """``(ip, port)`` from ``ip``, ``ip:port``, ``[ipv6]`` or ``[ipv6]:port`` (no port: 0).
 
     An IPv6 address must be in brackets: unbracketed, ``2001:db8::1:5060``
@@ -224,7 +247,7 @@ def _listener_or_address(text: str, host: str, listeners: Mapping[str, Any]) -> 
     """``host`` when it is an IP address, else the address of the socket tag it names."""
     try:
         ipaddress.ip_address(host.partition("%")[0])
-        return host   # the matcher reads it (zone, IPv4-mapped form) as it reads any address
+        return host  # the matcher reads it (zone, IPv4-mapped form) as it reads any address
     except ValueError:
         pass
     # A tag means here what it means in a rule's local_addr: let the rule parser resolve it.
@@ -232,6 +255,6 @@ def _listener_or_address(text: str, host: str, listeners: Mapping[str, Any]) -> 
         rule = Rule.from_row({"id": 1, "proto": "any", "local_addr": host}, listeners=listeners)
     except RuleError as exc:
         raise ValueError(f"{shown(text)}: {exc.reason}") from None
-    if rule.local is None:   # 'any' in a rule; a connection's end is one address
+    if rule.local is None:  # 'any' in a rule; a connection's end is one address
         raise ValueError(f"{shown(text)}: not an address or a socket tag")
     return str(rule.local.network_address)

@@ -1,4 +1,5 @@
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile
@@ -9,8 +10,20 @@ class RowReader:
     def columns(self) -> tuple[str, ...]: ...
     @property
     def not_null(self) -> frozenset[str]: ...
-    def __init__(self, columns: Sequence[str], *, listeners: Optional[Mapping[str, Any]] = ...,
-                 defaults: Optional[Profile] = ..., not_null: Iterable[str] = ...) -> None: ...
+    def __init__(
+        self,
+        columns: Sequence[str],
+        *,
+        listeners: Mapping[str, Any] | None = ...,
+        defaults: Profile | None = ...,
+        not_null: Iterable[str] = ...,
+    ) -> None: ...
     def __call__(self, values: Sequence[Any]) -> Rule: ...
-    def read_batch(self, batch: Iterable[Sequence[Any]], rules: List[Rule], rejected: List[RuleError],
-                   warnings: List[RuleWarning], seen_ids: Set[int]) -> None: ...
+    def read_batch(
+        self,
+        batch: Iterable[Sequence[Any]],
+        rules: list[Rule],
+        rejected: list[RuleError],
+        warnings: list[RuleWarning],
+        seen_ids: set[int],
+    ) -> None: ...

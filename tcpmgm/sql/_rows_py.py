@@ -9,7 +9,8 @@ needs it: bad rows and repeated ids collected, warnings gathered.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile, default_profile
@@ -21,8 +22,11 @@ __all__ = ["RowReader"]
 
 class RowReader:
     def __init__(
-        self, columns: Sequence[str], *,
-        listeners: Optional[Mapping[str, Any]] = None, defaults: Optional[Profile] = None,
+        self,
+        columns: Sequence[str],
+        *,
+        listeners: Mapping[str, Any] | None = None,
+        defaults: Profile | None = None,
         not_null: Iterable[str] = (),
     ) -> None:
         self.columns = tuple(columns)
@@ -34,8 +38,12 @@ class RowReader:
         return Rule.from_row(dict(zip(self.columns, values)), listeners=self.listeners, defaults=self.defaults)
 
     def read_batch(
-        self, batch: Iterable[Sequence[Any]], rules: List[Rule], rejected: List[RuleError],
-        warnings: List[RuleWarning], seen_ids: Set[int],
+        self,
+        batch: Iterable[Sequence[Any]],
+        rules: list[Rule],
+        rejected: list[RuleError],
+        warnings: list[RuleWarning],
+        seen_ids: set[int],
     ) -> None:
         """Append each row's rule to ``rules`` or its error to ``rejected`` (an id
         in ``seen_ids`` is a repeated id), and the warnings of accepted rows,

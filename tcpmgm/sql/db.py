@@ -46,21 +46,29 @@ import socket
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
+from collections.abc import Iterator
+from typing import Any, Callable
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from ..model.errors import DatabaseError, TcpMgmError
 from .schema import DIALECTS, Dialect
 
 __all__ = [
-    "Source", "SQLiteSource", "ServerSource", "ConnectionSource",
-    "open_source", "dialect_of_connection", "streaming_cursor", "one_line", "rollback_quietly",
+    "ConnectionSource",
+    "SQLiteSource",
+    "ServerSource",
+    "Source",
+    "dialect_of_connection",
+    "one_line",
+    "open_source",
+    "rollback_quietly",
+    "streaming_cursor",
 ]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10  # seconds to establish a connection, unless the URL says otherwise (whole: libpq reads an integer)
-READ_TIMEOUT = 30       # seconds one round trip to the server may take, unless the URL says otherwise
+READ_TIMEOUT = 30  # seconds one round trip to the server may take, unless the URL says otherwise
 
 
 def one_line(exc: BaseException) -> str:
@@ -71,10 +79,8 @@ def one_line(exc: BaseException) -> str:
 def rollback_quietly(conn: Any) -> None:
     """End a failed transaction (PostgreSQL refuses everything after an error
     until then); the connection may be gone, and the caller reports the first error."""
-    try:
+    with contextlib.suppress(Exception):
         conn.rollback()
-    except Exception:  # noqa: BLE001 - every driver has its own exception classes
-        pass
 
 
 def driver_module(conn: Any) -> str:
@@ -101,7 +107,12 @@ def dialect_of_connection(conn: Any) -> Dialect:
 
 @contextlib.contextmanager
 def work(
-    source: "Source", failure: str, *, error: type = DatabaseError, commit: bool = False, create: bool = False,
+    source: Source,
+    failure: str,
+    *,
+    error: type = DatabaseError,
+    commit: bool = False,
+    create: bool = False,
 ) -> Iterator[Any]:
     """A cursor for one unit of work on ``source``.
 
@@ -118,7 +129,7 @@ def work(
         except TcpMgmError:
             rollback_quietly(conn)
             raise
-        except Exception as exc:  # noqa: BLE001 - see above
+        except Exception as exc:
             rollback_quietly(conn)
             raise error(f"{failure}: {one_line(exc)}") from None
         finally:
@@ -166,8 +177,11 @@ class SQLiteSource(Source):
             if not create:
                 raise DatabaseError(
                     f"SQLite database {self.path!r} does not exist"
-                    + (f": the folder {folder!r} does not exist either" if no_folder
-                       else " (create it with 'tcpmgm db init')")
+                    + (
+                        f": the folder {folder!r} does not exist either"
+                        if no_folder
+                        else " (create it with 'tcpmgm db init')"
+                    )
                 )
             if no_folder:
                 raise DatabaseError(
@@ -197,22 +211,24 @@ class ServerSource(Source):
     """
 
     def __init__(
-        self, dialect: Dialect, description: str, server: str,
+        self,
+        dialect: Dialect,
+        description: str,
+        server: str,
         connect: Callable[[bool], Any],
     ) -> None:
         super().__init__(dialect, description)
-        self.server = server            # "host:port", named in connection errors
-        self._connect = connect         # holds the password: never shown
+        self.server = server  # "host:port", named in connection errors
+        self._connect = connect  # holds the password: never shown
         self._conn: Any = None
         self._lock = threading.RLock()
 
     def open(self, autocommit: bool = False) -> Any:
         try:
             return self._connect(autocommit)
-        except Exception as exc:  # noqa: BLE001 - each driver has its own exception classes
+        except Exception as exc:
             raise DatabaseError(
-                f"cannot connect to {self.dialect.label} server at {self.server} "
-                f"({self.description}): {one_line(exc)}"
+                f"cannot connect to {self.dialect.label} server at {self.server} ({self.description}): {one_line(exc)}"
             ) from None
 
     def _alive(self, conn: Any) -> bool:
@@ -224,7 +240,7 @@ class ServerSource(Source):
             finally:
                 cur.close()
             return True
-        except Exception:  # noqa: BLE001 - any failure means: do not reuse
+        except Exception:
             return False
 
     def _discard(self) -> None:
@@ -237,7 +253,7 @@ class ServerSource(Source):
     def connection(self, *, create: bool = False) -> Iterator[Any]:
         with self._lock:
             if self._conn is not None and not self._alive(self._conn):
-                self._discard()     # closed by the server, a restart, a network cut...
+                self._discard()  # closed by the server, a restart, a network cut...
             if self._conn is None:
                 self._conn = self.open()
             conn = self._conn
@@ -331,7 +347,7 @@ def show(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-def url_password(parts: SplitResult) -> Optional[str]:
+def url_password(parts: SplitResult) -> str | None:
     """The password in the userinfo of ``parts``, percent-decoded; ``None`` when there is none."""
     return unquote(parts.password) if parts.password is not None else None
 
@@ -376,9 +392,7 @@ def seconds(key: str, value: str, label: str) -> float:
     except ValueError:
         number = math.nan
     if not (math.isfinite(number) and number > 0):
-        raise DatabaseError(
-            f"{label} URL parameter {key!r} must be a number of seconds above 0, got {show(value)}"
-        )
+        raise DatabaseError(f"{label} URL parameter {key!r} must be a number of seconds above 0, got {show(value)}")
     return number
 
 
@@ -396,7 +410,7 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _requirement(extra: str) -> str:
     """What the ``extra`` of tcpmgm installs (from the installed metadata: one definition, pyproject's)."""
     from importlib import metadata
@@ -414,14 +428,14 @@ def _driver(module: str, extra: str) -> Any:
     try:
         return __import__(module)
     except ModuleNotFoundError as exc:
-        if exc.name != module:   # the driver is there, one of its own imports is not
+        if exc.name != module:  # the driver is there, one of its own imports is not
             raise DatabaseError(f"the {module} driver failed to import: {one_line(exc)}") from exc
         requirement = _requirement(extra) or module
         raise DatabaseError(
             f"this URL needs the {module} driver: pip install {requirement} "
             f"(or, from a tcpmgm checkout, pip install '.[{extra}]')"
         ) from None
-    except ImportError as exc:   # installed but broken (a C part that does not load, ...)
+    except ImportError as exc:  # installed but broken (a C part that does not load, ...)
         raise DatabaseError(f"the {module} driver failed to import: {one_line(exc)}") from exc
 
 
@@ -463,8 +477,8 @@ def watchdog(fileno: int, limit: float, what: str) -> Iterator[Callable[[], bool
         timer.cancel()
 
 
-@functools.lru_cache(maxsize=None)
-def _postgres_connection_class(psycopg: Any) -> Type[Any]:
+@functools.cache
+def _postgres_connection_class(psycopg: Any) -> type[Any]:
     """psycopg's ``Connection`` with a read timeout.
 
     Every exchange with the server (a query, a fetch, a ping) runs through
@@ -472,7 +486,7 @@ def _postgres_connection_class(psycopg: Any) -> Type[Any]:
     """
 
     class TimedConnection(psycopg.Connection):  # type: ignore[misc]  # the module is passed in, as Any
-        read_timeout: Optional[float] = None
+        read_timeout: float | None = None
         server = ""
 
         def wait(self, *args: Any, **kwargs: Any) -> Any:
@@ -494,7 +508,7 @@ def _postgres_connection_class(psycopg: Any) -> Type[Any]:
     return TimedConnection
 
 
-def _strip_query(query: str, key: str) -> Tuple[str, List[str]]:
+def _strip_query(query: str, key: str) -> tuple[str, list[str]]:
     """``query`` without its ``key=...`` parameters, byte for byte otherwise, and their values."""
     kept, values = [], []
     for item in query.split("&") if query else []:
@@ -522,11 +536,11 @@ def postgres_source(url: str) -> ServerSource:
     read_timeout = seconds("read_timeout", values[-1], "PostgreSQL") if values else READ_TIMEOUT
     if password is not None or values:
         # Rebuilt from the parts (urlunsplit would drop the "//" of a URL without a host).
-        rest = without_password(parts)._replace(query=query).geturl()[len(parts.scheme) + 1:]
+        rest = without_password(parts)._replace(query=query).geturl()[len(parts.scheme) + 1 :]
         url = f"{parts.scheme}:{rest if rest.startswith('//') else '//' + rest}"
     try:
-        params: Dict[str, Any] = conninfo_to_dict(url)
-    except Exception as exc:  # noqa: BLE001 - psycopg's classes; the URL it quotes has no password
+        params: dict[str, Any] = conninfo_to_dict(url)
+    except Exception as exc:
         raise DatabaseError(f"invalid PostgreSQL URL: {one_line(exc)}") from None
     # libpq would take a bad port here and refuse it only at the first connect;
     # a URL may list several hosts, so it may list several ports.
@@ -553,7 +567,7 @@ def postgres_source(url: str) -> ServerSource:
     return ServerSource(DIALECTS["postgres"], description, server, connect)
 
 
-_MYSQL_QUERY: Dict[str, Callable[[str, str], Any]] = {
+_MYSQL_QUERY: dict[str, Callable[[str, str], Any]] = {
     "charset": lambda key, value: value,
     "unix_socket": lambda key, value: value,
     "connect_timeout": lambda key, value: seconds(key, value, "MySQL"),
@@ -569,17 +583,18 @@ def mysql_source(url: str) -> ServerSource:
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise DatabaseError("MySQL URL must name one database: mysql://user:pass@host:port/db")
-    settings: Dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+    settings: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in _MYSQL_QUERY:
-            raise DatabaseError(
-                f"unknown MySQL URL parameter {show(key)} (known: {', '.join(sorted(_MYSQL_QUERY))})"
-            )
+            raise DatabaseError(f"unknown MySQL URL parameter {show(key)} (known: {', '.join(sorted(_MYSQL_QUERY))})")
         settings[key] = _MYSQL_QUERY[key](key, value)
-    kwargs: Dict[str, Any] = {
-        "host": parts.hostname or "localhost", "port": port,
+    kwargs: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": port,
         "user": unquote(parts.username) if parts.username else "root",
-        "password": url_password(parts) or "", "database": database, "charset": "utf8mb4",
+        "password": url_password(parts) or "",
+        "database": database,
+        "charset": "utf8mb4",
         **settings,
     }
     # PyMySQL's connect_timeout covers only the TCP connect: the handshake reads

@@ -17,19 +17,27 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
-from .db import one_line as _one_line, rollback_quietly, streaming_cursor
 from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from ..model.profile import Profile
-from .rows import RowReader
 from ..model.rule import Rule
+from .db import one_line as _one_line
+from .db import rollback_quietly, streaming_cursor
+from .rows import RowReader
 from .schema import (
-    NULLABLE_COLUMNS, SCHEMA_VERSIONS, VERSION_TABLE, Dialect, TableNames,
-    expected_version, require_columns, version_check,
+    NULLABLE_COLUMNS,
+    SCHEMA_VERSIONS,
+    VERSION_TABLE,
+    Dialect,
+    TableNames,
+    expected_version,
+    require_columns,
+    version_check,
 )
 
-__all__ = ["LoadResult", "load_rules", "BATCH_SIZE", "gc_paused"]
+__all__ = ["BATCH_SIZE", "LoadResult", "gc_paused", "load_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +46,27 @@ BATCH_SIZE = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class LoadResult:
-    rules: Tuple[Rule, ...]
-    rejected: Tuple[RuleError, ...]
-    warnings: Tuple[RuleWarning, ...]
+    rules: tuple[Rule, ...]
+    rejected: tuple[RuleError, ...]
+    warnings: tuple[RuleWarning, ...]
     schema_version: int
 
 
-def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> List[str]:
+def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> list[str]:
     cur = conn.cursor()
     try:
         cur.execute(f"SELECT * FROM {dialect.quote(names.table)} WHERE 1 = 0")
         columns = [d[0] for d in cur.description]
         cur.fetchall()
         return columns
-    except Exception as exc:  # noqa: BLE001 - every driver has its own exception classes
+    except Exception as exc:
         rollback_quietly(conn)
         raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
     finally:
         cur.close()
 
 
-def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
+def _version_row(conn: Any, dialect: Dialect, table: str) -> int | None:
     """The ``table_version`` recorded for ``table``; ``None`` when there is no version table/row."""
     q = dialect.quote
     cur = conn.cursor()
@@ -68,7 +76,7 @@ def _version_row(conn: Any, dialect: Dialect, table: str) -> Optional[int]:
             (table,),
         )
         row = cur.fetchone()
-    except Exception as exc:  # noqa: BLE001 - a missing version table is tolerated
+    except Exception as exc:
         log.debug("no usable version table: %s", _one_line(exc))
         rollback_quietly(conn)
         return None
@@ -107,7 +115,7 @@ def _driver_errors(conn: Any, failure: str) -> Iterator[None]:
         yield
     except (RuleError, SchemaError, DatabaseError):
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         rollback_quietly(conn)
         raise DatabaseError(f"{failure}: {_one_line(exc)}") from None
 
@@ -117,17 +125,19 @@ def load_rules(
     dialect: Dialect,
     names: TableNames,
     *,
-    listeners: Optional[Mapping[str, Any]] = None,
-    defaults: Optional[Profile] = None,
-    schema_version: Optional[int] = None,
+    listeners: Mapping[str, Any] | None = None,
+    defaults: Profile | None = None,
+    schema_version: int | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> LoadResult:
     """Read and validate every row of the rule table over ``conn``."""
     present = _table_columns(conn, dialect, names)
     require_columns(present, names)
     version = version_check(
-        _version_row(conn, dialect, names.table), expected_version(present, names),
-        schema_version, names.table,
+        _version_row(conn, dialect, names.table),
+        expected_version(present, names),
+        schema_version,
+        names.table,
     )
     canonical = SCHEMA_VERSIONS[version]
     q = dialect.quote
@@ -135,15 +145,17 @@ def load_rules(
 
     # A NULL in a column OpenSIPS declares NOT NULL is read as the default and warned about.
     read = RowReader(
-        canonical, listeners=listeners, defaults=defaults,
+        canonical,
+        listeners=listeners,
+        defaults=defaults,
         not_null=[c for c in canonical if c not in NULLABLE_COLUMNS],
     )
-    rules: List[Rule] = []
-    rejected: List[RuleError] = []
-    warnings: List[RuleWarning] = []
-    seen_ids: Set[int] = set()
+    rules: list[Rule] = []
+    rejected: list[RuleError] = []
+    warnings: list[RuleWarning] = []
+    seen_ids: set[int] = set()
     failure = f"reading table {names.table!r} failed"
-    own: Optional[Exception] = None
+    own: Exception | None = None
     with gc_paused(), _driver_errors(conn, failure), streaming_cursor(conn, dialect) as cur:
         cur.execute(f"SELECT {select} FROM {q(names.table)}")
         while True:
@@ -152,7 +164,7 @@ def load_rules(
                 break
             try:
                 read.read_batch(batch, rules, rejected, warnings, seen_ids)
-            except Exception as exc:  # noqa: BLE001 - raised below, past the driver guard
+            except Exception as exc:
                 own = exc
                 break
     if own is not None:

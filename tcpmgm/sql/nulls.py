@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from collections.abc import Iterable
 
 from ..model.errors import RuleWarning
 from ..model.rule import Rule
@@ -10,7 +10,7 @@ from ..model.rule import Rule
 __all__ = ["null_warnings"]
 
 
-def null_warnings(rule: Rule, columns: Iterable[str]) -> List[RuleWarning]:
+def null_warnings(rule: Rule, columns: Iterable[str]) -> list[RuleWarning]:
     """Warnings for NULLs in columns the OpenSIPS schema declares NOT NULL.
 
     Such a table was not created the OpenSIPS way.  The NULL is read as the

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from collections.abc import Iterable, Mapping
 
 from ..model.errors import SchemaError
 from ..model.profile import OPENSIPS_DEFAULTS
 from ..model.rule import COLUMNS
 
 __all__ = [
-    "Dialect", "DIALECTS", "SCHEMA_VERSIONS", "DEFAULT_SCHEMA_VERSION", "TableNames",
-    "create_table_statements", "NULLABLE_COLUMNS",
+    "DEFAULT_SCHEMA_VERSION",
+    "DIALECTS",
+    "NULLABLE_COLUMNS",
+    "SCHEMA_VERSIONS",
+    "Dialect",
+    "TableNames",
+    "create_table_statements",
 ]
 
 DEFAULT_SCHEMA_VERSION = 2
-SCHEMA_VERSIONS: Dict[int, Tuple[str, ...]] = {
+SCHEMA_VERSIONS: dict[int, tuple[str, ...]] = {
     1: COLUMNS,
     2: tuple(c for c in COLUMNS if c != "parallel_read"),
 }
@@ -39,12 +44,12 @@ class Dialect:
     name: str
     quote_char: str
     placeholder: str
-    id_type: str            # the auto-increment primary key
-    text_type: str          # CHAR / VARCHAR, with a {n} for the length
-    uint_type: str          # unsigned integers (MySQL) or plain ones
-    int_type: str           # signed integers (priority)
+    id_type: str  # the auto-increment primary key
+    text_type: str  # CHAR / VARCHAR, with a {n} for the length
+    uint_type: str  # unsigned integers (MySQL) or plain ones
+    int_type: str  # signed integers (priority)
     table_suffix: str = ""
-    label: str = ""         # the product's name, for messages
+    label: str = ""  # the product's name, for messages
     returning: bool = False  # INSERT ... RETURNING gives the new id (cursor.lastrowid does not)
 
     def quote(self, identifier: str) -> str:
@@ -57,13 +62,39 @@ class Dialect:
         return f"{self.quote_char}{identifier}{self.quote_char}"
 
 
-DIALECTS: Dict[str, Dialect] = {
-    "sqlite": Dialect("sqlite", '"', "?", "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-                      "CHAR({n})", "INTEGER", "INTEGER", label="SQLite"),
-    "postgres": Dialect("postgres", '"', "%s", "SERIAL PRIMARY KEY NOT NULL",
-                        "VARCHAR({n})", "INTEGER", "INTEGER", label="PostgreSQL", returning=True),
-    "mysql": Dialect("mysql", "`", "%s", "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL",
-                     "CHAR({n})", "INT UNSIGNED", "INT", " ENGINE=InnoDB", label="MySQL/MariaDB"),
+DIALECTS: dict[str, Dialect] = {
+    "sqlite": Dialect(
+        "sqlite",
+        '"',
+        "?",
+        "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+        "CHAR({n})",
+        "INTEGER",
+        "INTEGER",
+        label="SQLite",
+    ),
+    "postgres": Dialect(
+        "postgres",
+        '"',
+        "%s",
+        "SERIAL PRIMARY KEY NOT NULL",
+        "VARCHAR({n})",
+        "INTEGER",
+        "INTEGER",
+        label="PostgreSQL",
+        returning=True,
+    ),
+    "mysql": Dialect(
+        "mysql",
+        "`",
+        "%s",
+        "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL",
+        "CHAR({n})",
+        "INT UNSIGNED",
+        "INT",
+        " ENGINE=InnoDB",
+        label="MySQL/MariaDB",
+    ),
 }
 
 # The columns OpenSIPS declares without NOT NULL; a NULL anywhere else is a bad row.
@@ -82,9 +113,7 @@ class TableNames:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.columns) - set(COLUMNS))
         if unknown:
-            raise SchemaError(
-                f"unknown column(s) to rename: {', '.join(unknown)} (columns: {', '.join(COLUMNS)})"
-            )
+            raise SchemaError(f"unknown column(s) to rename: {', '.join(unknown)} (columns: {', '.join(COLUMNS)})")
         names = [self.column(c) for c in COLUMNS]
         if len(set(n.lower() for n in names)) != len(names):
             raise SchemaError(f"column renames give two columns the same name: {dict(self.columns)}")
@@ -111,15 +140,15 @@ def _column_ddl(dialect: Dialect, column: str) -> str:
 
 
 def create_table_statements(
-    dialect: Dialect, names: TableNames, schema_version: int = DEFAULT_SCHEMA_VERSION,
-) -> Tuple[str, ...]:
+    dialect: Dialect,
+    names: TableNames,
+    schema_version: int = DEFAULT_SCHEMA_VERSION,
+) -> tuple[str, ...]:
     """``CREATE TABLE`` statements for the rule table and the ``version`` table."""
     if schema_version not in SCHEMA_VERSIONS:
         raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
     q = dialect.quote
-    columns = ",\n    ".join(
-        f"{q(names.column(c))} {_column_ddl(dialect, c)}" for c in SCHEMA_VERSIONS[schema_version]
-    )
+    columns = ",\n    ".join(f"{q(names.column(c))} {_column_ddl(dialect, c)}" for c in SCHEMA_VERSIONS[schema_version])
     version_table = (
         f"CREATE TABLE IF NOT EXISTS {q(VERSION_TABLE)} (\n"
         f"    {q('table_name')} {dialect.text_type.format(n=32)} NOT NULL,\n"
@@ -145,16 +174,13 @@ def require_columns(present_columns: Iterable[str], names: TableNames) -> None:
         raise SchemaError(f"table {names.table!r} lacks column(s): {', '.join(missing)}")
 
 
-def version_check(found: Optional[int], columns_version: int, wanted: Optional[int], table: str) -> int:
+def version_check(found: int | None, columns_version: int, wanted: int | None, table: str) -> int:
     """The schema version to read with; :class:`SchemaError` when they disagree."""
     expected = wanted if wanted is not None else columns_version
     if wanted is not None and wanted != columns_version:
         raise SchemaError(
-            f"table {table!r}: expected schema version {wanted}, but its columns are "
-            f"those of version {columns_version}"
+            f"table {table!r}: expected schema version {wanted}, but its columns are those of version {columns_version}"
         )
     if found is not None and found != expected:
-        raise SchemaError(
-            f"table {table!r}: version table says {found}, expected {expected}"
-        )
+        raise SchemaError(f"table {table!r}: version table says {found}, expected {expected}")
     return expected

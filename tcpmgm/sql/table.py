@@ -9,17 +9,17 @@ manager supports.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
-from .db import Source, work
 from ..model.errors import SchemaError
 from ..model.rule import COLUMNS
+from .db import Source, work
 from .schema import TableNames, require_columns
 
-__all__ = ["read_rows", "remove_rule", "count_rows"]
+__all__ = ["count_rows", "read_rows", "remove_rule"]
 
 
-def read_rows(source: Source, names: TableNames) -> List[Dict[str, Any]]:
+def read_rows(source: Source, names: TableNames) -> list[dict[str, Any]]:
     """Every row of the table, ordered by id, keyed by canonical column name.
 
     Only the canonical columns the table has are returned (``parallel_read``
@@ -52,5 +52,5 @@ def remove_rule(source: Source, names: TableNames, rule_id: int) -> bool:
     sql = f"DELETE FROM {q(names.table)} WHERE {q(names.column('id'))} = {source.dialect.placeholder}"
     with work(source, f"cannot delete from {names.table!r}", commit=True) as cur:
         cur.execute(sql, (int(rule_id),))
-        deleted: int = cur.rowcount   # DB-API: an int (-1 when unknown)
+        deleted: int = cur.rowcount  # DB-API: an int (-1 when unknown)
     return deleted > 0

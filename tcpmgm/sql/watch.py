@@ -33,19 +33,21 @@ reported the same way and retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, Tuple
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .db import ConnectionSource, ServerSource, Source, one_line, work
 from ..model.errors import DatabaseError, ReloadError, TcpMgmError
+from .db import ConnectionSource, ServerSource, Source, one_line, work
 from .schema import TableNames
 
 if TYPE_CHECKING:
     from ..service.manager import ReloadReport, TcpMgm
 
-__all__ = ["Watcher", "install_trigger", "notify_channel", "TRIGGER_NAME"]
+__all__ = ["TRIGGER_NAME", "Watcher", "install_trigger", "notify_channel"]
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,7 @@ def install_trigger(source: Source, names: TableNames) -> None:
     """Create (or replace) the notify function and the table's trigger (PostgreSQL only)."""
     dialect = source.dialect
     if dialect.name != "postgres":
-        raise DatabaseError(
-            f"change notification needs PostgreSQL; {dialect.label} is watched by polling"
-        )
+        raise DatabaseError(f"change notification needs PostgreSQL; {dialect.label} is watched by polling")
     q = dialect.quote
     table = q(names.table)
     statements = (
@@ -147,7 +147,7 @@ class _Poll(_Detector):
         self._close()
 
 
-def _query_one(conn: Any, sql: str) -> Tuple[Any, ...]:
+def _query_one(conn: Any, sql: str) -> tuple[Any, ...]:
     cur = conn.cursor()
     try:
         cur.execute(sql)
@@ -165,7 +165,7 @@ def _fingerprint_sql(source: Source, names: TableNames) -> str:
     return "PRAGMA data_version"
 
 
-def _open_detector(mgr: "TcpMgm", method: str) -> _Detector:
+def _open_detector(mgr: TcpMgm, method: str) -> _Detector:
     source, names = mgr.source, mgr.names
     if isinstance(source, ConnectionSource):
         # A caller's connection: poll through it, between the reloads that also use it.
@@ -211,15 +211,15 @@ class Watcher:
 
     def __init__(
         self,
-        mgr: "TcpMgm",
+        mgr: TcpMgm,
         *,
         method: str = "auto",
         interval: float = 1.0,
         debounce: float = 0.2,
         max_delay: float = 2.0,
         retry: float = 2.0,
-        on_reload: Optional[Callable[["ReloadReport"], None]] = None,
-        on_error: Optional[Callable[[BaseException], None]] = None,
+        on_reload: Callable[[ReloadReport], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if method not in ("auto", "notify", "poll"):
             raise ValueError(f"method must be 'auto', 'notify' or 'poll', not {method!r}")
@@ -231,10 +231,10 @@ class Watcher:
         self.retry = retry
         self.on_reload = on_reload
         self.on_error = on_error
-        self.active_method: Optional[str] = None  # what is in use: "notify" or "poll"
+        self.active_method: str | None = None  # what is in use: "notify" or "poll"
         self.reloads = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -244,12 +244,14 @@ class Watcher:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         if self.running:
             return self
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, name=f"tcpmgm-watch-{self.mgr.names.table}", daemon=True,
+            target=self._run,
+            name=f"tcpmgm-watch-{self.mgr.names.table}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -261,7 +263,7 @@ class Watcher:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -272,7 +274,7 @@ class Watcher:
         if self.on_error is not None:
             try:
                 self.on_error(exc)
-            except Exception:  # noqa: BLE001 - a broken callback must not stop the watching
+            except Exception:
                 log.exception("watcher on_error callback failed")
 
     def _reload(self) -> None:
@@ -285,14 +287,14 @@ class Watcher:
         if self.on_reload is not None:
             try:
                 self.on_reload(report)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("watcher on_reload callback failed")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 detector = _open_detector(self.mgr, self.method)
-            except Exception as exc:  # noqa: BLE001 - reported, then retried
+            except Exception as exc:
                 log.error("watching %s failed, retrying in %.1f s: %s", self.mgr.names.table, self.retry, exc)
                 self._report(exc)
                 self._stop.wait(self.retry)
@@ -309,15 +311,15 @@ class Watcher:
                         pass
                     if not self._stop.is_set():
                         self._reload()
-            except Exception as exc:  # noqa: BLE001 - the watch connection broke: report, reconnect
-                error = exc if isinstance(exc, TcpMgmError) else DatabaseError(
-                    f"watch connection to {self.mgr.source.description} lost: {one_line(exc)}"
+            except Exception as exc:
+                error = (
+                    exc
+                    if isinstance(exc, TcpMgmError)
+                    else DatabaseError(f"watch connection to {self.mgr.source.description} lost: {one_line(exc)}")
                 )
                 log.error("%s; retrying in %.1f s", error, self.retry)
                 self._report(error)
                 self._stop.wait(self.retry)
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     detector.close()
-                except Exception:  # noqa: BLE001 - already broken
-                    pass

@@ -17,20 +17,21 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar
 
 import click
 
-from ..model.text import aligned
 from ..model.errors import ReloadError, RuleError, TcpMgmError
-from .lint import lint, rejected_findings
-from ..sql.loader import load_rules
-from ..service.manager import DEFAULT_DB_URL, TcpMgm
 from ..model.rule import COLUMNS
+from ..model.text import aligned
+from ..service.manager import DEFAULT_DB_URL, TcpMgm
 from ..service.sockets import parse_endpoint
+from ..sql.loader import load_rules
 from ..sql.table import count_rows, read_rows, remove_rule
+from .lint import lint, rejected_findings
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 _TEXT_COLUMNS = {"proto", "remote_addr", "local_addr", "attrs"}
 
@@ -42,12 +43,12 @@ class _Commands(click.Group):
     installed beside it): no other command pays for importing it.
     """
 
-    lazy = {"bench": "tcpmgm_bench.harness"}
+    lazy: ClassVar[dict[str, str]] = {"bench": "tcpmgm_bench.harness"}
 
-    def list_commands(self, ctx: click.Context) -> List[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module = importlib.import_module(self.lazy[cmd_name])
             command: click.Command = module.command
@@ -80,7 +81,8 @@ def demo(path: str, force: bool) -> None:
 
 # -- shared options -------------------------------------------------------------------
 
-def _pairs(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> Dict[str, str]:
+
+def _pairs(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
     pairs = {}
     for value in values:
         name, sep, target = value.partition("=")
@@ -91,13 +93,32 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: Sequence[str]) ->
 
 
 _TABLE_OPTIONS = (
-    click.option("--db", "db_url", envvar="TCPMGM_DB", default=DEFAULT_DB_URL, show_default=True, metavar="URL",
-                 help="Database URL (also $TCPMGM_DB)."),
+    click.option(
+        "--db",
+        "db_url",
+        envvar="TCPMGM_DB",
+        default=DEFAULT_DB_URL,
+        show_default=True,
+        metavar="URL",
+        help="Database URL (also $TCPMGM_DB).",
+    ),
     click.option("--table", default="tcp_mgm", show_default=True, metavar="NAME", help="Rule table name."),
-    click.option("--column", "columns", multiple=True, callback=_pairs, metavar="NAME=COL",
-                 help="Column rename, e.g. connect_timeout=connect_to (repeatable)."),
-    click.option("--listener", "listeners", multiple=True, callback=_pairs, metavar="TAG=ADDR",
-                 help="Socket tag a local_addr may name, e.g. internal=10.0.0.1 (repeatable)."),
+    click.option(
+        "--column",
+        "columns",
+        multiple=True,
+        callback=_pairs,
+        metavar="NAME=COL",
+        help="Column rename, e.g. connect_timeout=connect_to (repeatable).",
+    ),
+    click.option(
+        "--listener",
+        "listeners",
+        multiple=True,
+        callback=_pairs,
+        metavar="TAG=ADDR",
+        help="Socket tag a local_addr may name, e.g. internal=10.0.0.1 (repeatable).",
+    ),
 )
 
 
@@ -105,7 +126,7 @@ def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the table options to ``command`` and pass it a :class:`TcpMgm` as ``mgr``."""
 
     @functools.wraps(command)
-    def wrapper(db_url: str, table: str, columns: Dict[str, str], listeners: Dict[str, str], **kwargs: Any) -> Any:
+    def wrapper(db_url: str, table: str, columns: dict[str, str], listeners: dict[str, str], **kwargs: Any) -> Any:
         mgr = TcpMgm(db_url, table=table, columns=columns, listeners=listeners)
         return command(mgr=mgr, **kwargs)
 
@@ -115,7 +136,7 @@ def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _progress(label: str, length: Callable[[], int]) -> Iterator[Optional[Callable[[int], None]]]:
+def _progress(label: str, length: Callable[[], int]) -> Iterator[Callable[[int], None] | None]:
     """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one."""
     if not sys.stderr.isatty():
         yield None
@@ -130,14 +151,20 @@ def _echo_json(value: Any) -> None:
 
 # -- db -----------------------------------------------------------------------------
 
+
 @cli.group()
 def db() -> None:
     """Manage the rule table itself."""
 
 
 @db.command("init")
-@click.option("--schema-version", type=click.IntRange(1, 2), default=2, show_default=True,
-              help="1: OpenSIPS 3.3 (with parallel_read); 2: OpenSIPS 3.4 and later.")
+@click.option(
+    "--schema-version",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="1: OpenSIPS 3.3 (with parallel_read); 2: OpenSIPS 3.4 and later.",
+)
 @_with_manager
 def db_init(mgr: TcpMgm, schema_version: int) -> None:
     """Create the rule table and its version row."""
@@ -147,13 +174,20 @@ def db_init(mgr: TcpMgm, schema_version: int) -> None:
 
 # -- add / rm / list ------------------------------------------------------------------
 
+
 def _column_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for column in reversed(COLUMNS):
         kind = str if column in _TEXT_COLUMNS else int
         # proto is NOT NULL with a default of 'any' in the table; validate what will be stored.
         default = "any" if column == "proto" else None
-        command = click.option(f"--{column.replace('_', '-')}", column, type=kind, default=default,
-                               show_default=default is not None, help=f"Value of column {column}.")(command)
+        command = click.option(
+            f"--{column.replace('_', '-')}",
+            column,
+            type=kind,
+            default=default,
+            show_default=default is not None,
+            help=f"Value of column {column}.",
+        )(command)
     return command
 
 
@@ -204,9 +238,12 @@ def list_rules(mgr: TcpMgm, as_json: bool) -> None:
 
 # -- match ----------------------------------------------------------------------------
 
+
 def _endpoint(
-    text: Optional[str], name: str, listeners: Optional[Mapping[str, Any]] = None,
-) -> Tuple[Optional[str], int]:
+    text: str | None,
+    name: str,
+    listeners: Mapping[str, Any] | None = None,
+) -> tuple[str | None, int]:
     """The ``(ip, port)`` of a command-line endpoint; 'any' or '-' (or nothing) is unknown.
 
     With ``listeners`` the address may be a socket tag (only our own side has them).
@@ -219,7 +256,7 @@ def _endpoint(
         raise click.UsageError(f"{name}: {exc}") from None
 
 
-def _shown(ip: Optional[str], port: int) -> str:
+def _shown(ip: str | None, port: int) -> str:
     if ip is None:
         return "any"
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -228,8 +265,9 @@ def _shown(ip: Optional[str], port: int) -> str:
 def _reload_for_query(mgr: TcpMgm) -> None:
     report = mgr.reload()
     if report.rejected:
-        click.echo(f"tcpmgm: note: {len(report.rejected)} row(s) rejected and ignored "
-                   "(`tcpmgm check` lists them)", err=True)
+        click.echo(
+            f"tcpmgm: note: {len(report.rejected)} row(s) rejected and ignored (`tcpmgm check` lists them)", err=True
+        )
 
 
 @cli.command()
@@ -239,7 +277,7 @@ def _reload_for_query(mgr: TcpMgm) -> None:
 @click.option("--explain", is_flag=True, help="Show every matching rule and why it lost.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
-def match(mgr: TcpMgm, proto: str, remote: str, local: Optional[str], explain: bool, as_json: bool) -> None:
+def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool, as_json: bool) -> None:
     """Which rule wins for a connection, and its profile.
 
     Addresses as IP:PORT, [IPV6]:PORT or a bare IP or [IPV6] (port 0); LOCAL
@@ -255,14 +293,22 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: Optional[str], explain: b
         found = mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    tag = _endpoint(local, "LOCAL")[0] if local_ip is not None else None   # as typed: a tag, or the ip
+    tag = _endpoint(local, "LOCAL")[0] if local_ip is not None else None  # as typed: a tag, or the ip
     if as_json:
-        connection = {"proto": proto.lower(), "remote_ip": remote_ip, "remote_port": remote_port,
-                      "local_ip": local_ip, "local_port": local_port}
+        connection = {
+            "proto": proto.lower(),
+            "remote_ip": remote_ip,
+            "remote_port": remote_port,
+            "local_ip": local_ip,
+            "local_port": local_port,
+        }
         if tag != local_ip:
             connection["local_tag"] = tag
-        result: Dict[str, Any] = {"connection": connection, "rule": found.profile.id,
-                                  "profile": profile_dict(found.profile)}
+        result: dict[str, Any] = {
+            "connection": connection,
+            "rule": found.profile.id,
+            "profile": profile_dict(found.profile),
+        }
         if explain:
             result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
         _echo_json(result)
@@ -273,6 +319,7 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: Optional[str], explain: b
 
 
 # -- check ----------------------------------------------------------------------------
+
 
 class _CountingConnection:
     """A DB-API connection whose cursors report each batch of fetched rows (progress)."""
@@ -309,10 +356,9 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
     Exit status 1 when there is any error (warnings alone: 0).
     """
     started = time.perf_counter()
-    with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update:
-        with mgr.source.connection() as conn:
-            reader = conn if update is None else _CountingConnection(conn, update)
-            loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
+    with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update, mgr.source.connection() as conn:
+        reader = conn if update is None else _CountingConnection(conn, update)
+        loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
     seconds = time.perf_counter() - started
     with _progress("linting", lambda: len(loaded.rules)) as update:
         # Every loader warning is a finding, so that one count (the findings') is shown everywhere.
@@ -320,14 +366,22 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
     if as_json:
-        _echo_json({
-            "loaded": len(loaded.rules), "rejected": len(loaded.rejected), "schema_version": loaded.schema_version,
-            "seconds": round(seconds, 3), "errors": errors, "warnings": warnings,
-            "findings": [f.to_dict() for f in findings],
-        })
+        _echo_json(
+            {
+                "loaded": len(loaded.rules),
+                "rejected": len(loaded.rejected),
+                "schema_version": loaded.schema_version,
+                "seconds": round(seconds, 3),
+                "errors": errors,
+                "warnings": warnings,
+                "findings": [f.to_dict() for f in findings],
+            }
+        )
     else:
-        click.echo(f"loaded {len(loaded.rules)} rule(s), rejected {len(loaded.rejected)}, "
-                   f"schema version {loaded.schema_version}, {seconds * 1000:.1f} ms")
+        click.echo(
+            f"loaded {len(loaded.rules)} rule(s), rejected {len(loaded.rejected)}, "
+            f"schema version {loaded.schema_version}, {seconds * 1000:.1f} ms"
+        )
         for finding in findings:
             click.echo(str(finding))
         click.echo(f"{errors} error(s), {warnings} warning(s)")
@@ -337,8 +391,10 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
 
 # -- mi -------------------------------------------------------------------------------
 
+
 def _mi_params(values: Sequence[str]) -> Any:
     """``name=value`` words to an object, bare words to an array; values are JSON when they parse."""
+
     def value_of(text: str) -> Any:
         try:
             return json.loads(text)
@@ -358,10 +414,14 @@ def _mi_params(values: Sequence[str]) -> Any:
 @cli.command("mi")
 @click.argument("method")
 @click.argument("params", nargs=-1)
-@click.option("--url", envvar="TCPMGM_MI_URL", default=None,
-              help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).")
+@click.option(
+    "--url",
+    envvar="TCPMGM_MI_URL",
+    default=None,
+    help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).",
+)
 @click.option("--token", envvar="TCPMGM_MI_TOKEN", default=None, help="Bearer token (also $TCPMGM_MI_TOKEN).")
-def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Optional[str]) -> None:
+def mi_command(method: str, params: Sequence[str], url: str | None, token: str | None) -> None:
     """Call METHOD on a running service's admin endpoint and print the result as JSON.
 
     PARAMS are NAME=VALUE pairs or positional values, e.g.
@@ -373,13 +433,12 @@ def mi_command(method: str, params: Sequence[str], url: Optional[str], token: Op
 
 
 # click >= 8.2 reports a bare group invocation as this usage error; show the help instead.
-_NO_ARGS_IS_HELP: Union[Type[click.exceptions.NoArgsIsHelpError], Tuple[()]] = getattr(
-    click.exceptions, "NoArgsIsHelpError", ())
+_NO_ARGS_IS_HELP: type[click.exceptions.NoArgsIsHelpError] | tuple[()] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
+)
 
 
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; expected failures print one line on stderr (exit 2: usage, 1: failure)."""
     try:
         code = cli.main(args=list(argv) if argv is not None else None, prog_name="tcpmgm", standalone_mode=False)

@@ -3,38 +3,44 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, TextIO, Tuple
+from typing import Any, TextIO
 
-from ..model.text import aligned
 from ..model.errors import TcpMgmError
-from ..service.manager import TcpMgm
 from ..model.profile import default_profile, format_attrs
+from ..model.text import aligned
+from ..service.manager import TcpMgm
 
-__all__ = ["DEMO_APPLICATION_ID", "DEMO_LISTENERS", "DEMO_ROWS", "SAMPLE_CONNECTIONS", "is_demo_database",
-           "run_demo"]
+__all__ = ["DEMO_APPLICATION_ID", "DEMO_LISTENERS", "DEMO_ROWS", "SAMPLE_CONNECTIONS", "is_demo_database", "run_demo"]
 
 # Socket tags of this imaginary proxy's listeners (OpenSIPS "socket ... as tag").
 DEMO_LISTENERS = {"internal": "10.0.0.1", "public": "192.0.2.10"}
 
-DEMO_ROWS: List[Dict[str, Any]] = [
+DEMO_ROWS: list[dict[str, Any]] = [
     # Far-away SIP trunks: give the TLS handshake time to cross the ocean.
-    {"id": 1, "proto": "tls", "remote_addr": "203.0.113.0/24", "remote_port": 5061,
-     "connect_timeout": 1500},
+    {"id": 1, "proto": "tls", "remote_addr": "203.0.113.0/24", "remote_port": 5061, "connect_timeout": 1500},
     {"id": 2, "proto": "tcp", "remote_addr": "2001:db8:1000::/48", "connect_timeout": 800},
     # A pool of NAT'ed users: accept their connections, never open one to them.
-    {"id": 3, "proto": "any", "remote_addr": "198.51.100.0/24", "no_new_conn": 1,
-     "con_lifetime": 600},
+    {"id": 3, "proto": "any", "remote_addr": "198.51.100.0/24", "no_new_conn": 1, "con_lifetime": 600},
     # A high-throughput replication link between two proxies (binary interface).
-    {"id": 4, "proto": "bin", "remote_addr": "10.0.0.2", "remote_port": 5566,
-     "con_lifetime": 86400, "msg_read_timeout": 30, "attrs": "max_msg_chunks=64",
-     "keepidle": 30, "keepinterval": 10, "keepcount": 3},
+    {
+        "id": 4,
+        "proto": "bin",
+        "remote_addr": "10.0.0.2",
+        "remote_port": 5566,
+        "con_lifetime": 86400,
+        "msg_read_timeout": 30,
+        "attrs": "max_msg_chunks=64",
+        "keepidle": 30,
+        "keepinterval": 10,
+        "keepcount": 3,
+    },
     # Connections made through the internal listener, whoever the peer is.
     {"id": 5, "proto": "any", "local_addr": "internal", "priority": 1, "keepidle": 60},
     # Deliberately invalid: UDP is not TCP-based, so this row is rejected.
     {"id": 6, "proto": "udp", "remote_addr": "192.0.2.0/24", "connect_timeout": 200},
 ]
 
-SAMPLE_CONNECTIONS: List[Tuple[str, str, int, str, int]] = [
+SAMPLE_CONNECTIONS: list[tuple[str, str, int, str, int]] = [
     ("tls", "203.0.113.45", 5061, "192.0.2.10", 5061),
     ("tcp", "2001:db8:1000::7", 5060, "2001:db8::10", 5060),
     ("tcp", "198.51.100.23", 40312, "192.0.2.10", 5060),
@@ -59,7 +65,8 @@ def is_demo_database(path: str) -> bool:
     except OSError:
         return False
     return (
-        len(header) == 100 and header.startswith(_SQLITE_MAGIC)
+        len(header) == 100
+        and header.startswith(_SQLITE_MAGIC)
         and int.from_bytes(header[68:72], "big") == DEMO_APPLICATION_ID
     )
 
@@ -105,9 +112,7 @@ def run_demo(path: str, out: TextIO, *, force: bool = False) -> int:
     for proto, rip, rport, lip, lport in SAMPLE_CONNECTIONS:
         profile = manager.lookup(proto, rip, rport, lip, lport)
         diff = profile.differences(base)
-        shown = ", ".join(
-            f"{k}={format_attrs(v) if k == 'attrs' else int(v)}" for k, v in diff.items()
-        ) or "(default)"
+        shown = ", ".join(f"{k}={format_attrs(v) if k == 'attrs' else int(v)}" for k, v in diff.items()) or "(default)"
         table.append((proto, _endpoint(rip, rport), _endpoint(lip, lport), str(profile.id), shown))
     print(aligned(table), file=out)
     print(file=out)

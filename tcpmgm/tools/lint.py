@@ -44,38 +44,39 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional
 
 from ..model.errors import RuleError, RuleWarning
 from ..model.rule import Network, Rule, key_difference
 from ..service.sockets import keepalive_timers
 
-__all__ = ["Finding", "lint", "rejected_findings", "PROGRESS_STEP"]
+__all__ = ["PROGRESS_STEP", "Finding", "lint", "rejected_findings"]
 
 PROGRESS_STEP = 4096  # rules between two progress callbacks
 
-_NetKey = Optional[Tuple[int, int, int]]  # (version, network int, prefix length); None = any
+_NetKey = Optional[tuple[int, int, int]]  # (version, network int, prefix length); None = any
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One problem in the table.  ``by`` lists the rules that cause it (shadowers, the original)."""
 
-    severity: str            # "error" or "warning"
-    kind: str                # "rejected", "duplicate", "shadowed", "host-bits", "null", "kernel-clamp"
-    rule_id: Optional[int]
+    severity: str  # "error" or "warning"
+    kind: str  # "rejected", "duplicate", "shadowed", "host-bits", "null", "kernel-clamp"
+    rule_id: int | None
     message: str
-    by: Tuple[int, ...] = ()
-    column: Optional[str] = None   # the column the finding is about, when it is about one
+    by: tuple[int, ...] = ()
+    column: str | None = None  # the column the finding is about, when it is about one
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.kind}: {self.message}"
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"by": list(self.by)}
 
 
-def rejected_findings(rejected: Iterable[RuleError]) -> List[Finding]:
+def rejected_findings(rejected: Iterable[RuleError]) -> list[Finding]:
     """Findings for rows the loader refused."""
     return [Finding("error", "rejected", err.rule_id, str(err), column=err.column) for err in rejected]
 
@@ -87,30 +88,41 @@ def _warning_finding(warning: RuleWarning) -> Finding:
     return Finding("warning", kind, warning.rule_id, str(warning), column=warning.column)
 
 
-def _clamp_findings(rule: Rule) -> List[Finding]:
+def _clamp_findings(rule: Rule) -> list[Finding]:
     """A warning for each keepalive timer of the rule that the kernel's range will clamp."""
     return [
-        Finding("warning", "kernel-clamp", rule.id, str(RuleWarning(
-            rule.id, timer.attribute, timer.wanted,
-            f"outside the kernel's {timer.low}..{timer.high}; tcpmgm.apply sets {timer.value}",
-        )), column=timer.attribute)
-        for timer in keepalive_timers(rule.profile) if timer.clamped
+        Finding(
+            "warning",
+            "kernel-clamp",
+            rule.id,
+            str(
+                RuleWarning(
+                    rule.id,
+                    timer.attribute,
+                    timer.wanted,
+                    f"outside the kernel's {timer.low}..{timer.high}; tcpmgm.apply sets {timer.value}",
+                )
+            ),
+            column=timer.attribute,
+        )
+        for timer in keepalive_timers(rule.profile)
+        if timer.clamped
     ]
 
 
-def _net_key(net: Optional[Network]) -> _NetKey:
+def _net_key(net: Network | None) -> _NetKey:
     if net is None:
         return None
     return net.version, int(net.network_address), net.prefixlen
 
 
-def _ancestors(key: _NetKey, lengths: Dict[int, Set[int]]) -> List[_NetKey]:
+def _ancestors(key: _NetKey, lengths: dict[int, set[int]]) -> list[_NetKey]:
     """``key`` itself, every enclosing network at a length in ``lengths``, and any (None)."""
     if key is None:
         return [None]
     version, value, length = key
     bits = 32 if version == 4 else 128
-    out: List[_NetKey] = [None]
+    out: list[_NetKey] = [None]
     for parent in lengths[version]:
         if parent <= length:
             mask = ((1 << parent) - 1) << (bits - parent)
@@ -118,11 +130,11 @@ def _ancestors(key: _NetKey, lengths: Dict[int, Set[int]]) -> List[_NetKey]:
     return out
 
 
-def _options(value: Any, wildcard: Any) -> Tuple[Any, ...]:
+def _options(value: Any, wildcard: Any) -> tuple[Any, ...]:
     return (wildcard,) if value == wildcard else (value, wildcard)
 
 
-def _filters(rule: Rule) -> Tuple[Any, ...]:
+def _filters(rule: Rule) -> tuple[Any, ...]:
     return (rule.proto, _net_key(rule.remote), rule.remote_port, _net_key(rule.local), rule.local_port)
 
 
@@ -132,19 +144,21 @@ def _covers_except_remote(s: Rule, r: Rule) -> bool:
         (s.proto is None or s.proto == r.proto)
         and (s.remote_port == 0 or s.remote_port == r.remote_port)
         and (s.local_port == 0 or s.local_port == r.local_port)
-        and (s.local is None or (
-            # Same version, so subnet_of gets its own network type: mypy cannot
-            # relate the two unions through the version comparison.
-            r.local is not None and r.local.version == s.local.version
-            and r.local.subnet_of(s.local)  # type: ignore[arg-type]
-        ))
+        and (
+            s.local is None
+            or (
+                # Same version, so subnet_of gets its own network type: mypy cannot
+                # relate the two unions through the version comparison.
+                r.local is not None and r.local.version == s.local.version and r.local.subnet_of(s.local)  # type: ignore[arg-type]
+            )
+        )
     )
 
 
 class _RemoteSpans:
     """The rules with a remote network of one family, ordered by first address."""
 
-    def __init__(self, rules: Sequence[Tuple[int, Rule]], version: int) -> None:
+    def __init__(self, rules: Sequence[tuple[int, Rule]], version: int) -> None:
         bits = 32 if version == 4 else 128
         spans = []
         for rank, r in rules:
@@ -157,20 +171,21 @@ class _RemoteSpans:
         self.ranks = [s[2] for s in spans]
         self.rules = [s[3] for s in spans]
 
-    def union_cover(self, rule: Rule, rank: int, low: int, high: int) -> Optional[List[Rule]]:
+    def union_cover(self, rule: Rule, rank: int, low: int, high: int) -> list[Rule] | None:
         """Better-ranked rules whose remote networks cover ``low..high`` (``rule.remote``), or ``None``."""
         i = bisect.bisect_left(self.starts, low)
         stop = bisect.bisect_right(self.starts, high)
         covered = low - 1
-        used: List[Rule] = []
+        used: list[Rule] = []
         while covered < high:
             # Among the networks that start at or before the first uncovered
             # address, the usable one reaching furthest extends the cover.
             j = bisect.bisect_right(self.starts, covered + 1, i, stop)
-            best: Optional[int] = None
+            best: int | None = None
             for k in range(i, j):
                 if (
-                    self.ranks[k] < rank and self.ends[k] > covered
+                    self.ranks[k] < rank
+                    and self.ends[k] > covered
                     and (best is None or self.ends[k] > self.ends[best])
                     and _covers_except_remote(self.rules[k], rule)
                 ):
@@ -184,9 +199,11 @@ class _RemoteSpans:
 
 
 def lint(
-    rules: Iterable[Rule], *, progress: Optional[Callable[[int], None]] = None,
-    warnings: Optional[Iterable[RuleWarning]] = None,
-) -> List[Finding]:
+    rules: Iterable[Rule],
+    *,
+    progress: Callable[[int], None] | None = None,
+    warnings: Iterable[RuleWarning] | None = None,
+) -> list[Finding]:
     """Findings for valid rules (shadowed, duplicates, warnings), in key order of the rule.
 
     ``warnings`` are the loader's warnings about these rules (a load's
@@ -195,15 +212,15 @@ def lint(
     ``progress(n)`` is called with the number of rules done since the last call.
     """
     ordered = sorted(rules, key=Rule.key)
-    warned: Dict[int, List[RuleWarning]] = {}
-    for warning in (warnings if warnings is not None else (w for r in ordered for w in r.warnings)):
+    warned: dict[int, list[RuleWarning]] = {}
+    for warning in warnings if warnings is not None else (w for r in ordered for w in r.warnings):
         warned.setdefault(warning.rule_id, []).append(warning)
     ranked = list(enumerate(ordered))
     spans = {4: _RemoteSpans(ranked, 4), 6: _RemoteSpans(ranked, 6)}
-    best: Dict[Tuple[Any, ...], Tuple[int, Rule]] = {}  # filters -> (rank, rule) of the first with them
-    remote_lengths: Dict[int, Set[int]] = {4: set(), 6: set()}
-    local_lengths: Dict[int, Set[int]] = {4: set(), 6: set()}
-    findings: List[Finding] = []
+    best: dict[tuple[Any, ...], tuple[int, Rule]] = {}  # filters -> (rank, rule) of the first with them
+    remote_lengths: dict[int, set[int]] = {4: set(), 6: set()}
+    local_lengths: dict[int, set[int]] = {4: set(), 6: set()}
+    findings: list[Finding] = []
 
     for rank, rule in ranked:
         if progress is not None and rank % PROGRESS_STEP == PROGRESS_STEP - 1:
@@ -211,35 +228,47 @@ def lint(
         findings.extend(_warning_finding(w) for w in warned.pop(rule.id, ()))
         findings.extend(_clamp_findings(rule))
         filters = _filters(rule)
-        proto, remote, rport, local, lport = filters
+        _proto, remote, _rport, local, _lport = filters
         same = best.get(filters, (None, None))[1]
         if same is not None and same.priority == rule.priority:
-            findings.append(Finding(
-                "error", "duplicate", rule.id,
-                f"rule {rule.id} has the same filters and priority as rule {same.id} and never wins",
-                (same.id,),
-            ))
+            findings.append(
+                Finding(
+                    "error",
+                    "duplicate",
+                    rule.id,
+                    f"rule {rule.id} has the same filters and priority as rule {same.id} and never wins",
+                    (same.id,),
+                )
+            )
             continue
         cover = _single_cover(filters, best, remote_lengths, local_lengths)
         if cover is not None:
-            findings.append(Finding(
-                "error", "shadowed", rule.id,
-                f"rule {rule.id} never wins: rule {cover.id} matches every connection it matches "
-                f"and ranks first (rule {rule.id} has {key_difference(rule, cover)})",
-                (cover.id,),
-            ))
+            findings.append(
+                Finding(
+                    "error",
+                    "shadowed",
+                    rule.id,
+                    f"rule {rule.id} never wins: rule {cover.id} matches every connection it matches "
+                    f"and ranks first (rule {rule.id} has {key_difference(rule, cover)})",
+                    (cover.id,),
+                )
+            )
         elif remote is not None:
             version, low, length = remote
             high = low | ((1 << ((32 if version == 4 else 128) - length)) - 1)
             union = spans[version].union_cover(rule, rank, low, high)
             if union is not None:
                 ids = ", ".join(str(s.id) for s in union)
-                findings.append(Finding(
-                    "error", "shadowed", rule.id,
-                    f"rule {rule.id} never wins: rules {ids} together match every connection it "
-                    "matches and each ranks first",
-                    tuple(s.id for s in union),
-                ))
+                findings.append(
+                    Finding(
+                        "error",
+                        "shadowed",
+                        rule.id,
+                        f"rule {rule.id} never wins: rules {ids} together match every connection it "
+                        "matches and each ranks first",
+                        tuple(s.id for s in union),
+                    )
+                )
         if same is None:
             best[filters] = (rank, rule)
             if remote is not None:
@@ -254,15 +283,22 @@ def lint(
 
 
 def _single_cover(
-    filters: Tuple[Any, ...], best: Dict[Tuple[Any, ...], Tuple[int, Rule]],
-    remote_lengths: Dict[int, Set[int]], local_lengths: Dict[int, Set[int]],
-) -> Optional[Rule]:
+    filters: tuple[Any, ...],
+    best: dict[tuple[Any, ...], tuple[int, Rule]],
+    remote_lengths: dict[int, set[int]],
+    local_lengths: dict[int, set[int]],
+) -> Rule | None:
     """The best-keyed rule already indexed whose match set contains the one of ``filters``."""
     proto, remote, rport, local, lport = filters
-    found: Optional[Tuple[int, Rule]] = None
-    rest = list(itertools.product(
-        _options(proto, None), _options(rport, 0), _ancestors(local, local_lengths), _options(lport, 0),
-    ))
+    found: tuple[int, Rule] | None = None
+    rest = list(
+        itertools.product(
+            _options(proto, None),
+            _options(rport, 0),
+            _ancestors(local, local_lengths),
+            _options(lport, 0),
+        )
+    )
     for r in _ancestors(remote, remote_lengths):
         for p, rp, lo, lp in rest:
             candidate = best.get((p, r, rp, lo, lp))

@@ -14,10 +14,11 @@ from __future__ import annotations
 import array
 import ipaddress
 import socket
-from typing import Any, Callable, List
+from typing import Any, Callable
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from tcpmgm.matching import addresses
 
@@ -54,15 +55,20 @@ ADDRESS_LIKE_TEXT = st.one_of(
     st.ip_addresses(v=4).map(lambda a: f"64:ff9b::{a}"),
     st.tuples(st.ip_addresses(v=6), st.text(max_size=70)).map(lambda t: f"{t[0]}%{t[1]}"),
     st.text(alphabet="0123456789abcdefABCDEF:.%\x00 ", max_size=80),
-    st.text(alphabet="0:f.", min_size=60, max_size=70),     # around the compiled parser's 64-byte buffer
+    st.text(alphabet="0:f.", min_size=60, max_size=70),  # around the compiled parser's 64-byte buffer
 )
 TEXT = st.one_of(ADDRESS_LIKE_TEXT, st.text())
 
 
 # Every form a buffer may take: contiguous or not (strided, reversed), offset, writable.
-VIEWS: List[Callable[[bytes], Any]] = [
-    bytes, bytearray, memoryview, lambda raw: memoryview(raw)[::2], lambda raw: memoryview(raw)[::-1],
-    lambda raw: memoryview(raw)[1:], lambda raw: memoryview(bytearray(raw)),
+VIEWS: list[Callable[[bytes], Any]] = [
+    bytes,
+    bytearray,
+    memoryview,
+    lambda raw: memoryview(raw)[::2],
+    lambda raw: memoryview(raw)[::-1],
+    lambda raw: memoryview(raw)[1:],
+    lambda raw: memoryview(bytearray(raw)),
 ]
 
 
@@ -79,7 +85,8 @@ BUFFERS = st.one_of(
     st.binary(min_size=16, max_size=16).map(lambda raw: memoryview(raw).cast("B", (4, 4))),
 )
 INTEGERS = st.one_of(
-    st.integers(), st.integers(-2**130, 2**130),
+    st.integers(),
+    st.integers(-(2**130), 2**130),
     st.sampled_from([0, -1, 2**32 - 1, 2**32, 2**128 - 1, 2**128, MAPPED, MAPPED | 0xFFFFFFFF, 2**48]),
 )
 FAMILIES = st.one_of(
@@ -87,14 +94,25 @@ FAMILIES = st.one_of(
     st.integers(),
 )
 ANYTHING = st.one_of(
-    st.none(), st.booleans(), st.floats(), INTEGERS, st.complex_numbers(), TEXT, BUFFERS,
-    st.ip_addresses(), st.ip_addresses(v=6).map(lambda a: ipaddress.IPv6Address(f"{a}%eth0")),
-    st.ip_addresses().map(lambda a: ipaddress.ip_network(a)), st.ip_addresses().map(ipaddress.ip_interface),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    INTEGERS,
+    st.complex_numbers(),
+    TEXT,
+    BUFFERS,
+    st.ip_addresses(),
+    st.ip_addresses(v=6).map(lambda a: ipaddress.IPv6Address(f"{a}%eth0")),
+    st.ip_addresses().map(lambda a: ipaddress.ip_network(a)),
+    st.ip_addresses().map(ipaddress.ip_interface),
     st.tuples(INTEGERS, FAMILIES),
     st.tuples(st.one_of(INTEGERS, st.booleans(), st.floats(), TEXT), st.one_of(FAMILIES, st.booleans(), TEXT)),
-    st.tuples(INTEGERS), st.tuples(INTEGERS, FAMILIES, INTEGERS),
-    st.lists(INTEGERS, max_size=3), st.lists(INTEGERS, max_size=3).map(tuple),
-    st.sets(st.integers(), max_size=2), st.dictionaries(st.integers(), st.integers(), max_size=2),
+    st.tuples(INTEGERS),
+    st.tuples(INTEGERS, FAMILIES, INTEGERS),
+    st.lists(INTEGERS, max_size=3),
+    st.lists(INTEGERS, max_size=3).map(tuple),
+    st.sets(st.integers(), max_size=2),
+    st.dictionaries(st.integers(), st.integers(), max_size=2),
 )
 
 

@@ -21,7 +21,7 @@ def test_any_text_is_an_endpoint_or_a_value_error(listeners, text):
         return
     assert isinstance(host, str) and host and 0 <= port <= 65535
     bracketed = text.strip().startswith("[")
-    assert bracketed or text.count(":") <= 1     # an unbracketed IPv6 address never got through
+    assert bracketed or text.count(":") <= 1  # an unbracketed IPv6 address never got through
 
 
 @given(address=st.ip_addresses(v=6), port=ports)

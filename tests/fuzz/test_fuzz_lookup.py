@@ -22,10 +22,12 @@ import ctypes
 import ipaddress
 import struct
 import sys
-from typing import Any, Callable, List, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tcpmgm import Explanation, Profile, ReferenceMatcher, Rule
 from tcpmgm.matching import matcher as matcher_module
@@ -49,48 +51,77 @@ PROTOS = [None, "tcp", "tls", "ws", "msrps"]
 
 
 @st.composite
-def rule_sets(draw: Callable) -> List[Rule]:
+def rule_sets(draw: Callable) -> list[Rule]:
     count = draw(st.integers(1, 12))
     ids = draw(st.lists(st.integers(1, 2**40), min_size=count, max_size=count, unique=True))
     rules = []
     for rule_id in ids:
         remote, local = draw(st.sampled_from(REMOTES)), draw(st.sampled_from(LOCALS))
-        rules.append(Rule(
-            id=rule_id,
-            proto=draw(st.sampled_from(PROTOS)),
-            remote=None if remote is None else NET(remote),
-            remote_port=draw(st.sampled_from(TRAP_PORTS)),
-            local=None if local is None else NET(local),
-            local_port=draw(st.sampled_from(TRAP_PORTS)),
-            priority=draw(st.integers(-3, 3)),
-        ))
+        rules.append(
+            Rule(
+                id=rule_id,
+                proto=draw(st.sampled_from(PROTOS)),
+                remote=None if remote is None else NET(remote),
+                remote_port=draw(st.sampled_from(TRAP_PORTS)),
+                local=None if local is None else NET(local),
+                local_port=draw(st.sampled_from(TRAP_PORTS)),
+                priority=draw(st.integers(-3, 3)),
+            )
+        )
     return rules
 
 
 # -- (a) lookup and explain on garbage --------------------------------------------
 
+
 class Opaque:
     """An object of no known kind."""
 
 
-BIG = st.one_of(st.integers(), st.integers(-2**200, 2**200), st.sampled_from([2**63, 2**64, -2**63 - 1, 10**300]))
+BIG = st.one_of(st.integers(), st.integers(-(2**200), 2**200), st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**300]))
 GARBAGE = st.one_of(
-    st.none(), st.booleans(), BIG, st.floats(allow_nan=True), st.text(max_size=50),
-    st.binary(max_size=20), st.builds(bytearray, st.binary(max_size=20)),
+    st.none(),
+    st.booleans(),
+    BIG,
+    st.floats(allow_nan=True),
+    st.text(max_size=50),
+    st.binary(max_size=20),
+    st.builds(bytearray, st.binary(max_size=20)),
     st.builds(memoryview, st.binary(max_size=20)),
-    st.tuples(), st.tuples(BIG), st.tuples(BIG, BIG), st.tuples(BIG, BIG, BIG),
-    st.tuples(st.text(max_size=5), BIG), st.tuples(BIG, st.sampled_from([4, 6, 2, 10, True, 4.0, "4"])),
-    st.lists(st.integers(), max_size=3), st.builds(Opaque), st.builds(object),
+    st.tuples(),
+    st.tuples(BIG),
+    st.tuples(BIG, BIG),
+    st.tuples(BIG, BIG, BIG),
+    st.tuples(st.text(max_size=5), BIG),
+    st.tuples(BIG, st.sampled_from([4, 6, 2, 10, True, 4.0, "4"])),
+    st.lists(st.integers(), max_size=3),
+    st.builds(Opaque),
+    st.builds(object),
     st.sampled_from([ipaddress.ip_address("10.0.0.1"), NET("10.0.0.0/8"), 1j, Ellipsis, int, str]),
 )
 ADDRESSES = st.one_of(
-    GARBAGE, st.sampled_from(["10.0.0.1", "10.1.2.3", "192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1",
-                              "fe80::1%eth0", "10.0.0.1%x", " 10.0.0.1", "10.0.0.01", "::1\x00", "1.2.3.4.5"]),
-    st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16),
+    GARBAGE,
+    st.sampled_from(
+        [
+            "10.0.0.1",
+            "10.1.2.3",
+            "192.0.2.1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "fe80::1%eth0",
+            "10.0.0.1%x",
+            " 10.0.0.1",
+            "10.0.0.01",
+            "::1\x00",
+            "1.2.3.4.5",
+        ]
+    ),
+    st.binary(min_size=4, max_size=4),
+    st.binary(min_size=16, max_size=16),
     st.tuples(st.integers(-1, 2**129), st.sampled_from([4, 6, 2, 10])),
 )
-PROTO_ARGS = st.one_of(GARBAGE, st.sampled_from(["tcp", "TCP ", " any", "udp", "tls\x00", "", "ANY"] + PROTOS))
-PORT_ARGS = st.one_of(GARBAGE, st.sampled_from(TRAP_PORTS + [-1, 65536, -2**31, 2**32 + 80]))
+PROTO_ARGS = st.one_of(GARBAGE, st.sampled_from(["tcp", "TCP ", " any", "udp", "tls\x00", "", "ANY", *PROTOS]))
+PORT_ARGS = st.one_of(GARBAGE, st.sampled_from([*TRAP_PORTS, -1, 65536, -(2**31), 2**32 + 80]))
 
 QUERIES = st.tuples(PROTO_ARGS, ADDRESSES, PORT_ARGS, ADDRESSES, PORT_ARGS)
 
@@ -110,7 +141,7 @@ def outcome(method: Callable, query: Sequence[Any]) -> Any:
 
 @FIXTURE_SETTINGS
 @given(rules=rule_sets(), query=QUERIES)
-def test_lookup_and_explain_on_garbage(matcher_cls: type, rules: List[Rule], query: tuple) -> None:
+def test_lookup_and_explain_on_garbage(matcher_cls: type, rules: list[Rule], query: tuple) -> None:
     """Only a Profile / Explanation, ValueError or TypeError may come out (any other
     exception propagates and fails the test); lookup and explain agree."""
     matcher = matcher_cls(rules)
@@ -124,7 +155,7 @@ def test_lookup_and_explain_on_garbage(matcher_cls: type, rules: List[Rule], que
 @compiled_only
 @FIXTURE_SETTINGS
 @given(rules=rule_sets(), query=QUERIES)
-def test_compiled_and_reference_agree_on_garbage(rules: List[Rule], query: tuple) -> None:
+def test_compiled_and_reference_agree_on_garbage(rules: list[Rule], query: tuple) -> None:
     compiled, reference = matcher_module.Matcher(rules), ReferenceMatcher(rules)
     for name in ("lookup", "explain"):
         assert outcome(getattr(compiled, name), query) == outcome(getattr(reference, name), query), name
@@ -139,10 +170,10 @@ class Form(NamedTuple):
     """One way of handing lookup_many a column of integers."""
 
     name: str
-    lo: int                           # the values it can hold
+    lo: int  # the values it can hold
     hi: int
-    make: Callable[[List[int]], Any]
-    accepted: bool                    # False: refused whole (ValueError), whatever the values
+    make: Callable[[list[int]], Any]
+    accepted: bool  # False: refused whole (ValueError), whatever the values
 
 
 def _bits(signed: bool, size: int) -> tuple:
@@ -157,7 +188,7 @@ def _array_form(code: str) -> Form:
 def _cast_form(code: str) -> Form:
     size = memoryview(b"\0" * 8).cast(code).itemsize
 
-    def make(values: List[int]) -> memoryview:
+    def make(values: list[int]) -> memoryview:
         # struct packs the values in native layout; the cast reinterprets those bytes
         return memoryview(struct.pack(f"@{len(values)}{code}", *values)).cast(code)
 
@@ -175,29 +206,108 @@ def _ctypes_form(ctype: Any, signed: bool, foreign: bool = False) -> Form:
 def _numpy_form(dtype: str) -> Form:
     kind = numpy.dtype(dtype)
     foreign = not kind.isnative and kind.itemsize > 1
-    return Form(f"numpy {dtype}", *_bits(kind.kind == "i", kind.itemsize),
-                lambda values: numpy.array(values, dtype=kind), not foreign)
+    return Form(
+        f"numpy {dtype}",
+        *_bits(kind.kind == "i", kind.itemsize),
+        lambda values: numpy.array(values, dtype=kind),
+        not foreign,
+    )
 
 
 INT_FORMS = (
     [_array_form(code) for code in "bBhHiIlLqQ"]
     + [_cast_form(code) for code in "bBhHiIlLqQnN"]
     + [Form("bytes", 0, 255, bytes, True), Form("bytearray", 0, 255, bytearray, True)]
-    + [_ctypes_form(t, s) for t, s in [
-        (ctypes.c_int8, True), (ctypes.c_uint8, False), (ctypes.c_int16, True), (ctypes.c_uint16, False),
-        (ctypes.c_int32, True), (ctypes.c_uint32, False), (ctypes.c_int64, True), (ctypes.c_uint64, False),
-        (ctypes.c_long, True), (ctypes.c_ulong, False), (ctypes.c_byte, True), (ctypes.c_ubyte, False)]]
-    + [_ctypes_form(t, s, foreign=True) for t, s in [
-        (ctypes.c_int8, True), (ctypes.c_uint8, False), (ctypes.c_int16, True), (ctypes.c_uint16, False),
-        (ctypes.c_int32, True), (ctypes.c_uint64, False)]]
-    + ([_numpy_form(d) for d in ["i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8",
-                                 "<i2", ">i2", "<u4", ">u4", ">i8", "<u8", ">u1", "=i4"]] if numpy else [])
+    + [
+        _ctypes_form(t, s)
+        for t, s in [
+            (ctypes.c_int8, True),
+            (ctypes.c_uint8, False),
+            (ctypes.c_int16, True),
+            (ctypes.c_uint16, False),
+            (ctypes.c_int32, True),
+            (ctypes.c_uint32, False),
+            (ctypes.c_int64, True),
+            (ctypes.c_uint64, False),
+            (ctypes.c_long, True),
+            (ctypes.c_ulong, False),
+            (ctypes.c_byte, True),
+            (ctypes.c_ubyte, False),
+        ]
+    ]
+    + [
+        _ctypes_form(t, s, foreign=True)
+        for t, s in [
+            (ctypes.c_int8, True),
+            (ctypes.c_uint8, False),
+            (ctypes.c_int16, True),
+            (ctypes.c_uint16, False),
+            (ctypes.c_int32, True),
+            (ctypes.c_uint64, False),
+        ]
+    ]
+    + (
+        [
+            _numpy_form(d)
+            for d in [
+                "i1",
+                "u1",
+                "i2",
+                "u2",
+                "i4",
+                "u4",
+                "i8",
+                "u8",
+                "<i2",
+                ">i2",
+                "<u4",
+                ">u4",
+                ">i8",
+                "<u8",
+                ">u1",
+                "=i4",
+            ]
+        ]
+        if numpy
+        else []
+    )
 )
 
 # values where misreadings show: both ends of each width, around 0, the ports above
-EDGES = sorted({0, 1, -1, 127, 128, -128, 255, 256, -129, 32767, 32768, -32768, 65535, 65536, -32769,
-                2**31 - 1, 2**31, -2**31, 2**32 - 1, 2**32, 2**32 + 255, 2**32 + 5060, 2**63 - 1, -2**63,
-                2**63, 2**64 - 1, 2**64 - 255, 2**16 + 255, 2**48 + 65535} | set(TRAP_PORTS))
+EDGES = sorted(
+    {
+        0,
+        1,
+        -1,
+        127,
+        128,
+        -128,
+        255,
+        256,
+        -129,
+        32767,
+        32768,
+        -32768,
+        65535,
+        65536,
+        -32769,
+        2**31 - 1,
+        2**31,
+        -(2**31),
+        2**32 - 1,
+        2**32,
+        2**32 + 255,
+        2**32 + 5060,
+        2**63 - 1,
+        -(2**63),
+        2**63,
+        2**64 - 1,
+        2**64 - 255,
+        2**16 + 255,
+        2**48 + 65535,
+    }
+    | set(TRAP_PORTS)
+)
 
 
 def values_for(form: Form, n: int, extra: Sequence[int]) -> st.SearchStrategy:
@@ -207,25 +317,33 @@ def values_for(form: Form, n: int, extra: Sequence[int]) -> st.SearchStrategy:
 
 
 V4_ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.1.2.3", "11.0.0.1", "192.0.2.1", "0.0.0.0", "255.255.255.255"]
-V6_ADDRESSES = ["2001:db8::1", "2001:db8::2", "2001:db8:1::5", "::ffff:10.0.0.1", "::ffff:192.0.2.1",
-                "2001:db8:ffff::1", "::1", "fe80::1"]
+V6_ADDRESSES = [
+    "2001:db8::1",
+    "2001:db8::2",
+    "2001:db8:1::5",
+    "::ffff:10.0.0.1",
+    "::ffff:192.0.2.1",
+    "2001:db8:ffff::1",
+    "::1",
+    "fe80::1",
+]
 
 
 class AddressForm(NamedTuple):
     name: str
-    v4: bool                           # host-order uint32 (else 16 packed bytes an address)
-    make: Callable[[List[Any]], Any]
+    v4: bool  # host-order uint32 (else 16 packed bytes an address)
+    make: Callable[[list[Any]], Any]
 
 
-def _v4_ints(addresses: List[Any]) -> List[int]:
+def _v4_ints(addresses: list[Any]) -> list[int]:
     return [int(a) for a in addresses]
 
 
-def _packed(addresses: List[Any]) -> bytes:
+def _packed(addresses: list[Any]) -> bytes:
     return b"".join(a.packed for a in addresses)
 
 
-def _ctypes_rows(addresses: List[Any]) -> Any:
+def _ctypes_rows(addresses: list[Any]) -> Any:
     rows = ((ctypes.c_ubyte * 16) * len(addresses))()
     for row, address in zip(rows, addresses):
         row[:] = list(address.packed)
@@ -241,11 +359,16 @@ ADDRESS_FORMS = [
     AddressForm("array B", False, lambda a: array.array("B", _packed(a))),
     AddressForm("memoryview b", False, lambda a: memoryview(_packed(a)).cast("b")),
     AddressForm("ctypes rows", False, _ctypes_rows),
-] + ([
-    AddressForm("numpy uint32", True, lambda a: numpy.array(_v4_ints(a), dtype=numpy.uint32)),
-    AddressForm("numpy (n, 16)", False,
-                lambda a: numpy.frombuffer(_packed(a), dtype=numpy.uint8).reshape(len(a), 16)),
-] if numpy else [])
+] + (
+    [
+        AddressForm("numpy uint32", True, lambda a: numpy.array(_v4_ints(a), dtype=numpy.uint32)),
+        AddressForm(
+            "numpy (n, 16)", False, lambda a: numpy.frombuffer(_packed(a), dtype=numpy.uint8).reshape(len(a), 16)
+        ),
+    ]
+    if numpy
+    else []
+)
 
 
 @st.composite
@@ -256,10 +379,7 @@ def address_columns(draw: Callable, n: int, optional: bool) -> tuple:
     form = draw(st.sampled_from(ADDRESS_FORMS))
     texts = V4_ADDRESSES if form.v4 else V6_ADDRESSES + ["::ffff:" + a for a in V4_ADDRESSES]
     chosen = draw(st.lists(st.sampled_from(texts), min_size=n, max_size=n))
-    if form.v4:
-        addresses = [ipaddress.IPv4Address(t) for t in chosen]
-    else:
-        addresses = [ipaddress.IPv6Address(t) for t in chosen]
+    addresses = [ipaddress.IPv4Address(t) for t in chosen] if form.v4 else [ipaddress.IPv6Address(t) for t in chosen]
     # lookup() gets the address in a form of its own: text, an ipaddress object or packed bytes
     given = [draw(st.sampled_from([str(a), a, a.packed])) for a in addresses]
     return form.make(addresses), given
@@ -282,18 +402,17 @@ def port_refused(value: int) -> bool:
 @compiled_only
 @FIXTURE_SETTINGS
 @given(rules=rule_sets(), data=st.data())
-def test_lookup_many_agrees_with_lookup(rules: List[Rule], data: st.DataObject) -> None:
+def test_lookup_many_agrees_with_lookup(rules: list[Rule], data: st.DataObject) -> None:
     n = data.draw(st.integers(0, 6), label="n")
     codes = range(len(protocols()) + 1)
     remote_buffer, remotes = data.draw(address_columns(n, optional=False), label="remote_ips")
     local_buffer, locals_ = data.draw(address_columns(n, optional=True), label="local_ips")
     if data.draw(st.booleans(), label="protos as one str"):
-        name = data.draw(st.sampled_from(PROTOS + ["any", "TCP"]), label="protos")
+        name = data.draw(st.sampled_from([*PROTOS, "any", "TCP"]), label="protos")
         proto_form, proto_buffer, proto_names = None, name, [name] * n
         proto_values = [0] * n
     else:
-        proto_form, proto_buffer, proto_values = data.draw(int_columns(n, [len(codes), len(codes) - 1]),
-                                                           label="protos")
+        proto_form, proto_buffer, proto_values = data.draw(int_columns(n, [len(codes), len(codes) - 1]), label="protos")
         proto_names = [protocol_name(v) if v in codes else None for v in proto_values]
     rport_form, rport_buffer, rports = data.draw(int_columns(n, TRAP_PORTS), label="remote_ports")
     lport_form, lport_buffer, lports = data.draw(int_columns(n, TRAP_PORTS), label="local_ports")
@@ -303,9 +422,11 @@ def test_lookup_many_agrees_with_lookup(rules: List[Rule], data: st.DataObject) 
         return list(compiled.lookup_many(proto_buffer, remote_buffer, rport_buffer, local_buffer, lport_buffer))
 
     # A form not taken is refused whole, before any value is read.
-    refused = [argument for argument, form in
-               (("protos", proto_form), ("remote_ports", rport_form), ("local_ports", lport_form))
-               if form is not None and not form.accepted]
+    refused = [
+        argument
+        for argument, form in (("protos", proto_form), ("remote_ports", rport_form), ("local_ports", lport_form))
+        if form is not None and not form.accepted
+    ]
     if refused:
         event("a form refused whole")
         with pytest.raises(ValueError, match=f"^({'|'.join(refused)}): (big|little)-endian buffers are not accepted"):
@@ -318,7 +439,7 @@ def test_lookup_many_agrees_with_lookup(rules: List[Rule], data: st.DataObject) 
             # no protocol has that code: there is no name to ask lookup() about
             message = f"protos[{i}]: unknown protocol code {proto_values[i]}"
         elif port_refused(rports[i]) or port_refused(lports[i]):
-            with pytest.raises(ValueError):       # lookup() refuses this element
+            with pytest.raises(ValueError):  # lookup() refuses this element
                 compiled.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i])
             argument, value = ("remote_ports", rports[i]) if port_refused(rports[i]) else ("local_ports", lports[i])
             message = f"{argument}[{i}]: {value} is outside 0..65535"
@@ -331,7 +452,8 @@ def test_lookup_many_agrees_with_lookup(rules: List[Rule], data: st.DataObject) 
         return
 
     expected = [compiled.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id for i in range(n)]
-    assert expected == [reference.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id
-                        for i in range(n)]
+    assert expected == [
+        reference.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id for i in range(n)
+    ]
     event("ids compared" if n else "empty batch")
     assert call() == expected

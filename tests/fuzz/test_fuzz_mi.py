@@ -14,15 +14,17 @@ import re
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mi_endpoints import KINDS, exchange, start, status_of
 
 import tcpmgm
-from mi_endpoints import KINDS, exchange, start, status_of
 from tcpmgm.service import mi
 
 # Small bounds, so that a stuck connection shows within the test and batches hit their cap.
-LIMITS = mi.Limits(request_timeout=2.0, max_connections=8, max_batch=8, max_head=2048, max_body=8192,
-                   list_limit=5, max_response=20_000)
+LIMITS = mi.Limits(
+    request_timeout=2.0, max_connections=8, max_batch=8, max_head=2048, max_body=8192, list_limit=5, max_response=20_000
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +71,12 @@ def clean():
 # -- what arrives --------------------------------------------------------------------
 
 _EOL = st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\r\n", b"", b"\n\r"])
-_NAMES = st.sampled_from([b"Content-Length", b"content-length", b"Authorization", b"Expect",
-                          b"Transfer-Encoding", b"Host", b"X"]) | st.binary(max_size=12)
+_NAMES = st.sampled_from(
+    [b"Content-Length", b"content-length", b"Authorization", b"Expect", b"Transfer-Encoding", b"Host", b"X"]
+) | st.binary(max_size=12)
 _LENGTHS = st.integers(-5, 10_000).map(lambda n: b"%d" % n) | st.sampled_from(
-    [b"\xb2", "٥".encode(), "²".encode(), b"1e3", b"0x10", b" 12 ", b"1,1", b"+1", b"0" * 40 + b"1"])
+    [b"\xb2", "٥".encode(), "²".encode(), b"1e3", b"0x10", b" 12 ", b"1,1", b"+1", b"0" * 40 + b"1"]  # noqa: RUF001
+)
 _VALUES = _LENGTHS | st.sampled_from([b"100-continue", b"chunked", b"Bearer s3cret", b""]) | st.binary(max_size=24)
 
 _JSON = st.recursive(
@@ -80,11 +84,20 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
-_PARAMS = _JSON | st.lists(_JSON, max_size=3) | st.dictionaries(
-    st.sampled_from(["proto", "remote", "local", "explain", "offset", "limit"]) | st.text(max_size=8), _JSON, max_size=3)
+_PARAMS = (
+    _JSON
+    | st.lists(_JSON, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["proto", "remote", "local", "explain", "offset", "limit"]) | st.text(max_size=8),
+        _JSON,
+        max_size=3,
+    )
+)
 _RPC = st.fixed_dictionaries(
-    {"jsonrpc": st.sampled_from(["2.0", "1.0", 2, None]),
-     "method": st.sampled_from(["tcp_reload", "tcp_mgm:reload", "tcp_list", "tcp_match"]) | _JSON},
+    {
+        "jsonrpc": st.sampled_from(["2.0", "1.0", 2, None]),
+        "method": st.sampled_from(["tcp_reload", "tcp_mgm:reload", "tcp_list", "tcp_match"]) | _JSON,
+    },
     optional={"params": _PARAMS, "id": st.none() | st.integers() | st.text(max_size=150) | _JSON},
 )
 _BODIES = st.one_of(_JSON, _RPC, st.lists(_RPC, max_size=10)).map(lambda v: json.dumps(v).encode())
@@ -100,7 +113,7 @@ def http_like(draw):
     headers = draw(st.lists(st.tuples(_NAMES, st.sampled_from([b":", b": ", b" : ", b""]), _VALUES), max_size=6))
     body = draw(_BODIES | st.binary(max_size=300))
     lines = [b" ".join([verb, target, version])] + [name + colon + value for name, colon, value in headers]
-    if draw(st.booleans()):     # a Content-Length that tells the truth
+    if draw(st.booleans()):  # a Content-Length that tells the truth
         lines.append(b"Content-Length: %d" % len(body))
     return eol.join(lines) + eol + eol + body
 
@@ -109,6 +122,7 @@ ARRIVING = st.binary(max_size=1500) | http_like()
 
 
 # -- the parser alone ----------------------------------------------------------------
+
 
 def _parse(chunks):
     parser = mi.RequestParser(LIMITS)
@@ -121,12 +135,12 @@ def _parse(chunks):
 
 @given(data=ARRIVING, cuts=st.lists(st.integers(0, 1500), max_size=6))
 def test_the_parser_answers_any_bytes_however_they_are_cut(data, cuts):
-    bounds = [0] + sorted(cuts) + [len(data)]
+    bounds = [0, *sorted(cuts), len(data)]
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
     outcome = _parse(chunks)
-    assert outcome == _parse([data])            # how the bytes were cut never matters
+    assert outcome == _parse([data])  # how the bytes were cut never matters
     if outcome is None:
-        assert data == b""                      # only silence is closed without an answer
+        assert data == b""  # only silence is closed without an answer
     elif isinstance(outcome, mi.Request):
         assert len(outcome.body) == int(outcome.header("content-length") or 0) <= LIMITS.max_body
     else:
@@ -136,6 +150,7 @@ def test_the_parser_answers_any_bytes_however_they_are_cut(data, cuts):
 
 
 # -- over the wire, both transports --------------------------------------------------
+
 
 def _final(reply):
     """The reply without the interim ``100 Continue``."""
@@ -165,6 +180,7 @@ def test_the_endpoint_answers_any_bytes_and_keeps_serving(endpoint, data):
 
 
 # -- the dispatcher on any JSON ------------------------------------------------------
+
 
 def _strict(text):
     raise AssertionError(f"not JSON: {text}")

@@ -13,51 +13,148 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from row_outcomes import HugeRepr, RaisingRepr, outcome
 
 from tcpmgm import Rule, RuleError
-from tcpmgm.sql import rows
-from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.model.limits import (
-    ATTR_MAX, ATTR_MIN, ID_MAX, ID_MIN, PORT_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX,
+    ATTR_MAX,
+    ATTR_MIN,
+    ID_MAX,
+    ID_MIN,
+    PORT_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    PROFILE_INT_MAX,
 )
 from tcpmgm.model.profile import PROFILE_FIELDS
 from tcpmgm.model.rule import COLUMNS
+from tcpmgm.sql import rows
+from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.sql.schema import SCHEMA_VERSIONS
 
-from row_outcomes import HugeRepr, RaisingRepr, outcome
-
 LISTENERS = {"internal": "10.0.0.1", "v6": "2001:db8::1", "broken": "not an address", "zoned": "fe80::1%eth0"}
-MESSAGE_LIMIT = 400     # the value is cut to ~40 characters; the rest is the id, column and reason
+MESSAGE_LIMIT = 400  # the value is cut to ~40 characters; the rest is the id, column and reason
 
 
-BOUNDARIES = [0, 1, -1, 65535, 65536, PRIORITY_MIN - 1, PRIORITY_MIN, PRIORITY_MAX, PRIORITY_MAX + 1,
-              ID_MAX, ID_MAX + 1, 2**64, 2**50, -(2**63), 10**5000, -(10**5000)]
-INTS = st.one_of(st.integers(), st.integers(-2**80, 2**80), st.sampled_from(BOUNDARIES))
+BOUNDARIES = [
+    0,
+    1,
+    -1,
+    65535,
+    65536,
+    PRIORITY_MIN - 1,
+    PRIORITY_MIN,
+    PRIORITY_MAX,
+    PRIORITY_MAX + 1,
+    ID_MAX,
+    ID_MAX + 1,
+    2**64,
+    2**50,
+    -(2**63),
+    10**5000,
+    -(10**5000),
+]
+INTS = st.one_of(st.integers(), st.integers(-(2**80), 2**80), st.sampled_from(BOUNDARIES))
 DECIMALS = st.one_of(
     st.decimals(allow_nan=True, allow_infinity=True),
-    st.builds(lambda digits, exponent: Decimal(f"{digits}E{exponent}"),
-              st.integers(-10**6, 10**6), st.integers(-10**7, 10**7)),
-    st.sampled_from([Decimal("sNaN"), Decimal("-Infinity"), Decimal("1E+100000"), Decimal("1" * 5000),
-                     Decimal("2.000"), Decimal("-0"), Decimal("1E-100000")]),
+    st.builds(
+        lambda digits, exponent: Decimal(f"{digits}E{exponent}"),
+        st.integers(-(10**6), 10**6),
+        st.integers(-(10**7), 10**7),
+    ),
+    st.sampled_from(
+        [
+            Decimal("sNaN"),
+            Decimal("-Infinity"),
+            Decimal("1E+100000"),
+            Decimal("1" * 5000),
+            Decimal("2.000"),
+            Decimal("-0"),
+            Decimal("1E-100000"),
+        ]
+    ),
 )
-NEAR_VALID = st.sampled_from([
-    "tcp", "TCP", " tls ", "any", "ANY", "udp", "hep_udp", "wss\x00", "t\u0441p", "",
-    "10.0.0.0/8", " 10.0.0.0/8", "10.0.0.0/8 ", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/\u00b2",
-    "10.0.0.0/0008", "10.0.0.0/" + "0" * 300 + "8", "10.0.0.0/" + "9" * 5000, "10.1.2.3/8", "10.0.0.1/",
-    "::ffff:1.2.3.4", "::ffff:1.2.3.0/120", "::ffff:0:0/96", "2001:db8::/32", "2001:db8::1/129", "::/0",
-    "fe80::1%eth0", "1.2.3", "1.2.3.4.5", "01.2.3.4", "256.0.0.1", "\uff11.2.3.4", "internal", "v6", "broken",
-    "zoned", "INTERNAL", "5060", " 5060 ", "+7", "-0", "0x10", "1_000", "1e3", "\u0663", "9" * 30, "9" * 5000,
-    "0" * 5000 + "7", "max_msg_chunks=10", "max_msg_chunks", "max_msg_chunks=-2147483648",
-    "max_msg_chunks=2147483648", "max_msg_chunks=" + "9" * 5000, "nope=1", ";;", "max_msg_chunks=\u0663",
-    "x" * 10_000,
-])
-TEXT = st.one_of(st.text(), NEAR_VALID, st.builds(lambda a, b, c: a + b + c, st.text(max_size=2), NEAR_VALID,
-                                                  st.text(max_size=2)))
+NEAR_VALID = st.sampled_from(
+    [
+        "tcp",
+        "TCP",
+        " tls ",
+        "any",
+        "ANY",
+        "udp",
+        "hep_udp",
+        "wss\x00",
+        "t\u0441p",
+        "",
+        "10.0.0.0/8",
+        " 10.0.0.0/8",
+        "10.0.0.0/8 ",
+        "10.0.0.0/33",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "10.0.0.0/\u00b2",
+        "10.0.0.0/0008",
+        "10.0.0.0/" + "0" * 300 + "8",
+        "10.0.0.0/" + "9" * 5000,
+        "10.1.2.3/8",
+        "10.0.0.1/",
+        "::ffff:1.2.3.4",
+        "::ffff:1.2.3.0/120",
+        "::ffff:0:0/96",
+        "2001:db8::/32",
+        "2001:db8::1/129",
+        "::/0",
+        "fe80::1%eth0",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "256.0.0.1",
+        "\uff11.2.3.4",
+        "internal",
+        "v6",
+        "broken",
+        "zoned",
+        "INTERNAL",
+        "5060",
+        " 5060 ",
+        "+7",
+        "-0",
+        "0x10",
+        "1_000",
+        "1e3",
+        "\u0663",
+        "9" * 30,
+        "9" * 5000,
+        "0" * 5000 + "7",
+        "max_msg_chunks=10",
+        "max_msg_chunks",
+        "max_msg_chunks=-2147483648",
+        "max_msg_chunks=2147483648",
+        "max_msg_chunks=" + "9" * 5000,
+        "nope=1",
+        ";;",
+        "max_msg_chunks=\u0663",
+        "x" * 10_000,
+    ]
+)
+TEXT = st.one_of(
+    st.text(), NEAR_VALID, st.builds(lambda a, b, c: a + b + c, st.text(max_size=2), NEAR_VALID, st.text(max_size=2))
+)
 BYTES = st.one_of(st.binary(), TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")))
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), INTS, st.floats(), DECIMALS, TEXT, BYTES,
-    BYTES.map(bytearray), BYTES.map(memoryview),
-    st.lists(st.integers(), max_size=3), st.builds(object), st.builds(RaisingRepr), st.builds(HugeRepr),
+    st.none(),
+    st.booleans(),
+    INTS,
+    st.floats(),
+    DECIMALS,
+    TEXT,
+    BYTES,
+    BYTES.map(bytearray),
+    BYTES.map(memoryview),
+    st.lists(st.integers(), max_size=3),
+    st.builds(object),
+    st.builds(RaisingRepr),
+    st.builds(HugeRepr),
 )
 
 
@@ -65,7 +162,8 @@ ANY_VALUE = st.one_of(
 def row_values(draw, columns):
     """A row whose every column is either a plausible value or an arbitrary one."""
     plausible = {
-        "id": st.integers(ID_MIN, 100), "proto": st.sampled_from(["tcp", "any", "tls"]),
+        "id": st.integers(ID_MIN, 100),
+        "proto": st.sampled_from(["tcp", "any", "tls"]),
         "remote_addr": st.sampled_from([None, "10.0.0.0/8", "2001:db8::/32"]),
         "local_addr": st.sampled_from([None, "10.0.0.1", "internal"]),
     }
@@ -118,5 +216,5 @@ def test_from_row_gives_a_rule_or_a_rule_error(columns, data):
 def test_compiled_reader_agrees_with_from_row(columns, data):
     values = data.draw(row_values(columns))
     listeners = data.draw(st.sampled_from([None, LISTENERS]))
-    first = outcome(PureReader(columns, listeners=listeners), values)   # registers accepted spellings first
+    first = outcome(PureReader(columns, listeners=listeners), values)  # registers accepted spellings first
     assert outcome(rows.RowReader(columns, listeners=listeners), values) == first

@@ -8,10 +8,11 @@ the password of the URL in the message.  Nothing here connects anywhere.
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tcpmgm.sql.db import Source, open_source
 from tcpmgm.model.errors import DatabaseError
+from tcpmgm.sql.db import Source, open_source
 
 # Imported once here, not inside the first example (whose time the deadline bounds).
 pytest.importorskip("psycopg")
@@ -19,7 +20,7 @@ pytest.importorskip("pymysql")
 
 SCHEMES = ["postgresql", "postgres", "mysql", "sqlite", "sqlite3", "oracle", "", "MySQL"]
 # The characters that change how a URL splits, mixed with ordinary ones.
-URL_CHARS = st.sampled_from(list("[]:@/?#%&=.;+ \\\t\n\x00") + list("abcXYZ019-_~") + ["é", "ｆ", "\u2100"])
+URL_CHARS = st.sampled_from(list("[]:@/?#%&=.;+ \\\t\n\x00") + list("abcXYZ019-_~") + ["é", "ｆ", "\u2100"])  # noqa: RUF001
 URL_TEXT = st.text(URL_CHARS, max_size=30)
 # A password no other part of the URL can spell by chance (no strategy draws from its alphabet).
 PASSWORDS = st.text(st.sampled_from("PQWJKV"), min_size=6, max_size=20).map(lambda s: "Pw" + s)
@@ -49,8 +50,13 @@ def test_any_scheme_with_any_rest(scheme, rest):
 
 
 @given(
-    scheme=st.sampled_from(SCHEMES), user=URL_TEXT, password=PASSWORDS, host=URL_TEXT,
-    port=URL_TEXT, path=URL_TEXT, query=URL_TEXT,
+    scheme=st.sampled_from(SCHEMES),
+    user=URL_TEXT,
+    password=PASSWORDS,
+    host=URL_TEXT,
+    port=URL_TEXT,
+    path=URL_TEXT,
+    query=URL_TEXT,
 )
 def test_the_password_is_never_in_the_message(scheme, user, password, host, port, path, query):
     # The user name is encoded as a URL needs it, so the password is in the userinfo;
