@@ -2,6 +2,8 @@ import array
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, overload
 
+from typing_extensions import disjoint_base
+
 from ..model.profile import Profile
 from ..model.rule import Rule
 from .explanation import Explanation
@@ -10,6 +12,8 @@ __all__ = ["LinearScanBaseline", "Matcher"]
 
 _T = TypeVar("_T")
 
+# Extension types: their C layout rules them out as one of several bases (PEP 800).
+@disjoint_base
 class Matcher:
     def __init__(self, rules: Iterable[Rule] = ..., *, default: Profile | None = ...) -> None: ...
     def __len__(self) -> int: ...
@@ -40,6 +44,7 @@ class Matcher:
         local_ports: Any = ...,
     ) -> array.array[int]: ...
 
+@disjoint_base
 class LinearScanBaseline:
     def __init__(self, rules: Iterable[Rule] = ..., *, default: Profile | None = ...) -> None: ...
     def lookup(

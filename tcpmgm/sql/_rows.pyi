@@ -1,10 +1,14 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import disjoint_base
+
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
 
+# An extension type: its C layout rules it out as one of several bases (PEP 800).
+@disjoint_base
 class RowReader:
     @property
     def columns(self) -> tuple[str, ...]: ...
