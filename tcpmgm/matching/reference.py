@@ -8,13 +8,14 @@ classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..model.profile import Profile, default_profile
 from ..model.protocols import protocol_code
 from ..model.rule import Network, Rule
-from . import _addr_py
+from . import _addr_py, _batch_py
 from .arguments import check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
 
@@ -116,3 +117,18 @@ class ReferenceMatcher:
     ) -> Explanation:
         """The winner and every matching rule in key order, with why each lost."""
         return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)
+
+    def lookup_many(
+        self,
+        protos: str | Any | None,
+        remote_ips: Any,
+        remote_ports: Any = None,
+        local_ips: Any = None,
+        local_ports: Any = None,
+    ) -> array.array[int]:
+        """:meth:`lookup`'s rule id (0: default) for each row of a batch given as buffers.
+
+        The buffers, the result type and the refusals are the compiled
+        ``Matcher.lookup_many``'s; :mod:`tcpmgm.matching._batch_py` reads them.
+        """
+        return _batch_py.lookup_many(self.lookup, self._rules, protos, remote_ips, remote_ports, local_ips, local_ports)

@@ -399,10 +399,9 @@ def port_refused(value: int) -> bool:
     return not 0 <= value <= 65535
 
 
-@compiled_only
 @FIXTURE_SETTINGS
 @given(rules=rule_sets(), data=st.data())
-def test_lookup_many_agrees_with_lookup(rules: list[Rule], data: st.DataObject) -> None:
+def test_lookup_many_agrees_with_lookup(matcher_cls: type, rules: list[Rule], data: st.DataObject) -> None:
     n = data.draw(st.integers(0, 6), label="n")
     codes = range(len(protocols()) + 1)
     remote_buffer, remotes = data.draw(address_columns(n, optional=False), label="remote_ips")
@@ -416,10 +415,10 @@ def test_lookup_many_agrees_with_lookup(rules: list[Rule], data: st.DataObject) 
         proto_names = [protocol_name(v) if v in codes else None for v in proto_values]
     rport_form, rport_buffer, rports = data.draw(int_columns(n, TRAP_PORTS), label="remote_ports")
     lport_form, lport_buffer, lports = data.draw(int_columns(n, TRAP_PORTS), label="local_ports")
-    compiled, reference = matcher_module.Matcher(rules), ReferenceMatcher(rules)
+    matcher, reference = matcher_cls(rules), ReferenceMatcher(rules)
 
     def call() -> list:
-        return list(compiled.lookup_many(proto_buffer, remote_buffer, rport_buffer, local_buffer, lport_buffer))
+        return list(matcher.lookup_many(proto_buffer, remote_buffer, rport_buffer, local_buffer, lport_buffer))
 
     # A form not taken is refused whole, before any value is read.
     refused = [
@@ -440,7 +439,7 @@ def test_lookup_many_agrees_with_lookup(rules: list[Rule], data: st.DataObject) 
             message = f"protos[{i}]: unknown protocol code {proto_values[i]}"
         elif port_refused(rports[i]) or port_refused(lports[i]):
             with pytest.raises(ValueError):  # lookup() refuses this element
-                compiled.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i])
+                matcher.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i])
             argument, value = ("remote_ports", rports[i]) if port_refused(rports[i]) else ("local_ports", lports[i])
             message = f"{argument}[{i}]: {value} is outside 0..65535"
         else:
@@ -451,7 +450,7 @@ def test_lookup_many_agrees_with_lookup(rules: list[Rule], data: st.DataObject) 
         assert str(info.value) == message
         return
 
-    expected = [compiled.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id for i in range(n)]
+    expected = [matcher.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id for i in range(n)]
     assert expected == [
         reference.lookup(proto_names[i], remotes[i], rports[i], locals_[i], lports[i]).id for i in range(n)
     ]
