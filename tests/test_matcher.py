@@ -2,9 +2,11 @@
 
 import array
 import gc
+import inspect
 import ipaddress
 import threading
 import tracemalloc
+import types
 
 import pytest
 
@@ -33,6 +35,34 @@ def matcher(matcher_cls):
 
 
 # -- API shared with the reference -------------------------------------------
+
+# What only the compiled matcher has, and why (ReferenceMatcher's docstring says
+# so too): the widths of its trie's first stride, which a linear scan has not.
+COMPILED_ONLY_NAMES = {"stride_bits"}
+
+
+def _public_names(cls):
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def _parameters(method):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+
+def test_both_matchers_have_the_same_public_api():
+    """What a caller of tcpmgm.Matcher may use is there whichever class it is (TCPMGM_NO_EXTENSIONS)."""
+    compiled = pytest.importorskip("tcpmgm.matching._matcher", reason="compiled classifier not built").Matcher
+    names = _public_names(ReferenceMatcher)
+    assert names == _public_names(compiled) - COMPILED_ONLY_NAMES
+    assert COMPILED_ONLY_NAMES.issubset(_public_names(compiled)), "a name the test excuses is gone"
+    for name in sorted(names):
+        ours, theirs = getattr(ReferenceMatcher, name), getattr(compiled, name)
+        assert isinstance(ours, property) == isinstance(theirs, (property, types.GetSetDescriptorType)), name
+        if callable(ours):
+            assert _parameters(ours) == _parameters(theirs), name
+    for special in ("__len__", "__iter__", "__contains__", "__repr__"):
+        assert special in vars(ReferenceMatcher) and special in vars(compiled), special
+    assert ReferenceMatcher(RULES).nbytes == 0  # it owns no C memory
 
 
 def test_container_protocol(matcher_cls):

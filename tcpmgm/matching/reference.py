@@ -37,7 +37,13 @@ def _inside(address: tuple[int, int] | None, net: tuple[int, int, int] | None) -
 
 
 class ReferenceMatcher:
-    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`."""
+    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`.
+
+    Except ``stride_bits``: the widths of the compiled trie's first stride,
+    which a linear scan does not have (any number would be invented, and
+    ``(0, 0)`` means "no prefix of either family" there).  ``nbytes`` is 0:
+    like the compiled one's, it counts C memory, and the reference owns none.
+    """
 
     def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None) -> None:
         ordered = sorted(check_unique_ids(rules), key=Rule.key)
@@ -66,6 +72,11 @@ class ReferenceMatcher:
     @property
     def default(self) -> Profile:
         return self._default
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of C memory this matcher owns: none, it is Python objects only."""
+        return 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {len(self)} rules>"
