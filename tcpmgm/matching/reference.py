@@ -8,13 +8,14 @@ classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..model.profile import Profile, default_profile
 from ..model.protocols import protocol_code
 from ..model.rule import Network, Rule
-from . import _addr_py
+from . import _addr_py, _batch_py
 from .arguments import check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
 
@@ -36,7 +37,13 @@ def _inside(address: tuple[int, int] | None, net: tuple[int, int, int] | None) -
 
 
 class ReferenceMatcher:
-    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`."""
+    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`.
+
+    Except ``stride_bits``: the widths of the compiled trie's first stride,
+    which a linear scan does not have (any number would be invented, and
+    ``(0, 0)`` means "no prefix of either family" there).  ``nbytes`` is 0:
+    like the compiled one's, it counts C memory, and the reference owns none.
+    """
 
     def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None) -> None:
         ordered = sorted(check_unique_ids(rules), key=Rule.key)
@@ -65,6 +72,11 @@ class ReferenceMatcher:
     @property
     def default(self) -> Profile:
         return self._default
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of C memory this matcher owns: none, it is Python objects only."""
+        return 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {len(self)} rules>"
@@ -116,3 +128,18 @@ class ReferenceMatcher:
     ) -> Explanation:
         """The winner and every matching rule in key order, with why each lost."""
         return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)
+
+    def lookup_many(
+        self,
+        protos: str | Any | None,
+        remote_ips: Any,
+        remote_ports: Any = None,
+        local_ips: Any = None,
+        local_ports: Any = None,
+    ) -> array.array[int]:
+        """:meth:`lookup`'s rule id (0: default) for each row of a batch given as buffers.
+
+        The buffers, the result type and the refusals are the compiled
+        ``Matcher.lookup_many``'s; :mod:`tcpmgm.matching._batch_py` reads them.
+        """
+        return _batch_py.lookup_many(self.lookup, self._rules, protos, remote_ips, remote_ports, local_ips, local_ports)
