@@ -207,22 +207,24 @@ _MARKDOWN_COLUMNS = (
 def format_markdown(rows: Sequence[Row], note: str = "") -> str:
     """One Markdown table per workload, in the order of ``rows``: the form benchmarks/README.md shows.
 
-    Every figure is absolute (a ratio is two columns of one line); "-" is a
-    figure not measured: no IPv6 lookups in the workload, a baseline not installed.
+    Every figure is absolute (a ratio is two columns of one line).  A column
+    with no figure for the workload (no IPv6 lookups, a baseline not
+    installed) is left out; "-" is a figure missing from some of its rows.
     """
-    tables: dict[str, list[str]] = {}
+    by_workload: dict[str, list[tuple[int, dict[str, float | None]]]] = {}
     for name, n, row in rows:
-        lines = tables.setdefault(
-            name,
-            [
-                "| N | " + " | ".join(heading for heading, _, _ in _MARKDOWN_COLUMNS) + " |",
-                "|---:" * (1 + len(_MARKDOWN_COLUMNS)) + "|",
-            ],
-        )
-        cells = ["-" if row.get(key) is None else f"{row[key]:,.{digits}f}" for _, key, digits in _MARKDOWN_COLUMNS]
-        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        by_workload.setdefault(name, []).append((n, row))
     parts = [note] if note else []
-    parts += [f"### {name}\n\n" + "\n".join(lines) for name, lines in tables.items()]
+    for name, measured in by_workload.items():
+        columns = [column for column in _MARKDOWN_COLUMNS if any(row.get(column[1]) is not None for _, row in measured)]
+        lines = [
+            "| N | " + " | ".join(heading for heading, _, _ in columns) + " |",
+            "|---:" * (1 + len(columns)) + "|",
+        ]
+        for n, row in measured:
+            cells = ["-" if row.get(key) is None else f"{row[key]:,.{digits}f}" for _, key, digits in columns]
+            lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        parts.append(f"### {name}\n\n" + "\n".join(lines))
     return "\n\n".join(parts)
 
 
