@@ -1,6 +1,6 @@
 """The project's own documentation holds together: every link and every citation resolves.
 
-Docstrings and comments cite ``docs/FILE.md#anchor`` (and ``benchmarks/README.md#anchor``)
+Docstrings and comments cite a page of docs/ by file and heading anchor (or the benchmark page, benchmarks/README.md)
 instead of an outside text; the Markdown pages link to each other.  A renamed heading or
 a moved page must fail here, not leave a reader at a dead end.
 """
