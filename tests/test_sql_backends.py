@@ -7,7 +7,7 @@ from dbservers import opensips_ddl
 
 import tcpmgm
 from tcpmgm.model.errors import ReloadError, RuleError, SchemaError
-from tcpmgm.sql.db import streaming_cursor
+from tcpmgm.sql.db import work_on
 
 TLS_TRUNK = {"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500}
 
@@ -215,7 +215,7 @@ def test_rows_stream_in_batches(scratch):
 
     with mgr.source.connection() as conn:
         result = load_rules(conn, mgr.source.dialect, mgr.names, batch_size=7)
-        with streaming_cursor(conn, mgr.source.dialect) as cur:
+        with work_on(conn, "streaming", stream=mgr.source.dialect) as cur:
             kind = type(cur).__name__
     assert sorted(r.id for r in result.rules) == list(range(1, 51))
     # Rows wait on the server until fetched: a named cursor / unbuffered cursor.

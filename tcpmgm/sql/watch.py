@@ -44,7 +44,7 @@ from collections.abc import Hashable
 from typing import Any, Callable, Generic, TypeVar
 
 from ..model.errors import DatabaseError, ReloadError, TcpMgmError
-from .db import ConnectionSource, ServerSource, Source, one_line, work
+from .db import ConnectionSource, ServerSource, Source, one_line, work, work_on
 from .schema import TableNames
 
 __all__ = ["TRIGGER_NAME", "Watcher", "install_trigger", "notify_channel"]
@@ -84,16 +84,18 @@ def install_trigger(source: Source, names: TableNames) -> None:
             cur.execute(statement)
 
 
-def has_trigger(conn: Any, source: Source, names: TableNames) -> bool:
-    cur = conn.cursor()
-    try:
-        cur.execute(
-            "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
-            (source.dialect.quote(names.table), TRIGGER_NAME),
-        )
-        return cur.fetchone() is not None
-    finally:
-        cur.close()
+def has_trigger(cur: Any, source: Source, names: TableNames) -> bool:
+    """Whether the table has the notify trigger (asked on ``cur``, a PostgreSQL cursor)."""
+    cur.execute(
+        "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
+        (source.dialect.quote(names.table), TRIGGER_NAME),
+    )
+    return cur.fetchone() is not None
+
+
+def _lost(source: Source) -> str:
+    """What a failure of the watch connection is reported as (with the driver's message)."""
+    return f"watch connection to {source.description} lost"
 
 
 class _Detector:
@@ -110,11 +112,12 @@ class _Detector:
 
 
 class _Notify(_Detector):
+    """Waits for the NOTIFY of a connection that LISTENs on the table's channel."""
+
     method = "notify"
 
-    def __init__(self, conn: Any, names: TableNames, dialect: Any) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
-        conn.execute(f"LISTEN {dialect.quote(notify_channel(names.table))}")
 
     def changed(self, wait: float, stop: threading.Event) -> bool:
         deadline = time.monotonic() + wait
@@ -131,31 +134,27 @@ class _Notify(_Detector):
 
 
 class _Poll(_Detector):
+    """Compares ``fingerprint(failure)`` between waits; ``failure`` says what a failing query means."""
+
     method = "poll"
 
-    def __init__(self, fingerprint: Callable[[], Hashable], close: Callable[[], None]) -> None:
+    def __init__(
+        self, fingerprint: Callable[[str], Hashable], close: Callable[[], None], first: str, lost: str
+    ) -> None:
         self._fingerprint = fingerprint
         self._close = close
-        self._last = fingerprint()
+        self._lost = lost
+        self._last = fingerprint(first)  # failing here, the watch could not begin
 
     def changed(self, wait: float, stop: threading.Event) -> bool:
         if stop.wait(wait):
             return False
-        now = self._fingerprint()
+        now = self._fingerprint(self._lost)
         moved, self._last = now != self._last, now
         return moved
 
     def close(self) -> None:
         self._close()
-
-
-def _query_one(conn: Any, sql: str) -> tuple[Any, ...]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        return tuple(cur.fetchone() or ())
-    finally:
-        cur.close()
 
 
 def _fingerprint_sql(source: Source, names: TableNames) -> str:
@@ -168,35 +167,41 @@ def _fingerprint_sql(source: Source, names: TableNames) -> str:
 
 
 def _open_detector(source: Source, names: TableNames, method: str) -> _Detector:
+    cannot = f"cannot watch {names.table!r} on {source.description}"
+    sql = _fingerprint_sql(source, names)
     if isinstance(source, ConnectionSource):
         # A caller's connection: poll through it, between the reloads that also use it.
-        sql = _fingerprint_sql(source, names)
-
-        def shared() -> Hashable:
-            with source.connection() as conn:
+        def shared(failure: str) -> Hashable:
+            with source.connection() as conn, work_on(conn, failure) as cur:
+                cur.execute(sql)
                 extra = (conn.total_changes,) if source.dialect.name == "sqlite" else ()
-                return _query_one(conn, sql) + extra
+                return tuple(cur.fetchone() or ()) + extra
 
-        return _Poll(shared, lambda: None)
+        return _Poll(shared, lambda: None, cannot, _lost(source))
     # Autocommit: each poll sees the latest commit, and LISTEN takes effect at once.
     conn = source.open(autocommit=True) if isinstance(source, ServerSource) else source.open()
     try:
         if method != "poll" and source.dialect.name == "postgres":
-            if has_trigger(conn, source, names):
-                return _Notify(conn, names, source.dialect)
+            with work_on(conn, cannot) as cur:
+                if has_trigger(cur, source, names):
+                    cur.execute(f"LISTEN {source.dialect.quote(notify_channel(names.table))}")
+                    return _Notify(conn)
             log.warning(
                 "no change trigger on %r (TcpMgm.install_change_trigger() installs it): polling",
                 names.table,
             )
         elif method == "notify":
             raise DatabaseError(f"change notification needs PostgreSQL, not {source.dialect.label}")
-        sql = _fingerprint_sql(source, names)
-        return _Poll(lambda: _query_one(conn, sql), conn.close)
-    except Exception as exc:
+
+        def own(failure: str) -> Hashable:
+            with work_on(conn, failure) as cur:
+                cur.execute(sql)
+                return tuple(cur.fetchone() or ())
+
+        return _Poll(own, conn.close, cannot, _lost(source))
+    except BaseException:
         conn.close()
-        if isinstance(exc, TcpMgmError):
-            raise
-        raise DatabaseError(f"cannot watch {names.table!r} on {source.description}: {one_line(exc)}") from None
+        raise
 
 
 class Watcher(Generic[Report]):
@@ -320,11 +325,8 @@ class Watcher(Generic[Report]):
                     if not self._stop.is_set():
                         self._reload()
             except Exception as exc:
-                error = (
-                    exc
-                    if isinstance(exc, TcpMgmError)
-                    else DatabaseError(f"watch connection to {self.source.description} lost: {one_line(exc)}")
-                )
+                # A poll fails as a DatabaseError already; waiting for a NOTIFY, as the driver's exception.
+                error = exc if isinstance(exc, TcpMgmError) else DatabaseError(f"{_lost(self.source)}: {one_line(exc)}")
                 log.error("%s; retrying in %.1f s", error, self.retry)
                 self._report(error)
                 self._stop.wait(self.retry)
