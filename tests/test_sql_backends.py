@@ -1,6 +1,8 @@
 """The same table behaviour on SQLite, PostgreSQL and MariaDB (each test runs on all three)."""
 
+import io
 import logging
+import sys
 
 import pytest
 from dbservers import opensips_ddl
@@ -220,6 +222,37 @@ def test_rows_stream_in_batches(scratch):
     assert sorted(r.id for r in result.rules) == list(range(1, 51))
     # Rows wait on the server until fetched: a named cursor / unbuffered cursor.
     assert kind == {"postgres": "ServerCursor", "mysql": "SSCursor", "sqlite": "Cursor"}[scratch.backend]
+
+
+def test_check_with_a_progress_bar_still_streams_the_rows(scratch, monkeypatch, capsys):
+    """``tcpmgm check`` on a terminal counts the rows it fetches for its progress bar,
+    and reads them with the same streaming cursor as a reload."""
+    import tcpmgm.sql.db
+    from tcpmgm.tools.cli import main
+
+    mgr = tcpmgm.TcpMgm(scratch.url)
+    mgr.create_schema()
+    rows = [(i, "tcp", 5060 + i) for i in range(1, 4)]
+    scratch.executemany("INSERT INTO tcp_mgm (id, proto, remote_port) VALUES (%s, %s, %s)", rows)
+    kinds = []
+    made = tcpmgm.sql.db._streaming_cursor
+
+    def spied(conn, dialect):
+        cur = made(conn, dialect)
+        kinds.append(type(cur).__name__)
+        return cur
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(tcpmgm.sql.db, "_streaming_cursor", spied)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["check", "--db", scratch.url]) == 0
+    assert "loading" in sys.stderr.getvalue()
+    assert "loaded 3 rule(s)" in capsys.readouterr().out
+    assert kinds == [{"postgres": "ServerCursor", "mysql": "SSCursor", "sqlite": "Cursor"}[scratch.backend]]
+    mgr.close()
 
 
 INJECTIONS = ["tcp_mgm; DROP TABLE sentinel", 'x" OR 1=1 --', "x` OR 1=1 #", "a b", "x'", ""]

@@ -18,7 +18,7 @@ import dataclasses
 import gc
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from ..model.profile import Profile
@@ -106,8 +106,12 @@ def load_rules(
     defaults: Profile | None = None,
     schema_version: int | None = None,
     batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
-    """Read and validate every row of the rule table over ``conn``."""
+    """Read and validate every row of the rule table over ``conn``.
+
+    ``progress(n)`` is called with the number of rows of each batch fetched.
+    """
     present = _table_columns(conn, dialect, names)
     require_columns(present, names)
     version = version_check(
@@ -139,6 +143,8 @@ def load_rules(
             batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
             if not batch:
                 break
+            if progress is not None:
+                progress(len(batch))
             try:
                 read.read_batch(batch, rules, rejected, warnings, seen_ids)
             except Exception as exc:
