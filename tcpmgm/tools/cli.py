@@ -321,32 +321,6 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
 # -- check ----------------------------------------------------------------------------
 
 
-class _CountingConnection:
-    """A DB-API connection whose cursors report each batch of fetched rows (progress)."""
-
-    def __init__(self, conn: Any, update: Callable[[int], None]) -> None:
-        self._conn, self._update = conn, update
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return _CountingCursor(self._conn.cursor(*args, **kwargs), self._update)
-
-
-class _CountingCursor:
-    def __init__(self, cursor: Any, update: Callable[[int], None]) -> None:
-        self._cursor, self._update = cursor, update
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-    def fetchmany(self, *args: Any) -> Any:
-        rows = self._cursor.fetchmany(*args)
-        self._update(len(rows))
-        return rows
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
@@ -357,8 +331,9 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
     """
     started = time.perf_counter()
     with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update, mgr.source.connection() as conn:
-        reader = conn if update is None else _CountingConnection(conn, update)
-        loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
+        loaded = load_rules(
+            conn, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default, progress=update
+        )
     seconds = time.perf_counter() - started
     with _progress("linting", lambda: len(loaded.rules)) as update:
         # Every loader warning is a finding, so that one count (the findings') is shown everywhere.
