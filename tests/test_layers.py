@@ -274,15 +274,21 @@ def test_only_the_cli_names_the_benchmark_harness():
 
 
 def test_the_harness_is_loaded_only_for_bench():
-    """Importing every facade and running a command other than ``bench`` leaves the harness unloaded."""
+    """Importing every facade, listing the commands and running one other than ``bench`` leave the
+    harness unloaded; ``bench --help`` loads it."""
     script = (
         "import sys\n"
         "from click.testing import CliRunner\n"
         "import tcpmgm, tcpmgm.aio, tcpmgm.mi, tcpmgm.sockets, tcpmgm.limits\n"
         "from tcpmgm.tools.cli import cli\n"
         "assert 'Usage:' in CliRunner().invoke(cli, ['check', '--help']).output\n"
+        "assert 'bench' in CliRunner().invoke(cli, ['--help']).output\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] == {BENCH!r}))\n"
+        "assert 'Usage:' in CliRunner().invoke(cli, ['bench', '--help']).output\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] == {BENCH!r}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    unloaded, loaded = result.stdout.splitlines()
+    assert unloaded == "[]"
+    assert f"{BENCH}.harness" in loaded
