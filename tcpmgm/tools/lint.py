@@ -204,7 +204,7 @@ def lint(
     """Findings for valid rules (shadowed, duplicates, warnings), in key order of the rule.
 
     ``warnings`` are the loader's warnings about these rules (a load's
-    :attr:`~tcpmgm.loader.LoadResult.warnings`, which include the NULLs it
+    :attr:`~tcpmgm.sql.loader.LoadResult.warnings`, which include the NULLs it
     read as defaults); without it, the rules' own warnings (host bits).
     ``progress(n)`` is called with the number of rules done since the last call.
     """
