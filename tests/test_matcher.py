@@ -2,9 +2,11 @@
 
 import array
 import gc
+import inspect
 import ipaddress
 import threading
 import tracemalloc
+import types
 
 import pytest
 
@@ -28,11 +30,39 @@ compiled_only = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled
 
 
 @pytest.fixture
-def compiled():
-    return matcher_module.Matcher(RULES)
+def matcher(matcher_cls):
+    return matcher_cls(RULES)
 
 
 # -- API shared with the reference -------------------------------------------
+
+# What only the compiled matcher has, and why (ReferenceMatcher's docstring says
+# so too): the widths of its trie's first stride, which a linear scan has not.
+COMPILED_ONLY_NAMES = {"stride_bits"}
+
+
+def _public_names(cls):
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def _parameters(method):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+
+def test_both_matchers_have_the_same_public_api():
+    """What a caller of tcpmgm.Matcher may use is there whichever class it is (TCPMGM_NO_EXTENSIONS)."""
+    compiled = pytest.importorskip("tcpmgm.matching._matcher", reason="compiled classifier not built").Matcher
+    names = _public_names(ReferenceMatcher)
+    assert names == _public_names(compiled) - COMPILED_ONLY_NAMES
+    assert COMPILED_ONLY_NAMES.issubset(_public_names(compiled)), "a name the test excuses is gone"
+    for name in sorted(names):
+        ours, theirs = getattr(ReferenceMatcher, name), getattr(compiled, name)
+        assert isinstance(ours, property) == isinstance(theirs, (property, types.GetSetDescriptorType)), name
+        if callable(ours):
+            assert _parameters(ours) == _parameters(theirs), name
+    for special in ("__len__", "__iter__", "__contains__", "__repr__"):
+        assert special in vars(ReferenceMatcher) and special in vars(compiled), special
+    assert ReferenceMatcher(RULES).nbytes == 0  # it owns no C memory
 
 
 def test_container_protocol(matcher_cls):
@@ -61,9 +91,9 @@ def test_lookups(matcher_cls):
     assert matcher.lookup("ws", "::ffff:10.1.0.1", 5060).id == 3  # IPv4-mapped
 
 
-def test_returns_the_rules_profile_objects(compiled):
-    assert compiled.lookup("tcp", "10.1.2.3", 5060) is compiled.get(3).profile
-    empty = matcher_module.Matcher([])
+def test_returns_the_rules_profile_objects(matcher, matcher_cls):
+    assert matcher.lookup("tcp", "10.1.2.3", 5060) is matcher.get(3).profile
+    empty = matcher_cls([])
     assert empty.lookup("tcp", "10.1.2.3") is empty.default
 
 
@@ -94,23 +124,23 @@ def test_bad_input_names_the_argument(matcher_cls, args, error, argument):
 
 
 @compiled_only
-def test_immutable(compiled):
+def test_immutable():
+    compiled = matcher_module.Matcher(RULES)
     with pytest.raises(TypeError):
         compiled.__init__([])
     assert len(compiled) == 5
 
 
-@compiled_only
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
-def test_workloads_agree_with_reference(name):
+def test_workloads_agree_with_reference(matcher_cls, name):
     workload = WORKLOADS[name](400, 600, seed=3)
     reference = ReferenceMatcher(workload.rules)
-    compiled = matcher_module.Matcher(workload.rules)
+    matcher = matcher_cls(workload.rules)
     expected = [reference.lookup(*query).id for query in workload.lookups]
-    assert [compiled.lookup(*query).id for query in workload.lookups] == expected
+    assert [matcher.lookup(*query).id for query in workload.lookups] == expected
     for version in (4, 6):
         chosen = [e for q, e in zip(workload.lookups, expected) if ipaddress.ip_address(q[1]).version == version]
-        assert list(compiled.lookup_many(*batch(workload.lookups, version))) == chosen
+        assert list(matcher.lookup_many(*batch(workload.lookups, version))) == chosen
     assert len(set(expected)) > 10, "the workload should exercise many rules"
 
 
@@ -143,11 +173,10 @@ def _v4(text):
     return int(ipaddress.IPv4Address(text))
 
 
-@compiled_only
-def test_lookup_many_buffer_forms(compiled):
+def test_lookup_many_buffer_forms(matcher):
     remotes = ["10.1.2.3", "10.1.2.3", "10.9.9.9", "192.168.0.1"]
     ports = [5060, 5061, 5060, 5060]
-    expected = [compiled.lookup("tcp", r, p).id for r, p in zip(remotes, ports)]
+    expected = [matcher.lookup("tcp", r, p).id for r, p in zip(remotes, ports)]
     assert expected == [3, 5, 5, 5]
     code = protocol_code("tcp")
     as_ints = array.array("I", [_v4(r) for r in remotes])
@@ -159,35 +188,31 @@ def test_lookup_many_buffer_forms(compiled):
         ("tcp", bytearray(as_packed), array.array("Q", ports)),
     ]
     for protos, remote_ips, remote_ports in forms:
-        result = compiled.lookup_many(protos, remote_ips, remote_ports)
+        result = matcher.lookup_many(protos, remote_ips, remote_ports)
         assert result.typecode == "I" and list(result) == expected
 
 
-@compiled_only
-def test_lookup_many_numpy(compiled):
+def test_lookup_many_numpy(matcher):
     np = pytest.importorskip("numpy")
     remotes = np.array([_v4("10.1.2.3"), _v4("10.200.0.1")], dtype=np.uint32)
     packed = np.frombuffer(ipaddress.IPv6Address("2001:db8::1").packed * 2, dtype=np.uint8).reshape(2, 16)
     local = np.frombuffer(ipaddress.IPv6Address("2001:db8:ffff::1").packed * 2, dtype=np.uint8).reshape(2, 16)
-    assert list(compiled.lookup_many(np.zeros(2, np.int64), remotes, np.array([5060, 1], np.uint16))) == [3, 5]
-    assert list(compiled.lookup_many(np.array([2, 1], np.int32), packed, None, local)) == [9, 5]
-    assert list(compiled.lookup_many(np.ones(1, np.uint8), remotes[::2].copy(), np.array([5060], np.int16))) == [3]
+    assert list(matcher.lookup_many(np.zeros(2, np.int64), remotes, np.array([5060, 1], np.uint16))) == [3, 5]
+    assert list(matcher.lookup_many(np.array([2, 1], np.int32), packed, None, local)) == [9, 5]
+    assert list(matcher.lookup_many(np.ones(1, np.uint8), remotes[::2].copy(), np.array([5060], np.int16))) == [3]
 
 
-@compiled_only
-def test_lookup_many_wide_ids():
-    matcher = matcher_module.Matcher([Rule(id=2**40, remote=NET("10.0.0.0/8")), Rule(id=1)])
+def test_lookup_many_wide_ids(matcher_cls):
+    matcher = matcher_cls([Rule(id=2**40, remote=NET("10.0.0.0/8")), Rule(id=1)])
     result = matcher.lookup_many(None, array.array("I", [_v4("10.0.0.1"), _v4("11.0.0.1")]))
     assert result.typecode == "Q" and list(result) == [2**40, 1]
 
 
-@compiled_only
-def test_lookup_many_empty(compiled):
-    assert list(compiled.lookup_many(None, array.array("I"))) == []
-    assert list(compiled.lookup_many(None, b"")) == []
+def test_lookup_many_empty(matcher):
+    assert list(matcher.lookup_many(None, array.array("I"))) == []
+    assert list(matcher.lookup_many(None, b"")) == []
 
 
-@compiled_only
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -209,22 +234,21 @@ def test_lookup_many_empty(compiled):
         (dict(remote_ips="10.0.0.1"), TypeError, "remote_ips"),
     ],
 )
-def test_lookup_many_bad_input(compiled, kwargs, error, message):
+def test_lookup_many_bad_input(matcher, kwargs, error, message):
     arguments = dict(
         protos=None, remote_ips=array.array("I", [1, 2]), remote_ports=None, local_ips=None, local_ports=None
     )
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
-        compiled.lookup_many(**arguments)
+        matcher.lookup_many(**arguments)
 
 
-@compiled_only
-def test_lookup_many_refuses_big_endian_and_strided(compiled):
+def test_lookup_many_refuses_big_endian_and_strided(matcher):
     np = pytest.importorskip("numpy")
     with pytest.raises(ValueError, match="remote_ips: big-endian"):
-        compiled.lookup_many(None, np.array([1, 2], dtype=">u4"))
+        matcher.lookup_many(None, np.array([1, 2], dtype=">u4"))
     with pytest.raises(ValueError, match="remote_ips: the buffer must be C-contiguous"):
-        compiled.lookup_many(None, np.arange(4, dtype=np.uint32)[::2])
+        matcher.lookup_many(None, np.arange(4, dtype=np.uint32)[::2])
 
 
 # Rules whose answer depends on how a port or protocol code is read: a signed
@@ -240,12 +264,11 @@ SIGNED_TRAPS = [
 ]
 
 
-@compiled_only
 @pytest.mark.parametrize("typecode", list("bhilq"))
 @pytest.mark.parametrize("argument", ["remote_ports", "local_ports"])
-def test_lookup_many_negative_signed_ports_are_refused(typecode, argument):
+def test_lookup_many_negative_signed_ports_are_refused(matcher_cls, typecode, argument):
     """Issue 10.1: array('h', [-1]) answered the rule of port 65535, array('b', [-1]) that of 255."""
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     remotes = array.array("I", [_v4("10.0.0.1")] * 2)
     for value in (-1, -128):
         with pytest.raises(ValueError) as info:
@@ -262,16 +285,14 @@ def test_lookup_many_negative_signed_ports_are_refused(typecode, argument):
     assert list(got) == expected
 
 
-@compiled_only
-def test_lookup_many_negative_signed_protocol_codes_are_refused():
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+def test_lookup_many_negative_signed_protocol_codes_are_refused(matcher_cls):
+    matcher = matcher_cls(SIGNED_TRAPS)
     for typecode in "bhilq":
         with pytest.raises(ValueError) as info:
             matcher.lookup_many(array.array(typecode, [1, -1]), array.array("I", [1, 2]))
         assert str(info.value) == "protos[1]: unknown protocol code -1"
 
 
-@compiled_only
 @pytest.mark.parametrize(
     "ctype, value, message",
     [
@@ -284,21 +305,20 @@ def test_lookup_many_negative_signed_protocol_codes_are_refused():
         ("c_long", -(2**63), "remote_ports[0]: -9223372036854775808 is outside 0..65535"),
     ],
 )
-def test_lookup_many_ctypes_port_errors(ctype, value, message):
+def test_lookup_many_ctypes_port_errors(matcher_cls, ctype, value, message):
     """Issue 10.2: the error for a ctypes buffer ('<i') raised NotImplementedError from memoryview."""
     import ctypes
 
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     with pytest.raises(ValueError) as info:
         matcher.lookup_many(None, array.array("I", [1]), (getattr(ctypes, ctype) * 1)(value))
     assert str(info.value) == message
 
 
-@compiled_only
-def test_lookup_many_ctypes_buffers_agree_with_lookup():
+def test_lookup_many_ctypes_buffers_agree_with_lookup(matcher_cls):
     import ctypes
 
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     ports = [65535, 255, 128, 32768, 0]
     remotes = (ctypes.c_uint32 * 5)(*[_v4("10.0.0.1")] * 5)
     expected = [matcher.lookup(None, "10.0.0.1", p).id for p in ports]
@@ -309,22 +329,20 @@ def test_lookup_many_ctypes_buffers_agree_with_lookup():
     assert list(matcher.lookup_many(None, packed, (ctypes.c_int16 * 1)(255))) == [2]
 
 
-@compiled_only
-def test_lookup_many_unsigned_64_bit_beyond_int64():
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+def test_lookup_many_unsigned_64_bit_beyond_int64(matcher_cls):
+    matcher = matcher_cls(SIGNED_TRAPS)
     for value in (2**63, 2**64 - 1, 2**64 - 255, 2**32 + 255):
         with pytest.raises(ValueError) as info:
             matcher.lookup_many(None, array.array("I", [1]), None, None, array.array("Q", [value]))
         assert str(info.value) == f"local_ports[0]: {value} is outside 0..65535"
 
 
-@compiled_only
-def test_lookup_many_foreign_byte_order():
+def test_lookup_many_foreign_byte_order(matcher_cls):
     """Wider than a byte, the other byte order is refused; one byte has no order ('>B')."""
     import ctypes
     import sys
 
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     foreign = "__ctype_be__" if sys.byteorder == "little" else "__ctype_le__"
     name = "big-endian" if sys.byteorder == "little" else "little-endian"
     with pytest.raises(ValueError, match=f"remote_ports: {name} buffers are not accepted"):
@@ -333,12 +351,11 @@ def test_lookup_many_foreign_byte_order():
     assert list(matcher.lookup_many(None, array.array("I", [1]), one_byte)) == [2]
 
 
-@compiled_only
-def test_lookup_many_empty_buffers_of_every_form():
+def test_lookup_many_empty_buffers_of_every_form(matcher_cls):
     np = pytest.importorskip("numpy")
     import ctypes
 
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     remotes = [
         array.array("I"),
         b"",
@@ -355,10 +372,9 @@ def test_lookup_many_empty_buffers_of_every_form():
             assert list(matcher.lookup_many(port, remote, port, remote, port)) == []
 
 
-@compiled_only
-def test_lookup_many_readonly_buffers():
+def test_lookup_many_readonly_buffers(matcher_cls):
     np = pytest.importorskip("numpy")
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     ports = np.array([255, 65535], np.int32)
     ports.flags.writeable = False
     remotes = np.array([_v4("10.0.0.1")] * 2, np.uint32)
@@ -373,7 +389,6 @@ def test_lookup_many_readonly_buffers():
     ) == [3, 4]
 
 
-@compiled_only
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -390,26 +405,24 @@ def test_lookup_many_readonly_buffers():
         (lambda np: memoryview(b"\x00" * 64)[::2], "remote_ips: the buffer must be C-contiguous"),
     ],
 )
-def test_lookup_many_misshapen_address_buffers(make, message):
+def test_lookup_many_misshapen_address_buffers(matcher_cls, make, message):
     """Address rows are 16 bytes each, as one flat run: no other shape is read as addresses."""
     np = pytest.importorskip("numpy")
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+    matcher = matcher_cls(SIGNED_TRAPS)
     with pytest.raises((TypeError, ValueError), match=message):
         matcher.lookup_many(None, make(np))
 
 
-@compiled_only
-def test_lookup_many_released_buffer():
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+def test_lookup_many_released_buffer(matcher_cls):
+    matcher = matcher_cls(SIGNED_TRAPS)
     view = memoryview(array.array("H", [1]))
     view.release()
     with pytest.raises(TypeError, match="remote_ports: expected a buffer"):
         matcher.lookup_many(None, array.array("I", [1]), view)
 
 
-@compiled_only
-def test_lookup_many_strided_ports_refused():
-    matcher = matcher_module.Matcher(SIGNED_TRAPS)
+def test_lookup_many_strided_ports_refused(matcher_cls):
+    matcher = matcher_cls(SIGNED_TRAPS)
     with pytest.raises(ValueError, match="local_ports: the buffer must be C-contiguous"):
         matcher.lookup_many(None, array.array("I", [1, 2]), None, None, memoryview(array.array("H", [1, 2, 3, 4]))[::2])
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from tcpmgm import Explanation, Profile, Rule
-from tcpmgm.model.rule import key_difference
+from tcpmgm.model.key import key_difference
 
 CONN = ("tcp", "10.1.2.3", 5060, "10.0.0.1", 5061)
 

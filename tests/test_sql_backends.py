@@ -1,13 +1,15 @@
 """The same table behaviour on SQLite, PostgreSQL and MariaDB (each test runs on all three)."""
 
+import io
 import logging
+import sys
 
 import pytest
 from dbservers import opensips_ddl
 
 import tcpmgm
 from tcpmgm.model.errors import ReloadError, RuleError, SchemaError
-from tcpmgm.sql.db import streaming_cursor
+from tcpmgm.sql.db import work_on
 
 TLS_TRUNK = {"proto": "tls", "remote_addr": "203.0.113.0/24", "connect_timeout": 1500}
 
@@ -215,11 +217,42 @@ def test_rows_stream_in_batches(scratch):
 
     with mgr.source.connection() as conn:
         result = load_rules(conn, mgr.source.dialect, mgr.names, batch_size=7)
-        with streaming_cursor(conn, mgr.source.dialect) as cur:
+        with work_on(conn, "streaming", stream=mgr.source.dialect) as cur:
             kind = type(cur).__name__
     assert sorted(r.id for r in result.rules) == list(range(1, 51))
     # Rows wait on the server until fetched: a named cursor / unbuffered cursor.
     assert kind == {"postgres": "ServerCursor", "mysql": "SSCursor", "sqlite": "Cursor"}[scratch.backend]
+
+
+def test_check_with_a_progress_bar_still_streams_the_rows(scratch, monkeypatch, capsys):
+    """``tcpmgm check`` on a terminal counts the rows it fetches for its progress bar,
+    and reads them with the same streaming cursor as a reload."""
+    import tcpmgm.sql.db
+    from tcpmgm.tools.cli import main
+
+    mgr = tcpmgm.TcpMgm(scratch.url)
+    mgr.create_schema()
+    rows = [(i, "tcp", 5060 + i) for i in range(1, 4)]
+    scratch.executemany("INSERT INTO tcp_mgm (id, proto, remote_port) VALUES (%s, %s, %s)", rows)
+    kinds = []
+    made = tcpmgm.sql.db._streaming_cursor
+
+    def spied(conn, dialect):
+        cur = made(conn, dialect)
+        kinds.append(type(cur).__name__)
+        return cur
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(tcpmgm.sql.db, "_streaming_cursor", spied)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["check", "--db", scratch.url]) == 0
+    assert "loading" in sys.stderr.getvalue()
+    assert "loaded 3 rule(s)" in capsys.readouterr().out
+    assert kinds == [{"postgres": "ServerCursor", "mysql": "SSCursor", "sqlite": "Cursor"}[scratch.backend]]
+    mgr.close()
 
 
 INJECTIONS = ["tcp_mgm; DROP TABLE sentinel", 'x" OR 1=1 --', "x` OR 1=1 #", "a b", "x'", ""]

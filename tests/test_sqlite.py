@@ -13,6 +13,7 @@ from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, T
 from tcpmgm.model.errors import DatabaseError
 from tcpmgm.sql.loader import load_rules
 from tcpmgm.sql.schema import DIALECTS, TableNames
+from tcpmgm.sql.table import read_rows
 
 # The tcp_mgm table as OpenSIPS's SQLite scripts lay it out (attrs right after
 # priority, unlike tcpmgm's own DDL), in both versions.
@@ -480,3 +481,24 @@ def test_an_unexpected_row_reader_failure_is_a_reload_error(path, monkeypatch):
     # The reader's own exception, not a driver failure made of it.
     assert isinstance(info.value.__cause__, RuntimeError)
     _assert_old_rules_serve(mgr)
+
+
+def test_a_closed_caller_connection_fails_as_tcpmgms_error():
+    """A driver's failure to make a cursor (here on a caller's connection it closed
+    itself) is reported like any other failure of the work, not as the driver's
+    own exception (which a caller catching TcpMgmError would not see)."""
+    conn = sqlite3.connect(":memory:")
+    mgr = TcpMgm(conn)
+    mgr.create_schema()
+    mgr.reload()
+    conn.close()
+    closed = "Cannot operate on a closed database"
+    with pytest.raises(DatabaseError, match=f"cannot insert into 'tcp_mgm': {closed}"):
+        mgr.add_rule({"proto": "tcp"})
+    with pytest.raises(SchemaError, match=f"cannot create table 'tcp_mgm': {closed}"):
+        mgr.create_schema()
+    with pytest.raises(SchemaError, match=f"cannot read table 'tcp_mgm': {closed}"):
+        read_rows(mgr.source, mgr.names)
+    with pytest.raises(ReloadError, match=f"old rules stay in service: cannot read table 'tcp_mgm': {closed}") as info:
+        mgr.reload()
+    assert isinstance(info.value.__cause__, SchemaError)

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import os
 import selectors
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -227,3 +228,17 @@ def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, mon
         # Watching began once: no reconnect after the failed reload.
         assert len([m for m in messages if m.startswith("watching ")]) == 1
         assert all(isinstance(e, ReloadError) for e in rec.errors)
+
+
+def test_watching_a_closed_caller_connection_is_a_database_error():
+    """The first poll of a caller's connection fails as any source's does: as the
+    DatabaseError that says the watch could not begin, not as the driver's exception."""
+    conn = sqlite3.connect(":memory:", check_same_thread=False)  # the watcher polls from its thread
+    mgr = tcpmgm.TcpMgm(conn)
+    mgr.create_schema()
+    conn.close()
+    rec = Recorder()
+    with mgr.watch(method="poll", retry=5, on_error=rec.on_error):
+        assert wait_until(lambda: rec.errors)
+    assert isinstance(rec.errors[0], DatabaseError)
+    assert str(rec.errors[0]).startswith("cannot watch 'tcp_mgm' on sqlite3 connection: Cannot operate on a closed")

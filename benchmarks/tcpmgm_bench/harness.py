@@ -1,6 +1,6 @@
 """``tcpmgm bench``: the compiled classifier beside the baselines of benchmarks/README.md#baselines, in one run.
 
-For each workload of benchmarks/README.md#workloads (:mod:`tcpmgm.workloads`) and each N it measures
+For each workload of benchmarks/README.md#workloads (:mod:`tcpmgm_bench.workloads`) and each N it measures
 the build time of :class:`tcpmgm.Matcher`, the C memory it owns per rule, the
 cost of one ``lookup`` (``str`` addresses), the cost per lookup inside
 ``lookup_many`` (IPv4 and IPv6 batches apart), and the same single lookups
@@ -9,25 +9,35 @@ pytricia's and py-radix's longest-prefix match on the same remote prefixes
 (``pip install '.[bench]'`` from a checkout), the compiled linear scan and the
 pure-Python reference.  Slow baselines get fewer lookups at large N; every
 figure is per lookup, so they stay comparable.
+
+It prints two aligned tables (absolute figures, then ratios), or with
+``--markdown`` one Markdown table per workload, the form benchmarks/README.md
+shows; ``--plot FILE`` also draws the lookup figures against N
+(:mod:`tcpmgm_bench.plot`).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 import click
 
 from tcpmgm.matching.reference import ReferenceMatcher
 from tcpmgm.model.text import aligned
+from tcpmgm_bench import plot
 from tcpmgm_bench.workloads import WORKLOADS, Workload, batch
 
-__all__ = ["command", "format_table", "measure"]
+__all__ = ["Row", "command", "format_markdown", "format_table", "measure"]
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
+
+Row = tuple[str, int, dict[str, Optional[float]]]  # workload, N, measure()'s figures
 
 
 def _per_call(function: Callable[..., object], queries: Sequence[tuple[Any, ...]], repeat: int = 5) -> float:
@@ -131,7 +141,7 @@ def _rate(ns: float | None) -> str:
     return f"{1e3 / ns:.1f}" if ns else "-"
 
 
-def format_table(rows: list[tuple[str, int, dict[str, float | None]]]) -> str:
+def format_table(rows: Sequence[Row]) -> str:
     """Two aligned tables: absolute figures, then how many times faster the matcher is."""
     first = [
         ("workload", "N", "build s", "B/rule", "lookup ns", "many v4 ns", "many v6 ns", "Mlookup/s v4", "Mlookup/s v6")
@@ -179,6 +189,45 @@ def format_table(rows: list[tuple[str, int, dict[str, float | None]]]) -> str:
     return "\n\n".join(aligned(table, right=True) for table in (first, second))
 
 
+# The columns of format_markdown: heading, row key, digits after the point (ns and bytes: none).
+_MARKDOWN_COLUMNS = (
+    ("build s", "build_s", 3),
+    ("B/rule", "bytes_per_rule", 0),
+    ("lookup ns", "single_ns", 0),
+    ("lookup_many ns, IPv4", "many_v4_ns", 0),
+    ("lookup_many ns, IPv6", "many_v6_ns", 0),
+    ("pytricia ns", "pytricia_ns", 0),
+    ("py-radix ns", "py-radix_ns", 0),
+    ("linear scan ns", "linear_ns", 0),
+    ("reference ns", "reference_ns", 0),
+    ("empty call ns", "empty_ns", 0),
+)
+
+
+def format_markdown(rows: Sequence[Row], note: str = "") -> str:
+    """One Markdown table per workload, in the order of ``rows``: the form benchmarks/README.md shows.
+
+    Every figure is absolute (a ratio is two columns of one line).  A column
+    with no figure for the workload (no IPv6 lookups, a baseline not
+    installed) is left out; "-" is a figure missing from some of its rows.
+    """
+    by_workload: dict[str, list[tuple[int, dict[str, float | None]]]] = {}
+    for name, n, row in rows:
+        by_workload.setdefault(name, []).append((n, row))
+    parts = [note] if note else []
+    for name, measured in by_workload.items():
+        columns = [column for column in _MARKDOWN_COLUMNS if any(row.get(column[1]) is not None for _, row in measured)]
+        lines = [
+            "| N | " + " | ".join(heading for heading, _, _ in columns) + " |",
+            "|---:" * (1 + len(columns)) + "|",
+        ]
+        for n, row in measured:
+            cells = ["-" if row.get(key) is None else f"{row[key]:,.{digits}f}" for _, key, digits in columns]
+            lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        parts.append(f"### {name}\n\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
 @click.command("bench")
 @click.option(
     "--workload",
@@ -193,7 +242,25 @@ def format_table(rows: list[tuple[str, int, dict[str, float | None]]]) -> str:
 @click.option("--million", is_flag=True, help="Add N = 1,000,000 (slow to generate).")
 @click.option("--queries", default=20_000, show_default=True, help="Lookups per measurement.")
 @click.option("--seed", default=0, show_default=True, help="Workload seed.")
-def command(workloads: Sequence[str], sizes: str, million: bool, queries: int, seed: int) -> None:
+@click.option(
+    "--markdown", is_flag=True, help="Print one Markdown table per workload (benchmarks/README.md's form) instead."
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    metavar="FILE",
+    help="Also draw ns per lookup against N, log-log, one panel per workload, to FILE (.png, .svg, .pdf, ...;"
+    " needs matplotlib: the bench extra).",
+)
+def command(
+    workloads: Sequence[str],
+    sizes: str,
+    million: bool,
+    queries: int,
+    seed: int,
+    markdown: bool,
+    plot_file: str | None,
+) -> None:
     """Benchmark the compiled classifier against the benchmarks/README.md#baselines baselines and print ratios."""
     try:
         counts = [int(size) for size in sizes.split(",") if size.strip()]
@@ -201,9 +268,12 @@ def command(workloads: Sequence[str], sizes: str, million: bool, queries: int, s
         raise click.BadParameter(f"not a list of integers: {sizes!r}", param_hint="--sizes") from None
     if million:
         counts.append(1_000_000)
+    if plot_file is not None:
+        plot.require(plot_file)
     names = list(workloads) or ["carrier", "ports", "nested"]
     show_progress = sys.stderr.isatty()
-    rows = []
+    load_before = _load()
+    rows: list[Row] = []
     for name in names:
         for n in counts:
             if show_progress:
@@ -211,5 +281,29 @@ def command(workloads: Sequence[str], sizes: str, million: bool, queries: int, s
             rows.append((name, n, measure(name, n, queries, seed)))
     if show_progress:
         click.echo("\r".ljust(41) + "\r", err=True, nl=False)
+    # Where and how busy: a wall-clock figure means little without them.
+    note = f"{_machine()}; load average {load_before} → {_load()} (1 minute, before → after)"
     out: TextIO = sys.stdout
-    out.write(format_table(rows) + "\n")
+    out.write((format_markdown(rows, f"Measured on {note}.") if markdown else format_table(rows)) + "\n")
+    if plot_file is not None:
+        plot.draw(rows, plot_file, note)
+        click.echo(f"plot written to {plot_file}", err=True)
+    if not markdown:
+        click.echo(note, err=True)
+
+
+def _machine() -> str:
+    """The processor (Linux names it in /proc/cpuinfo), the CPU count and the Python."""
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            processor = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{processor}, {os.cpu_count()} CPUs, {python}"
+
+
+def _load() -> str:
+    """The 1-minute load average, as ``uptime`` shows it: the plot says how busy the machine was."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"

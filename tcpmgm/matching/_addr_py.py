@@ -2,9 +2,10 @@
 
 A connection presents its addresses in many forms; matching needs one:
 ``(version, value)`` with ``version`` 4 or 6 and ``value`` the address as an
-unsigned integer.  Two rules of docs/behaviour.md#which-rule-wins live here:
+unsigned integer.  Two rules of docs/behaviour.md#which-rule-wins apply here:
 
-* an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) is the IPv4 address;
+* an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) is the IPv4 address
+  (:func:`tcpmgm.model.prefix.unmap_ipv6`, which the rules' networks go by too);
 * an IPv6 zone (``fe80::1%eth0``) is ignored.
 
 Accepted forms: ``str``; ``ipaddress.IPv4Address``/``IPv6Address``; packed
@@ -20,8 +21,8 @@ import socket
 from typing import Any
 
 from ..model.errors import shown
+from ..model.prefix import unmap_ipv6
 
-_MAPPED_PREFIX = 0xFFFF << 32
 _V4_MAX = (1 << 32) - 1
 _V6_MAX = (1 << 128) - 1
 _FAMILIES = {4: 4, 6: 6, int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
@@ -33,9 +34,9 @@ def _is_integer(value: Any) -> bool:
 
 
 def _unmap(value: int) -> tuple[int, int]:
-    if value >> 32 == 0xFFFF:
-        return 4, value & _V4_MAX
-    return 6, value
+    """An IPv6 address as ``(version, int)``: a mapped one is its IPv4 address."""
+    version, address, _ = unmap_ipv6(value)
+    return version, address
 
 
 def normalize(value: Any, argument: str = "address") -> tuple[int, int] | None:

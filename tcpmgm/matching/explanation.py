@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..model.key import key_difference
 from ..model.profile import Profile, format_attrs
-from ..model.rule import Rule, key_difference
+from ..model.rule import Rule
 from ..model.text import aligned
 
 __all__ = ["Explanation", "explanation"]

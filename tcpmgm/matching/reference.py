@@ -1,52 +1,42 @@
 """The reference matcher: docs/behaviour.md#which-rule-wins written as directly as Python allows.
 
 Rules are sorted once by :meth:`Rule.key`; a lookup returns the first rule in
-that order whose every filter matches.  It is slow (linear in the number of
+that order whose every filter matches (:func:`.filters.matches`).  It is slow (linear in the number of
 rules) and meant to be obviously right: it is the oracle the compiled
 classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 """
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..model.profile import Profile, default_profile
-from ..model.protocols import protocol_code
-from ..model.rule import Network, Rule
-from . import _addr_py
+from ..model.rule import Rule
+from . import _addr_py, _batch_py
 from .arguments import check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
+from .filters import Filters, host_prefix, matches
 
 __all__ = ["Explanation", "ReferenceMatcher"]
 
 
-def _net_filter(network: Network | None) -> tuple[int, int, int] | None:
-    if network is None:
-        return None
-    bits = network.max_prefixlen
-    mask = ((1 << network.prefixlen) - 1) << (bits - network.prefixlen)
-    return network.version, int(network.network_address), mask
-
-
-def _inside(address: tuple[int, int] | None, net: tuple[int, int, int] | None) -> bool:
-    if net is None:
-        return True
-    return address is not None and address[0] == net[0] and address[1] & net[2] == net[1]
-
-
 class ReferenceMatcher:
-    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`."""
+    """Pure-Python matcher: same API as the compiled :class:`tcpmgm.Matcher`.
+
+    Except ``stride_bits``: the widths of the compiled trie's first stride,
+    which a linear scan does not have (any number would be invented, and
+    ``(0, 0)`` means "no prefix of either family" there).  ``nbytes`` is 0:
+    like the compiled one's, it counts C memory, and the reference owns none.
+    """
 
     def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None) -> None:
         ordered = sorted(check_unique_ids(rules), key=Rule.key)
         self._rules: tuple[Rule, ...] = tuple(ordered)
         self._by_id = {rule.id: rule for rule in ordered}
         self._default = (default if default is not None else default_profile()).replace(id=0)
-        self._filters = [
-            (protocol_code(r.proto), _net_filter(r.remote), r.remote_port, _net_filter(r.local), r.local_port)
-            for r in ordered
-        ]
+        self._filters = [Filters.of(rule) for rule in ordered]
 
     # -- container protocol --------------------------------------------------
     def __len__(self) -> int:
@@ -66,6 +56,11 @@ class ReferenceMatcher:
     def default(self) -> Profile:
         return self._default
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of C memory this matcher owns: none, it is Python objects only."""
+        return 0
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {len(self)} rules>"
 
@@ -79,18 +74,12 @@ class ReferenceMatcher:
         local_port: int,
     ) -> Iterator[Rule]:
         want_proto = lookup_proto(proto)
-        remote = _addr_py.normalize(remote_ip, "remote_ip")
+        remote = host_prefix(_addr_py.normalize(remote_ip, "remote_ip"))
         rport = lookup_port(remote_port, "remote_port")
-        local = _addr_py.normalize(local_ip, "local_ip")
+        local = host_prefix(_addr_py.normalize(local_ip, "local_ip"))
         lport = lookup_port(local_port, "local_port")
-        for rule, (r_proto, r_remote, r_rport, r_local, r_lport) in zip(self._rules, self._filters):
-            if (
-                (r_proto == 0 or want_proto == 0 or r_proto == want_proto)
-                and _inside(remote, r_remote)
-                and (r_rport == 0 or r_rport == rport)
-                and _inside(local, r_local)
-                and (r_lport == 0 or r_lport == lport)
-            ):
+        for rule, filters in zip(self._rules, self._filters):
+            if matches(filters, want_proto, remote, rport, local, lport):
                 yield rule
 
     def lookup(
@@ -116,3 +105,18 @@ class ReferenceMatcher:
     ) -> Explanation:
         """The winner and every matching rule in key order, with why each lost."""
         return explanation(list(self._matching(proto, remote_ip, remote_port, local_ip, local_port)), self._default)
+
+    def lookup_many(
+        self,
+        protos: str | Any | None,
+        remote_ips: Any,
+        remote_ports: Any = None,
+        local_ips: Any = None,
+        local_ports: Any = None,
+    ) -> array.array[int]:
+        """:meth:`lookup`'s rule id (0: default) for each row of a batch given as buffers.
+
+        The buffers, the result type and the refusals are the compiled
+        ``Matcher.lookup_many``'s; :mod:`tcpmgm.matching._batch_py` reads them.
+        """
+        return _batch_py.lookup_many(self.lookup, self._rules, protos, remote_ips, remote_ports, local_ips, local_ports)

@@ -5,9 +5,14 @@ The rule: docs/behaviour.md#a-rule; its key: docs/behaviour.md#which-rule-wins.
 :meth:`Rule.from_row` is the only place where table data becomes a rule: the
 loader, the CLI's ``add`` and the tests all go through it, so every caller gets
 the same validation and the same messages.  :meth:`Rule.key` is the one
-definition of which rule wins; the reference matcher sorts by it and the
-compiled classifier ranks by :attr:`Rule.order`, the same key packed into one
-int when the rule is made.
+definition of which rule wins (derived from the levels of :mod:`.key`); the
+reference matcher sorts by it and the compiled classifier ranks by
+:attr:`Rule.order`, the same key packed into one int when the rule is made.
+
+What a rule keeps is declared once, by its dataclass fields: :data:`ATTRIBUTES`,
+the names of its instance dict, is derived from them, and every writer of that
+dict (``__post_init__``, ``_from_checked``, the compiled row reader) and its
+reader by name (the compiled matcher) goes by it.
 
 A rule keeps its networks as ints, ``remote_prefix``/``local_prefix`` =
 ``(version, network as int, prefix length)``: that is all a classifier reads.
@@ -27,6 +32,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union, overload
 
 from .errors import RuleError, RuleWarning, shown
+from .key import key_of as _key_of
+from .key import order_of
 from .limits import (
     BEYOND_EVERY_RANGE,
     ID_MAX,
@@ -40,6 +47,7 @@ from .limits import (
     check_priority,
     check_profile_int,
 )
+from .prefix import Prefix, unmap_ipv6
 from .profile import (
     PROFILE_FIELDS,
     Profile,
@@ -50,10 +58,9 @@ from .profile import (
 )
 from .protocols import ANY, NOT_TCP_PROTOCOLS, protocol_code
 
-__all__ = ["COLUMNS", "FILTER_COLUMNS", "Network", "Prefix", "Rule", "key_difference"]
+__all__ = ["ATTRIBUTES", "COLUMNS", "FILTER_COLUMNS", "Network", "Prefix", "Rule"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Prefix = tuple[int, int, int]  # (4 or 6, network address as an int, prefix length)
 
 FILTER_COLUMNS: tuple[str, ...] = (
     "id",
@@ -78,6 +85,7 @@ _INT_PROFILE_FIELDS = tuple(
     if name != "attrs"
 )
 assert PROFILE_FIELDS[-1] == "attrs"
+_KEPT_AS = "kept_as"  # a network field's metadata: the attribute that keeps it as a Prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +104,9 @@ class Rule:
 
     id: int
     proto: str | None = None
-    remote: Network | None = None
+    remote: Network | None = dataclasses.field(default=None, metadata={_KEPT_AS: "remote_prefix"})
     remote_port: int = 0
-    local: Network | None = None
+    local: Network | None = dataclasses.field(default=None, metadata={_KEPT_AS: "local_prefix"})
     local_port: int = 0
     priority: int = 0
     profile: Profile = dataclasses.field(default_factory=default_profile, compare=False)
@@ -106,7 +114,7 @@ class Rule:
     warnings: tuple[RuleWarning, ...] = dataclasses.field(default=(), compare=False)
 
     if TYPE_CHECKING:
-        # Not fields: __post_init__ and _from_checked put them in the instance dict.
+        # Not fields (ATTRIBUTES): __post_init__ and _from_checked put them in the instance dict.
         @property
         def remote_prefix(self) -> Prefix | None: ...
         @property
@@ -122,33 +130,14 @@ class Rule:
         if self.profile.id != self.id:
             object.__setattr__(self, "profile", self.profile.replace(id=self.id))
         fields = self.__dict__
-        fields["remote_prefix"] = _prefix_of(self.remote)
-        fields["local_prefix"] = _prefix_of(self.local)
-        fields["order"] = _order(
-            self.priority,
-            self.proto,
-            fields["remote_prefix"],
-            self.remote_port,
-            fields["local_prefix"],
-            self.local_port,
-            self.id,
-        )
+        for network, kept_as in _NETWORK_FIELDS:
+            fields[kept_as] = _prefix_of(fields[network])
+        fields["order"] = order_of(self)
 
     # -- docs/behaviour.md#which-rule-wins ------------------------------------------------------
     def key(self) -> tuple[int, ...]:
-        """Sort key: among the rules matching a connection, the smallest wins."""
-        remote, local = self.remote_prefix, self.local_prefix
-        return (
-            self.priority,
-            self.proto is None,
-            remote is None,
-            -(remote[2] if remote is not None else 0),
-            self.remote_port == 0,
-            local is None,
-            -(local[2] if local is not None else 0),
-            self.local_port == 0,
-            self.id,
-        )
+        """Sort key: among the rules matching a connection, the smallest wins (the levels of :mod:`.key`)."""
+        return _key_of(self)
 
     @property
     def family(self) -> int | None:
@@ -227,42 +216,20 @@ class Rule:
         )
 
     @classmethod
-    def _from_checked(
-        cls,
-        rule_id: int,
-        proto: str | None,
-        remote_prefix: Prefix | None,
-        remote_port: int,
-        local_prefix: Prefix | None,
-        local_port: int,
-        priority: int,
-        profile: Profile,
-        local_tag: str | None,
-        warnings: tuple[RuleWarning, ...],
-    ) -> Rule:
+    def _from_checked(cls, *checked: Any) -> Rule:
         """A rule from values already validated and normalised (the profile's id
-        the rule's; a mapped IPv6 prefix already IPv4): skips the dataclass
-        ``__init__`` and the ``ipaddress`` objects, which a reload of a million
-        rows feels.  ``remote`` and ``local`` are made on first use."""
+        the rule's; a mapped IPv6 prefix already IPv4), one per name of
+        ``_CHECKED_ATTRIBUTES`` in that order (the networks as their
+        :data:`Prefix`): skips the dataclass ``__init__`` and the ``ipaddress``
+        objects, which a reload of a million rows feels.  ``remote`` and
+        ``local`` are made on first use."""
+        if len(checked) != len(_CHECKED_ATTRIBUTES):
+            raise TypeError(f"Rule._from_checked takes {len(_CHECKED_ATTRIBUTES)} values, got {len(checked)}")
         rule = object.__new__(cls)
+        fields = dict(zip(_CHECKED_ATTRIBUTES, checked))
         # The whole attribute dict at once (a frozen dataclass refuses setattr).
-        object.__setattr__(
-            rule,
-            "__dict__",
-            {
-                "id": rule_id,
-                "proto": proto,
-                "remote_port": remote_port,
-                "local_port": local_port,
-                "priority": priority,
-                "profile": profile,
-                "local_tag": local_tag,
-                "warnings": warnings,
-                "remote_prefix": remote_prefix,
-                "local_prefix": local_prefix,
-                "order": _order(priority, proto, remote_prefix, remote_port, local_prefix, local_port, rule_id),
-            },
-        )
+        object.__setattr__(rule, "__dict__", fields)
+        fields["order"] = order_of(rule)
         return rule
 
     def to_row(self) -> dict[str, Any]:
@@ -299,9 +266,9 @@ class _NetworkOnFirstUse:
     first read caches it) the instance's value wins and this is not called.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, prefix_name: str) -> None:
         self.name = name
-        self.prefix_name = f"{name}_prefix"
+        self.prefix_name = prefix_name
 
     @overload
     def __get__(self, rule: None, owner: type | None = None) -> _NetworkOnFirstUse: ...
@@ -320,11 +287,24 @@ class _NetworkOnFirstUse:
         return network
 
 
-# After @dataclass has read the defaults (None) for __init__.  The checker
-# knows the fields by their instance type (a network or None) and has no way
-# to say that the class attribute becomes a lazy descriptor afterwards.
-Rule.remote = _NetworkOnFirstUse("remote")  # type: ignore[assignment]
-Rule.local = _NetworkOnFirstUse("local")  # type: ignore[assignment]
+# The network fields (remote, local) and the name under which a rule keeps each as its Prefix.
+_NETWORK_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (field.name, field.metadata[_KEPT_AS]) for field in dataclasses.fields(Rule) if _KEPT_AS in field.metadata
+)
+# What a rule keeps in its instance dict, derived from the fields: each field under
+# its name, a network field as its Prefix (the network is made on first use), then
+# the order, derived from the others (model/key.py).  _from_checked takes the
+# values of _CHECKED_ATTRIBUTES in this order; so does the compiled row reader.
+_CHECKED_ATTRIBUTES: tuple[str, ...] = tuple(
+    field.metadata.get(_KEPT_AS, field.name) for field in dataclasses.fields(Rule)
+)
+ATTRIBUTES: tuple[str, ...] = (*_CHECKED_ATTRIBUTES, "order")
+
+# After @dataclass has read the defaults (None) for __init__: the checker
+# knows these fields by their instance type (a network or None).
+for _field, _kept in _NETWORK_FIELDS:
+    setattr(Rule, _field, _NetworkOnFirstUse(_field, _kept))
+del _field, _kept
 
 
 def _prefix_of(network: Network | None) -> Prefix | None:
@@ -340,65 +320,6 @@ def _network_of(prefix: Prefix | None) -> Network | None:
     if version == 4:
         return ipaddress.IPv4Network((value, length))
     return ipaddress.IPv6Network((value, length))
-
-
-def _order(
-    priority: int,
-    proto: str | None,
-    remote: Prefix | None,
-    remote_port: int,
-    local: Prefix | None,
-    local_port: int,
-    rule_id: int,
-) -> int:
-    """:meth:`Rule.key` as one int: each level shifted above the next, so
-    that ints compare as the tuples do (a prefix length fits in 8 bits, an id
-    of :mod:`tcpmgm.limits` in 64; a negative priority still sorts first).
-    With a priority of 32 bits, everything above the id takes 53 bits: the
-    compiled matcher reads ``order >> 64`` and the id as two C int64.  Sorting
-    a million ints is several times cheaper than sorting a million 9-tuples.
-    The compiled row reader (``_rows.pyx``) packs the same way in C;
-    tests/test_rows.py holds the two equal."""
-    order = priority << 2 | (proto is None) << 1 | (remote is None)
-    order = order << 8 | (128 - (remote[2] if remote is not None else 0))
-    order = order << 2 | (remote_port == 0) << 1 | (local is None)
-    order = order << 8 | (128 - (local[2] if local is not None else 0))
-    order = order << 1 | (local_port == 0)
-    return order << 64 | rule_id
-
-
-# -- why a rule loses to another (used by every explain) --------------------
-
-_KEY_LEVELS = (
-    "a higher priority value",
-    "protocol 'any' where the winner names a protocol",
-    "remote 'any' where the winner names a remote network",
-    "a shorter remote prefix",
-    "remote port 'any' where the winner names a port",
-    "local 'any' where the winner names a local address",
-    "a shorter local prefix",
-    "local port 'any' where the winner names a port",
-    "a higher id (full tie)",
-)
-
-
-def key_difference(loser: Rule, winner: Rule) -> str:
-    """Why ``loser`` ranks after ``winner``: the first level of the key that differs."""
-    for level, (mine, theirs) in enumerate(zip(loser.key(), winner.key())):
-        if mine != theirs:
-            reason = _KEY_LEVELS[level]
-            if level == 0:
-                return f"{reason} ({loser.priority} > {winner.priority})"
-            if level == 3:  # level 2 is equal: both rules name a remote network
-                assert loser.remote_prefix is not None and winner.remote_prefix is not None
-                return f"{reason} (/{loser.remote_prefix[2]} < /{winner.remote_prefix[2]})"
-            if level == 6:  # level 5 is equal: both rules name a local address
-                assert loser.local_prefix is not None and winner.local_prefix is not None
-                return f"{reason} (/{loser.local_prefix[2]} < /{winner.local_prefix[2]})"
-            if level == 8:
-                return f"{reason} ({loser.id} > {winner.id})"
-            return reason
-    return "it is the winner"
 
 
 # -- column parsers ----------------------------------------------------------
@@ -569,11 +490,7 @@ def _parse_network(rule_id: int, column: str, raw: Any, text: str, warnings: lis
     # Lookups match an IPv4-mapped address as IPv4 (docs/behaviour.md#which-rule-wins), so a rule written
     # in mapped form (a prefix of /96 or longer inside ::ffff:0:0/96) must live
     # among the IPv4 rules to ever match.
-    prefix: Prefix
-    if version == 6 and prefixlen >= 96 and network_int >> 32 == 0xFFFF:
-        prefix = (4, network_int & 0xFFFFFFFF, prefixlen - 96)
-    else:
-        prefix = (version, network_int, prefixlen)
+    prefix = unmap_ipv6(network_int, prefixlen) if version == 6 else (4, network_int, prefixlen)
     if network_int != value:
         warnings.append(
             RuleWarning(

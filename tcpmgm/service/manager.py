@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..matching.explanation import Explanation
 from ..matching.matcher import Matcher
@@ -24,9 +24,7 @@ from ..model.rule import Rule
 from ..sql.db import Source, one_line, open_source, work
 from ..sql.loader import gc_paused, load_rules
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
-
-if TYPE_CHECKING:
-    from ..sql.watch import Watcher
+from ..sql.watch import Watcher, install_trigger
 
 __all__ = ["DEFAULT_DB_URL", "ReloadReport", "TcpMgm"]
 
@@ -217,16 +215,13 @@ class TcpMgm:
 
     def install_change_trigger(self) -> None:
         """Install the PostgreSQL trigger that makes every change of the table
-        notify watchers (LISTEN/NOTIFY); see :mod:`tcpmgm.watch`."""
-        from ..sql.watch import install_trigger
-
+        notify watchers (LISTEN/NOTIFY); see :mod:`tcpmgm.sql.watch`."""
         install_trigger(self.source, self.names)
 
-    def watch(self, **options: Any) -> Watcher:
-        """A started :class:`~tcpmgm.watch.Watcher` that reloads when the table changes."""
-        from ..sql.watch import Watcher
-
-        return Watcher(self, **options).start()
+    def watch(self, **options: Any) -> Watcher[ReloadReport]:
+        """A started :class:`~tcpmgm.sql.watch.Watcher` that reloads when the table changes
+        (``options``: those of the watcher, from ``method`` to ``on_error``)."""
+        return Watcher(self.reload, self.source, self.names, **options).start()
 
     def close(self) -> None:
         """Close the database connection kept between reloads (rules stay in service)."""

@@ -11,23 +11,29 @@ tests compare both on generated rows); any other row, a value outside the
 ranges of :mod:`tcpmgm.limits` included, goes to ``from_row``, which accepts
 it, warns or refuses it with its message.  A typical row costs
 ~14,000 instructions here against ~72,000 through ``from_row`` (callgrind).
+
+What a rule keeps and how ``Rule.order`` packs the key are not written here
+but read from the model when this module loads: the attribute names from
+``rule._CHECKED_ATTRIBUTES`` (the rule's fields), the levels of the key from
+``model/key.py`` (tests/test_key.py holds the packing to ``key.order_of``).
 """
 
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memchr, memcpy
 
-from ..model import limits
+from ..model import key, limits
 from .nulls import null_warnings
 from ..model.errors import RuleError
 from ..model.profile import Profile, default_profile
-from ..model.rule import Rule, _FLAG_COLUMNS, _INT_PROFILE_FIELDS, _accepted_protos
+from ..model.rule import Rule, _CHECKED_ATTRIBUTES, _FLAG_COLUMNS, _INT_PROFILE_FIELDS, _accepted_protos
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object)
     const void* PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     int PyObject_GenericSetDict(object, object, void*) except -1
+    dict _PyDict_NewPresized(Py_ssize_t)
     ctypedef struct PyTypeObject
     object PyType_GenericNew(PyTypeObject*, object, object)
 
@@ -45,11 +51,51 @@ cdef inline object _new(type cls):
 cdef object _NOT_PLAIN = object()     # "ask Rule.from_row"
 cdef enum:
     MAX_PROFILE_INTS = 16
+    MAX_LEVELS = 16
 # The ranges of docs/behaviour.md#a-rule; a row outside them goes to from_row, which refuses it.  In
-# range, _order's head takes 53 bits and fits an int64.
+# range, the levels of the key above the id take 53 bits and fit an int64 (_read_levels checks it).
 cdef object ID_MIN = limits.ID_MIN, ID_MAX = limits.ID_MAX
 cdef int64_t PRIORITY_MIN = limits.PRIORITY_MIN, PRIORITY_MAX = limits.PRIORITY_MAX
 cdef long PORT_MAX = limits.PORT_MAX
+
+# What a rule keeps (Rule._from_checked's values, rule.ATTRIBUTES without the order), and
+# Rule.order's packing, read from model/key.py's levels by _read_levels when this module loads.
+cdef tuple CHECKED = _CHECKED_ATTRIBUTES
+cdef Py_ssize_t N_CHECKED = len(CHECKED)
+cdef enum LevelKind:
+    KIND_VALUE, KIND_ANY_NONE, KIND_ANY_ZERO, KIND_LENGTH
+cdef Py_ssize_t n_head                        # the levels above the last (the id), in one int64
+cdef Py_ssize_t level_at[MAX_LEVELS]          # each level's attribute: its index in CHECKED
+cdef LevelKind level_kind[MAX_LEVELS]
+cdef int64_t level_scale[MAX_LEVELS]          # 2 ** its width
+cdef Py_ssize_t last_at                       # the last level's attribute (the id), under the others
+cdef int last_bits
+cdef int64_t LENGTH_OFFSET = key.LENGTH_OFFSET
+
+
+cdef int _read_levels() except -1:
+    """Rule.order's packing from ``key.LEVELS``: the levels above the last in
+    one C int64 (as the compiled matcher reads them), the last (an int of
+    ``key.ID_BITS``) below them.  A table this packing cannot follow stops
+    the import instead of packing another order."""
+    global n_head, last_at, last_bits
+    kinds = {key.Kind.VALUE: KIND_VALUE, key.Kind.ANY_NONE: KIND_ANY_NONE,
+             key.Kind.ANY_ZERO: KIND_ANY_ZERO, key.Kind.LENGTH: KIND_LENGTH}
+    *head, last = key.LEVELS
+    if (len(head) > MAX_LEVELS or sum(level.bits for level in head) > 63 or last.kind is not key.Kind.VALUE
+            or any(level.kind not in kinds for level in head)):
+        raise ImportError("tcpmgm.sql._rows cannot pack Rule.order as model/key.py's levels say")
+    for k, level in enumerate(head):
+        level_at[k] = CHECKED.index(level.attribute)
+        level_kind[k] = kinds[level.kind]
+        level_scale[k] = <int64_t>1 << level.bits
+    n_head = len(head)
+    last_at = CHECKED.index(last.attribute)
+    last_bits = last.bits
+    return 0
+
+
+_read_levels()
 
 
 cdef inline uint64_t _be64(const uint8_t* p) noexcept:
@@ -245,26 +291,42 @@ cdef class RowReader:
             if type(value) is not int or value < 0 or value > self.int_top[k]:
                 return None
             profile[self.int_names[k]] = (value != 0) if self.int_flag[k] else value
-        # What Rule._from_checked and Profile._from_checked make, without two Python calls.
+        # What Profile._from_checked makes, without the Python call.
         made_profile = _new(Profile)
         PyObject_GenericSetDict(made_profile, profile, NULL)
-        rule = _new(Rule)
-        PyObject_GenericSetDict(rule, {
-            "id": rule_id, "proto": proto, "remote_port": remote_port, "local_port": local_port,
-            "priority": priority, "profile": made_profile, "local_tag": None, "warnings": (),
-            "remote_prefix": remote, "local_prefix": local,
-            "order": _order(priority, proto is None, remote, remote_port == 0, local, local_port == 0, rule_id),
-        }, NULL)
-        return rule
+        # Rule._from_checked's values, in the order of CHECKED (the rule's fields).
+        return _rule((rule_id, proto, remote, remote_port, local, local_port, priority, made_profile, None, ()))
 
 
-cdef object _order(int64_t priority, bint any_proto, object remote, bint any_rport, object local,
-                   bint any_lport, object rule_id):
-    """``Rule.order`` packed as ``tcpmgm.rule._order`` packs it (21 bits under the
-    priority, then 64 for the id), with the 21 bits and the 32-bit priority in one C int."""
-    cdef int64_t head = priority * 4 + any_proto * 2 + (remote is None)
-    head = head * 256 + 128 - (0 if remote is None else <int>(<tuple>remote)[2])
-    head = head * 4 + any_rport * 2 + (local is None)
-    head = head * 256 + 128 - (0 if local is None else <int>(<tuple>local)[2])
-    head = head * 2 + any_lport
-    return (<object>head) << 64 | rule_id
+cdef object _rule(tuple checked):
+    """What ``Rule._from_checked(*checked)`` makes, without the Python call."""
+    if PyTuple_GET_SIZE(checked) != N_CHECKED:
+        raise AssertionError(f"RowReader gives {PyTuple_GET_SIZE(checked)} of the rule's {N_CHECKED} attributes")
+    cdef dict attributes = _PyDict_NewPresized(N_CHECKED + 1)   # as a dict literal is made
+    cdef Py_ssize_t k
+    for k in range(N_CHECKED):
+        attributes[CHECKED[k]] = checked[k]
+    attributes["order"] = _order(checked)
+    rule = _new(Rule)
+    PyObject_GenericSetDict(rule, attributes, NULL)
+    return rule
+
+
+cdef object _order(tuple checked):
+    """``key.order_of`` of the rule of ``checked``, the levels above the id
+    packed in one C int64 (in range, as _plain reads them, their values fit)."""
+    cdef int64_t head = 0, value
+    cdef Py_ssize_t k
+    for k in range(n_head):
+        item = checked[level_at[k]]
+        if level_kind[k] == KIND_ANY_NONE:
+            value = item is None
+        elif level_kind[k] == KIND_ANY_ZERO:
+            value = item == 0
+        elif level_kind[k] == KIND_LENGTH:
+            value = LENGTH_OFFSET - (0 if item is None else <int>(<tuple>item)[2])
+        else:
+            value = item
+        # A product, not a shift: the first level (the priority) may be negative.
+        head = head * level_scale[k] + value
+    return (<object>head) << last_bits | checked[last_at]

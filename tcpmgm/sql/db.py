@@ -26,6 +26,11 @@ before reusing it and reconnects when the server closed it.  A
 :class:`ConnectionSource` wraps a caller's connection and never closes,
 commits or reconnects it.
 
+Every exchange with a database runs as one unit of work in :func:`work_on`
+(on a connection the caller holds: a reload's, the watcher's) or :func:`work`
+(on a connection of a source): a cursor, the commit when asked, and on any
+failure a rollback and one tcpmgm exception whose message names what failed.
+
 Passwords live only in the private connect arguments: ``description``,
 ``repr`` and every message tcpmgm writes are built without them.  A driver is
 handed the password as a connect argument of its own, never inside a string
@@ -61,8 +66,8 @@ __all__ = [
     "dialect_of_connection",
     "one_line",
     "open_source",
-    "rollback_quietly",
-    "streaming_cursor",
+    "work",
+    "work_on",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,7 +81,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def rollback_quietly(conn: Any) -> None:
+def _rollback_quietly(conn: Any) -> None:
     """End a failed transaction (PostgreSQL refuses everything after an error
     until then); the connection may be gone, and the caller reports the first error."""
     with contextlib.suppress(Exception):
@@ -106,34 +111,51 @@ def dialect_of_connection(conn: Any) -> Dialect:
 
 
 @contextlib.contextmanager
-def work(
-    source: Source,
+def work_on(
+    conn: Any,
     failure: str,
     *,
-    error: type = DatabaseError,
+    error: type[TcpMgmError] = DatabaseError,
     commit: bool = False,
-    create: bool = False,
+    stream: Dialect | None = None,
 ) -> Iterator[Any]:
-    """A cursor for one unit of work on ``source``.
+    """A cursor on ``conn`` for one unit of work: the one way tcpmgm talks to a database.
 
-    A driver's exception (each driver has classes of its own) is rolled back
-    and raised again as one ``error`` reading ``"{failure}: {driver message}"``;
-    with ``commit`` the work is committed when the block ends normally.
+    A driver's exception (each driver has classes of its own), from making the
+    cursor to closing it, rolls the work back and is raised again as one
+    ``error`` reading ``"{failure}: {driver message}"``; tcpmgm's own exceptions
+    roll it back and pass unchanged.  With ``commit`` the work is committed when
+    the block ends normally.  With ``stream`` (the connection's dialect) the
+    rows stay on the server until fetched (:func:`_streaming_cursor`).
     """
-    with source.connection(create=create) as conn:
-        cur = conn.cursor()
+    try:
+        cur = conn.cursor() if stream is None else _streaming_cursor(conn, stream)
         try:
             yield cur
             if commit:
                 conn.commit()
-        except TcpMgmError:
-            rollback_quietly(conn)
-            raise
-        except Exception as exc:
-            rollback_quietly(conn)
-            raise error(f"{failure}: {one_line(exc)}") from None
         finally:
             cur.close()
+    except TcpMgmError:
+        _rollback_quietly(conn)
+        raise
+    except Exception as exc:
+        _rollback_quietly(conn)
+        raise error(f"{failure}: {one_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def work(
+    source: Source,
+    failure: str,
+    *,
+    error: type[TcpMgmError] = DatabaseError,
+    commit: bool = False,
+    create: bool = False,
+) -> Iterator[Any]:
+    """:func:`work_on` a connection of ``source`` (``create``: see :meth:`Source.connection`)."""
+    with source.connection(create=create) as conn, work_on(conn, failure, error=error, commit=commit) as cur:
+        yield cur
 
 
 class Source:
@@ -233,15 +255,12 @@ class ServerSource(Source):
 
     def _alive(self, conn: Any) -> bool:
         try:
-            cur = conn.cursor()
-            try:
+            with work_on(conn, "ping") as cur:
                 cur.execute("SELECT 1")
                 cur.fetchall()
-            finally:
-                cur.close()
-            return True
-        except Exception:
+        except DatabaseError:
             return False
+        return True
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -283,8 +302,7 @@ class ConnectionSource(Source):
         yield self.conn
 
 
-@contextlib.contextmanager
-def streaming_cursor(conn: Any, dialect: Dialect) -> Iterator[Any]:
+def _streaming_cursor(conn: Any, dialect: Dialect) -> Any:
     """A cursor whose rows stay on the server until fetched.
 
     PostgreSQL: a named (server-side) cursor, which needs a transaction, so
@@ -294,17 +312,12 @@ def streaming_cursor(conn: Any, dialect: Dialect) -> Iterator[Any]:
     """
     module = driver_module(conn)
     if dialect.name == "postgres" and module == "psycopg" and not conn.autocommit:
-        cur = conn.cursor(name="tcpmgm_rules")
-    elif dialect.name == "mysql" and module == "pymysql":
+        return conn.cursor(name="tcpmgm_rules")
+    if dialect.name == "mysql" and module == "pymysql":
         import pymysql.cursors
 
-        cur = conn.cursor(pymysql.cursors.SSCursor)
-    else:
-        cur = conn.cursor()
-    try:
-        yield cur
-    finally:
-        cur.close()
+        return conn.cursor(pymysql.cursors.SSCursor)
+    return conn.cursor()
 
 
 def split_url(url: str) -> SplitResult:

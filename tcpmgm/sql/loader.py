@@ -18,13 +18,12 @@ import dataclasses
 import gc
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from ..model.profile import Profile
 from ..model.rule import Rule
-from .db import one_line as _one_line
-from .db import rollback_quietly, streaming_cursor
+from .db import work_on
 from .rows import RowReader
 from .schema import (
     NULLABLE_COLUMNS,
@@ -53,35 +52,26 @@ class LoadResult:
 
 
 def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> list[str]:
-    cur = conn.cursor()
-    try:
+    with work_on(conn, f"cannot read table {names.table!r}", error=SchemaError) as cur:
         cur.execute(f"SELECT * FROM {dialect.quote(names.table)} WHERE 1 = 0")
         columns = [d[0] for d in cur.description]
         cur.fetchall()
-        return columns
-    except Exception as exc:
-        rollback_quietly(conn)
-        raise SchemaError(f"cannot read table {names.table!r}: {_one_line(exc)}") from None
-    finally:
-        cur.close()
+    return columns
 
 
 def _version_row(conn: Any, dialect: Dialect, table: str) -> int | None:
     """The ``table_version`` recorded for ``table``; ``None`` when there is no version table/row."""
     q = dialect.quote
-    cur = conn.cursor()
     try:
-        cur.execute(
-            f"SELECT {q('table_version')} FROM {q(VERSION_TABLE)} WHERE {q('table_name')} = {dialect.placeholder}",
-            (table,),
-        )
-        row = cur.fetchone()
-    except Exception as exc:
-        log.debug("no usable version table: %s", _one_line(exc))
-        rollback_quietly(conn)
+        with work_on(conn, "no usable version table") as cur:
+            cur.execute(
+                f"SELECT {q('table_version')} FROM {q(VERSION_TABLE)} WHERE {q('table_name')} = {dialect.placeholder}",
+                (table,),
+            )
+            row = cur.fetchone()
+    except DatabaseError as exc:  # no version table (or no access to it): the columns decide
+        log.debug("%s", exc)
         return None
-    finally:
-        cur.close()
     if row is None or row[0] is None:
         return None
     try:
@@ -107,19 +97,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@contextlib.contextmanager
-def _driver_errors(conn: Any, failure: str) -> Iterator[None]:
-    """A driver's exception (each driver has classes of its own) as one DatabaseError;
-    tcpmgm's own exceptions pass unchanged."""
-    try:
-        yield
-    except (RuleError, SchemaError, DatabaseError):
-        raise
-    except Exception as exc:
-        rollback_quietly(conn)
-        raise DatabaseError(f"{failure}: {_one_line(exc)}") from None
-
-
 def load_rules(
     conn: Any,
     dialect: Dialect,
@@ -129,8 +106,12 @@ def load_rules(
     defaults: Profile | None = None,
     schema_version: int | None = None,
     batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
-    """Read and validate every row of the rule table over ``conn``."""
+    """Read and validate every row of the rule table over ``conn``.
+
+    ``progress(n)`` is called with the number of rows of each batch fetched.
+    """
     present = _table_columns(conn, dialect, names)
     require_columns(present, names)
     version = version_check(
@@ -156,12 +137,14 @@ def load_rules(
     seen_ids: set[int] = set()
     failure = f"reading table {names.table!r} failed"
     own: Exception | None = None
-    with gc_paused(), _driver_errors(conn, failure), streaming_cursor(conn, dialect) as cur:
+    with gc_paused(), work_on(conn, failure, stream=dialect) as cur:
         cur.execute(f"SELECT {select} FROM {q(names.table)}")
         while True:
             batch: Sequence[Sequence[Any]] = cur.fetchmany(batch_size)
             if not batch:
                 break
+            if progress is not None:
+                progress(len(batch))
             try:
                 read.read_batch(batch, rules, rejected, warnings, seen_ids)
             except Exception as exc:

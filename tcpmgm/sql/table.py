@@ -2,7 +2,7 @@
 
 The loader turns rows into validated rules; an operator listing the table
 wants to see what is *stored*, invalid rows included, and to remove a row by
-id.  Both go through the :class:`~tcpmgm.db.Source` of a :class:`TcpMgm`, its
+id.  Both go through the :class:`~tcpmgm.sql.db.Source` of a :class:`TcpMgm`, its
 dialect's quoting and the table's renames, so they work on every backend the
 manager supports.
 """

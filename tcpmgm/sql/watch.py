@@ -1,7 +1,10 @@
 """Reload when the rule table changes: how a fleet of proxies shares one table.
 
-A :class:`Watcher` runs one background thread per :class:`~tcpmgm.TcpMgm`.
-It learns of changes in one of two ways:
+A :class:`Watcher` runs one background thread per watched table and calls a
+reload function when the table changes (:meth:`TcpMgm.watch` passes its own
+``reload``; the watcher knows the table only by its :class:`~tcpmgm.sql.db.Source`
+and :class:`~tcpmgm.sql.schema.TableNames`, so it depends on no service).  It
+learns of changes in one of two ways:
 
 - **notify** (PostgreSQL): a statement-level trigger, installed by
   :meth:`TcpMgm.install_change_trigger`, calls ``pg_notify`` after every
@@ -38,14 +41,11 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from ..model.errors import DatabaseError, ReloadError, TcpMgmError
-from .db import ConnectionSource, ServerSource, Source, one_line, work
+from .db import ConnectionSource, ServerSource, Source, one_line, work, work_on
 from .schema import TableNames
-
-if TYPE_CHECKING:
-    from ..service.manager import ReloadReport, TcpMgm
 
 __all__ = ["TRIGGER_NAME", "Watcher", "install_trigger", "notify_channel"]
 
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 TRIGGER_NAME = "tcpmgm_notify"
 _STOP_CHECK = 0.25  # seconds: how long a LISTEN wait may delay stop()
+
+Report = TypeVar("Report")  # what the reload function returns, handed to on_reload
 
 
 def notify_channel(table: str) -> str:
@@ -82,16 +84,18 @@ def install_trigger(source: Source, names: TableNames) -> None:
             cur.execute(statement)
 
 
-def has_trigger(conn: Any, source: Source, names: TableNames) -> bool:
-    cur = conn.cursor()
-    try:
-        cur.execute(
-            "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
-            (source.dialect.quote(names.table), TRIGGER_NAME),
-        )
-        return cur.fetchone() is not None
-    finally:
-        cur.close()
+def has_trigger(cur: Any, source: Source, names: TableNames) -> bool:
+    """Whether the table has the notify trigger (asked on ``cur``, a PostgreSQL cursor)."""
+    cur.execute(
+        "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
+        (source.dialect.quote(names.table), TRIGGER_NAME),
+    )
+    return cur.fetchone() is not None
+
+
+def _lost(source: Source) -> str:
+    """What a failure of the watch connection is reported as (with the driver's message)."""
+    return f"watch connection to {source.description} lost"
 
 
 class _Detector:
@@ -108,11 +112,12 @@ class _Detector:
 
 
 class _Notify(_Detector):
+    """Waits for the NOTIFY of a connection that LISTENs on the table's channel."""
+
     method = "notify"
 
-    def __init__(self, conn: Any, names: TableNames, dialect: Any) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
-        conn.execute(f"LISTEN {dialect.quote(notify_channel(names.table))}")
 
     def changed(self, wait: float, stop: threading.Event) -> bool:
         deadline = time.monotonic() + wait
@@ -129,31 +134,27 @@ class _Notify(_Detector):
 
 
 class _Poll(_Detector):
+    """Compares ``fingerprint(failure)`` between waits; ``failure`` says what a failing query means."""
+
     method = "poll"
 
-    def __init__(self, fingerprint: Callable[[], Hashable], close: Callable[[], None]) -> None:
+    def __init__(
+        self, fingerprint: Callable[[str], Hashable], close: Callable[[], None], first: str, lost: str
+    ) -> None:
         self._fingerprint = fingerprint
         self._close = close
-        self._last = fingerprint()
+        self._lost = lost
+        self._last = fingerprint(first)  # failing here, the watch could not begin
 
     def changed(self, wait: float, stop: threading.Event) -> bool:
         if stop.wait(wait):
             return False
-        now = self._fingerprint()
+        now = self._fingerprint(self._lost)
         moved, self._last = now != self._last, now
         return moved
 
     def close(self) -> None:
         self._close()
-
-
-def _query_one(conn: Any, sql: str) -> tuple[Any, ...]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        return tuple(cur.fetchone() or ())
-    finally:
-        cur.close()
 
 
 def _fingerprint_sql(source: Source, names: TableNames) -> str:
@@ -165,41 +166,49 @@ def _fingerprint_sql(source: Source, names: TableNames) -> str:
     return "PRAGMA data_version"
 
 
-def _open_detector(mgr: TcpMgm, method: str) -> _Detector:
-    source, names = mgr.source, mgr.names
+def _open_detector(source: Source, names: TableNames, method: str) -> _Detector:
+    cannot = f"cannot watch {names.table!r} on {source.description}"
+    sql = _fingerprint_sql(source, names)
     if isinstance(source, ConnectionSource):
         # A caller's connection: poll through it, between the reloads that also use it.
-        sql = _fingerprint_sql(source, names)
-
-        def shared() -> Hashable:
-            with source.connection() as conn:
+        def shared(failure: str) -> Hashable:
+            with source.connection() as conn, work_on(conn, failure) as cur:
+                cur.execute(sql)
                 extra = (conn.total_changes,) if source.dialect.name == "sqlite" else ()
-                return _query_one(conn, sql) + extra
+                return tuple(cur.fetchone() or ()) + extra
 
-        return _Poll(shared, lambda: None)
+        return _Poll(shared, lambda: None, cannot, _lost(source))
     # Autocommit: each poll sees the latest commit, and LISTEN takes effect at once.
     conn = source.open(autocommit=True) if isinstance(source, ServerSource) else source.open()
     try:
         if method != "poll" and source.dialect.name == "postgres":
-            if has_trigger(conn, source, names):
-                return _Notify(conn, names, source.dialect)
+            with work_on(conn, cannot) as cur:
+                if has_trigger(cur, source, names):
+                    cur.execute(f"LISTEN {source.dialect.quote(notify_channel(names.table))}")
+                    return _Notify(conn)
             log.warning(
                 "no change trigger on %r (TcpMgm.install_change_trigger() installs it): polling",
                 names.table,
             )
         elif method == "notify":
             raise DatabaseError(f"change notification needs PostgreSQL, not {source.dialect.label}")
-        sql = _fingerprint_sql(source, names)
-        return _Poll(lambda: _query_one(conn, sql), conn.close)
-    except Exception as exc:
+
+        def own(failure: str) -> Hashable:
+            with work_on(conn, failure) as cur:
+                cur.execute(sql)
+                return tuple(cur.fetchone() or ())
+
+        return _Poll(own, conn.close, cannot, _lost(source))
+    except BaseException:
         conn.close()
-        if isinstance(exc, TcpMgmError):
-            raise
-        raise DatabaseError(f"cannot watch {names.table!r} on {source.description}: {one_line(exc)}") from None
+        raise
 
 
-class Watcher:
-    """Reload ``mgr`` whenever its table changes, from a background thread.
+class Watcher(Generic[Report]):
+    """Call ``reload`` whenever the table ``names`` of ``source`` changes, from a background thread.
+
+    ``reload()`` returns a report (handed to ``on_reload``) or raises
+    :class:`ReloadError` when it failed and kept the old rules.
 
     ``method``: ``"auto"`` (notify on PostgreSQL when the trigger is
     installed, else poll), ``"notify"`` or ``"poll"``.  ``interval``: seconds
@@ -211,19 +220,23 @@ class Watcher:
 
     def __init__(
         self,
-        mgr: TcpMgm,
+        reload: Callable[[], Report],
+        source: Source,
+        names: TableNames,
         *,
         method: str = "auto",
         interval: float = 1.0,
         debounce: float = 0.2,
         max_delay: float = 2.0,
         retry: float = 2.0,
-        on_reload: Callable[[ReloadReport], None] | None = None,
+        on_reload: Callable[[Report], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if method not in ("auto", "notify", "poll"):
             raise ValueError(f"method must be 'auto', 'notify' or 'poll', not {method!r}")
-        self.mgr = mgr
+        self._reload_rules = reload
+        self.source = source
+        self.names = names
         self.method = method
         self.interval = interval
         self.debounce = debounce
@@ -238,19 +251,19 @@ class Watcher:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<Watcher {self.mgr.source.description} {self.active_method or self.method} {state}>"
+        return f"<Watcher {self.source.description} {self.active_method or self.method} {state}>"
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> Watcher:
+    def start(self) -> Watcher[Report]:
         if self.running:
             return self
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run,
-            name=f"tcpmgm-watch-{self.mgr.names.table}",
+            name=f"tcpmgm-watch-{self.names.table}",
             daemon=True,
         )
         self._thread.start()
@@ -263,7 +276,7 @@ class Watcher:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self) -> Watcher[Report]:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -279,8 +292,8 @@ class Watcher:
 
     def _reload(self) -> None:
         try:
-            report = self.mgr.reload()
-        except ReloadError as exc:  # the manager logged it; the old rules stay
+            report = self._reload_rules()
+        except ReloadError as exc:  # the reload logged it; the old rules stay
             self._report(exc)
             return
         self.reloads += 1
@@ -293,14 +306,14 @@ class Watcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                detector = _open_detector(self.mgr, self.method)
+                detector = _open_detector(self.source, self.names, self.method)
             except Exception as exc:
-                log.error("watching %s failed, retrying in %.1f s: %s", self.mgr.names.table, self.retry, exc)
+                log.error("watching %s failed, retrying in %.1f s: %s", self.names.table, self.retry, exc)
                 self._report(exc)
                 self._stop.wait(self.retry)
                 continue
             self.active_method = detector.method
-            log.info("watching %r on %s (%s)", self.mgr.names.table, self.mgr.source.description, detector.method)
+            log.info("watching %r on %s (%s)", self.names.table, self.source.description, detector.method)
             try:
                 self._reload()  # whatever changed before we were watching
                 while not self._stop.is_set():
@@ -312,11 +325,8 @@ class Watcher:
                     if not self._stop.is_set():
                         self._reload()
             except Exception as exc:
-                error = (
-                    exc
-                    if isinstance(exc, TcpMgmError)
-                    else DatabaseError(f"watch connection to {self.mgr.source.description} lost: {one_line(exc)}")
-                )
+                # A poll fails as a DatabaseError already; waiting for a NOTIFY, as the driver's exception.
+                error = exc if isinstance(exc, TcpMgmError) else DatabaseError(f"{_lost(self.source)}: {one_line(exc)}")
                 log.error("%s; retrying in %.1f s", error, self.retry)
                 self._report(error)
                 self._stop.wait(self.retry)

@@ -37,23 +37,37 @@ _TEXT_COLUMNS = {"proto", "remote_addr", "local_addr", "attrs"}
 
 
 class _Commands(click.Group):
-    """The commands, with ``bench`` loaded only when it is asked for.
+    """The commands, with ``bench`` loaded only when it is run or its own help is asked for.
 
     The benchmark harness lives outside the runtime package (``benchmarks/tcpmgm_bench``,
-    installed beside it): no other command pays for importing it.
+    installed beside it): no other command, not even the listing of ``tcpmgm --help``,
+    pays for importing it.
     """
 
-    lazy: ClassVar[dict[str, str]] = {"bench": "tcpmgm_bench.harness"}
+    # name: (module holding ``command``, the line ``tcpmgm --help`` shows for it)
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "bench": ("tcpmgm_bench.harness", "Benchmark the compiled classifier against the baselines."),
+    }
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy:
-            module = importlib.import_module(self.lazy[cmd_name])
-            command: click.Command = module.command
-            return command
-        return super().get_command(ctx, cmd_name)
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, short_help = self.lazy[cmd_name]
+        if self._listing:
+            return click.Command(cmd_name, short_help=short_help)
+        command: click.Command = importlib.import_module(module).command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -321,32 +335,6 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
 # -- check ----------------------------------------------------------------------------
 
 
-class _CountingConnection:
-    """A DB-API connection whose cursors report each batch of fetched rows (progress)."""
-
-    def __init__(self, conn: Any, update: Callable[[int], None]) -> None:
-        self._conn, self._update = conn, update
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return _CountingCursor(self._conn.cursor(*args, **kwargs), self._update)
-
-
-class _CountingCursor:
-    def __init__(self, cursor: Any, update: Callable[[int], None]) -> None:
-        self._cursor, self._update = cursor, update
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-    def fetchmany(self, *args: Any) -> Any:
-        rows = self._cursor.fetchmany(*args)
-        self._update(len(rows))
-        return rows
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
@@ -357,8 +345,9 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
     """
     started = time.perf_counter()
     with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update, mgr.source.connection() as conn:
-        reader = conn if update is None else _CountingConnection(conn, update)
-        loaded = load_rules(reader, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default)
+        loaded = load_rules(
+            conn, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default, progress=update
+        )
     seconds = time.perf_counter() - started
     with _progress("linting", lambda: len(loaded.rules)) as update:
         # Every loader warning is a finding, so that one count (the findings') is shown everywhere.

@@ -9,6 +9,7 @@ from ..model.errors import TcpMgmError
 from ..model.profile import default_profile, format_attrs
 from ..model.text import aligned
 from ..service.manager import TcpMgm
+from ..sql.db import work
 
 __all__ = ["DEMO_APPLICATION_ID", "DEMO_LISTENERS", "DEMO_ROWS", "SAMPLE_CONNECTIONS", "is_demo_database", "run_demo"]
 
@@ -90,14 +91,13 @@ def run_demo(path: str, out: TextIO, *, force: bool = False) -> int:
     manager = TcpMgm(f"sqlite:///{path}", listeners=DEMO_LISTENERS)
     manager.create_schema()
     # Write the rows as-is (the invalid one too): the loader is what must catch it.
-    with manager.source.connection() as conn:
-        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+    with work(manager.source, f"cannot write the demo rows to {path}", commit=True) as cur:
+        cur.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
         for row in DEMO_ROWS:
-            conn.execute(
+            cur.execute(
                 f"INSERT INTO tcp_mgm ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                 list(row.values()),
             )
-        conn.commit()
     print(f"demo database: {path}", file=out)
     print("listeners: " + ", ".join(f"{tag}={addr}" for tag, addr in DEMO_LISTENERS.items()), file=out)
     print(file=out)

@@ -47,15 +47,18 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
+from ..matching.filters import Filters, matches
 from ..model.errors import RuleError, RuleWarning
-from ..model.rule import Network, Rule, key_difference
+from ..model.key import key_difference
+from ..model.prefix import Prefix
+from ..model.rule import Rule
 from ..service.sockets import keepalive_timers
 
 __all__ = ["PROGRESS_STEP", "Finding", "lint", "rejected_findings"]
 
 PROGRESS_STEP = 4096  # rules between two progress callbacks
 
-_NetKey = Optional[tuple[int, int, int]]  # (version, network int, prefix length); None = any
+_NetKey = Optional[Prefix]  # a rule's remote_prefix or local_prefix; None = any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +113,6 @@ def _clamp_findings(rule: Rule) -> list[Finding]:
     ]
 
 
-def _net_key(net: Network | None) -> _NetKey:
-    if net is None:
-        return None
-    return net.version, int(net.network_address), net.prefixlen
-
-
 def _ancestors(key: _NetKey, lengths: dict[int, set[int]]) -> list[_NetKey]:
     """``key`` itself, every enclosing network at a length in ``lengths``, and any (None)."""
     if key is None:
@@ -135,23 +132,23 @@ def _options(value: Any, wildcard: Any) -> tuple[Any, ...]:
 
 
 def _filters(rule: Rule) -> tuple[Any, ...]:
-    return (rule.proto, _net_key(rule.remote), rule.remote_port, _net_key(rule.local), rule.local_port)
+    return (rule.proto, rule.remote_prefix, rule.remote_port, rule.local_prefix, rule.local_port)
 
 
 def _covers_except_remote(s: Rule, r: Rule) -> bool:
-    """Whether S's filters other than the remote address contain R's."""
-    return (
-        (s.proto is None or s.proto == r.proto)
-        and (s.remote_port == 0 or s.remote_port == r.remote_port)
-        and (s.local_port == 0 or s.local_port == r.local_port)
-        and (
-            s.local is None
-            or (
-                # Same version, so subnet_of gets its own network type: mypy cannot
-                # relate the two unions through the version comparison.
-                r.local is not None and r.local.version == s.local.version and r.local.subnet_of(s.local)  # type: ignore[arg-type]
-            )
-        )
+    """Whether S's filters other than the remote address contain R's: S matches
+    R's filters taken as a connection (a network: every address in it; "any":
+    unknown, which only "any" matches), with S's own remote network.  R's
+    protocol "any" is every protocol, which only "any" covers, where a lookup for
+    any protocol would match every rule."""
+    r_filters = Filters.of(r)
+    return (r.proto is not None or s.proto is None) and matches(
+        Filters.of(s),
+        r_filters.proto,
+        s.remote_prefix,
+        r_filters.remote_port,
+        r_filters.local,
+        r_filters.local_port,
     )
 
 
@@ -207,7 +204,7 @@ def lint(
     """Findings for valid rules (shadowed, duplicates, warnings), in key order of the rule.
 
     ``warnings`` are the loader's warnings about these rules (a load's
-    :attr:`~tcpmgm.loader.LoadResult.warnings`, which include the NULLs it
+    :attr:`~tcpmgm.sql.loader.LoadResult.warnings`, which include the NULLs it
     read as defaults); without it, the rules' own warnings (host bits).
     ``progress(n)`` is called with the number of rules done since the last call.
     """
