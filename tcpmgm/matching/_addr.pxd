@@ -11,17 +11,23 @@ cdef extern from "arpa/inet.h" nogil:
 cdef int parse_into(object value, uint8_t* out, str argument) except -1
 
 
-cdef inline int unmap_ipv4(uint8_t* raw) noexcept nogil:
-    """``raw``: an IPv6 address, 16 bytes in network order.  An IPv4-mapped one
-    (``::ffff:a.b.c.d``) counts as the IPv4 address it carries (docs/behaviour.md#which-rule-wins):
-    its 4 bytes move to the front, the rest is zeroed and 4 is returned; any other
-    address is left as it is and 6 is returned.  The one C definition of that rule:
-    lookups (``parse_into``, ``lookup_many``'s buffers) and the row reader's prefixes use it."""
+cdef inline bint is_ipv4_mapped(const uint8_t* raw) noexcept nogil:
+    """Whether ``raw``, an IPv6 address as 16 bytes in network order, is IPv4-mapped
+    (``::ffff:a.b.c.d``, the IPv4 address in its last 4 bytes), which counts as that IPv4
+    address (docs/behaviour.md#which-rule-wins).  The one C definition of that rule: lookups
+    (``parse_into``, ``lookup_many``'s buffers) and the row reader's prefixes ask it here."""
     cdef uint64_t head
     cdef uint32_t mark
     memcpy(&head, raw, 8)
     memcpy(&mark, raw + 8, 4)
-    if head != 0 or mark != htonl(0xFFFF):     # two word compares: this runs on every IPv6 lookup
+    return head == 0 and mark == htonl(0xFFFF)     # two word compares: this runs on every IPv6 lookup
+
+
+cdef inline int unmap_ipv4(uint8_t* raw) noexcept nogil:
+    """``raw`` as ``is_ipv4_mapped`` reads it: a mapped address becomes the IPv4 address it
+    carries (its 4 bytes first, the rest zeroed) and 4 is returned; any other is left as it is
+    and 6 is returned."""
+    if not is_ipv4_mapped(raw):
         return 6
     memcpy(raw, raw + 12, 4)
     memset(raw + 4, 0, 12)

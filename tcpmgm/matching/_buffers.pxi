@@ -172,9 +172,8 @@ cdef inline bint read_int(const Column* col, Py_ssize_t i, uint64_t top, uint64_
 
 
 cdef inline int read_address(const Column* col, Py_ssize_t i, uint64_t* hi, uint64_t* lo) noexcept nogil:
-    cdef uint8_t raw[16]
+    cdef const uint8_t* p
     cdef uint32_t v4
-    cdef int family
     if col.kind == COL_NONE:
         return 0
     if col.kind == COL_V4:
@@ -182,10 +181,12 @@ cdef inline int read_address(const Column* col, Py_ssize_t i, uint64_t* hi, uint
         hi[0] = <uint64_t>v4 << 32
         lo[0] = 0
         return 4
-    memcpy(raw, col.data + 16 * i, 16)
-    family = unmap_ipv4(raw)
-    set_address(raw, family, hi, lo)
-    return family
+    p = col.data + 16 * i         # read in place: a copy to unmap costs ~5 instructions a row
+    set_address(p, 6, hi, lo)
+    if is_ipv4_mapped(p):
+        set_address(p + 12, 4, hi, lo)
+        return 4
+    return 6
 
 
 cdef inline bint read_query(Batch* b, Py_ssize_t i, Query* q) noexcept nogil:

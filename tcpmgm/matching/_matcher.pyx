@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 
-from tcpmgm.matching._addr cimport parse_into, unmap_ipv4
+from tcpmgm.matching._addr cimport is_ipv4_mapped, parse_into
 from tcpmgm.matching._bits cimport (
     bit_at, clz64, covers, entry_hash, load_be32, load_be64, local_hash, mask_hi, mask_lo, prefetch,
     set_address, split_prefix,
