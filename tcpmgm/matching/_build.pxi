@@ -31,7 +31,7 @@ cdef enum:
     N_LOOKUP_ARRAYS = 9       # see lookup_arrays
 
 ctypedef struct SortKey:      # a rule's Rule.order as C ints
-    int64_t head              # Rule.order >> 64: everything in the key above the id
+    int64_t head              # Rule.order >> key.ID_BITS: everything in the key above the id
     int64_t id                # Rule.order's low 64 bits
     uint32_t index            # where the rule came in the rules given
 
@@ -171,7 +171,7 @@ cdef list read_rules(Core* c, list given, Scratch* s, dict local_ids, dict local
         check_priority(rule_id, fields["priority"], fields["priority"])
         s.keys[i].id = rule_id
         s.keys[i].index = i
-        s.keys[i].head = PyLong_AsLongLongAndOverflow(fields["order"] >> 64, &overflow)
+        s.keys[i].head = PyLong_AsLongLongAndOverflow(fields["order"] >> key.ID_BITS, &overflow)
         if overflow:                   # an order not packed from its fields
             raise ValueError(f"rule {rule_id}: its Rule.order does not fit the compiled matcher")
         c.max_id = max(c.max_id, s.keys[i].id)

@@ -35,6 +35,7 @@ from tcpmgm.matching._predicate cimport key_matches, rule_matches
 
 import sys
 
+from ..model import key
 from ..model.errors import shown
 from ..model.limits import check_id, check_priority
 from ..model.profile import default_profile
