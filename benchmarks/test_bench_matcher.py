@@ -9,7 +9,8 @@ accordingly).  Ratios per lookup and the full table: ``tcpmgm bench``.
 import pytest
 
 from tcpmgm import ReferenceMatcher
-from tcpmgm.matching._matcher import LinearScanBaseline, Matcher
+from tcpmgm.matching._matcher import Matcher
+from tcpmgm_bench._linear_scan import LinearScanBaseline
 from tcpmgm_bench.harness import _empty, _prefix_tries
 from tcpmgm_bench.workloads import batch
 

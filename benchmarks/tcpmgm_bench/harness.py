@@ -93,6 +93,7 @@ def _prefix_tries(workload: Workload) -> dict[str, Callable[[str], object]]:
 def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> dict[str, float | None]:
     """One row of the table: every figure for ``name`` at ``n`` rules."""
     from tcpmgm.matching import _matcher  # the benchmark is about the compiled classifier
+    from tcpmgm_bench._linear_scan import LinearScanBaseline
 
     workload = WORKLOADS[name](n, queries, seed=seed)
     lookups = workload.lookups
@@ -115,7 +116,7 @@ def measure(name: str, n: int, queries: int = 20_000, seed: int = 0) -> dict[str
     remotes = [(query[1],) for query in lookups]
     for label, get in _prefix_tries(workload).items():
         row[f"{label}_ns"] = _per_call(get, remotes)
-    linear = _matcher.LinearScanBaseline(workload.rules)
+    linear = LinearScanBaseline(workload.rules)
     row["linear_ns"] = _per_call(linear.lookup, lookups[: max(20, min(len(lookups), 5_000_000 // n))], 1)
     reference = ReferenceMatcher(workload.rules)
     row["reference_ns"] = _per_call(reference.lookup, lookups[: max(5, min(len(lookups), 300_000 // n))], 1)

@@ -35,23 +35,6 @@ cdef object _IPv4Address = ipaddress.IPv4Address
 cdef object _IPv6Address = ipaddress.IPv6Address
 cdef dict _FAMILIES = {4: 4, 6: 6, int(socket.AF_INET): 4, int(socket.AF_INET6): 6}
 
-cdef inline bint _is_mapped(const uint8_t* a) noexcept:
-    cdef int i
-    for i in range(10):
-        if a[i] != 0:
-            return False
-    return a[10] == 0xFF and a[11] == 0xFF
-
-
-cdef inline int _finish_v6(uint8_t* out) noexcept:
-    # An IPv4-mapped IPv6 address is matched as the IPv4 address it carries.
-    if _is_mapped(out):
-        memcpy(out, out + 12, 4)
-        memset(out + 4, 0, 12)
-        return 4
-    return 6
-
-
 cdef inline bint _parse_dotted_quad(const char* text, Py_ssize_t size, uint8_t* out) noexcept nogil:
     """Strict dotted quad, as ``ipaddress`` (and glibc's ``inet_pton``) accept it: exactly four
     decimal parts 0..255, no sign, no space, no leading zero ("010.0.0.1" is refused)."""
@@ -163,14 +146,14 @@ cdef int _parse_text(str value, uint8_t* out, str argument) except -1:
     if _parse_dotted_quad(text, size, out):
         return 4
     if _parse_v6_plain(text, size, out):
-        return _finish_v6(out)
+        return unmap_ipv4(out)
     # inet_pton stops at a NUL, so "::1\0junk" would parse: refuse it here.
     if size >= 64 or memchr(text, 0, size) != NULL:
         raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address")
     memcpy(buf, text, size)
     buf[size] = 0
     if inet_pton(AF_INET6, buf, out) == 1:
-        return _finish_v6(out)
+        return unmap_ipv4(out)
     raise ValueError(f"{argument}: {shown(value)} is not an IPv4 or IPv6 address")
 
 
@@ -182,7 +165,7 @@ cdef int _parse_int(object number, int version, uint8_t* out, str argument) exce
         raise ValueError(f"{argument}: {shown(number)} is out of range for IPv{version}") from None
     memset(out, 0, 16)
     memcpy(out, PyBytes_AS_STRING(packed), 4 if version == 4 else 16)
-    return 4 if version == 4 else _finish_v6(out)
+    return 4 if version == 4 else unmap_ipv4(out)
 
 
 cdef int parse_into(object value, uint8_t* out, str argument) except -1:
@@ -203,7 +186,7 @@ cdef int parse_into(object value, uint8_t* out, str argument) except -1:
             raise ValueError(f"{argument}: packed address must be 4 or 16 bytes, got {n}")
         memset(out, 0, 16)
         memcpy(out, &view[0], n)
-        return 4 if n == 4 else _finish_v6(out)
+        return 4 if n == 4 else unmap_ipv4(out)
     if isinstance(value, str):
         return _parse_text(str(value), out, argument)
     if isinstance(value, tuple) and len(value) == 2 and _is_integer(value[0]) and _is_integer(value[1]):

@@ -8,7 +8,7 @@ from ..model.profile import Profile
 from ..model.rule import Rule
 from .explanation import Explanation
 
-__all__ = ["LinearScanBaseline", "Matcher"]
+__all__ = ["Matcher"]
 
 _T = TypeVar("_T")
 
@@ -43,10 +43,3 @@ class Matcher:
         local_ips: Any = ...,
         local_ports: Any = ...,
     ) -> array.array[int]: ...
-
-@disjoint_base
-class LinearScanBaseline:
-    def __init__(self, rules: Iterable[Rule] = ..., *, default: Profile | None = ...) -> None: ...
-    def lookup(
-        self, proto: str | None, remote_ip: Any, remote_port: int = ..., local_ip: Any = ..., local_port: int = ...
-    ) -> Profile: ...

@@ -22,6 +22,8 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memchr, memcpy
 
+from tcpmgm.matching._addr cimport unmap_ipv4
+
 from ..model import key, limits
 from .nulls import null_warnings
 from ..model.errors import RuleError
@@ -148,8 +150,10 @@ cdef object _prefix(object text):
         return _NOT_PLAIN                   # host bits set: from_row warns
     if version == 4:
         return (4, hi >> 32, length)
-    if length >= 96 and hi == 0 and lo >> 32 == 0xFFFF:
-        return (4, lo & 0xFFFFFFFFU, length - 96)   # IPv4-mapped: kept as IPv4, as from_row does
+    # IPv4-mapped: kept as IPv4, as from_row does.  The length is then >= 96: a shorter one
+    # leaves the mapped address's ffff (bits 80..95) as host bits, refused above.
+    if unmap_ipv4(raw) == 4:
+        return (4, lo & 0xFFFFFFFFU, length - 96)
     return (6, (<object>hi) << 64 | lo, length)
 
 
