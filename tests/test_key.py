@@ -149,7 +149,7 @@ def test_compiled_reader_packs_the_order_from_row_gives(known_protocols, columns
 
 
 @pytest.mark.skipif(not rows.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
-def test_compiled_reader_refuses_a_table_it_cannot_pack():
+def test_compiled_reader_refuses_a_table_it_cannot_pack(tmp_path):
     """The packing follows key.LEVELS; a table it cannot follow (the id not last) stops its import."""
     code = (
         "from tcpmgm.model import key\n"
@@ -158,6 +158,10 @@ def test_compiled_reader_refuses_a_table_it_cannot_pack():
     )
     # Extensions off, so that importing tcpmgm does not load the reader before the table is changed.
     env = {**os.environ, "TCPMGM_NO_EXTENSIONS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+    # From a folder outside the checkout: `python -c` puts the current folder first on sys.path,
+    # and a checkout's unbuilt source tree would shadow the installed package.
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env, cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "ImportError: tcpmgm.sql._rows cannot pack Rule.order as model/key.py's levels say" in result.stderr
