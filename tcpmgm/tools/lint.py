@@ -238,34 +238,9 @@ def lint(
                 )
             )
             continue
-        cover = _single_cover(filters, best, remote_lengths, local_lengths)
-        if cover is not None:
-            findings.append(
-                Finding(
-                    "error",
-                    "shadowed",
-                    rule.id,
-                    f"rule {rule.id} never wins: rule {cover.id} matches every connection it matches "
-                    f"and ranks first (rule {rule.id} has {key_difference(rule, cover)})",
-                    (cover.id,),
-                )
-            )
-        elif remote is not None:
-            version, low, length = remote
-            high = low | ((1 << ((32 if version == 4 else 128) - length)) - 1)
-            union = spans[version].union_cover(rule, rank, low, high)
-            if union is not None:
-                ids = ", ".join(str(s.id) for s in union)
-                findings.append(
-                    Finding(
-                        "error",
-                        "shadowed",
-                        rule.id,
-                        f"rule {rule.id} never wins: rules {ids} together match every connection it "
-                        "matches and each ranks first",
-                        tuple(s.id for s in union),
-                    )
-                )
+        shadowed = _shadowed(rule, rank, filters, best, remote_lengths, local_lengths, spans)
+        if shadowed is not None:
+            findings.append(shadowed)
         if same is None:
             best[filters] = (rank, rule)
             if remote is not None:
@@ -277,6 +252,44 @@ def lint(
     if progress is not None and len(ordered) % PROGRESS_STEP:
         progress(len(ordered) % PROGRESS_STEP)
     return findings
+
+
+def _shadowed(
+    rule: Rule,
+    rank: int,
+    filters: tuple[Any, ...],
+    best: dict[tuple[Any, ...], tuple[int, Rule]],
+    remote_lengths: dict[int, set[int]],
+    local_lengths: dict[int, set[int]],
+    spans: dict[int, _RemoteSpans],
+) -> Finding | None:
+    """The "shadowed" finding for ``rule``: one earlier rule covers it, or several remotes together do."""
+    cover = _single_cover(filters, best, remote_lengths, local_lengths)
+    if cover is not None:
+        return Finding(
+            "error",
+            "shadowed",
+            rule.id,
+            f"rule {rule.id} never wins: rule {cover.id} matches every connection it matches "
+            f"and ranks first (rule {rule.id} has {key_difference(rule, cover)})",
+            (cover.id,),
+        )
+    remote = filters[1]
+    if remote is None:
+        return None
+    version, low, length = remote
+    high = low | ((1 << ((32 if version == 4 else 128) - length)) - 1)
+    union = spans[version].union_cover(rule, rank, low, high)
+    if union is None:
+        return None
+    ids = ", ".join(str(s.id) for s in union)
+    return Finding(
+        "error",
+        "shadowed",
+        rule.id,
+        f"rule {rule.id} never wins: rules {ids} together match every connection it matches and each ranks first",
+        tuple(s.id for s in union),
+    )
 
 
 def _single_cover(
