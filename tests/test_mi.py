@@ -593,3 +593,11 @@ def test_insecure_binds_wide_with_a_warning(mgr, monkeypatch, caplog, no_bind):
 def test_localhost_binds_and_serves(mgr):
     with mi.MIServer(mgr, "localhost", 0) as server:
         assert mi.call(server.url, "tcp_match", ["tcp", "10.9.9.9"])["rule"] == 1
+
+
+def test_the_endpoint_logs_to_the_logger_the_readme_names(mgr, caplog, no_bind):
+    """Operators configure ``tcpmgm.mi`` (README): the records must carry that name, whatever file
+    the code lives in."""
+    with caplog.at_level(logging.WARNING, logger="tcpmgm.mi"):
+        mi.MIServer(mgr, "0.0.0.0", 0, insecure=True)
+    assert [record.name for record in caplog.records] == ["tcpmgm.mi"]

@@ -29,7 +29,8 @@ from .sockets import SupportsLookup, apply, connect_timeout, endpoint, refuse_if
 
 __all__ = ["Connection", "open_connection", "start_server"]
 
-log = logging.getLogger(__name__)
+# The public module's name (tcpmgm.aio, the facade the README documents), not this file's.
+log = logging.getLogger("tcpmgm.aio")
 
 Handler = Callable[["Connection"], Awaitable[None]]
 

@@ -66,7 +66,8 @@ __all__ = [
     "serve",
 ]
 
-log = logging.getLogger(__name__)
+# The public module's name (tcpmgm.mi, the facade the README documents), not this file's.
+log = logging.getLogger("tcpmgm.mi")
 
 DEFAULT_PORT = 8888  # OpenSIPS's mi_http listens there too
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}/mi"

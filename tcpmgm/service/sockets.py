@@ -36,7 +36,8 @@ __all__ = [
     "tune",
 ]
 
-log = logging.getLogger(__name__)
+# The public module's name (tcpmgm.sockets, the facade the README documents), not this file's.
+log = logging.getLogger("tcpmgm.sockets")
 
 # (profile attribute, socket option name, lowest, highest value the kernel accepts): Linux's
 # bounds, the one definition that apply() clamps to and `tcpmgm check` warns from.
