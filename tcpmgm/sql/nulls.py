@@ -14,9 +14,10 @@ def null_warnings(rule: Rule, columns: Iterable[str]) -> list[RuleWarning]:
     """Warnings for NULLs in columns the OpenSIPS schema declares NOT NULL.
 
     Such a table was not created the OpenSIPS way.  The NULL is read as the
-    column's default, exactly what the OpenSIPS DDL would have stored had the
-    column been left out; refusing the row instead would drop its other
-    columns too (a NAT pool's ``no_new_conn`` lost over a NULL ``keepidle``).
+    column's default in the reader's default profile (OpenSIPS's own defaults,
+    what its DDL would have stored, unless ``set_default_profile`` changed
+    them); refusing the row instead would drop its other columns too (a NAT
+    pool's ``no_new_conn`` lost over a NULL ``keepidle``).
     ``id`` and ``proto`` have no default and were already refused by
     ``Rule.from_row``.
     """
