@@ -178,9 +178,7 @@ def matchnet(af: int, ip: bytes, net_af: int, net_ip: bytes, net_mask: bytes) ->
     return -1
 
 
-def get_profile(
-    paths: list[CPath], proto: str | None, remote: str, rport: int, local: str | None, lport: int
-) -> int:
+def get_profile(paths: list[CPath], proto: str | None, remote: str, rport: int, local: str | None, lport: int) -> int:
     """``tcp_mgm_get_profile``'s loop: the id of the first path that matches, 0 for none."""
     r_af, r_ip = _c_ip(remote)
     l_af, l_ip = _c_ip(local)
