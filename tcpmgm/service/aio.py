@@ -284,7 +284,6 @@ class Connection:
             if started is not None:
                 elapsed_us = (time.perf_counter_ns() - started) // 1000
                 self.policy.report_send(elapsed_us, self.peer, logger=log)
-        self.touch()
 
     def close(self) -> None:
         if self._idle_task is not None:
