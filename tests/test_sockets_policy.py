@@ -334,3 +334,71 @@ def test_a_send_over_send_threshold_is_logged_counted_and_reported(listener, cap
         # The same blocked send under a rule without a threshold is no slow send.
         assert blocked_send("127.0.0.3")[0] == 2
         assert counted(Event.SLOW_SEND) == before + 1 and len(slow_sends) == 1
+
+
+# -- the README's example of a framework without glue of its own ------------------------------
+
+
+class StopServing(Exception):
+    pass
+
+
+def readme_example(name):
+    """The README's code block that defines ``name``, run: its namespace."""
+    from checkout import CHECKOUT
+
+    text = (CHECKOUT / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    [block] = [block for block in blocks if f"def {name}(" in block]
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    return namespace[name]
+
+
+def test_the_readme_selectors_loop_applies_each_field(listener):
+    serve = readme_example("serve")
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "msg_read_timeout": 1},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 1},
+        {"id": 3, "proto": "tcp", "remote_addr": "127.0.0.4", "attrs": "max_msg_chunks=2"},
+    )
+
+    parsed = queue.Queue()
+
+    def parse(data):
+        if data.startswith(b"STOP"):
+            raise StopServing
+        parsed.put(data)
+        return length_prefixed(data)
+
+    def run():
+        try:
+            serve(rules, listener, parse)
+        except StopServing:
+            return "stopped"
+
+    stopped = in_thread(run)
+    before = events.snapshot()
+    clients = {
+        source: socket.create_connection(listener.getsockname(), timeout=HANG, source_address=(source, 0))
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+    }
+    try:
+        clients["127.0.0.4"].sendall(b"3abc")
+        assert clients["127.0.0.4"].recv(16) == b"3abc"  # echoed: a whole message in one read
+        clients["127.0.0.2"].sendall(b"5ab")  # never finished: dropped by msg_read_timeout
+        assert closed_by_peer(clients["127.0.0.2"])
+        assert closed_by_peer(clients["127.0.0.3"])  # never a byte: closed by con_lifetime
+        clients["127.0.0.4"].sendall(b"9a")
+        while parsed.get(timeout=HANG) != b"9a":  # the server has read it: the next send is another read
+            pass
+        clients["127.0.0.4"].sendall(b"bc")
+        assert closed_by_peer(clients["127.0.0.4"])  # a second incomplete read: max_msg_chunks=2
+        after = events.snapshot()
+        for event in (Event.MESSAGE_TIMEOUT_CLOSE, Event.IDLE_CLOSE, Event.CHUNK_LIMIT_CLOSE):
+            assert after[event] == before[event] + 1
+        clients["127.0.0.5"].sendall(b"STOP")
+        assert stopped.get(timeout=HANG) == "stopped"
+    finally:
+        for client in clients.values():
+            client.close()
