@@ -172,14 +172,15 @@ class ConnectionPolicy:
         """A :class:`SendTimer` for one send: ``with policy.send_timer(peer): sock.sendall(data)``."""
         return SendTimer(self, peer)
 
-    def report_send(self, elapsed_us: int, peer: Any = None) -> bool:
+    def report_send(self, elapsed_us: int, peer: Any = None, *, logger: logging.Logger = log) -> bool:
         """A send took ``elapsed_us``: when that is over the threshold, log a warning on
-        ``tcpmgm.sockets``, count ``Event.SLOW_SEND`` and call ``on_slow_send``.
+        ``logger`` (``tcpmgm.sockets`` unless the glue names its own, as ``tcpmgm.aio`` does),
+        count ``Event.SLOW_SEND`` and call ``on_slow_send``.
         True when it was slow.  For a framework that measures its sends itself."""
         threshold = self.send_threshold
         if threshold is None or elapsed_us <= threshold:
             return False
-        log.warning(
+        logger.warning(
             "slow send to %s: %d us under rule %d (send_threshold %d us)", peer, elapsed_us, self.rule_id, threshold
         )
         events.count(Event.SLOW_SEND)
