@@ -31,19 +31,17 @@ from typing import Any, Callable
 from ..model.errors import ConnectionDropped
 from ..model.profile import Profile
 from . import events
+from .blocking import Parse
 from .events import Event
 from .policy import ConnectionPolicy, SlowSendHook
 from .sockets import SupportsLookup, endpoint, refuse_if_forbidden
 
-__all__ = ["Connection", "Parser", "open_connection", "start_server"]
+__all__ = ["Connection", "open_connection", "start_server"]
 
 # The public module's name (tcpmgm.aio, the facade the README documents), not this file's.
 log = logging.getLogger("tcpmgm.aio")
 
 Handler = Callable[["Connection"], Awaitable[None]]
-
-# parse(buffer) -> the length of the message at the start of buffer once it is whole, else None.
-Parser = Callable[[bytearray], "int | None"]
 
 # The most one socket read takes: a read is one chunk of a message, as one recv() is in OpenSIPS.
 CHUNK_SIZE = 65536
@@ -171,12 +169,12 @@ class Connection:
             self.touch()
         return data
 
-    async def _read_parsed(self, parse: Parser) -> bytes:
+    async def _read_parsed(self, parse: Parse) -> bytes:
         """The next message as ``parse`` delimits it; ``b""`` at end of file before any of it."""
         while True:
             if self._buffer:
                 self._message_started = True
-                length = parse(self._buffer)
+                length = parse(bytes(self._buffer))
                 if length is not None:
                     message = bytes(self._buffer[:length])
                     del self._buffer[:length]
@@ -192,10 +190,11 @@ class Connection:
                 return b""
             self._buffer += data
 
-    async def read_message(self, parse: Parser) -> bytes:
-        """The next message of a framed protocol: ``parse(buffer)`` returns the message's
-        length once ``buffer`` (the bytes read so far, the message at its start) holds all
-        of it, else ``None``; the bytes after the message stay for the next call.
+    async def read_message(self, parse: Parse) -> bytes:
+        """The next message of a framed protocol: ``parse(data)`` returns the message's
+        length once ``data`` (the bytes read so far, the message at their start) holds all
+        of it, else ``None``, as for :meth:`tcpmgm.sockets.Connection.read_message`; the
+        bytes after the message stay for the next call.
 
         ``b""`` at end of file (or after the idle close) before the message's
         first byte; ``asyncio.IncompleteReadError`` when it ends the message.
@@ -229,7 +228,7 @@ class Connection:
         no separator, as ``StreamReader.readuntil``.
         """
 
-        def through_separator(buffer: bytearray) -> int | None:
+        def through_separator(buffer: bytes) -> int | None:
             found = buffer.find(separator)
             if found >= 0:
                 return found + len(separator)
