@@ -140,7 +140,9 @@ def test_a_message_not_whole_within_msg_read_timeout_drops_the_connection(read):
             try:
                 outcome[conn.peer[0]].set_result(await read(conn))
             except tcpmgm.ConnectionDropped as dropped:
-                outcome[conn.peer[0]].set_result((type(dropped), dropped.rule_id, conn.writer.is_closing()))
+                closing = conn.writer.is_closing()
+                after = await conn.read()  # the connection is gone: end of file, not the same drop again
+                outcome[conn.peer[0]].set_result((type(dropped), dropped.rule_id, closing, after))
 
         before = counts()
         server, port = await serving(handle)
@@ -162,7 +164,7 @@ def test_a_message_not_whole_within_msg_read_timeout_drops_the_connection(read):
         return dropped, completed, counted_since(before, Event.MESSAGE_TIMEOUT_CLOSE)
 
     dropped, completed, closes = run(scenario())
-    assert dropped == (tcpmgm.MessageTimeout, 101, True)
+    assert dropped == (tcpmgm.MessageTimeout, 101, True, b"")
     assert completed == MESSAGE
     assert closes == 1
 
@@ -225,7 +227,7 @@ def reads_in_a_message_reporting(progress):
     ("source", "pieces", "expected"),
     [
         ("127.0.0.7", 3, MESSAGE),  # rule 105: 3 reads are allowed
-        ("127.0.0.7", 4, (tcpmgm.MessageTooFragmented, 105, True)),  # a fourth read is one too many
+        ("127.0.0.7", 4, (tcpmgm.MessageTooFragmented, 105, True, b"")),  # a fourth read is one too many
         ("127.0.0.3", 10, MESSAGE),  # rule 102: no limit
     ],
 )
@@ -239,7 +241,9 @@ def test_a_message_needing_more_reads_than_max_msg_chunks_drops_the_connection(r
             try:
                 result.set_result(await read(conn))
             except tcpmgm.ConnectionDropped as dropped:
-                result.set_result((type(dropped), dropped.rule_id, conn.writer.is_closing()))
+                closing = conn.writer.is_closing()
+                after = await conn.read()
+                result.set_result((type(dropped), dropped.rule_id, closing, after))
                 progress.put_nowait(None)
 
         before = counts()

@@ -162,6 +162,10 @@ class Connection:
                 raise  # expired() raises; this is for the type checker
         except ConnectionDropped as dropped:
             log.info("%r dropped: %s", self, dropped)
+            # The message is given up with the connection: a read after this one sees end of
+            # file rather than the same verdict again (and the drop counted twice).
+            self._buffer.clear()
+            self._message_done()
             self.close()
             raise
         if data:
