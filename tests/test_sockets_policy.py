@@ -368,7 +368,7 @@ def test_the_readme_selectors_loop_applies_each_field(listener):
     def parse(data):
         if data.startswith(b"STOP"):
             raise StopServing
-        parsed.put(data)
+        parsed.put(bytes(data))
         return length_prefixed(data)
 
     def run():
@@ -402,3 +402,39 @@ def test_the_readme_selectors_loop_applies_each_field(listener):
     finally:
         for client in clients.values():
             client.close()
+
+
+def test_the_readme_thread_per_connection_server(listener):
+    serve_one = readme_example("serve_one")
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=5"})
+    client, accepted = client_of(listener, "127.0.0.2")
+    with client:
+        done = in_thread(lambda: serve_one(rules, accepted))
+        client.sendall(b"3abc2de")
+        echoed = b""
+        while len(echoed) < 7:
+            echoed += client.recv(16)
+        assert echoed == b"3abc2de"  # two messages, each sent back
+        client.shutdown(socket.SHUT_WR)
+        assert done.get(timeout=HANG) is None
+        assert closed_by_peer(client)
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="needs IPv6")
+def test_the_policy_on_ipv6_loopback():
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no ::1 here: {exc}")
+    rules = matcher({"id": 6, "proto": "tcp", "remote_addr": "::1", "attrs": "max_msg_chunks=1", "alias_mode": 2})
+    with server:
+        server.settimeout(HANG)
+        client = socket.create_connection(server.getsockname()[:2], timeout=HANG)
+        with client:
+            accepted, _ = server.accept()
+            conn = Connection.tune(rules, "tcp", accepted)
+            assert conn.policy.rule_id == 6 and conn.peer[0] == "::1" and conn.may_alias(False)
+            client.sendall(b"4ab")
+            with pytest.raises(tcpmgm.MessageTooFragmented, match="rule 6"):
+                conn.read_message(length_prefixed)
+            assert closed_by_peer(client)

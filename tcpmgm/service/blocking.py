@@ -22,17 +22,13 @@ from typing import Any
 from ..model.errors import ConnectionDropped
 from . import events
 from .events import Event
-from .policy import ConnectionPolicy, SlowSendHook
+from .policy import ConnectionPolicy, Parser, SlowSendHook
 from .sockets import SupportsLookup, connect_with_profile, endpoint, tune
 
-__all__ = ["Connection", "IdleConnections", "Parse", "open_connection"]
+__all__ = ["Connection", "IdleConnections", "open_connection"]
 
 # The public module's name (tcpmgm.sockets, the facade the README documents), not this file's.
 log = logging.getLogger("tcpmgm.sockets")
-
-# A framed protocol's parser: given the bytes read so far, the length of the first
-# message when they hold all of it, else None.
-Parse = Callable[[bytes], "int | None"]
 
 _RECV_SIZE = 65536
 
@@ -147,11 +143,12 @@ class Connection:
         return cls(sock, policy, idle=idle)
 
     # -- reading ----------------------------------------------------------------------
-    def read_message(self, parse: Parse) -> bytes:
+    def read_message(self, parse: Parser) -> bytes:
         """The next message of a framed protocol; ``b""`` at end of file between messages.
 
-        ``parse(data)`` gets the bytes read so far and returns the length of
-        the first message when they hold all of it, else ``None``.  Once a
+        ``parse(buffer)`` gets the bytes read so far (a ``bytearray``, the
+        message at its start) and returns the message's length once they hold
+        all of it, else ``None`` (:data:`tcpmgm.service.policy.Parser`).  Once a
         message has started, the wait for its rest is bounded by
         ``message_timeout`` and its reads by ``max_msg_chunks``: when either
         runs out the connection is closed and :class:`tcpmgm.MessageTimeout`
@@ -167,11 +164,11 @@ class Connection:
             self.close()
             raise
 
-    def _read_message(self, parse: Parse) -> bytes:
+    def _read_message(self, parse: Parser) -> bytes:
         guard = self._guard
         while True:
             if self._buffer:
-                length = parse(bytes(self._buffer))
+                length = parse(self._buffer)
                 if length is not None:
                     message = bytes(self._buffer[:length])
                     del self._buffer[:length]
@@ -207,13 +204,13 @@ class Connection:
 
     def recv_exactly(self, n: int) -> bytes:
         """A message of exactly ``n`` bytes (:meth:`read_message` with that framing)."""
-        return self.read_message(lambda data: n if len(data) >= n else None)
+        return self.read_message(lambda buffer: n if len(buffer) >= n else None)
 
     def recv_until(self, separator: bytes = b"\n") -> bytes:
         """The bytes up to and including ``separator`` (:meth:`read_message` with that framing)."""
 
-        def through_separator(data: bytes) -> int | None:
-            found = data.find(separator)
+        def through_separator(buffer: bytearray) -> int | None:
+            found = buffer.find(separator)
             return None if found < 0 else found + len(separator)
 
         return self.read_message(through_separator)

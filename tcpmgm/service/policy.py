@@ -47,6 +47,7 @@ __all__ = [
     "ALIAS_RFC_5923",
     "ConnectionPolicy",
     "MessageGuard",
+    "Parser",
     "SendTimer",
     "SlowSend",
     "SlowSendHook",
@@ -74,6 +75,10 @@ class SlowSend(NamedTuple):
 
 
 SlowSendHook = Callable[[SlowSend], object]
+
+# A framed protocol's parser, as every glue's read_message takes it: given the bytes read so
+# far (the message at their start), the length of the message once they hold all of it, else None.
+Parser = Callable[[bytearray], "int | None"]
 
 
 def _seconds(value: int) -> float | None:
