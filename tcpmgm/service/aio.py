@@ -31,9 +31,8 @@ from typing import Any, Callable
 from ..model.errors import ConnectionDropped
 from ..model.profile import Profile
 from . import events
-from .blocking import Parse
 from .events import Event
-from .policy import ConnectionPolicy, SlowSendHook
+from .policy import ConnectionPolicy, Parser, SlowSendHook
 from .sockets import SupportsLookup, endpoint, refuse_if_forbidden
 
 __all__ = ["Connection", "open_connection", "start_server"]
@@ -173,12 +172,12 @@ class Connection:
             self.touch()
         return data
 
-    async def _read_parsed(self, parse: Parse) -> bytes:
+    async def _read_parsed(self, parse: Parser) -> bytes:
         """The next message as ``parse`` delimits it; ``b""`` at end of file before any of it."""
         while True:
             if self._buffer:
                 self._message_started = True
-                length = parse(bytes(self._buffer))
+                length = parse(self._buffer)
                 if length is not None:
                     message = bytes(self._buffer[:length])
                     del self._buffer[:length]
@@ -194,11 +193,12 @@ class Connection:
                 return b""
             self._buffer += data
 
-    async def read_message(self, parse: Parse) -> bytes:
-        """The next message of a framed protocol: ``parse(data)`` returns the message's
-        length once ``data`` (the bytes read so far, the message at their start) holds all
-        of it, else ``None``, as for :meth:`tcpmgm.sockets.Connection.read_message`; the
-        bytes after the message stay for the next call.
+    async def read_message(self, parse: Parser) -> bytes:
+        """The next message of a framed protocol: ``parse(buffer)``
+        (:data:`tcpmgm.service.policy.Parser`, as every glue's ``read_message`` takes it)
+        returns the message's length once ``buffer``, the bytes read so far with the message
+        at their start, holds all of it, else ``None``; the bytes after the message stay for
+        the next call.
 
         ``b""`` at end of file (or after the idle close) before the message's
         first byte; ``asyncio.IncompleteReadError`` when it ends the message.
@@ -232,7 +232,7 @@ class Connection:
         no separator, as ``StreamReader.readuntil``.
         """
 
-        def through_separator(buffer: bytes) -> int | None:
+        def through_separator(buffer: bytearray) -> int | None:
             found = buffer.find(separator)
             if found >= 0:
                 return found + len(separator)
