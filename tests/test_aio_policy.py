@@ -45,6 +45,15 @@ SERVER_RULES = matcher(
         "attrs": "max_msg_chunks=3",
     },
     {"id": 106, "proto": "tcp", "remote_addr": "127.0.0.8", "con_lifetime": 0, "send_threshold": 1},
+    # rule 105 on IPv6
+    {
+        "id": 107,
+        "proto": "tcp",
+        "remote_addr": "::1",
+        "msg_read_timeout": 0,
+        "con_lifetime": 0,
+        "attrs": "max_msg_chunks=3",
+    },
 )
 # The client looks up a connection by its source address.
 CLIENT_RULES = matcher(
@@ -54,6 +63,18 @@ CLIENT_RULES = matcher(
     {"id": 114, "proto": "tcp", "local_addr": "127.0.0.7", "connect_timeout": 50},
     {"id": 115, "proto": "tcp", "local_addr": "127.0.0.8", "connect_timeout": 0},
 )
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = _ipv6_loopback()
 
 
 def run(coro):
@@ -68,14 +89,18 @@ def counted_since(before, event):
     return events.snapshot()[event] - before[event]
 
 
-async def serving(handle, **options):
-    server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0, proto="tcp", **options)
+def listening_host(source):
+    return "::1" if ":" in source else "127.0.0.1"
+
+
+async def serving(handle, host="127.0.0.1", **options):
+    server = await aio.start_server(SERVER_RULES, handle, host, 0, proto="tcp", **options)
     return server, server.sockets[0].getsockname()[1]
 
 
 async def raw_client(port, source):
     """A plain asyncio client (no rules of its own) from ``source``."""
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    return await asyncio.open_connection(listening_host(source), port, local_addr=(source, 0))
 
 
 async def hung_up(reader):
@@ -169,6 +194,34 @@ def test_a_message_not_whole_within_msg_read_timeout_drops_the_connection(read):
     assert closes == 1
 
 
+def test_the_start_of_the_next_message_read_with_the_last_arms_its_deadline():
+    """The bytes after a message, read with it, are the next message's first: its deadline
+    runs from them, not from a read that never comes."""
+
+    async def scenario():
+        messages = []
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handle(conn):
+            try:
+                while True:
+                    messages.append(await conn.read_message(length_prefixed))
+            except tcpmgm.ConnectionDropped as dropped:
+                outcome.set_result(type(dropped))
+
+        server, port = await serving(handle)
+        async with server:
+            reader, writer = await raw_client(port, "127.0.0.2")  # rule 101: 1 s
+            writer.write(MESSAGE + MESSAGE[:5])  # one message and the start of the next, then nothing
+            await writer.drain()
+            dropped = await asyncio.wait_for(outcome, GENEROUS)
+            assert await hung_up(reader)
+            writer.close()
+        return messages, dropped
+
+    assert run(scenario()) == ([MESSAGE], tcpmgm.MessageTimeout)
+
+
 def test_message_timeout_is_a_timeout_error():
     assert issubclass(tcpmgm.MessageTimeout, TimeoutError)
 
@@ -191,53 +244,41 @@ async def _send_in_pieces(port, source, pieces, progress):
         writer.close()
 
 
-def read_message_reporting(progress):
-    """read_message whose parse reports each read's bytes: the test's pacing."""
+def report_reads(conn, progress):
+    """Wrap the connection's asyncio StreamReader so that each read it serves is reported:
+    the client sends its next piece only then, so that each piece is a read of its own."""
+    read = conn.reader.read
 
-    async def read(conn):
-        def parse(buffer):
-            size = length_prefixed(buffer)
-            if size is None:
-                progress.put_nowait(len(buffer))
-            return size
+    async def reported(n=-1):
+        data = await read(n)
+        if data:
+            progress.put_nowait(len(data))
+        return data
 
-        return await conn.read_message(parse)
-
-    return read
-
-
-def reads_in_a_message_reporting(progress):
-    async def read(conn):
-        with conn.message():
-            data = b""
-            while len(data) < len(MESSAGE):
-                chunk = await conn.read()
-                if not chunk:
-                    raise asyncio.IncompleteReadError(data, len(MESSAGE))
-                data += chunk
-                if len(data) < len(MESSAGE):
-                    progress.put_nowait(len(data))
-            return data
-
-    return read
+    conn.reader.read = reported
 
 
-@pytest.mark.parametrize("reading", [read_message_reporting, reads_in_a_message_reporting])
+@pytest.mark.parametrize("read", READERS, ids=lambda reader: reader.__name__)
 @pytest.mark.parametrize(
     ("source", "pieces", "expected"),
     [
         ("127.0.0.7", 3, MESSAGE),  # rule 105: 3 reads are allowed
         ("127.0.0.7", 4, (tcpmgm.MessageTooFragmented, 105, True, b"")),  # a fourth read is one too many
         ("127.0.0.3", 10, MESSAGE),  # rule 102: no limit
+        ("::1", 3, MESSAGE),  # rule 107, on IPv6: 3 reads are allowed
+        ("::1", 4, (tcpmgm.MessageTooFragmented, 107, True, b"")),
     ],
 )
-def test_a_message_needing_more_reads_than_max_msg_chunks_drops_the_connection(reading, source, pieces, expected):
+def test_a_message_needing_more_reads_than_max_msg_chunks_drops_the_connection(read, source, pieces, expected):
+    if ":" in source and not HAVE_IPV6:
+        pytest.skip("no IPv6 loopback (::1) on this machine")
+
     async def scenario():
         progress = asyncio.Queue()
         result = asyncio.get_running_loop().create_future()
-        read = reading(progress)
 
         async def handle(conn):
+            report_reads(conn, progress)
             try:
                 result.set_result(await read(conn))
             except tcpmgm.ConnectionDropped as dropped:
@@ -247,7 +288,7 @@ def test_a_message_needing_more_reads_than_max_msg_chunks_drops_the_connection(r
                 progress.put_nowait(None)
 
         before = counts()
-        server, port = await serving(handle)
+        server, port = await serving(handle, listening_host(source))
         async with server:
             await _send_in_pieces(port, source, pieces, progress)
             outcome = await asyncio.wait_for(result, GENEROUS)
