@@ -5,6 +5,7 @@ test shows a field's effect (a closed connection, a dropped message, a logged
 slow send, a refused connect, an alias answer), never a time.
 """
 
+import contextlib
 import logging
 import queue
 import socket
@@ -260,6 +261,44 @@ def test_a_message_needing_more_reads_than_max_msg_chunks_drops_the_connection(l
     with client, conn:
         assert outcome == b"".join(pieces)
         assert counted(Event.CHUNK_LIMIT_CLOSE) == before + 1
+
+
+def test_a_message_read_in_several_calls_counts_its_reads_together(listener):
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=2"})
+    header = lambda buffer: 1 if buffer else None  # noqa: E731  (one digit: the body's length)
+
+    def served_in_reads(in_one_block):
+        """A header, then a body in two pieces: three reads, the next sent once the last is parsed."""
+        client, conn = served(rules, listener, "127.0.0.2")
+        parsed = queue.Queue()
+
+        def body(buffer):
+            parsed.put(bytes(buffer))
+            return 3 if len(buffer) >= 3 else None
+
+        def read():
+            with conn.message() if in_one_block else contextlib.nullcontext():
+                size = conn.read_message(header)
+                parsed.put(size)
+                return size + conn.read_message(body)
+
+        result = in_thread(read)
+        client.sendall(b"3")
+        assert parsed.get(timeout=HANG) == b"3"
+        client.sendall(b"ab")
+        assert parsed.get(timeout=HANG) == b"ab"
+        client.sendall(b"c")
+        return client, conn, result.get(timeout=HANG)
+
+    client, conn, outcome = served_in_reads(in_one_block=False)  # two messages: 1 read, then 2
+    with client, conn:
+        assert outcome == b"3abc"
+    client, conn, outcome = served_in_reads(in_one_block=True)  # one message of three reads
+    with client:
+        assert isinstance(outcome, tcpmgm.MessageTooFragmented)
+        assert closed_by_peer(client)
+        with pytest.raises(OSError):
+            conn.read_message(header)  # given up with the connection, not judged again
 
 
 def test_messages_back_to_back_in_one_read_keep_their_bytes(listener):

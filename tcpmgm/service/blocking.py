@@ -13,6 +13,7 @@ idle for their ``con_lifetime``.  The semantics are the policy's own
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -120,8 +121,10 @@ class Connection:
         self.policy = policy
         self.peer = peer if peer is not None else _peer_of(sock)
         self.idle = idle
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # read from the socket, not yet given to the application
         self._guard = policy.message_guard(self.peer)
+        self._message_started = False  # bytes of the current message have arrived
+        self._in_message_block = False  # inside ``with conn.message():``
         if idle is not None:
             idle.add(sock, policy)
 
@@ -143,13 +146,40 @@ class Connection:
         return cls(sock, policy, idle=idle)
 
     # -- reading ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Make every read inside the block one message, for a protocol that reads a
+        message in several calls (a header, then its body)::
+
+            with conn.message():
+                size = int(conn.recv_until(b"\\n"))
+                body = conn.recv_exactly(size)
+
+        The deadline runs from the message's first bytes to the end of the
+        block and the reads of all its calls count together.  A block inside
+        another adds nothing.
+        """
+        if self._in_message_block:
+            yield
+            return
+        self._in_message_block = True
+        try:
+            yield
+        finally:
+            self._in_message_block = False
+            self._message_done()
+
+    def _message_done(self) -> None:
+        self._guard.complete()
+        self._message_started = False
+
     def read_message(self, parse: Parser) -> bytes:
-        """The next message of a framed protocol; ``b""`` at end of file between messages.
+        """The next message of a framed protocol; ``b""`` at end of file before it starts.
 
         ``parse(buffer)`` gets the bytes read so far (a ``bytearray``, the
         message at its start) and returns the message's length once they hold
-        all of it, else ``None`` (:data:`tcpmgm.service.policy.Parser`).  Once a
-        message has started, the wait for its rest is bounded by
+        all of it, else ``None`` (:data:`tcpmgm.service.policy.Parser`).
+        Once a message has started, the wait for its rest is bounded by
         ``message_timeout`` and its reads by ``max_msg_chunks``: when either
         runs out the connection is closed and :class:`tcpmgm.MessageTimeout`
         or :class:`tcpmgm.MessageTooFragmented` raised.  Waiting for a
@@ -161,21 +191,28 @@ class Connection:
         try:
             return self._read_message(parse)
         except ConnectionDropped:
+            # The message is given up with the connection: a later read fails on the closed
+            # socket instead of repeating the verdict (and counting the drop twice).
+            self._buffer.clear()
+            self._message_done()
             self.close()
             raise
 
     def _read_message(self, parse: Parser) -> bytes:
-        guard = self._guard
         while True:
             if self._buffer:
+                self._message_started = True
                 length = parse(self._buffer)
                 if length is not None:
                     message = bytes(self._buffer[:length])
                     del self._buffer[:length]
-                    guard.complete()
+                    if not self._in_message_block:
+                        self._message_done()
                     return message
-                guard.incomplete()
-            data = self._recv(guard.remaining() if guard.armed else None)
+            if self._message_started:
+                # A read is needed after some of the message came: what came left it incomplete.
+                self._guard.incomplete()
+            data = self._recv(self._guard.remaining())
             if not data:
                 if self._buffer:
                     raise EOFError(f"{self.peer} closed the connection in the middle of a message")
