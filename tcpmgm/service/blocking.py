@@ -62,9 +62,6 @@ class IdleConnections:
     def __contains__(self, sock: object) -> bool:
         return sock in self._tracked
 
-    def __iter__(self) -> Iterator[socket.socket]:
-        return iter(list(self._tracked))
-
     def add(self, sock: socket.socket, policy: ConnectionPolicy) -> None:
         """Track ``sock`` (active now) when its policy has an idle timeout."""
         if policy.idle_timeout is not None:
