@@ -80,16 +80,6 @@ class Connection:
         return self.policy.profile
 
     @property
-    def con_lifetime(self) -> int:
-        """Seconds of inactivity after which the connection is closed (0: never)."""
-        return self.profile.con_lifetime
-
-    @property
-    def msg_read_timeout(self) -> int:
-        """Seconds allowed from a message's first bytes to its end (0: no limit)."""
-        return self.profile.msg_read_timeout
-
-    @property
     def socket(self) -> Any:
         return self.writer.get_extra_info("socket")
 
