@@ -24,12 +24,15 @@ from typing import Any, NamedTuple, Protocol
 from ..model.errors import NoNewConnection, RuleError, shown
 from ..model.profile import Profile
 from ..model.rule import Rule
+from . import events
+from .events import Event
 
 __all__ = [
     "KEEPALIVE_LIMITS",
     "KeepaliveTimer",
     "apply",
     "connect",
+    "connect_with_profile",
     "endpoint",
     "keepalive_timers",
     "parse_endpoint",
@@ -175,12 +178,24 @@ def connect(
 
     The profile is looked up with the remote end ``address`` and the local end
     ``source`` (``(ip, port)`` to bind to; unknown when ``None``).  Raises
-    :class:`NoNewConnection` when its ``no_new_conn`` is set, connects within
-    ``connect_timeout`` milliseconds (``TimeoutError``/``OSError`` otherwise),
-    applies the profile and returns the socket, in blocking mode with the
-    default socket timeout.  A host name is resolved first; each address it
-    resolves to is tried in turn, as ``socket.create_connection`` does.
+    :class:`NoNewConnection` when its ``no_new_conn`` is set (counted as
+    ``Event.NO_NEW_CONN_REFUSED``), connects within ``connect_timeout``
+    milliseconds (``TimeoutError``/``OSError`` otherwise), applies the profile
+    and returns the socket, in blocking mode with the default socket timeout.
+    A host name is resolved first; each address it resolves to is tried in
+    turn, as ``socket.create_connection`` does.
     """
+    return connect_with_profile(mgr, proto, address, source=source)[0]
+
+
+def connect_with_profile(
+    mgr: SupportsLookup,
+    proto: str,
+    address: tuple[str, int],
+    *,
+    source: tuple[str, int] | None = None,
+) -> tuple[socket.socket, Profile]:
+    """:func:`connect`, also returning the profile the connection was opened under."""
     host, port = address
     local_ip, local_port = source if source is not None else (None, 0)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -191,6 +206,7 @@ def connect(
         try:
             refuse_if_forbidden(profile, proto, remote)
         except NoNewConnection as exc:
+            events.count(Event.NO_NEW_CONN_REFUSED)
             last_error = exc
             continue
         sock = socket.socket(family, kind, protocol)
@@ -202,7 +218,7 @@ def connect(
             sock.connect(sockaddr)
             sock.settimeout(socket.getdefaulttimeout())
             log.debug("connected %s to %s under rule %d", proto, remote, profile.id)
-            return sock
+            return sock, profile
         except OSError as exc:
             sock.close()
             last_error = exc
