@@ -411,7 +411,6 @@ def test_a_send_over_send_threshold_is_logged_counted_and_hooked(caplog, source,
         return
     [report] = hooked
     assert (report.peer, report.rule_id, report.threshold_us) == (conn.peer, 111, 1)
-    assert report.elapsed_us > 1
     assert warnings == [f"slow send to {conn.peer}: {report.elapsed_us} us under rule 111 (send_threshold 1 us)"]
     assert slow_sends == 1
 
