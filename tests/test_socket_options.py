@@ -10,6 +10,7 @@ option cannot be set, and the row validation of the names and values.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -23,6 +24,7 @@ import pytest
 from checkout import CHECKOUT
 
 import tcpmgm
+from tcpmgm import aio
 from tcpmgm.model.limits import ATTR_MAX, ATTR_MIN
 from tcpmgm.model.profile import BUILTIN_ATTRS, attr_spec, known_attrs, parse_attrs, register_attr
 from tcpmgm.service.options import SOCKET_OPTIONS
@@ -193,6 +195,51 @@ def test_tos_of_an_ipv4_peer_on_a_dual_stack_socket_is_ip_tos():
                 applied = apply(accepted, tcpmgm.Profile(attrs={"tos": 0xB8}))
                 assert applied["IP_TOS"] == 0xB8 and "IPV6_TCLASS" not in applied
                 assert accepted.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8
+
+
+def may_mark() -> bool:
+    """Whether this process may set SO_MARK (CAP_NET_ADMIN)."""
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 1)
+        except PermissionError:
+            return False
+    return True
+
+
+def test_the_asyncio_helpers_set_them_on_both_ends():
+    """tcpmgm.aio applies with tcpmgm.apply too: every option, on an accepted and an opened connection."""
+    settable = [attr for attr in VALUES if attr != "mark" or may_mark()]
+    server_attrs = {attr: VALUES[attr][1] for attr in settable}
+    client_attrs = {attr: VALUES[attr][2] for attr in settable}
+    text = ";".join
+    server_rules = tcpmgm.Matcher(
+        [tcpmgm.Rule.from_row({"id": 1, "proto": "tcp", "attrs": text(f"{k}={v}" for k, v in server_attrs.items())})]
+    )
+    client_rules = tcpmgm.Matcher(
+        [tcpmgm.Rule.from_row({"id": 2, "proto": "tcp", "attrs": text(f"{k}={v}" for k, v in client_attrs.items())})]
+    )
+    seen = {}
+
+    async def handle(conn):
+        seen["server"] = {attr: read_back(conn.socket, attr) for attr in server_attrs}
+        conn.write(await conn.readuntil(b"\n"))
+        await conn.drain()
+
+    async def main():
+        server = await aio.start_server(server_rules, handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            conn = await aio.open_connection(client_rules, "tcp", "127.0.0.1", port, local_addr=("127.0.0.2", 0))
+            seen["client"] = {attr: read_back(conn.socket, attr) for attr in client_attrs}
+            conn.write(b"ping\n")
+            assert await conn.readuntil(b"\n") == b"ping\n"
+            conn.close()
+            await conn.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 30))  # the bound only guards against a hang
+    assert seen["server"] == {attr: wanted(attr, value) for attr, value in server_attrs.items()}
+    assert seen["client"] == {attr: wanted(attr, value) for attr, value in client_attrs.items()}
 
 
 def test_all_options_of_one_rule_together():
