@@ -25,6 +25,7 @@ from checkout import CHECKOUT
 
 import tcpmgm
 from tcpmgm import aio
+from tcpmgm.model import profile as profile_module
 from tcpmgm.model.limits import ATTR_MAX, ATTR_MIN
 from tcpmgm.model.profile import BUILTIN_ATTRS, attr_spec, known_attrs, parse_attrs, register_attr
 from tcpmgm.service.options import SOCKET_OPTIONS
@@ -263,10 +264,16 @@ def test_linger_zero_closes_abortively():
                 accepted.recv(1)
 
 
-def test_names_that_are_no_socket_option_are_left_to_their_readers():
-    register_attr("tcpmgm_test_window")
+@pytest.fixture
+def registry(monkeypatch):
+    """The attrs registry as a test may change it: restored afterwards, so other tests see the built-in one."""
+    monkeypatch.setattr(profile_module, "_attrs", dict(profile_module._attrs))
+
+
+def test_names_that_are_no_socket_option_are_left_to_their_readers(registry):
+    register_attr("tcpmgm_test_own")
     with socket.socket() as sock:
-        applied = apply(sock, tcpmgm.Profile(attrs={"max_msg_chunks": 5, "tcpmgm_test_window": 3}))
+        applied = apply(sock, tcpmgm.Profile(attrs={"max_msg_chunks": 5, "tcpmgm_test_own": 3}))
     assert sorted(applied) == ["SO_KEEPALIVE", "TCP_KEEPCNT", "TCP_KEEPIDLE", "TCP_KEEPINTVL"]
     assert applied.not_set == []
 
@@ -416,21 +423,27 @@ def test_bad_values_are_row_errors_naming_the_item(attrs, reason):
     assert refused(attrs).reason == reason
 
 
-def test_an_unknown_name_is_a_row_error_listing_the_known_ones():
+def test_an_unknown_name_is_a_row_error_listing_the_known_ones(registry):
     err = refused("nodelay=1;tcp_nodelay=1")
     assert err.reason == f"unknown attribute 'tcp_nodelay' (known: {', '.join(sorted(known_attrs()))})"
     assert "tos" in err.reason and "max_msg_chunks" in err.reason
+    # However many names an application registers, the message lists the start of them.
+    for number in range(100):
+        register_attr(f"tcpmgm_test_{number:03}")
+    err = refused("tcp_nodelay=1")
+    assert err.reason.startswith("unknown attribute 'tcp_nodelay' (known: linger, mark, max_msg_chunks, ")
+    assert err.reason.endswith("\u2026)") and len(str(err)) < 300
 
 
 def test_a_bare_name_is_zero_when_zero_is_in_its_range():
     assert parse_attrs("nodelay; linger") == {"nodelay": 0, "linger": 0}
 
 
-def test_register_attr_keeps_one_range_per_name():
+def test_register_attr_keeps_one_range_per_name(registry):
     spec = register_attr("tcpmgm_test_plain")
     assert (spec.minimum, spec.maximum) == (ATTR_MIN, ATTR_MAX)  # no range given: any C int
     assert register_attr("tcpmgm_test_plain") == spec
-    ranged = register_attr("tcpmgm_test_ranged", 1, 10, "a test's own")
+    ranged = register_attr("tcpmgm_test_ranged", 1, 10)
     assert parse_attrs("tcpmgm_test_ranged=10") == {"tcpmgm_test_ranged": 10}
     with pytest.raises(ValueError, match=r"'tcpmgm_test_ranged' value '11' is outside 1\.\.10"):
         parse_attrs("tcpmgm_test_ranged=11")

@@ -142,7 +142,6 @@ class AttrSpec(NamedTuple):
     name: str
     minimum: int
     maximum: int
-    meaning: str
 
 
 # The built-in names.  The ranges of the socket options are what Linux accepts
@@ -150,23 +149,23 @@ class AttrSpec(NamedTuple):
 # range every attrs value had before names had ranges of their own.  ATTR_MAX:
 # a C int, what setsockopt takes and what OpenSIPS holds an attrs value in.
 BUILTIN_ATTRS: tuple[AttrSpec, ...] = (
-    AttrSpec("max_msg_chunks", ATTR_MIN, ATTR_MAX, "the most reads one message may take (OpenSIPS's own name)"),
-    AttrSpec("tcp_user_timeout", 0, ATTR_MAX, "TCP_USER_TIMEOUT, ms unacknowledged data may wait (0: the kernel's)"),
-    AttrSpec("nodelay", 0, 1, "TCP_NODELAY: 1 turns Nagle's algorithm off"),
-    AttrSpec("tos", 0, 255, "IP_TOS on IPv4, IPV6_TCLASS on IPv6 (TCP keeps the 2 ECN bits its own)"),
-    AttrSpec("sndbuf", 1, ATTR_MAX, "SO_SNDBUF in bytes (the kernel doubles it, up to net.core.wmem_max)"),
-    AttrSpec("rcvbuf", 1, ATTR_MAX, "SO_RCVBUF in bytes (the kernel doubles it, up to net.core.rmem_max)"),
-    AttrSpec("notsent_lowat", 0, ATTR_MAX, "TCP_NOTSENT_LOWAT, unsent bytes past which not writable (0: the sysctl)"),
-    AttrSpec("linger", 0, ATTR_MAX, "SO_LINGER on, seconds close() waits to send (0: abortive close, RST)"),
-    AttrSpec("syncnt", 1, 127, "TCP_SYNCNT, SYN retransmits before a connect gives up"),
-    AttrSpec("mark", 0, ATTR_MAX, "SO_MARK, the packets' firewall mark (needs CAP_NET_ADMIN)"),
+    AttrSpec("max_msg_chunks", ATTR_MIN, ATTR_MAX),  # the most reads one message may take (OpenSIPS's name)
+    AttrSpec("tcp_user_timeout", 0, ATTR_MAX),  # ms; 0: the kernel's own rule
+    AttrSpec("nodelay", 0, 1),
+    AttrSpec("tos", 0, 255),  # one byte: DSCP and the ECN bits (which TCP keeps its own)
+    AttrSpec("sndbuf", 1, ATTR_MAX),  # bytes
+    AttrSpec("rcvbuf", 1, ATTR_MAX),  # bytes
+    AttrSpec("notsent_lowat", 0, ATTR_MAX),  # bytes; 0: the sysctl's value
+    AttrSpec("linger", 0, ATTR_MAX),  # seconds; 0: abortive close
+    AttrSpec("syncnt", 1, 127),  # the kernel's MAX_TCP_SYNCNT
+    AttrSpec("mark", 0, ATTR_MAX),  # a u32 in the kernel, kept to what a C int holds
 )
 
 _attrs_lock = threading.Lock()
 _attrs: dict[str, AttrSpec] = {spec.name: spec for spec in BUILTIN_ATTRS}
 
 
-def register_attr(name: str, minimum: int = ATTR_MIN, maximum: int = ATTR_MAX, meaning: str = "") -> AttrSpec:
+def register_attr(name: str, minimum: int = ATTR_MIN, maximum: int = ATTR_MAX) -> AttrSpec:
     """Allow ``name`` in the ``attrs`` column, with values ``minimum..maximum``
     (by default any C int, ``limits.ATTR_MIN..ATTR_MAX``).
 
@@ -178,7 +177,7 @@ def register_attr(name: str, minimum: int = ATTR_MIN, maximum: int = ATTR_MAX, m
         raise ValueError(f"attrs name must be an identifier, got {name!r}")
     if not ATTR_MIN <= minimum <= maximum <= ATTR_MAX:
         raise ValueError(f"attrs range {minimum}..{maximum} of {name!r} is not within {ATTR_MIN}..{ATTR_MAX}")
-    spec = AttrSpec(name, minimum, maximum, meaning)
+    spec = AttrSpec(name, minimum, maximum)
     with _attrs_lock:
         known = _attrs.get(name)
         if known is None:
@@ -222,6 +221,16 @@ def parse_integer(text: str) -> int:
     return -int(digits) if sign == "-" else int(digits)
 
 
+# How much of the list of known names a message shows: all the built-in ones,
+# a few an application registered, never a message as long as the registry.
+_KNOWN_CHARS = 160
+
+
+def _known_names() -> str:
+    names = ", ".join(sorted(_attrs))
+    return names if len(names) <= _KNOWN_CHARS else names[:_KNOWN_CHARS] + "\u2026"
+
+
 def parse_attrs(text: str) -> dict[str, int]:
     """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item.
 
@@ -236,7 +245,7 @@ def parse_attrs(text: str) -> dict[str, int]:
         name = name.strip()
         spec = _attrs.get(name)
         if spec is None:
-            raise ValueError(f"unknown attribute {shown(name)} (known: {', '.join(sorted(_attrs))})")
+            raise ValueError(f"unknown attribute {shown(name)} (known: {_known_names()})")
         raw = raw.strip()
         if not sep:
             value = 0
