@@ -106,7 +106,7 @@ def mgr(tmp_path):
 
 
 class Recorder:
-    """``tune`` as a listener's side uses it, keeping the result of ``apply``."""
+    """``apply`` as ``connect`` and ``tune`` call it, keeping each result (what was set, what not)."""
 
     def __init__(self, monkeypatch):
         self.results = []
@@ -121,8 +121,6 @@ class Recorder:
 
 @pytest.mark.parametrize("attr", list(SOCKET_OPTIONS))
 def test_each_option_on_both_ends_over_ipv4(attr, mgr, monkeypatch):
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     a, b, c, d = VALUES[attr]
     # The connected end looks itself up by its source (local_addr), the
     # accepted end by its peer (remote_addr): four rules, four values.
@@ -135,7 +133,8 @@ def test_each_option_on_both_ends_over_ipv4(attr, mgr, monkeypatch):
         mgr.add_rule({"id": rule_id, "proto": "tcp", **key, "attrs": f"{attr}={value}"})
     mgr.reload()
     recorder = Recorder(monkeypatch)
-    with listener:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
         for source, (client_rule, client_value), (server_rule, server_value) in [
             ("127.0.0.2", (1, a), (2, b)),
             ("127.0.0.3", (3, c), (4, d)),
@@ -162,21 +161,21 @@ def ipv6_loopback() -> bool:
 @pytest.mark.skipif(not ipv6_loopback(), reason="no ::1")
 @pytest.mark.parametrize("attr", list(SOCKET_OPTIONS))
 def test_each_option_on_both_ends_over_ipv6(attr, mgr, monkeypatch):
-    listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
-    port = listener.getsockname()[1]
     a, b, _, _ = VALUES[attr]
-    # One address on ::1: the listener's port is the remote end of the
-    # connected socket and the local end of the accepted one.
-    mgr.add_rule({"id": 1, "proto": "tcp", "remote_addr": "::1", "remote_port": port, "attrs": f"{attr}={a}"})
-    mgr.add_rule({"id": 2, "proto": "tcp", "local_addr": "::1", "local_port": port, "attrs": f"{attr}={b}"})
-    mgr.reload()
-    recorder = Recorder(monkeypatch)
-    with listener, connect(mgr, "tcp", ("::1", port)) as client:
-        accepted, _ = listener.accept()
-        with accepted:
-            assert tune(mgr, "tcp", accepted).id == 2
-            check(accepted, attr, b, recorder.results[-1])
-        check(client, attr, a, recorder.results[-2])
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
+        port = listener.getsockname()[1]
+        # One address on ::1: the listener's port is the remote end of the
+        # connected socket and the local end of the accepted one.
+        mgr.add_rule({"id": 1, "proto": "tcp", "remote_addr": "::1", "remote_port": port, "attrs": f"{attr}={a}"})
+        mgr.add_rule({"id": 2, "proto": "tcp", "local_addr": "::1", "local_port": port, "attrs": f"{attr}={b}"})
+        mgr.reload()
+        recorder = Recorder(monkeypatch)
+        with connect(mgr, "tcp", ("::1", port)) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert tune(mgr, "tcp", accepted).id == 2
+                check(accepted, attr, b, recorder.results[-1])
+            check(client, attr, a, recorder.results[-2])
     if attr == "tos":
         assert "IPV6_TCLASS" in recorder.results[-1] and "IP_TOS" not in recorder.results[-1]
 
