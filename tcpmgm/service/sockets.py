@@ -26,10 +26,13 @@ from ..model.profile import Profile
 from ..model.rule import Rule
 from . import events
 from .events import Event
+from .options import Applied, OptionNotSet, set_socket_options
 
 __all__ = [
     "KEEPALIVE_LIMITS",
+    "Applied",
     "KeepaliveTimer",
+    "OptionNotSet",
     "apply",
     "connect",
     "connect_with_profile",
@@ -103,16 +106,21 @@ def _option(name: str) -> int | None:
     return getattr(socket, name, None)
 
 
-def apply(sock: Any, profile: Profile) -> dict[str, int]:
-    """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
+def apply(sock: Any, profile: Profile) -> Applied:
+    """Set ``SO_KEEPALIVE``, where the platform has them the TCP keepalive
+    timers, and the socket options of the profile's ``attrs``.
 
-    Returns ``{option name: value set}``.  With keepalive off only
-    ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the operating
-    system's value stays) and so is not in the result.  ``sock`` is a
+    Returns :class:`Applied`, ``{option name: value set}``.  With keepalive
+    off only ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the
+    operating system's value stays) and so is not in the result.  An ``attrs``
+    socket option (``tcpmgm/service/options.py``) is in it by its option's
+    name with the ``attrs`` value; one that cannot be set is in
+    ``.not_set`` instead, with the reason, and logged
+    (docs/behaviour.md#socket-options-from-attrs).  ``sock`` is a
     ``socket.socket`` or anything with its ``setsockopt`` (an asyncio
     transport's socket).
     """
-    applied = {"SO_KEEPALIVE": int(profile.keepalive)}
+    applied = Applied({"SO_KEEPALIVE": int(profile.keepalive)})
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, applied["SO_KEEPALIVE"])
     for timer in keepalive_timers(profile):
         option = _option(timer.option)
@@ -130,6 +138,7 @@ def apply(sock: Any, profile: Profile) -> dict[str, int]:
             )
         sock.setsockopt(socket.IPPROTO_TCP, option, timer.value)
         applied[timer.option] = timer.value
+    set_socket_options(sock, profile, applied)
     return applied
 
 
