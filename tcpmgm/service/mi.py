@@ -285,6 +285,9 @@ class Dispatcher:
             listeners = getattr(self.mgr, "listeners", None)
             local_ip, local_port = parse_endpoint(local, listeners=listeners) if local else (None, 0)
             found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
+            if explain:  # and the rule OpenSIPS would pick (docs/opensips.md), 0 for none
+                order = self.mgr.opensips_order
+                opensips = order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id
         except (TypeError, ValueError) as exc:
             raise _RPCError(INVALID_PARAMS, str(exc)) from None
         result: dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
@@ -292,6 +295,7 @@ class Dispatcher:
             result["matches"] = [
                 {"rule": rule.id, "filters": rule.describe(), "reason": reason} for rule, reason in found.matches
             ]
+            result["opensips_rule"] = opensips
         return result
 
     # OpenSIPS's core answers `which` and `help` so (its mi/mi_core.c and mi/mi.c, 4.1.0-dev), and its

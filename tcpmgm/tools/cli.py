@@ -288,7 +288,9 @@ def _reload_for_query(mgr: TcpMgm) -> None:
 @click.argument("proto")
 @click.argument("remote", metavar="REMOTE_IP[:PORT]")
 @click.argument("local", metavar="[LOCAL[:PORT]]", required=False)
-@click.option("--explain", is_flag=True, help="Show every matching rule and why it lost.")
+@click.option(
+    "--explain", is_flag=True, help="Show every matching rule and why it lost, and OpenSIPS's pick when it differs."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
 def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool, as_json: bool) -> None:
@@ -305,6 +307,7 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
     _reload_for_query(mgr)
     try:
         found = mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
+        opensips = mgr.opensips_order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id if explain else 0
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     tag = _endpoint(local, "LOCAL")[0] if local_ip is not None else None  # as typed: a tag, or the ip
@@ -325,11 +328,14 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
         }
         if explain:
             result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
+            result["opensips_rule"] = opensips
         _echo_json(result)
         return
     shown_local = _shown(local_ip, local_port) + (f" (socket tag {tag!r})" if tag != local_ip else "")
     click.echo(f"connection: {proto.lower()} remote {_shown(remote_ip, remote_port)}, local {shown_local}")
     click.echo(str(found) if explain else found.summary())
+    if explain and opensips != found.profile.id:
+        click.echo(f"OpenSIPS would pick {f'rule {opensips}' if opensips else 'no rule'}")
 
 
 # -- check ----------------------------------------------------------------------------
