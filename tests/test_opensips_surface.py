@@ -1,12 +1,19 @@
 """What an operator sees of tcpmgm.opensips: TcpMgm's rules as read and OpenSIPS's order of them,
 `tcpmgm check --opensips`, `tcpmgm match --explain`, and the admin endpoint's methods."""
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from mi_endpoints import KINDS, start
 
 import tcpmgm
 from tcpmgm.opensips import OpenSIPSOrder
+from tcpmgm.service import mi
 
 # A tcp /16 inside a tcp /8 at the same priority, and a tls rule read between them: OpenSIPS's
 # comparator finds the tls rule equal to both, so its merge sort keeps the /8 first.
@@ -85,3 +92,60 @@ def nested(tmp_path):
     mgr = manager(tmp_path / "tcpmgm.db", NESTED)
     mgr.reload()
     return mgr
+
+
+# -- tcpmgm match --explain ------------------------------------------------------------
+
+
+SCRIPT = Path(sys.executable).parent / "tcpmgm"
+
+
+def tcpmgm_cli(*args, cwd):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TCPMGM_")}
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_match_explain_says_where_opensips_picks_another_rule(nested, tmp_path):
+    result = tcpmgm_cli("match", "--explain", "tcp", "10.1.2.3:5060", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("rule #3 ") and lines[-1] == "OpenSIPS would pick rule 1"
+    answer = json.loads(tcpmgm_cli("match", "--explain", "--json", "tcp", "10.1.2.3", cwd=tmp_path).stdout)
+    assert (answer["rule"], answer["opensips_rule"]) == (3, 1)
+
+
+def test_match_explain_says_nothing_of_opensips_where_it_agrees(nested, tmp_path):
+    for connection in (("tcp", "10.2.0.1:5060"), ("tls", "192.0.2.1"), ("ws", "198.51.100.1")):
+        result = tcpmgm_cli("match", "--explain", *connection, cwd=tmp_path)
+        assert result.returncode == 0 and "OpenSIPS" not in result.stdout, result.stdout
+    assert "OpenSIPS" not in tcpmgm_cli("match", "tcp", "10.1.2.3", cwd=tmp_path).stdout  # only with --explain
+
+
+def test_match_explain_says_when_opensips_picks_no_rule(nested, tmp_path):
+    # OpenSIPS matches an IPv4-mapped IPv6 address as IPv6, where tcpmgm matches it as IPv4.
+    result = tcpmgm_cli("match", "--explain", "tcp", "[::ffff:10.2.0.1]:5060", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("rule #1 ") and lines[-1] == "OpenSIPS would pick no rule"
+
+
+# -- the admin endpoint ----------------------------------------------------------------
+
+
+@pytest.fixture(params=KINDS)
+def url(request, nested):
+    server, where = start(request.param, nested)
+    yield where
+    server.stop()
+
+
+def test_tcp_match_explain_gives_the_rule_opensips_picks(url):
+    answer = mi.call(url, "tcp_match", {"proto": "tcp", "remote": "10.1.2.3:5060", "explain": True})
+    assert (answer["rule"], answer["opensips_rule"]) == (3, 1)
+    answer = mi.call(url, "tcp_match", {"proto": "tcp", "remote": "[::ffff:10.2.0.1]:5060", "explain": True})
+    assert (answer["rule"], answer["opensips_rule"]) == (1, 0)
+    answer = mi.call(url, "tcp_match", {"proto": "tcp", "remote": "192.0.2.1", "explain": True})
+    assert (answer["rule"], answer["opensips_rule"]) == (0, 0)
+    assert "opensips_rule" not in mi.call(url, "tcp_match", ["tcp", "10.1.2.3"])
