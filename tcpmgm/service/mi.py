@@ -236,6 +236,7 @@ class Dispatcher:
             "tcp_mgm:reload": self.tcp_reload,
             "tcp_list": self.tcp_list,
             "tcp_match": self.tcp_match,
+            "tcp_opensips_check": self.tcp_opensips_check,
             "which": self.which,
             "help": self.help,
         }
@@ -297,6 +298,12 @@ class Dispatcher:
             ]
             result["opensips_rule"] = opensips
         return result
+
+    def tcp_opensips_check(self) -> Any:
+        """answers what real OpenSIPS would do with the table: where it picks another rule, its pitfalls"""
+        from ..opensips import check_table  # the emulation, only for the endpoints that are asked
+
+        return check_table(self.mgr).to_json()
 
     # OpenSIPS's core answers `which` and `help` so (its mi/mi_core.c and mi/mi.c, 4.1.0-dev), and its
     # clients rely on them: opensips-cli lists the methods with `which` before it runs any.

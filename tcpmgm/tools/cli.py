@@ -343,12 +343,23 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--opensips",
+    is_flag=True,
+    help="Instead: where real OpenSIPS would pick another rule than documented, and its pitfalls on this table.",
+)
 @_with_manager
-def check(mgr: TcpMgm, as_json: bool) -> None:
+def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
     """Load the table and lint it: rejected rows, shadowed rules, duplicates, host bits.
 
-    Exit status 1 when there is any error (warnings alone: 0).
+    Exit status 1 when there is any error (warnings alone: 0).  With
+    --opensips, report what real OpenSIPS would do with the table instead
+    (docs/opensips.md): exit status 1 when it would pick another rule than
+    the documented order anywhere.
     """
+    if opensips:
+        _check_opensips(mgr, as_json)
+        return
     started = time.perf_counter()
     with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update, mgr.source.connection() as conn:
         loaded = load_rules(
@@ -381,6 +392,20 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
             click.echo(str(finding))
         click.echo(f"{errors} error(s), {warnings} warning(s)")
     if errors:
+        click.get_current_context().exit(1)
+
+
+def _check_opensips(mgr: TcpMgm, as_json: bool) -> None:
+    from ..opensips import check_table
+
+    with _progress("comparing with OpenSIPS", lambda: count_rows(mgr.source, mgr.names)) as update:
+        report = check_table(mgr, progress=update)
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.differs:
         click.get_current_context().exit(1)
 
 
