@@ -3,6 +3,8 @@
 
 import json
 import os
+import pty
+import re
 import sqlite3
 import subprocess
 import sys
@@ -131,6 +133,74 @@ def test_match_explain_says_when_opensips_picks_no_rule(nested, tmp_path):
     assert lines[1].startswith("rule #1 ") and lines[-1] == "OpenSIPS would pick no rule"
 
 
+# -- tcpmgm check --opensips ----------------------------------------------------------
+
+
+def test_check_opensips_reports_the_difference_and_exits_1(nested, tmp_path):
+    result = tcpmgm_cli("check", "--opensips", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "OpenSIPS 4.0 to 4.1.0-dev:"
+    assert lines[1] == "  picks another rule than documented (1 case(s)):"
+    assert "OpenSIPS picks rule 1, documented rule 3" in lines[2] and "rule 2 (tls)" in lines[2]
+    report = json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
+    assert report["differs"] is True
+    [difference] = report["differences"]
+    assert (difference["opensips_id"], difference["documented_id"]) == (1, 3)
+    # the witness really parts the two orders
+    connection = difference["connection"]
+    assert nested.lookup(*connection).id == 3 and nested.opensips_order.lookup(*connection).id == 1
+
+
+def test_check_opensips_exits_0_when_both_orders_agree_and_shows_pitfalls(tmp_path):
+    mgr = manager(tmp_path / "tcpmgm.db", [{**row, "priority": 1 if row["id"] == 2 else 0} for row in NESTED])
+    mgr.add_rule({"id": 4, "proto": "tcp", "remote_addr": "198.51.100.0/24", "attrs": "max_msg_chunks=10"})
+    result = tcpmgm_cli("check", "--opensips", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  picks the documented rule for every connection checked" in result.stdout.splitlines()
+    report = json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
+    assert report["differs"] is False and report["differences"] == []
+    assert any(4 in pitfall["rule_ids"] for pitfall in report["pitfalls"])  # OpenSIPS refuses attrs with a value
+
+
+def test_check_without_opensips_keeps_its_lint(nested, tmp_path):
+    result = tcpmgm_cli("check", cwd=tmp_path)
+    assert result.returncode == 0 and "OpenSIPS" not in result.stdout
+    assert result.stdout.splitlines()[-1] == "0 error(s), 0 warning(s)"
+
+
+def test_check_opensips_shows_progress_on_a_terminal_only(nested, tmp_path):
+    leader, follower = pty.openpty()
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("TCPMGM_")}
+        process = subprocess.run(
+            [str(SCRIPT), "check", "--opensips"],
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+        )
+        os.close(follower)
+        follower = None
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower is not None:
+            os.close(follower)
+    assert process.returncode == 1
+    assert b"comparing with OpenSIPS" in shown and b"comparing" not in process.stdout
+    assert "comparing" not in tcpmgm_cli("check", "--opensips", cwd=tmp_path).stderr  # stderr no terminal
+
+
 # -- the admin endpoint ----------------------------------------------------------------
 
 
@@ -149,3 +219,50 @@ def test_tcp_match_explain_gives_the_rule_opensips_picks(url):
     answer = mi.call(url, "tcp_match", {"proto": "tcp", "remote": "192.0.2.1", "explain": True})
     assert (answer["rule"], answer["opensips_rule"]) == (0, 0)
     assert "opensips_rule" not in mi.call(url, "tcp_match", ["tcp", "10.1.2.3"])
+
+
+def test_tcp_opensips_check_answers_the_report(url, nested, tmp_path):
+    report = mi.call(url, "tcp_opensips_check")
+    assert report == json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
+    assert report["differs"] is True and report["opensips_version"] == "4.0 to 4.1.0-dev"
+    assert "tcp_opensips_check" in mi.call(url, "which")
+    assert "OpenSIPS" in mi.call(url, "help", ["tcp_opensips_check"])["Help"]
+
+
+# -- the README's worked example -------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_sessions():
+    """The console blocks of the README's "OpenSIPS compatibility" section: lists of (command, output lines)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## OpenSIPS compatibility\n", 1)[1].split("\n## ", 1)[0]
+    sessions = []
+    for block in re.findall(r"```console\n(.*?)```", section, flags=re.DOTALL):
+        session = []
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                session.append((line[2:], []))
+            else:
+                session[-1][1].append(line)
+        sessions.append(session)
+    return sessions
+
+
+@pytest.mark.skipif(not README.exists(), reason="not run from a source checkout")
+def test_the_readme_example_gives_the_output_it_shows(tmp_path):
+    sessions = readme_sessions()
+    assert len(sessions) == 2  # the example, then the table rewritten
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TCPMGM_")}
+    environment["PATH"] = f"{SCRIPT.parent}{os.pathsep}{environment.get('PATH', '')}"
+    statuses = []
+    for session in sessions:
+        for command, shown in session:
+            done = subprocess.run(
+                command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+            )
+            assert done.stdout.splitlines() == shown, (command, done.stderr)
+            if command.startswith("tcpmgm check --opensips"):
+                statuses.append(done.returncode)
+    assert statuses == [1, 0]  # OpenSIPS picks otherwise, then both orders agree

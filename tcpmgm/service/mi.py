@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..model.errors import ReloadError, TcpMgmError
 from ..model.profile import Profile
+from ..opensips.report import check_table
 from .sockets import parse_endpoint
 
 __all__ = [
@@ -301,8 +302,8 @@ class Dispatcher:
 
     def tcp_opensips_check(self) -> Any:
         """answers what real OpenSIPS would do with the table: where it picks another rule, its pitfalls"""
-        from ..opensips import check_table  # the emulation, only for the endpoints that are asked
-
+        # The table as it is now, as `tcpmgm check --opensips` reads it: the pitfalls are in the rows as
+        # stored, which the rules in service no longer hold.
         return check_table(self.mgr).to_json()
 
     # OpenSIPS's core answers `which` and `help` so (its mi/mi_core.c and mi/mi.c, 4.1.0-dev), and its

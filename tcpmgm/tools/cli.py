@@ -25,6 +25,7 @@ import click
 from ..model.errors import ReloadError, RuleError, TcpMgmError
 from ..model.rule import COLUMNS
 from ..model.text import aligned
+from ..opensips.report import check_table
 from ..service.manager import DEFAULT_DB_URL, TcpMgm
 from ..service.sockets import parse_endpoint
 from ..sql.loader import load_rules
@@ -150,13 +151,24 @@ def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _progress(label: str, length: Callable[[], int]) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one."""
+def _progress(label: str, length: Callable[[], int] | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one.
+
+    ``length`` ``None``: the end is not known beforehand, and the bar counts."""
     if not sys.stderr.isatty():
         yield None
         return
+    if length is None:
+        # Items without a length hint: click shows a moving bar and the count so far.
+        with click.progressbar(_no_items(), label=label, file=sys.stderr, show_pos=True) as counter:
+            yield counter.update
+        return
     with click.progressbar(length=length(), label=label, file=sys.stderr) as bar:
         yield bar.update
+
+
+def _no_items() -> Iterator[int]:
+    yield from ()
 
 
 def _echo_json(value: Any) -> None:
@@ -396,9 +408,7 @@ def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
 
 
 def _check_opensips(mgr: TcpMgm, as_json: bool) -> None:
-    from ..opensips import check_table
-
-    with _progress("comparing with OpenSIPS", lambda: count_rows(mgr.source, mgr.names)) as update:
+    with _progress("comparing with OpenSIPS (connections)", None) as update:  # as many as the rules' boundaries make
         report = check_table(mgr, progress=update)
     if as_json:
         _echo_json(report.to_json())
