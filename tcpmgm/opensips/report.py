@@ -13,8 +13,7 @@ admin endpoint print.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..model.errors import RuleError, RuleWarning
@@ -24,7 +23,7 @@ from ..sql.db import Source
 from ..sql.rows import RowReader
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, TableNames
 from ..sql.table import read_rows
-from .compare import Difference, compare
+from .compare import Connection, Difference, compare
 from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls
 
 __all__ = ["Report", "RuleTable", "check_table"]
@@ -62,13 +61,13 @@ class Report:
         return bool(self.differences)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as JSON-ready values (addresses as text)."""
+        """The report as JSON-ready values."""
         return {
             "opensips_version": self.opensips_version,
             "differs": self.differs,
             "differences": [
                 {
-                    "connection": [_plain(value) for value in difference.connection],
+                    "connection": list(difference.connection),
                     "opensips_id": difference.opensips_id,
                     "documented_id": difference.documented_id,
                     "reason": difference.reason,
@@ -108,7 +107,12 @@ class Report:
         return out
 
 
-def check_table(table: RuleTable, *, progress: Any = None, batch: int | None = None) -> Report:
+def check_table(
+    table: RuleTable,
+    *,
+    progress: Callable[[int], None] | None = None,
+    batch: int | None = None,
+) -> Report:
     """Read ``table``'s rows once, in database order, and report what OpenSIPS makes of them.
 
     ``progress`` is passed to :func:`~tcpmgm.opensips.compare.compare`;
@@ -158,13 +162,7 @@ def _rules(rows: Sequence[Mapping[str, Any]], table: RuleTable) -> list[Rule]:
     return rules
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return str(value)
-    return value
-
-
-def _connection(connection: Sequence[Any]) -> str:
+def _connection(connection: Connection) -> str:
     proto, remote_ip, remote_port, local_ip, local_port = connection
     return f"{proto or 'any'} {remote_ip}:{remote_port} <- {local_ip if local_ip is not None else '*'}:{local_port}"
 
