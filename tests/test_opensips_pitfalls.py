@@ -39,13 +39,20 @@ def sqlite_table(
     *,
     schema_version: int = 2,
     rename: Mapping[str, str] | None = None,
+    version_row: int | str | None = "schema",
 ) -> TcpMgm:
-    """A plain SQLite table holding ``rows`` in this order (columns left out take OpenSIPS's defaults)."""
+    """A plain SQLite table holding ``rows`` in this order (columns left out take OpenSIPS's defaults),
+    and a ``version`` row saying ``version_row`` (by default the schema version; None: no row)."""
     conn = sqlite3.connect(path)
     try:
         create_plain_table(conn, schema_version=schema_version, rename=rename)
         for row in rows:
             insert(conn, row, rename=rename)
+        if version_row is not None:
+            conn.execute("CREATE TABLE version (table_name TEXT, table_version INTEGER)")
+            recorded = schema_version if version_row == "schema" else version_row
+            conn.execute("INSERT INTO version VALUES ('tcp_mgm', ?)", (recorded,))
+            conn.commit()
     finally:
         conn.close()
     return TcpMgm(f"sqlite:///{path}", columns=rename, listeners=LISTENERS, schema_version=schema_version)
@@ -425,3 +432,15 @@ def test_check_table_of_a_version_1_table_and_its_batches(sqlite_path: str) -> N
     long_list = Report([], [Pitfall("batch-loss", tuple(range(1, 31)), "lost")], [], "x").lines()
     assert long_list[-1] == "      rows: " + ", ".join(map(str, range(1, 21))) + ", ... (30 in all)"
     mgr.close()
+
+
+def test_check_table_reports_the_version_row_opensips_needs(sqlite_path: str) -> None:
+    missing = check_table(sqlite_table(sqlite_path, [rule(1)], version_row=None))
+    (pitfall,) = missing.pitfalls
+    assert (pitfall.kind, pitfall.rule_ids) == ("version-row", ())
+    assert "no row for this table" in pitfall.message and "refuses to load the table" in pitfall.message
+    assert "table_name 'tcp_mgm', table_version 2" in pitfall.message
+    wrong = check_table(sqlite_table(sqlite_path + "2", [rule(1)], version_row=1))
+    assert [p.message.split(":")[0] for p in wrong.pitfalls] == [
+        "The version row says 1, but the columns are those of schema version 2"
+    ]

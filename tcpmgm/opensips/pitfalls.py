@@ -32,6 +32,7 @@ __all__ = [
     "batch_rows",
     "modparam_lines",
     "pitfalls",
+    "version_pitfalls",
 ]
 
 # The OpenSIPS releases whose tcp_mgm reads each schema version (TCP_TABLE_VERSION in tcp_db.c).
@@ -174,6 +175,26 @@ def pitfalls(
         found.append(_parallel_read(rows))
     found += _renames(columns or {}, version)
     return found
+
+
+def version_pitfalls(found: int | None, *, table: str, schema_version: int = DEFAULT_SCHEMA_VERSION) -> list[Pitfall]:
+    """The ``version`` row OpenSIPS needs: db_check_table_version refuses the table unless its row
+    says the schema version that OpenSIPS reads (``found``: the row's value, None for no row)."""
+    version = _version(schema_version)
+    if found == version:
+        return []
+    if found is None:
+        problem = "The version table has no row for this table (or there is no version table)"
+    else:
+        problem = f"The version row says {found}, but the columns are those of schema version {version}"
+    return [
+        Pitfall(
+            "version-row",
+            (),
+            f"{problem}: OpenSIPS {OPENSIPS_VERSIONS[version]} refuses to load the table (at startup it does not "
+            f"start); tcpmgm loads it all the same. The row it needs: table_name {table!r}, table_version {version}.",
+        )
+    ]
 
 
 # -- what each row is to OpenSIPS ------------------------------------------------------------

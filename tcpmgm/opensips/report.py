@@ -20,11 +20,12 @@ from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
 from ..sql.db import Source
+from ..sql.loader import version_row
 from ..sql.rows import RowReader
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, TableNames
 from ..sql.table import read_rows
 from .compare import Connection, Difference, compare
-from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls
+from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls, version_pitfalls
 
 __all__ = ["Report", "RuleTable", "check_table"]
 
@@ -120,18 +121,22 @@ def check_table(
     :func:`~tcpmgm.opensips.pitfalls.pitfalls` (default: its upper bound).
     """
     rows = read_rows(table.source, table.names, by_id=False)
+    with table.source.connection() as conn:
+        recorded = version_row(conn, table.source.dialect, table.names.table)
     version = _schema_version(rows, table.schema_version)
     rules = _rules(rows, table)
+    found = version_pitfalls(recorded, table=table.names.table, schema_version=version)
+    found += pitfalls(
+        rows,
+        backend=table.source.dialect.name,
+        columns=table.names.columns,
+        listeners=table.listeners,
+        schema_version=version,
+        batch=batch,
+    )
     return Report(
         differences=compare(rules, default=table.default, progress=progress),
-        pitfalls=pitfalls(
-            rows,
-            backend=table.source.dialect.name,
-            columns=table.names.columns,
-            listeners=table.listeners,
-            schema_version=version,
-            batch=batch,
-        ),
+        pitfalls=found,
         modparams=modparam_lines(table.names.columns, schema_version=version, table=table.names.table),
         opensips_version=OPENSIPS_VERSIONS[version],
     )
