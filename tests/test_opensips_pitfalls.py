@@ -444,3 +444,16 @@ def test_check_table_reports_the_version_row_opensips_needs(sqlite_path: str) ->
     assert [p.message.split(":")[0] for p in wrong.pitfalls] == [
         "The version row says 1, but the columns are those of schema version 2"
     ]
+
+
+def test_repeated_ids_are_all_loaded_by_opensips(sqlite_path: str) -> None:
+    mgr = sqlite_table(
+        sqlite_path,
+        [rule(3), rule(1), rule(3, remote_addr="10.0.0.0/8"), rule(1, attrs="max_msg_chunks=2"), rule(3)],
+    )
+    by_kind = found(mgr)
+    repeated = only(by_kind, "duplicate-id")
+    assert repeated.rule_ids == (3, 3)  # the second 1 is rejected by OpenSIPS anyway
+    assert "only the first" in repeated.message
+    report = mgr.reload()
+    assert report.loaded == 2 and [e.reason for e in report.rejected] == ["duplicate id"] * 3

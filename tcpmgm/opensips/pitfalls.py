@@ -171,6 +171,7 @@ def pitfalls(
     found += _batch_loss(rows, module, size, kept)
     found += _rejections(rows, refusals, kept)
     found += _keepalive_overrides([row for row, refused in zip(rows, refusals) if not refused])
+    found += _repeated_ids([row for row, refused in zip(rows, refusals) if not refused])
     if version == 1:
         found.append(_parallel_read(rows))
     found += _renames(columns or {}, version)
@@ -424,7 +425,7 @@ def _refusal_message(kind: str, reason: str, details: list[str]) -> str:
             f"these rows."
         )
     if kind == "unknown-proto":
-        return f"OpenSIPS has no protocol {shown} (registered in tcpmgm only), so it rejects these rows."
+        return f"OpenSIPS has no protocol {shown}, so it rejects these rows."
     return f"OpenSIPS rejects these rows: {reason}."
 
 
@@ -444,6 +445,28 @@ def _keepalive_overrides(loaded: Sequence[Mapping[str, Any]]) -> list[Pitfall]:
             "These rows say keepalive 0 but set a keepalive timer (keepcount, keepidle or keepinterval; the "
             "table's defaults 9, 7200 and 75 all are): OpenSIPS then turns keepalive on anyway, where tcpmgm "
             "turns it off; set the three timers to 0 too.",
+        )
+    ]
+
+
+def _repeated_ids(loaded: Sequence[Mapping[str, Any]]) -> list[Pitfall]:
+    """OpenSIPS never compares ids: it loads every row of an id, where a reload keeps only the first."""
+    seen: set[int] = set()
+    repeated = []
+    for row in loaded:
+        rule_id = _row_id(row)
+        if rule_id in seen:
+            repeated.append(row)
+        elif rule_id is not None:
+            seen.add(rule_id)
+    if not repeated:
+        return []
+    return [
+        Pitfall(
+            "duplicate-id",
+            _ids(repeated),
+            "These ids are on more than one row: OpenSIPS loads every one of them, where tcpmgm keeps only the "
+            "first in database order, so the later rows can win connections in OpenSIPS (and are not compared).",
         )
     ]
 
