@@ -348,6 +348,10 @@ def test_unknown_backend_and_schema_version() -> None:
         pitfalls([], backend="oracle")
     with pytest.raises(SchemaError):
         pitfalls([], backend="sqlite", schema_version=3)
+    with pytest.raises(SchemaError):
+        batch_rows(3)
+    with pytest.raises(ValueError, match="at least one row"):
+        pitfalls([], backend="sqlite", batch=0)
 
 
 # -- the report ---------------------------------------------------------------------------

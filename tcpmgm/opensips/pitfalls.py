@@ -88,6 +88,7 @@ _NOT_TCP = frozenset({"udp", "sctp", "hep_udp"})
 _ALIAS_MODE_MAX = 2  # TCP_ALIAS_ALWAYS
 _PARALLEL_READ_MAX = 2  # schema version 1
 _TIMERS = ("keepcount", "keepidle", "keepinterval")
+_TEXT_COLUMNS = frozenset({"proto", "remote_addr", "local_addr", "attrs"})  # DB_STR in tcp_mgm_cols[]
 
 # Private ("pkg") memory of an OpenSIPS process: 16 MB in a default build (config.h,
 # PKG_MEM_SIZE with HP_MALLOC; the -M option changes it).
@@ -114,8 +115,9 @@ class Pitfall:
 def batch_rows(schema_version: int = DEFAULT_SCHEMA_VERSION, pkg_memory: int = PKG_MEMORY) -> int:
     """The most rows OpenSIPS fetches at a time: ``estimate_available_rows`` of tcp_db.c with
     all of ``pkg_memory`` free (a process has less free, so its batches are at most this)."""
-    ints = len(_OPENSIPS_COLUMNS[schema_version]) - 4  # NO_INT_VALS: all but the 4 text columns
-    per_row = 8 + 42 + 42 + 3 + 4 * ints + len(_OPENSIPS_COLUMNS[schema_version]) * _COLUMN_OVERHEAD
+    columns = _OPENSIPS_COLUMNS[_version(schema_version)]
+    ints = len(columns) - len(_TEXT_COLUMNS)  # NO_INT_VALS
+    per_row = 8 + 42 + 42 + 3 + 4 * ints + len(columns) * _COLUMN_OVERHEAD
     return pkg_memory // per_row or 5
 
 
@@ -164,14 +166,17 @@ def pitfalls(
     module = _DB_MODULES.get(backend)
     if module is None:
         raise SchemaError(f"unknown backend {backend!r} (known: {', '.join(sorted(_DB_MODULES))})")
-    refusals = [_refusals(row, listeners or {}, version) for row in rows]
-    found: list[Pitfall] = []
     size = batch if batch is not None else batch_rows(version)
+    if size < 1:
+        raise ValueError(f"a batch is at least one row, got {size!r}")
+    refusals = [_refusals(row, listeners or {}, version) for row in rows]
+    loaded = [row for row, refused in zip(rows, refusals) if not refused]
     kept = _kept_from(len(rows), size)
+    found: list[Pitfall] = []
     found += _batch_loss(rows, module, size, kept)
     found += _rejections(rows, refusals, kept)
-    found += _keepalive_overrides([row for row, refused in zip(rows, refusals) if not refused])
-    found += _repeated_ids([row for row, refused in zip(rows, refusals) if not refused])
+    found += _keepalive_overrides(loaded)
+    found += _repeated_ids(loaded)
     if version == 1:
         found.append(_parallel_read(rows))
     found += _renames(columns or {}, version)
@@ -243,9 +248,6 @@ def _refusals(row: Mapping[str, Any], listeners: Mapping[str, Any], version: int
     if version == 1 and (_integer(row.get("parallel_read")) or 0) > _PARALLEL_READ_MAX:
         found.append(_Refusal("rejected-row", f"parallel_read is above {_PARALLEL_READ_MAX}"))
     return found
-
-
-_TEXT_COLUMNS = frozenset({"proto", "remote_addr", "local_addr", "attrs"})
 
 
 def _attrs_refusals(value: Any) -> list[_Refusal]:
