@@ -8,6 +8,7 @@ the pitfalls are asserted with their rows and what their messages say.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from tcpmgm.model.errors import SchemaError
 from tcpmgm.model.profile import register_attr
 from tcpmgm.model.protocols import register_protocol
 from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, pitfalls
+from tcpmgm.opensips.report import Report, check_table
 from tcpmgm.sql.table import read_rows
 
 LISTENERS = {"pub": "192.0.2.1", "priv": "10.9.0.1"}
@@ -37,13 +39,20 @@ def sqlite_table(
     *,
     schema_version: int = 2,
     rename: Mapping[str, str] | None = None,
+    version_row: int | str | None = "schema",
 ) -> TcpMgm:
-    """A plain SQLite table holding ``rows`` in this order (columns left out take OpenSIPS's defaults)."""
+    """A plain SQLite table holding ``rows`` in this order (columns left out take OpenSIPS's defaults),
+    and a ``version`` row saying ``version_row`` (by default the schema version; None: no row)."""
     conn = sqlite3.connect(path)
     try:
         create_plain_table(conn, schema_version=schema_version, rename=rename)
         for row in rows:
             insert(conn, row, rename=rename)
+        if version_row is not None:
+            conn.execute("CREATE TABLE version (table_name TEXT, table_version INTEGER)")
+            recorded = schema_version if version_row == "schema" else version_row
+            conn.execute("INSERT INTO version VALUES ('tcp_mgm', ?)", (recorded,))
+            conn.commit()
     finally:
         conn.close()
     return TcpMgm(f"sqlite:///{path}", columns=rename, listeners=LISTENERS, schema_version=schema_version)
@@ -339,3 +348,116 @@ def test_unknown_backend_and_schema_version() -> None:
         pitfalls([], backend="oracle")
     with pytest.raises(SchemaError):
         pitfalls([], backend="sqlite", schema_version=3)
+    with pytest.raises(SchemaError):
+        batch_rows(3)
+    with pytest.raises(ValueError, match="at least one row"):
+        pitfalls([], backend="sqlite", batch=0)
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def test_check_table_end_to_end_on_sqlite(sqlite_path: str) -> None:
+    rename = {"priority": "prio"}
+    mgr = sqlite_table(
+        sqlite_path,
+        [
+            # In this database order (not the order of the ids) OpenSIPS sorts rule 24 after rule 8.
+            rule(30, remote_addr="192.0.2.0/24", keepalive=0, priority=1),
+            rule(8, remote_addr="10.0.0.0/8"),
+            rule(5, proto="tls", remote_addr="10.0.0.0/16"),
+            rule(24, remote_addr="10.1.0.0/16"),
+            rule(31, proto="udp"),  # tcpmgm refuses it too: not among the rules compared
+        ],
+        rename=rename,
+    )
+    done: list[int] = []
+    report = check_table(mgr, progress=done.append)
+    assert report.differs and sum(done) > 0
+    assert [(d.opensips_id, d.documented_id) for d in report.differences] == [(8, 24)]
+    assert "rule 5 (tls) compared equal to both" in report.differences[0].reason
+    assert [(p.kind, p.rule_ids) for p in report.pitfalls] == [
+        ("rejected-row", (31,)),
+        ("uninitialised-entry", (31,)),
+        ("keepalive-override", (30,)),
+        ("column-rename", ()),
+    ]
+    assert report.modparams == ['modparam("tcp_mgm", "direction_col", "prio")']
+    assert report.opensips_version == "4.0 to 4.1.0-dev"
+
+    as_json = json.loads(json.dumps(report.to_json()))
+    assert as_json["differs"] is True
+    (difference,) = as_json["differences"]
+    assert (difference["opensips_id"], difference["documented_id"]) == (8, 24)
+    assert len(difference["connection"]) == 5 and difference["connection"][0] == "tcp"
+    assert [p["kind"] for p in as_json["pitfalls"]] == [p.kind for p in report.pitfalls]
+    assert as_json["pitfalls"][2]["rule_ids"] == [30]
+    assert as_json["modparams"] == report.modparams
+
+    text = "\n".join(report.lines())
+    assert text.startswith("OpenSIPS 4.0 to 4.1.0-dev:")
+    assert "OpenSIPS picks rule 8, documented rule 24" in text
+    assert "[keepalive-override]" in text and "rows: 30" in text
+    assert 'modparam("tcp_mgm", "direction_col", "prio")' in text
+    mgr.close()
+
+
+def test_check_table_agrees_when_the_database_order_does(sqlite_path: str) -> None:
+    mgr = sqlite_table(
+        sqlite_path,
+        [
+            rule(5, proto="tls", remote_addr="10.0.0.0/16"),
+            rule(8, remote_addr="10.0.0.0/8"),
+            rule(24, remote_addr="10.1.0.0/16"),
+        ],
+    )
+    report = check_table(mgr)
+    assert not report.differs and report.pitfalls == [] and report.modparams == []
+    assert report.to_json() == {
+        "opensips_version": "4.0 to 4.1.0-dev",
+        "differs": False,
+        "differences": [],
+        "pitfalls": [],
+        "modparams": [],
+    }
+    assert report.lines() == [
+        "OpenSIPS 4.0 to 4.1.0-dev:",
+        "  picks the documented rule for every connection checked",
+        "  no pitfalls",
+    ]
+    mgr.close()
+
+
+def test_check_table_of_a_version_1_table_and_its_batches(sqlite_path: str) -> None:
+    mgr = sqlite_table(sqlite_path, [rule(i, parallel_read=i % 2) for i in (4, 2, 3, 1)], schema_version=1)
+    report = check_table(mgr, batch=3)
+    assert report.opensips_version == "3.3 to 3.6"
+    assert [(p.kind, p.rule_ids) for p in report.pitfalls] == [("batch-loss", (4, 2, 3)), ("parallel-read", (3, 1))]
+    long_list = Report([], [Pitfall("batch-loss", tuple(range(1, 31)), "lost")], [], "x").lines()
+    assert long_list[-1] == "      rows: " + ", ".join(map(str, range(1, 21))) + ", ... (30 in all)"
+    mgr.close()
+
+
+def test_check_table_reports_the_version_row_opensips_needs(sqlite_path: str) -> None:
+    missing = check_table(sqlite_table(sqlite_path, [rule(1)], version_row=None))
+    (pitfall,) = missing.pitfalls
+    assert (pitfall.kind, pitfall.rule_ids) == ("version-row", ())
+    assert "no row for this table" in pitfall.message and "refuses to load the table" in pitfall.message
+    assert "table_name 'tcp_mgm', table_version 2" in pitfall.message
+    wrong = check_table(sqlite_table(sqlite_path + "2", [rule(1)], version_row=1))
+    assert [p.message.split(":")[0] for p in wrong.pitfalls] == [
+        "The version row says 1, but the columns are those of schema version 2"
+    ]
+
+
+def test_repeated_ids_are_all_loaded_by_opensips(sqlite_path: str) -> None:
+    mgr = sqlite_table(
+        sqlite_path,
+        [rule(3), rule(1), rule(3, remote_addr="10.0.0.0/8"), rule(1, attrs="max_msg_chunks=2"), rule(3)],
+    )
+    by_kind = found(mgr)
+    repeated = only(by_kind, "duplicate-id")
+    assert repeated.rule_ids == (3, 3)  # the second 1 is rejected by OpenSIPS anyway
+    assert "only the first" in repeated.message
+    report = mgr.reload()
+    assert report.loaded == 2 and [e.reason for e in report.rejected] == ["duplicate id"] * 3

@@ -32,6 +32,7 @@ __all__ = [
     "batch_rows",
     "modparam_lines",
     "pitfalls",
+    "version_pitfalls",
 ]
 
 # The OpenSIPS releases whose tcp_mgm reads each schema version (TCP_TABLE_VERSION in tcp_db.c).
@@ -87,6 +88,7 @@ _NOT_TCP = frozenset({"udp", "sctp", "hep_udp"})
 _ALIAS_MODE_MAX = 2  # TCP_ALIAS_ALWAYS
 _PARALLEL_READ_MAX = 2  # schema version 1
 _TIMERS = ("keepcount", "keepidle", "keepinterval")
+_TEXT_COLUMNS = frozenset({"proto", "remote_addr", "local_addr", "attrs"})  # DB_STR in tcp_mgm_cols[]
 
 # Private ("pkg") memory of an OpenSIPS process: 16 MB in a default build (config.h,
 # PKG_MEM_SIZE with HP_MALLOC; the -M option changes it).
@@ -113,8 +115,9 @@ class Pitfall:
 def batch_rows(schema_version: int = DEFAULT_SCHEMA_VERSION, pkg_memory: int = PKG_MEMORY) -> int:
     """The most rows OpenSIPS fetches at a time: ``estimate_available_rows`` of tcp_db.c with
     all of ``pkg_memory`` free (a process has less free, so its batches are at most this)."""
-    ints = len(_OPENSIPS_COLUMNS[schema_version]) - 4  # NO_INT_VALS: all but the 4 text columns
-    per_row = 8 + 42 + 42 + 3 + 4 * ints + len(_OPENSIPS_COLUMNS[schema_version]) * _COLUMN_OVERHEAD
+    columns = _OPENSIPS_COLUMNS[_version(schema_version)]
+    ints = len(columns) - len(_TEXT_COLUMNS)  # NO_INT_VALS
+    per_row = 8 + 42 + 42 + 3 + 4 * ints + len(columns) * _COLUMN_OVERHEAD
     return pkg_memory // per_row or 5
 
 
@@ -163,17 +166,41 @@ def pitfalls(
     module = _DB_MODULES.get(backend)
     if module is None:
         raise SchemaError(f"unknown backend {backend!r} (known: {', '.join(sorted(_DB_MODULES))})")
-    refusals = [_refusals(row, listeners or {}, version) for row in rows]
-    found: list[Pitfall] = []
     size = batch if batch is not None else batch_rows(version)
+    if size < 1:
+        raise ValueError(f"a batch is at least one row, got {size!r}")
+    refusals = [_refusals(row, listeners or {}, version) for row in rows]
+    loaded = [row for row, refused in zip(rows, refusals) if not refused]
     kept = _kept_from(len(rows), size)
+    found: list[Pitfall] = []
     found += _batch_loss(rows, module, size, kept)
     found += _rejections(rows, refusals, kept)
-    found += _keepalive_overrides([row for row, refused in zip(rows, refusals) if not refused])
+    found += _keepalive_overrides(loaded)
+    found += _repeated_ids(loaded)
     if version == 1:
         found.append(_parallel_read(rows))
     found += _renames(columns or {}, version)
     return found
+
+
+def version_pitfalls(found: int | None, *, table: str, schema_version: int = DEFAULT_SCHEMA_VERSION) -> list[Pitfall]:
+    """The ``version`` row OpenSIPS needs: db_check_table_version refuses the table unless its row
+    says the schema version that OpenSIPS reads (``found``: the row's value, None for no row)."""
+    version = _version(schema_version)
+    if found == version:
+        return []
+    if found is None:
+        problem = "The version table has no row for this table (or there is no version table)"
+    else:
+        problem = f"The version row says {found}, but the columns are those of schema version {version}"
+    return [
+        Pitfall(
+            "version-row",
+            (),
+            f"{problem}: OpenSIPS {OPENSIPS_VERSIONS[version]} refuses to load the table (at startup it does not "
+            f"start); tcpmgm loads it all the same. The row it needs: table_name {table!r}, table_version {version}.",
+        )
+    ]
 
 
 # -- what each row is to OpenSIPS ------------------------------------------------------------
@@ -221,9 +248,6 @@ def _refusals(row: Mapping[str, Any], listeners: Mapping[str, Any], version: int
     if version == 1 and (_integer(row.get("parallel_read")) or 0) > _PARALLEL_READ_MAX:
         found.append(_Refusal("rejected-row", f"parallel_read is above {_PARALLEL_READ_MAX}"))
     return found
-
-
-_TEXT_COLUMNS = frozenset({"proto", "remote_addr", "local_addr", "attrs"})
 
 
 def _attrs_refusals(value: Any) -> list[_Refusal]:
@@ -403,7 +427,7 @@ def _refusal_message(kind: str, reason: str, details: list[str]) -> str:
             f"these rows."
         )
     if kind == "unknown-proto":
-        return f"OpenSIPS has no protocol {shown} (registered in tcpmgm only), so it rejects these rows."
+        return f"OpenSIPS has no protocol {shown}, so it rejects these rows."
     return f"OpenSIPS rejects these rows: {reason}."
 
 
@@ -423,6 +447,28 @@ def _keepalive_overrides(loaded: Sequence[Mapping[str, Any]]) -> list[Pitfall]:
             "These rows say keepalive 0 but set a keepalive timer (keepcount, keepidle or keepinterval; the "
             "table's defaults 9, 7200 and 75 all are): OpenSIPS then turns keepalive on anyway, where tcpmgm "
             "turns it off; set the three timers to 0 too.",
+        )
+    ]
+
+
+def _repeated_ids(loaded: Sequence[Mapping[str, Any]]) -> list[Pitfall]:
+    """OpenSIPS never compares ids: it loads every row of an id, where a reload keeps only the first."""
+    seen: set[int] = set()
+    repeated = []
+    for row in loaded:
+        rule_id = _row_id(row)
+        if rule_id in seen:
+            repeated.append(row)
+        elif rule_id is not None:
+            seen.add(rule_id)
+    if not repeated:
+        return []
+    return [
+        Pitfall(
+            "duplicate-id",
+            _ids(repeated),
+            "These ids are on more than one row: OpenSIPS loads every one of them, where tcpmgm keeps only the "
+            "first in database order, so the later rows can win connections in OpenSIPS (and are not compared).",
         )
     ]
 

@@ -13,19 +13,19 @@ admin endpoint print.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
 from ..sql.db import Source
+from ..sql.loader import version_row
 from ..sql.rows import RowReader
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, TableNames
 from ..sql.table import read_rows
-from .compare import Difference, compare
-from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls
+from .compare import Connection, Difference, compare
+from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls, version_pitfalls
 
 __all__ = ["Report", "RuleTable", "check_table"]
 
@@ -62,13 +62,13 @@ class Report:
         return bool(self.differences)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as JSON-ready values (addresses as text)."""
+        """The report as JSON-ready values."""
         return {
             "opensips_version": self.opensips_version,
             "differs": self.differs,
             "differences": [
                 {
-                    "connection": [_plain(value) for value in difference.connection],
+                    "connection": list(difference.connection),
                     "opensips_id": difference.opensips_id,
                     "documented_id": difference.documented_id,
                     "reason": difference.reason,
@@ -108,7 +108,12 @@ class Report:
         return out
 
 
-def check_table(table: RuleTable, *, progress: Any = None, batch: int | None = None) -> Report:
+def check_table(
+    table: RuleTable,
+    *,
+    progress: Callable[[int], None] | None = None,
+    batch: int | None = None,
+) -> Report:
     """Read ``table``'s rows once, in database order, and report what OpenSIPS makes of them.
 
     ``progress`` is passed to :func:`~tcpmgm.opensips.compare.compare`;
@@ -116,18 +121,22 @@ def check_table(table: RuleTable, *, progress: Any = None, batch: int | None = N
     :func:`~tcpmgm.opensips.pitfalls.pitfalls` (default: its upper bound).
     """
     rows = read_rows(table.source, table.names, by_id=False)
+    with table.source.connection() as conn:
+        recorded = version_row(conn, table.source.dialect, table.names.table)
     version = _schema_version(rows, table.schema_version)
     rules = _rules(rows, table)
+    found = version_pitfalls(recorded, table=table.names.table, schema_version=version)
+    found += pitfalls(
+        rows,
+        backend=table.source.dialect.name,
+        columns=table.names.columns,
+        listeners=table.listeners,
+        schema_version=version,
+        batch=batch,
+    )
     return Report(
         differences=compare(rules, default=table.default, progress=progress),
-        pitfalls=pitfalls(
-            rows,
-            backend=table.source.dialect.name,
-            columns=table.names.columns,
-            listeners=table.listeners,
-            schema_version=version,
-            batch=batch,
-        ),
+        pitfalls=found,
         modparams=modparam_lines(table.names.columns, schema_version=version, table=table.names.table),
         opensips_version=OPENSIPS_VERSIONS[version],
     )
@@ -158,13 +167,7 @@ def _rules(rows: Sequence[Mapping[str, Any]], table: RuleTable) -> list[Rule]:
     return rules
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return str(value)
-    return value
-
-
-def _connection(connection: Sequence[Any]) -> str:
+def _connection(connection: Connection) -> str:
     proto, remote_ip, remote_port, local_ip, local_port = connection
     return f"{proto or 'any'} {remote_ip}:{remote_port} <- {local_ip if local_ip is not None else '*'}:{local_port}"
 
