@@ -10,7 +10,10 @@ Methods:
   (``None`` on the last page).  :func:`list_all` pages through for a client.
 * ``tcp_match``: which rule wins for a connection; params ``proto``,
   ``remote`` (``ip``, ``ip:port`` or ``[ipv6]:port``), ``local`` (same,
-  optional) and ``explain`` (bool), by name or by position.
+  optional) and ``explain`` (bool; with it, every matching rule and
+  ``opensips_rule``, the one real OpenSIPS would pick), by name or by position.
+* ``tcp_opensips_check``: what real OpenSIPS would do with the table
+  (docs/opensips.md), as ``tcpmgm check --opensips --json`` prints it.
 * ``which`` and ``help``: OpenSIPS's discovery methods, with its answers:
   ``which`` lists the methods, ``which command=M`` the parameter sets ``M``
   takes, ``help mi_cmd=M`` what ``M`` does; so OpenSIPS's own clients
