@@ -74,6 +74,8 @@ def test_opensips_order_is_built_once_per_reload(tmp_path):
     # where the two orders part: tcpmgm's documented order picks the /16, OpenSIPS the /8
     assert mgr.lookup("tcp", "10.1.2.3").id == 3
     assert order.lookup("tcp", "10.1.2.3").id == 1
+    # as the README says: the same rows read the other way round sort as documented
+    assert OpenSIPSOrder(reversed(mgr.rules_as_read)).lookup("tcp", "10.1.2.3").id == 3
     mgr.add_rule({"id": 4, "proto": "tcp", "remote_addr": "10.1.2.0/24"})
     assert mgr.opensips_order is order  # not before the next reload
     mgr.reload()
