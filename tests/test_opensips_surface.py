@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from checkout import CHECKOUT
 from mi_endpoints import KINDS, start
 
 import tcpmgm
@@ -233,7 +234,7 @@ def test_tcp_opensips_check_answers_the_report(url, nested, tmp_path):
 
 # -- the README's worked example -------------------------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = CHECKOUT / "README.md"
 
 
 def readme_sessions():
