@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 from contextlib import contextmanager
@@ -143,3 +144,21 @@ def test_ten_thousand_rules(matcher_cls):
         with twin(matcher_cls):
             differences = compare(rules)
             check_witnesses(rules, differences, matcher_cls)
+
+
+@given(c.tables(max_size=14))
+@settings(max_examples=150, suppress_health_check=FIXTURE_CLASS)
+def test_a_priority_per_protocol_and_no_ties_make_the_orders_agree(matcher_cls, rules):
+    """docs/opensips.md#the-order-opensips-applies: the rewrite that makes both orders read a table alike."""
+    own = {None: 0, "tcp": 0, "tls": 1, "ws": 2}
+    rewritten = [dataclasses.replace(rule, priority=2 * own[rule.proto] + rule.priority) for rule in rules]
+    first_of_key: dict = {}
+    for rule in rewritten:  # no tie: the first rule of each key, in database order
+        first_of_key.setdefault(rule.key()[:-1], rule)
+    rules = list(first_of_key.values())
+    with twin(matcher_cls):
+        opensips = OpenSIPSOrder(rules)
+        assert compare(rules) == []
+    documented = matcher_cls(rules)
+    for connection in real_connections(rules):
+        assert opensips.lookup(*connection).id == documented.lookup(*connection).id, connection
