@@ -293,9 +293,10 @@ class Dispatcher:
             listeners = getattr(self.mgr, "listeners", None)
             local_ip, local_port = parse_endpoint(local, listeners=listeners) if local else (None, 0)
             found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
-            if explain:  # and the rule OpenSIPS would pick (docs/opensips.md), 0 for none
-                order = self.mgr.opensips_order
-                opensips = order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id
+            # and with explain the rule OpenSIPS would pick (docs/opensips.md), 0 for none
+            opensips = (
+                self.mgr.opensips_order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id if explain else 0
+            )
         except (TypeError, ValueError) as exc:
             raise _RPCError(INVALID_PARAMS, str(exc)) from None
         result: dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
