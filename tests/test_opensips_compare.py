@@ -101,7 +101,7 @@ def test_the_default_profile_and_progress(matcher_cls):
 
 
 @given(c.tables(max_size=16))
-@settings(max_examples=400, suppress_health_check=FIXTURE_CLASS)
+@settings(max_examples=250, suppress_health_check=FIXTURE_CLASS)
 def test_every_reported_difference_is_real(matcher_cls, rules):
     with twin(matcher_cls):
         differences = compare(rules)
@@ -121,7 +121,7 @@ def real_connections(rules):
 
 
 @given(c.tables(max_size=10))
-@settings(max_examples=150, suppress_health_check=FIXTURE_CLASS)
+@settings(max_examples=100, suppress_health_check=FIXTURE_CLASS)
 def test_every_difference_on_a_dense_grid_is_among_the_reported_pairs(matcher_cls, rules):
     with twin(matcher_cls):
         opensips = OpenSIPSOrder(rules)
@@ -147,7 +147,7 @@ def test_ten_thousand_rules(matcher_cls):
 
 
 @given(c.tables(max_size=14))
-@settings(max_examples=150, suppress_health_check=FIXTURE_CLASS)
+@settings(max_examples=80, suppress_health_check=FIXTURE_CLASS)
 def test_a_priority_per_protocol_and_no_ties_make_the_orders_agree(matcher_cls, rules):
     """docs/opensips.md#the-order-opensips-applies: the rewrite that makes both orders read a table alike."""
     own = {None: 0, "tcp": 0, "tls": 1, "ws": 2}

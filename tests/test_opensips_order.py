@@ -29,14 +29,14 @@ def net(text):
 
 
 @given(c.tables(max_size=40))
-@settings(max_examples=1000)
+@settings(max_examples=400)
 def test_sort_is_glibc_merge_sort_with_the_c_comparator(rules):
     expected = [path.id for path in c.qsort([c.cpath(rule) for rule in rules])]
     assert [rule.id for rule in merge_sort(rules, lambda a, b: compare_paths(path_key(a), path_key(b)))] == expected
 
 
 @given(c.tables(min_size=2, max_size=2))
-@settings(max_examples=1000)
+@settings(max_examples=500)
 def test_comparator_is_the_c_comparator_in_both_directions(rules):
     a, b = rules
     assert compare_paths(path_key(a), path_key(b)) == c.tcp_path_comparator(c.cpath(a), c.cpath(b))
@@ -62,7 +62,7 @@ def test_mask_comparison_is_asymmetric_across_families():
 
 
 @given(c.tables(max_size=14), st.randoms(use_true_random=False))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])  # matcher_cls is a class
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])  # matcher_cls is a class
 def test_lookup_is_the_first_matching_path_of_the_c_array(matcher_cls, rules, rng):
     emulated = emulation(rules, matcher_cls)
     paths = c.qsort([c.cpath(rule) for rule in rules])

@@ -282,6 +282,8 @@ def test_batch_loss_on_postgresql_follows_heap_order(pg_scratch: Any) -> None:
     loss = only(found(mgr, batch=4), "batch-loss")
     assert loss.rule_ids == (1, 3, 4, 5)
     assert "db_postgres" in loss.message and "loads the last 2" in loss.message
+    # The report reads the same order (and create_schema's version row satisfies OpenSIPS).
+    assert [(p.kind, p.rule_ids) for p in check_table(mgr, batch=4).pitfalls] == [("batch-loss", (1, 3, 4, 5))]
     mgr.close()
 
 
@@ -292,6 +294,7 @@ def test_batch_loss_on_mariadb_follows_primary_key_order(my_scratch: Any) -> Non
     loss = only(found(mgr, batch=4), "batch-loss")
     assert loss.rule_ids == (1, 2, 3, 4)
     assert "db_mysql" in loss.message
+    assert [(p.kind, p.rule_ids) for p in check_table(mgr, batch=4).pitfalls] == [("batch-loss", (1, 2, 3, 4))]
     mgr.close()
 
 

@@ -270,37 +270,33 @@ def _describe(rule: Rule) -> str:
     return f"{rule.proto or 'any'}, {remote}"
 
 
-def _reason(opensips: Rule | None, documented: Rule | None, order: OpenSIPSOrder) -> str:
-    """The comparator step where the two orders part, for a connection both rules match."""
-    if opensips is None or documented is None:  # both orders scan every matching rule: never here
-        return "the two orders do not agree on whether a rule matches"
+def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: dict[int, int]) -> str:
+    """The comparator step where the two orders part, for two rules that match one connection
+    (``database``: each rule's place in the database's order)."""
     o, d = opensips, documented
-    documented_why = f"the documented order puts rule {d.id} first: rule {o.id} has {key_difference(o, d)}"
     if o.key()[:-1] == d.key()[:-1]:
+        how = "keeps the database order" if database[o.id] < database[d.id] else "left them against the database order"
         return (
-            f"the same key: OpenSIPS keeps the database order, rule {o.id} came first "
+            f"the same key: OpenSIPS {how}, rule {o.id} came first "
             f"(the documented order takes the lower id, rule {d.id})"
         )
+    # Two rules that match one connection have the same protocol or any and
+    # addresses of one family: there the comparator ranks as the documented
+    # key does, so it puts the documented winner first, and only the sort,
+    # which assumes a transitive comparator, can have put it after.
+    why = f"the documented order puts rule {d.id} first: rule {o.id} has {key_difference(o, d)}"
     mine, theirs = path_key(o), path_key(d)
-    if compare_paths(mine, theirs) > 0:
-        start, end = order.position(o.id), order.position(d.id)
-        for third in order.paths[start + 1 : end]:
-            key = path_key(third)
-            if (
-                compare_paths(mine, key) == 0
-                and compare_paths(key, theirs) == 0
-                and third.proto not in (o.proto, d.proto)
-            ):
-                return (
-                    f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}) because rule {third.id} "
-                    f"({third.proto}) compared equal to both; {documented_why}"
-                )
-        return (
-            f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}) though OpenSIPS's comparator "
-            f"puts it first: paths of different protocols compare equal, which the sort does not expect; "
-            f"{documented_why}"
-        )
-    return f"OpenSIPS's comparator puts rule {o.id} ({_describe(o)}) first; {documented_why}"
+    for third in order.paths[order.position(o.id) + 1 : order.position(d.id)]:
+        key = path_key(third)
+        if compare_paths(mine, key) == 0 and compare_paths(key, theirs) == 0 and third.proto not in (o.proto, d.proto):
+            return (
+                f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}) because rule {third.id} "
+                f"({third.proto}) compared equal to both; {why}"
+            )
+    return (
+        f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}), which the comparator puts after "
+        f"it: paths of different protocols compare equal, and the merge never compared the two; {why}"
+    )
 
 
 def compare(
@@ -338,14 +334,14 @@ def compare(
         if batch:
             run(batch)
 
+    database = {rule.id: place for place, rule in enumerate(rules)}
     differences = []
     for candidate in witnesses.values():
         connection = _connection(candidate)
-        theirs, ours = order.winner(*connection), documented.lookup(*connection).id
-        opensips_id = theirs.id if theirs is not None else 0
-        if opensips_id != ours:  # evaluated again on the witness as the caller will read it
-            differences.append(Difference(connection, opensips_id, ours, _reason(theirs, documented.get(ours), order)))
-    return sorted(
-        {(d.opensips_id, d.documented_id): d for d in differences}.values(),
-        key=lambda d: (d.opensips_id, d.documented_id),
-    )
+        theirs, ours = order.winner(*connection), documented.get(documented.lookup(*connection).id)
+        # Asked again as the caller will read the witness.  Both orders try
+        # every rule with one predicate: a rule that matches for one matches for the other.
+        assert theirs is not None and ours is not None, connection
+        if theirs.id != ours.id:
+            differences.append(Difference(connection, theirs.id, ours.id, _reason(theirs, ours, order, database)))
+    return sorted(differences, key=lambda difference: (difference.opensips_id, difference.documented_id))
