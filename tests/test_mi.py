@@ -143,7 +143,8 @@ def test_match_local_side_may_be_a_socket_tag(endpoint, tmp_path):
         (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", [0, 10, 1])).encode(), mi.INVALID_PARAMS),  # offset, limit: no third
         (json.dumps(rpc("tcp_list", {"offset": -1})).encode(), mi.INVALID_PARAMS),
-        (json.dumps(rpc("tcp_list", {"offset": "0"})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"offset": "0x10"})).encode(), mi.INVALID_PARAMS),  # decimal digits only
+        (json.dumps(rpc("tcp_list", {"offset": 1.5})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": 0})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": mi.Limits().list_limit + 1})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": True})).encode(), mi.INVALID_PARAMS),
