@@ -60,12 +60,30 @@ def test_the_non_transitive_case_is_reported_with_the_third_path(matcher_cls):
         check_witnesses(rules, differences, matcher_cls)
     assert [(d.opensips_id, d.documented_id) for d in differences] == [(8, 24)]
     assert differences[0].reason == (
-        "rule 24 (tcp, /16) sorted after rule 8 (tcp, /8) because rule 5 (tls) compared equal to both; "
+        "rule 24 (tcp, /16) sorted after rule 8 (tcp, /8) because rule 5 (tls, /16) compared equal to both; "
         "the documented order puts rule 24 first: rule 8 has a shorter remote prefix (/8 < /16)"
     )
     # Given to OpenSIPS in another order, the same rules agree with the documented order.
     with twin(matcher_cls):
         assert compare([rules[1], rules[0], rules[2]]) == []
+
+
+def test_masks_of_another_family_break_transitivity_too(matcher_cls):
+    """With one protocol: an IPv4 /32 compares equal to an IPv6 /48 when it is read first
+    (the mask walk stops after its 4 bytes), so the /32 in between lets the IPv6 /32 stay first."""
+    rules = [
+        Rule(9, proto="tcp", remote=net("2001:db8::/32"), local=net("2001:db8:ffff::1")),
+        Rule(10, proto="tcp", remote=net("10.0.0.0/32")),
+        Rule(11, proto="tcp", remote=net("2001:db8::/48")),
+    ]
+    with twin(matcher_cls):
+        differences = compare(rules)
+        check_witnesses(rules, differences, matcher_cls)
+    assert [(d.opensips_id, d.documented_id) for d in differences] == [(9, 11)]
+    assert differences[0].reason == (
+        "rule 11 (tcp, /48) sorted after rule 9 (tcp, /32) because rule 10 (tcp, IPv4 /32) compared after rule 9 "
+        "and equal to rule 11; the documented order puts rule 11 first: rule 9 has a shorter remote prefix (/32 < /48)"
+    )
 
 
 def test_a_tie_is_reported_as_the_database_order(matcher_cls):
@@ -78,6 +96,29 @@ def test_a_tie_is_reported_as_the_database_order(matcher_cls):
     assert (difference.opensips_id, difference.documented_id) == (9, 3)
     assert difference.connection[2] == 5060
     assert difference.reason.startswith("the same key: OpenSIPS keeps the database order, rule 9 came first")
+
+
+def test_a_tie_can_end_against_the_database_order(matcher_cls):
+    """Rules 3 and 7 tie, and 3 came first from the database; the any-protocol rules
+    4-6 and the tls rule 2 let the merge put 7 first without comparing the two."""
+    local = net("192.0.2.1/32")
+    rules = [
+        Rule(1, proto="tcp", local=local),
+        Rule(2, proto="tls"),
+        Rule(3, proto="tcp", remote_port=5060, local=local),
+        Rule(4, local=local),
+        Rule(5, local=local),
+        Rule(6, local=local),
+        Rule(7, proto="tcp", remote_port=5060, local=local),
+    ]
+    with twin(matcher_cls):
+        differences = compare(rules)
+        check_witnesses(rules, differences, matcher_cls)
+    assert [(d.opensips_id, d.documented_id) for d in differences] == [(7, 3)]
+    assert differences[0].reason == (
+        "the same key: OpenSIPS left them against the database order, rule 7 came first "
+        "(the documented order takes the lower id, rule 3)"
+    )
 
 
 def test_no_difference_when_the_protocols_have_their_own_priorities(matcher_cls):

@@ -31,7 +31,7 @@ from ..model.prefix import Prefix
 from ..model.profile import Profile
 from ..model.protocols import protocol_code, protocols
 from ..model.rule import Rule
-from .order import OpenSIPSOrder, compare_paths, path_key
+from .order import OpenSIPSOrder, PathKey, compare_paths, path_key
 
 __all__ = ["PARTNERS", "Connection", "Difference", "candidates", "compare"]
 
@@ -265,9 +265,19 @@ def _batch_ids(lookup_many: Callable[..., array.array[int]], batch: list[_Candid
     )
 
 
-def _describe(rule: Rule) -> str:
-    remote = f"/{rule.remote_prefix[2]}" if rule.remote_prefix is not None else "remote any"
-    return f"{rule.proto or 'any'}, {remote}"
+def _describe(rule: Rule, beside: Rule | None = None) -> str:
+    """``tcp, /16``: a rule's protocol and remote prefix (with its family when ``beside``'s differs)."""
+    prefix = rule.remote_prefix
+    if prefix is None:
+        return f"{rule.proto or 'any'}, remote any"
+    other = beside.remote_prefix if beside is not None else None
+    family = f"IPv{prefix[0]} " if other is not None and other[0] != prefix[0] else ""
+    return f"{rule.proto or 'any'}, {family}/{prefix[2]}"
+
+
+def _equal(a: PathKey, b: PathKey) -> bool:
+    """Whether OpenSIPS's comparator finds the two paths equal, whichever it reads first."""
+    return compare_paths(a, b) == 0 or compare_paths(b, a) == 0
 
 
 def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: dict[int, int]) -> str:
@@ -283,20 +293,31 @@ def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: di
     # Two rules that match one connection have the same protocol or any and
     # addresses of one family: there the comparator ranks as the documented
     # key does, so it puts the documented winner first, and only the sort,
-    # which assumes a transitive comparator, can have put it after.
+    # which assumes a transitive comparator, can have put it after.  What
+    # breaks transitivity is a path equal to both: of another protocol, or
+    # with a mask of another family (compared as long as the first path's).
     why = f"the documented order puts rule {d.id} first: rule {o.id} has {key_difference(o, d)}"
     mine, theirs = path_key(o), path_key(d)
-    for third in order.paths[order.position(o.id) + 1 : order.position(d.id)]:
+    between = order.paths[order.position(o.id) + 1 : order.position(d.id)]
+    # Paths between the two that the comparator puts after (or equal to) OpenSIPS's
+    # winner and before (or equal to) the documented one: the link the merge went by.
+    chains = []
+    for third in between:
         key = path_key(third)
-        if compare_paths(mine, key) == 0 and compare_paths(key, theirs) == 0 and third.proto not in (o.proto, d.proto):
-            return (
-                f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}) because rule {third.id} "
-                f"({third.proto}) compared equal to both; {why}"
-            )
-    return (
-        f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}), which the comparator puts after "
-        f"it: paths of different protocols compare equal, and the merge never compared the two; {why}"
+        after_mine = "equal to" if _equal(mine, key) else ("after" if compare_paths(mine, key) < 0 else None)
+        before_theirs = "equal to" if _equal(key, theirs) else ("before" if compare_paths(key, theirs) < 0 else None)
+        if after_mine and before_theirs:
+            chains.append((after_mine != "equal to" or before_theirs != "equal to", third, after_mine, before_theirs))
+    head = f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)})"
+    if not chains:
+        return f"{head}, which the comparator puts after it: the merge never compared the two; {why}"
+    _, third, after_mine, before_theirs = min(chains, key=lambda chain: chain[0])  # equal to both first
+    relation = (
+        "equal to both"
+        if after_mine == before_theirs == "equal to"
+        else f"{after_mine} rule {o.id} and {before_theirs} rule {d.id}"
     )
+    return f"{head} because rule {third.id} ({_describe(third, o)}) compared {relation}; {why}"
 
 
 def compare(
