@@ -60,7 +60,7 @@ def test_the_non_transitive_case_is_reported_with_the_third_path(matcher_cls):
         check_witnesses(rules, differences, matcher_cls)
     assert [(d.opensips_id, d.documented_id) for d in differences] == [(8, 24)]
     assert differences[0].reason == (
-        "rule 24 (tcp, /16) sorted after rule 8 (tcp, /8) because rule 5 (tls, /16) compared equal to both; "
+        "rule 24 (tcp, /16) sorted after rule 8 (tcp, /8) because rule 5 (tls) compared equal to both; "
         "the documented order puts rule 24 first: rule 8 has a shorter remote prefix (/8 < /16)"
     )
     # Given to OpenSIPS in another order, the same rules agree with the documented order.

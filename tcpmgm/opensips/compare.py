@@ -265,14 +265,21 @@ def _batch_ids(lookup_many: Callable[..., array.array[int]], batch: list[_Candid
     )
 
 
-def _describe(rule: Rule, beside: Rule | None = None) -> str:
-    """``tcp, /16``: a rule's protocol and remote prefix (with its family when ``beside``'s differs)."""
-    prefix = rule.remote_prefix
+def _describe(rule: Rule) -> str:
+    """``tcp, /16``: a rule's protocol and remote prefix."""
+    remote = f"/{rule.remote_prefix[2]}" if rule.remote_prefix is not None else "remote any"
+    return f"{rule.proto or 'any'}, {remote}"
+
+
+def _describe_link(third: Rule, winner: Rule) -> str:
+    """What makes ``third`` compare equal where the documented key would not:
+    its protocol when it names another than ``winner``, else its family and mask."""
+    if third.proto is not None and winner.proto is not None and third.proto != winner.proto:
+        return third.proto
+    prefix = third.remote_prefix
     if prefix is None:
-        return f"{rule.proto or 'any'}, remote any"
-    other = beside.remote_prefix if beside is not None else None
-    family = f"IPv{prefix[0]} " if other is not None and other[0] != prefix[0] else ""
-    return f"{rule.proto or 'any'}, {family}/{prefix[2]}"
+        return _describe(third)
+    return f"{third.proto or 'any'}, IPv{prefix[0]} /{prefix[2]}"
 
 
 def _equal(a: PathKey, b: PathKey) -> bool:
@@ -317,7 +324,7 @@ def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: di
         if after_mine == before_theirs == "equal to"
         else f"{after_mine} rule {o.id} and {before_theirs} rule {d.id}"
     )
-    return f"{head} because rule {third.id} ({_describe(third, o)}) compared {relation}; {why}"
+    return f"{head} because rule {third.id} ({_describe_link(third, o)}) compared {relation}; {why}"
 
 
 def compare(
