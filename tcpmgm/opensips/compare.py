@@ -4,7 +4,7 @@
 and :class:`~tcpmgm.Matcher` (docs/behaviour.md#which-rule-wins), for every
 connection of a candidate set built from the rules' own boundaries
 (:func:`candidates`), and reports each pair of winners that differ once, with
-the first connection where they do as its witness.
+the first candidate asked where they do as its witness.
 
 Why candidates suffice, and what they can miss: the two orders both sort by
 priority first, and the comparator agrees with the documented key everywhere
