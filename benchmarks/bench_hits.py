@@ -74,8 +74,10 @@ def worker(case: str, counting: str, name: str, n: int, queries: int) -> None:
     ``counting`` is ``on``, ``off`` or ``default`` (``Matcher(rules)`` as built with no
     argument: counting on; and the only choice of a matcher from before counting existed)."""
     workload = WORKLOADS[name](n, queries, seed=0)
-    options = {} if counting == "default" else {"count_hits": counting == "on"}
-    matcher = _matcher.Matcher(workload.rules, **options)
+    if counting == "default":
+        matcher = _matcher.Matcher(workload.rules)
+    else:
+        matcher = _matcher.Matcher(workload.rules, count_hits=counting == "on")
     if case == "single":
         for query in workload.lookups:
             matcher.lookup(*query)
