@@ -11,7 +11,10 @@ from .matching.explanation import Explanation
 from .matching.matcher import Matcher
 from .matching.reference import ReferenceMatcher
 from .model.errors import (
+    ConnectionDropped,
     DatabaseError,
+    MessageTimeout,
+    MessageTooFragmented,
     NoNewConnection,
     ReloadError,
     RuleError,
@@ -23,14 +26,19 @@ from .model.profile import Profile, default_profile, register_attr, set_default_
 from .model.protocols import register_protocol
 from .model.rule import Rule
 from .service.manager import ReloadReport, TcpMgm
+from .service.policy import ConnectionPolicy
 from .service.sockets import apply, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConnectionDropped",
+    "ConnectionPolicy",
     "DatabaseError",
     "Explanation",
     "Matcher",
+    "MessageTimeout",
+    "MessageTooFragmented",
     "NoNewConnection",
     "Profile",
     "ReferenceMatcher",

@@ -1,4 +1,8 @@
-"""tcpmgm.aio end to end on loopback: tuned accepts and connects, refusal, idle close."""
+"""tcpmgm.aio end to end on loopback: accepted and opened connections carry their rule's socket options.
+
+What each policy field does to a connection (idle close, message limits, slow sends, refusals,
+aliasing) is in tests/test_aio_policy.py.
+"""
 
 import asyncio
 import socket
@@ -6,7 +10,6 @@ import socket
 import pytest
 from keepalive import expected, keepalive_of, matcher, os_defaults
 
-import tcpmgm
 from tcpmgm.service import aio
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="needs Linux TCP keepalive options")
@@ -39,16 +42,13 @@ SERVER_RULES = matcher(
         "keepidle": 21,
         "keepinterval": 22,
         "keepcount": 4,
-        "msg_read_timeout": 1,
     },
     {"id": 3, "proto": "tcp", "remote_addr": "::1", "keepidle": 31, "keepinterval": 32, "keepcount": 5},
-    {"id": 4, "proto": "tcp", "remote_addr": "127.0.0.4", "con_lifetime": 1},
 )
 CLIENT_RULES = matcher(
     {"id": 11, "proto": "tcp", "local_addr": "127.0.0.2", "keepidle": 111, "keepinterval": 112, "keepcount": 6},
     {"id": 12, "proto": "tcp", "local_addr": "127.0.0.3", "keepidle": 121, "keepinterval": 122, "keepcount": 7},
     {"id": 13, "proto": "tcp", "remote_addr": "::1", "keepidle": 131, "keepinterval": 132, "keepcount": 8},
-    {"id": 14, "proto": "tcp", "local_addr": "127.0.0.5", "no_new_conn": 1},
 )
 
 
@@ -97,72 +97,6 @@ def test_each_side_carries_its_rules_keepalive(family):
     assert [rule_id for rule_id, _ in clients] == ([11, 12] if family == "ipv4" else [13])
     for rule_id, options in clients:
         assert options == expected(CLIENT_RULES.get(rule_id).profile)
-
-
-def test_open_connection_refuses_no_new_conn():
-    async def scenario():
-        accepted = []
-
-        async def handle(conn):
-            accepted.append(conn)
-
-        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            with pytest.raises(tcpmgm.NoNewConnection, match="rule 14"):
-                await aio.open_connection(CLIENT_RULES, "tcp", "127.0.0.1", port, local_addr=("127.0.0.5", 0))
-            # the refused path opened nothing; another source still connects
-            conn = await aio.open_connection(CLIENT_RULES, "tcp", "127.0.0.1", port, local_addr=("127.0.0.6", 0))
-            conn.close()
-            await conn.wait_closed()
-            while not accepted:  # the server side of that one connection
-                await asyncio.sleep(0.01)
-        return [c.peer[0] for c in accepted]
-
-    assert run(scenario()) == ["127.0.0.6"]
-
-
-def test_idle_connection_is_closed_after_con_lifetime():
-    async def scenario():
-        outcome = {}
-
-        async def handle(conn):
-            outcome["lifetime"] = conn.con_lifetime
-            outcome["read"] = await conn.read(100)  # nothing comes: the idle close ends it
-
-        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0))
-            # The client sends nothing and waits for the server to hang up.
-            outcome["client saw"] = await asyncio.wait_for(reader.read(), GENEROUS)
-            writer.close()
-        return outcome
-
-    assert run(scenario()) == {"lifetime": 1, "read": b"", "client saw": b""}
-
-
-def test_readuntil_gives_up_after_msg_read_timeout():
-    async def scenario():
-        outcome = asyncio.get_running_loop().create_future()
-
-        async def handle(conn):
-            try:
-                await conn.readuntil(b"\n")
-                outcome.set_result("complete")
-            except asyncio.TimeoutError:
-                outcome.set_result(f"timed out after msg_read_timeout={conn.msg_read_timeout}")
-
-        server = await aio.start_server(SERVER_RULES, handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.3", 0))
-            writer.write(b"half a mess")  # never the end of line
-            result = await asyncio.wait_for(outcome, GENEROUS)
-            writer.close()
-        return result
-
-    assert run(scenario()) == "timed out after msg_read_timeout=1"
 
 
 def test_a_zero_keepalive_timer_leaves_the_os_value_on_both_sides():

@@ -225,11 +225,13 @@ def test_tcp_stats_pages_and_stats_all_joins_them(mgr):
     look_up(mgr)
     with mi.MIServer(mgr, "127.0.0.1", 0, limits=mi.Limits(stats_limit=2)) as server:
         first = mi.call(server.url, "tcp_stats")
-        second = mi.call(server.url, "tcp_stats", {"offset": first["next_offset"], "limit": 1})
+        second = mi.call(server.url, "tcp_stats", {"offset": first["next_offset"], "limit": "1"})  # digits: OpenSIPS's
+        described = mi.call(server.url, "help", {"mi_cmd": "tcp_stats"})["Help"]
         whole = mi.stats_all(server.url)
         with pytest.raises(mi.MIError, match="limit must be an integer from 1 to 2"):
             mi.call(server.url, "tcp_stats", {"limit": 3})
     assert (len(first["hits"]), first["next_offset"], len(second["hits"]), second["next_offset"]) == (2, 2, 1, None)
+    assert described.startswith("answers how many lookups each rule in service won")
     assert whole["hits"] == first["hits"] + second["hits"]
     assert {e["id"]: e["hits"] for e in whole["hits"]} == {1: 3, 2: 2, 3: 0}
     assert (whole["default"], whole["total"], whole["next_offset"]) == (1, 3, None)

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("tcpmgm.model",)),
     ("matching", ("tcpmgm.matching",)),
     ("sql", ("tcpmgm.sql",)),
+    ("opensips", ("tcpmgm.opensips",)),
     ("service", ("tcpmgm.service",)),
     ("tools", ("tcpmgm.tools",)),
 )

@@ -143,7 +143,8 @@ def test_match_local_side_may_be_a_socket_tag(endpoint, tmp_path):
         (json.dumps(rpc("tcp_match", ["tcp", 17])).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", [0, 10, 1])).encode(), mi.INVALID_PARAMS),  # offset, limit: no third
         (json.dumps(rpc("tcp_list", {"offset": -1})).encode(), mi.INVALID_PARAMS),
-        (json.dumps(rpc("tcp_list", {"offset": "0"})).encode(), mi.INVALID_PARAMS),
+        (json.dumps(rpc("tcp_list", {"offset": "0x10"})).encode(), mi.INVALID_PARAMS),  # decimal digits only
+        (json.dumps(rpc("tcp_list", {"offset": 1.5})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": 0})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": mi.Limits().list_limit + 1})).encode(), mi.INVALID_PARAMS),
         (json.dumps(rpc("tcp_list", {"limit": True})).encode(), mi.INVALID_PARAMS),
@@ -503,6 +504,27 @@ def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kin
             assert "busy" in str(exc) and time.monotonic() < deadline
             time.sleep(0.05)
     assert threading.active_count() <= threads_before + cap
+
+
+def test_a_refused_client_that_sends_its_request_after_the_503_is_not_reset(endpoint, kind):
+    # urllib writes its whole request before it reads: a refusal that closes at once
+    # resets a client still writing, which then sees a broken pipe instead of "busy".
+    url = endpoint(mi.Limits(max_connections=1, request_timeout=30))
+    stalled = socket.create_connection(address(url), timeout=10)
+    stalled.sendall(b"POST /mi HTTP/1.1\r\n")
+    try:
+        with socket.create_connection(address(url), timeout=10) as client:
+            reply = b""
+            while chunk := client.recv(4096):
+                reply += chunk
+            assert status_of(reply) == 503
+            body = json.dumps({"jsonrpc": "2.0", "method": "tcp_list", "id": 1}).encode()
+            head = f"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            for part in (head, body[:5], body[5:]):
+                client.sendall(part)  # a reset from a closed socket would surface here as EPIPE
+                time.sleep(0.1)  # time for a reset to come back, were there one
+    finally:
+        stalled.close()
 
 
 # -- item 10: no token, no reaching beyond this machine -------------------------------

@@ -109,7 +109,21 @@ def rows_of(draw, columns):
         "remote_port": ODD_PORTS,
         "local_port": ODD_PORTS,
         "priority": st.sampled_from([PRIORITY_MAX + 1, PRIORITY_MIN - 1, 2**50, 2**70, "3", 1.5, True]),
-        "attrs": st.sampled_from(["", "max_msg_chunks=4", "nope=1"]),
+        "attrs": st.sampled_from(
+            [
+                "",
+                "max_msg_chunks=4",
+                "nope=1",
+                "tos=184;nodelay=1;linger=0",
+                "syncnt=0",
+                "syncnt",
+                "nodelay=2",
+                "tos=256",
+                "mark=-1",
+                "sndbuf=x",
+                "rcvbuf=65536;tcp_user_timeout=2147483648",
+            ]
+        ),
     }
     for name in columns:
         if name not in values:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ConnectionDropped",
     "DatabaseError",
+    "MessageTimeout",
+    "MessageTooFragmented",
     "NoNewConnection",
     "ReloadError",
     "RuleError",
@@ -165,3 +168,31 @@ class ReloadError(TcpMgmError):
 
 class NoNewConnection(TcpMgmError, ConnectionRefusedError):
     """The profile for this path forbids opening a new connection (no_new_conn)."""
+
+
+class ConnectionDropped(TcpMgmError, ConnectionError):
+    """The connection policy dropped a connection (docs/operations.md#the-connection-policy).
+
+    Raised by the read helpers after they closed the connection; ``rule_id``
+    is the rule whose profile set the limit, ``peer`` the other end when known.
+    """
+
+    def __init__(self, message: str, *, rule_id: int, peer: Any = None) -> None:
+        super().__init__(message)
+        self.rule_id = rule_id
+        self.peer = peer
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (type(self), str(self), self.rule_id, self.peer))
+
+
+def _rebuilt(kind: type[ConnectionDropped], message: str, rule_id: int, peer: Any) -> ConnectionDropped:
+    return kind(message, rule_id=rule_id, peer=peer)
+
+
+class MessageTimeout(ConnectionDropped, TimeoutError):
+    """A message was not complete ``msg_read_timeout`` seconds after its first byte."""
+
+
+class MessageTooFragmented(ConnectionDropped):
+    """A message needed more reads than the profile's ``max_msg_chunks`` allows."""

@@ -41,7 +41,9 @@ ID_MAX = 2**63 - 1  # BIGINT
 PRIORITY_MIN, PRIORITY_MAX = _INT_MIN, _INT_MAX
 PORT_MAX = 65535  # 0 is "any"
 PROFILE_INT_MAX = _INT_MAX  # every profile integer is 0..PROFILE_INT_MAX
-ATTR_MIN, ATTR_MAX = _INT_MIN, _INT_MAX  # an attrs value (name=int), a C int in OpenSIPS
+# The widest an attrs value (name=int) may be, a C int as in OpenSIPS: each name's own
+# range lies within it (model/profile.py BUILTIN_ATTRS), a name registered without one has it.
+ATTR_MIN, ATTR_MAX = _INT_MIN, _INT_MAX
 
 # Larger than every bound above.  Parsers give a number of this magnitude or
 # more as +-BEYOND_EVERY_RANGE instead of converting it exactly: converting a

@@ -11,15 +11,18 @@ import re
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import shown
 from .limits import ATTR_MAX, ATTR_MIN, BEYOND_EVERY_RANGE
 
 __all__ = [
+    "BUILTIN_ATTRS",
     "OPENSIPS_DEFAULTS",
     "PROFILE_FIELDS",
+    "AttrSpec",
     "Profile",
+    "attr_spec",
     "default_profile",
     "format_attrs",
     "known_attrs",
@@ -127,20 +130,72 @@ def set_default_profile(profile: Profile | None = None, **values: Any) -> Profil
         return _default
 
 
+class AttrSpec(NamedTuple):
+    """An ``attrs`` name and the values it takes: the one definition of both.
+
+    ``Rule.from_row`` refuses a value outside ``minimum..maximum`` with a row
+    error naming the item; the socket options among the built-in names are set
+    by ``tcpmgm.apply`` (``tcpmgm/service/options.py`` maps each to its socket
+    option; docs/behaviour.md#the-connection-profile lists them).
+    """
+
+    name: str
+    minimum: int
+    maximum: int
+
+
+# The built-in names.  The ranges of the socket options are what Linux accepts
+# for each (tcp(7), ip(7), ipv6(7), socket(7)); max_msg_chunks keeps the
+# range every attrs value had before names had ranges of their own.  ATTR_MAX:
+# a C int, what setsockopt takes and what OpenSIPS holds an attrs value in.
+BUILTIN_ATTRS: tuple[AttrSpec, ...] = (
+    AttrSpec("max_msg_chunks", ATTR_MIN, ATTR_MAX),  # the most reads one message may take (OpenSIPS's name)
+    AttrSpec("tcp_user_timeout", 0, ATTR_MAX),  # ms; 0: the kernel's own rule
+    AttrSpec("nodelay", 0, 1),
+    AttrSpec("tos", 0, 255),  # one byte: DSCP and the ECN bits (which TCP keeps its own)
+    AttrSpec("sndbuf", 1, ATTR_MAX),  # bytes
+    AttrSpec("rcvbuf", 1, ATTR_MAX),  # bytes
+    AttrSpec("notsent_lowat", 0, ATTR_MAX),  # bytes; 0: the sysctl's value
+    AttrSpec("linger", 0, ATTR_MAX),  # seconds; 0: abortive close
+    AttrSpec("syncnt", 1, 127),  # the kernel's MAX_TCP_SYNCNT
+    AttrSpec("mark", 0, ATTR_MAX),  # a u32 in the kernel, kept to what a C int holds
+)
+
 _attrs_lock = threading.Lock()
-_attrs = {"max_msg_chunks"}
+_attrs: dict[str, AttrSpec] = {spec.name: spec for spec in BUILTIN_ATTRS}
 
 
-def register_attr(name: str) -> None:
-    """Allow ``name`` in the ``attrs`` column."""
+def register_attr(name: str, minimum: int = ATTR_MIN, maximum: int = ATTR_MAX) -> AttrSpec:
+    """Allow ``name`` in the ``attrs`` column, with values ``minimum..maximum``
+    (by default any C int, ``limits.ATTR_MIN..ATTR_MAX``).
+
+    A name keeps the range it was first registered with (the built-in names
+    theirs): registering it again with the same range changes nothing, with
+    another range is a ``ValueError``.
+    """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"attrs name must be an identifier, got {name!r}")
+    if not ATTR_MIN <= minimum <= maximum <= ATTR_MAX:
+        raise ValueError(f"attrs range {minimum}..{maximum} of {name!r} is not within {ATTR_MIN}..{ATTR_MAX}")
+    spec = AttrSpec(name, minimum, maximum)
     with _attrs_lock:
-        _attrs.add(name)
+        known = _attrs.get(name)
+        if known is None:
+            _attrs[name] = spec
+            return spec
+        if (known.minimum, known.maximum) != (minimum, maximum):
+            raise ValueError(f"attrs name {name!r} is already registered as {known.minimum}..{known.maximum}")
+        return known
 
 
 def known_attrs() -> frozenset[str]:
+    """The names the ``attrs`` column accepts."""
     return frozenset(_attrs)
+
+
+def attr_spec(name: str) -> AttrSpec | None:
+    """The registered definition of ``name``, or None."""
+    return _attrs.get(name)
 
 
 # What SQL calls an integer literal.  Python's int() would also take "1_000"
@@ -166,10 +221,21 @@ def parse_integer(text: str) -> int:
     return -int(digits) if sign == "-" else int(digits)
 
 
+# How much of the list of known names a message shows: all the built-in ones,
+# a few an application registered, never a message as long as the registry.
+_KNOWN_CHARS = 160
+
+
+def _known_names() -> str:
+    names = ", ".join(sorted(_attrs))
+    return names if len(names) <= _KNOWN_CHARS else names[:_KNOWN_CHARS] + "\u2026"
+
+
 def parse_attrs(text: str) -> dict[str, int]:
     """Parse ``name=int;name`` into a dict; raise ``ValueError`` naming the bad item.
 
-    A value is an integer in ``limits.ATTR_MIN..ATTR_MAX``."""
+    A name must be registered, and its value (a bare name: 0) within the
+    name's :class:`AttrSpec` range."""
     result: dict[str, int] = {}
     for item in text.split(";"):
         item = item.strip()
@@ -177,18 +243,20 @@ def parse_attrs(text: str) -> dict[str, int]:
             continue
         name, sep, raw = item.partition("=")
         name = name.strip()
-        if name not in _attrs:
-            raise ValueError(f"unknown attribute {shown(name)} (known: {', '.join(sorted(_attrs))})")
-        if not sep:
-            result[name] = 0
-            continue
+        spec = _attrs.get(name)
+        if spec is None:
+            raise ValueError(f"unknown attribute {shown(name)} (known: {_known_names()})")
         raw = raw.strip()
-        try:
-            value = parse_integer(raw)
-        except ValueError:
-            raise ValueError(f"attribute {name!r} has non-integer value {shown(raw)}") from None
-        if not ATTR_MIN <= value <= ATTR_MAX:
-            raise ValueError(f"attribute {name!r} value {shown(raw)} is outside {ATTR_MIN}..{ATTR_MAX}")
+        if not sep:
+            value = 0
+        else:
+            try:
+                value = parse_integer(raw)
+            except ValueError:
+                raise ValueError(f"attribute {name!r} has non-integer value {shown(raw)}") from None
+        if not spec.minimum <= value <= spec.maximum:
+            given = f"value {shown(raw)}" if sep else "without a value (0)"
+            raise ValueError(f"attribute {name!r} {given} is outside {spec.minimum}..{spec.maximum}")
         result[name] = value
     return result
 

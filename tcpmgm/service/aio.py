@@ -1,18 +1,21 @@
-"""asyncio glue: servers and clients whose connections are tuned by the rules.
+"""asyncio glue: servers and clients whose connections follow their rule's policy.
 
 :func:`start_server` wraps ``asyncio.start_server``: every accepted
-connection is looked up (peer and local address from the transport), tuned
-(:func:`tcpmgm.apply`) and handed to the application as a :class:`Connection`
-that carries its profile.  :func:`open_connection` is the client side:
-lookup first, ``no_new_conn`` refusal, ``connect_timeout``, then tuning.
+connection is looked up (peer and local address from the transport), its
+:class:`~tcpmgm.ConnectionPolicy` applied to the socket, and handed to the
+application as a :class:`Connection` that carries the policy.
+:func:`open_connection` is the client side: lookup first, ``no_new_conn``
+refusal, ``connect_timeout``, then the socket options.
 
-A :class:`Connection` closes itself when it has been idle (nothing read or
-written through it) for the profile's ``con_lifetime`` seconds, the way
-OpenSIPS expires idle TCP connections; a pending read then sees end of file.
-``read()`` waits for the next data however long that takes (up to the idle
-close); ``readexactly()`` and ``readuntil()`` read the rest of a message and
-must finish within ``msg_read_timeout`` seconds.  A lifetime or read timeout
-of 0 means "no limit".
+A :class:`Connection` acts on every field of its policy
+(docs/operations.md#the-connection-policy-in-asyncio): it closes itself
+after ``con_lifetime`` seconds without a read or a write; its read helpers
+hold each message to ``msg_read_timeout`` from its first bytes and to
+``max_msg_chunks`` reads, and drop the connection when it takes longer or
+more reads; ``drain()`` times the send (write plus drain) against
+``send_threshold``; ``may_alias()`` answers from ``alias_mode``.  What the
+limits mean is defined once, in :mod:`tcpmgm.service.policy`; this module
+only feeds them the reads and sends of asyncio streams.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterator
 from typing import Any, Callable
 
+from ..model.errors import ConnectionDropped
 from ..model.profile import Profile
-from .sockets import SupportsLookup, apply, connect_timeout, endpoint, refuse_if_forbidden
+from . import events
+from .events import Event
+from .policy import ConnectionPolicy, Parser, SlowSendHook
+from .sockets import SupportsLookup, endpoint, refuse_if_forbidden
 
 __all__ = ["Connection", "open_connection", "start_server"]
 
@@ -34,80 +42,241 @@ log = logging.getLogger("tcpmgm.aio")
 
 Handler = Callable[["Connection"], Awaitable[None]]
 
+# The most one socket read takes: a read is one chunk of a message, as one recv() is in OpenSIPS.
+CHUNK_SIZE = 65536
+# asyncio's own limit for readuntil() (asyncio.StreamReader's default): a separator not
+# found within this many bytes raises LimitOverrunError, as asyncio's readuntil() does.
+READUNTIL_LIMIT = 65536
+
 
 class Connection:
-    """One tuned TCP connection: the asyncio stream pair plus its profile."""
+    """One TCP connection under its rule's :class:`~tcpmgm.ConnectionPolicy`: the asyncio
+    stream pair, the policy (``conn.policy``) and the profile it came from (``conn.profile``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, profile: Profile) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, policy: ConnectionPolicy) -> None:
         self.reader = reader
         self.writer = writer
-        self.profile = profile
+        self.policy = policy
         self.peer = endpoint(writer.get_extra_info("peername"))
         self.local = endpoint(writer.get_extra_info("sockname"))
         self._loop = asyncio.get_running_loop()
+        # Read from the stream but not yet given to the application (the rest of a chunk).
+        self._buffer = bytearray()
+        # One message at a time; its deadline on the loop's clock, which asyncio's waits use.
+        self._guard = policy.message_guard(self.peer, clock=self._loop.time)
+        self._message_started = False  # bytes of the current message have arrived
+        self._in_message_block = False  # inside ``with conn.message():``
+        self._send_started: int | None = None  # perf_counter_ns of the first write not yet drained
         self._last_activity = self._loop.time()
         self._idle_task: asyncio.Task[None] | None = None
-        if self.con_lifetime:
-            self._idle_task = self._loop.create_task(self._close_when_idle())
+        if policy.idle_timeout is not None:
+            self._idle_task = self._loop.create_task(self._close_when_idle(policy.idle_timeout))
 
     def __repr__(self) -> str:
         return f"<Connection {self.local} <- {self.peer} rule {self.profile.id}>"
 
     @property
-    def con_lifetime(self) -> int:
-        """Seconds of inactivity after which the connection is closed (0: never)."""
-        return self.profile.con_lifetime
-
-    @property
-    def msg_read_timeout(self) -> int:
-        """Seconds allowed for reading the rest of a started message (0: no limit)."""
-        return self.profile.msg_read_timeout
+    def profile(self) -> Profile:
+        return self.policy.profile
 
     @property
     def socket(self) -> Any:
         return self.writer.get_extra_info("socket")
 
+    def may_alias(self, asked_alias: bool) -> bool:
+        """May this connection be reused for requests towards its peer (``alias_mode``)?
+        ``asked_alias``: the request's Via carries RFC 5923's ``;alias``."""
+        return self.policy.may_alias(asked_alias)
+
     def touch(self) -> None:
         """Count as activity now (postpones the idle close)."""
         self._last_activity = self._loop.time()
 
-    async def _close_when_idle(self) -> None:
+    async def _close_when_idle(self, lifetime: float) -> None:
         while not self.writer.is_closing():
-            remaining = self._last_activity + self.con_lifetime - self._loop.time()
+            remaining = self._last_activity + lifetime - self._loop.time()
             if remaining <= 0:
-                log.debug("%r idle for %d s: closing", self, self.con_lifetime)
+                log.debug("%r idle for %g s: closing (con_lifetime)", self, lifetime)
+                events.count(Event.IDLE_CLOSE)
                 self.writer.close()
                 return
             await asyncio.sleep(remaining)
 
     # -- reading ----------------------------------------------------------------
-    async def read(self, n: int = -1) -> bytes:
-        """The next data (``b""`` at end of file, including after the idle close)."""
-        data = await self.reader.read(n)
-        self.touch()
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Make every read inside the block one message, for a protocol that reads a
+        message in several calls (a header, then its body)::
+
+            with conn.message():
+                size = int.from_bytes(await conn.readexactly(4), "big")
+                body = await conn.readexactly(size)
+
+        ``msg_read_timeout`` runs from the message's first bytes and
+        ``max_msg_chunks`` counts its reads across the calls, ``read()``'s
+        included.  Outside such a block each ``read_message()``,
+        ``readexactly()`` and ``readuntil()`` call reads one message, and a
+        ``read()`` is a whole chunk.  A block inside another adds nothing.
+        """
+        if self._in_message_block:
+            yield
+            return
+        self._in_message_block = True
+        try:
+            yield
+        finally:
+            self._in_message_block = False
+            self._message_done()
+
+    def _message_done(self) -> None:
+        self._guard.complete()
+        self._message_started = False
+
+    async def _chunk(self) -> bytes:
+        """One read from the stream for the current message, within its budget.
+
+        A read needed after some of the message has arrived means that the
+        bytes so far left it incomplete: the guard counts that read (and arms
+        the deadline at the first), and bounds the wait by what is left.  The
+        guard's verdict drops the connection.
+        """
+        try:
+            if self._message_started:
+                self._guard.incomplete()
+            wait = self._guard.remaining()
+            try:
+                data = await asyncio.wait_for(self.reader.read(CHUNK_SIZE), wait)
+            except asyncio.TimeoutError:
+                self._guard.expired()
+                raise  # expired() raises; this is for the type checker
+        except ConnectionDropped as dropped:
+            log.info("%r dropped: %s", self, dropped)
+            # The message is given up with the connection: a read after this one sees end of
+            # file rather than the same verdict again (and the drop counted twice).
+            self._buffer.clear()
+            self._message_done()
+            self.close()
+            raise
+        if data:
+            self._message_started = True
+            self.touch()
         return data
 
-    async def _in_time(self, read: Awaitable[bytes]) -> bytes:
-        timeout = self.msg_read_timeout or None
-        data = await asyncio.wait_for(read, timeout)
-        self.touch()
-        return data
+    async def _read_parsed(self, parse: Parser) -> bytes:
+        """The next message as ``parse`` delimits it; ``b""`` at end of file before any of it."""
+        while True:
+            if self._buffer:
+                self._message_started = True
+                length = parse(self._buffer)
+                if length is not None:
+                    message = bytes(self._buffer[:length])
+                    del self._buffer[:length]
+                    if not self._in_message_block:
+                        self._message_done()
+                    return message
+            data = await self._chunk()
+            if not data:
+                if self._buffer:
+                    partial = bytes(self._buffer)
+                    self._buffer.clear()
+                    raise asyncio.IncompleteReadError(partial, None)
+                return b""
+            self._buffer += data
+
+    async def read_message(self, parse: Parser) -> bytes:
+        """The next message of a framed protocol: ``parse(buffer)``
+        (:data:`tcpmgm.service.policy.Parser`, as every glue's ``read_message`` takes it)
+        returns the message's length once ``buffer``, the bytes read so far with the message
+        at their start, holds all of it, else ``None``; the bytes after the message stay for
+        the next call.
+
+        ``b""`` at end of file (or after the idle close) before the message's
+        first byte; ``asyncio.IncompleteReadError`` when it ends the message.
+        :class:`tcpmgm.MessageTimeout` / :class:`tcpmgm.MessageTooFragmented`
+        after closing the connection, when the message is not whole within
+        ``msg_read_timeout`` of its first bytes or within ``max_msg_chunks``
+        reads.  ``parse`` may raise to refuse a message (it is too long, say).
+        """
+        return await self._read_parsed(parse)
 
     async def readexactly(self, n: int) -> bytes:
-        """Exactly ``n`` bytes within ``msg_read_timeout`` (``asyncio.TimeoutError`` otherwise)."""
-        return await self._in_time(self.reader.readexactly(n))
+        """Exactly ``n`` bytes: one message (see :meth:`read_message` for its limits);
+        ``asyncio.IncompleteReadError`` at end of file, as ``StreamReader.readexactly``."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if n == 0:
+            return b""
+        try:
+            data = await self._read_parsed(lambda buffer: n if len(buffer) >= n else None)
+        except asyncio.IncompleteReadError as short:
+            raise asyncio.IncompleteReadError(short.partial, n) from None
+        if not data:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        """Data up to and including ``separator`` within ``msg_read_timeout``."""
-        return await self._in_time(self.reader.readuntil(separator))
+        """Data up to and including ``separator``: one message (see :meth:`read_message`).
+
+        ``asyncio.IncompleteReadError`` at end of file and
+        ``asyncio.LimitOverrunError`` when :data:`READUNTIL_LIMIT` bytes hold
+        no separator, as ``StreamReader.readuntil``.
+        """
+
+        def through_separator(buffer: bytearray) -> int | None:
+            found = buffer.find(separator)
+            if found >= 0:
+                return found + len(separator)
+            if len(buffer) > READUNTIL_LIMIT:
+                raise asyncio.LimitOverrunError(f"no {separator!r} in the first {READUNTIL_LIMIT} bytes", len(buffer))
+            return None
+
+        data = await self._read_parsed(through_separator)
+        if not data:
+            raise asyncio.IncompleteReadError(data, None)
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: what one read brings), whatever has arrived;
+        ``b""`` at end of file, including after the idle close.
+
+        A whole chunk by itself; inside :meth:`message` a read of that message.
+        """
+        if n == 0:
+            return b""
+        if not self._buffer:
+            self._buffer += await self._chunk()
+        size = len(self._buffer) if n < 0 else n
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if self._in_message_block:
+            self._message_started = self._message_started or bool(data)
+        else:
+            self._message_done()
+        return data
 
     # -- writing and closing ------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Queue ``data``; the send it starts is timed until :meth:`drain` returns."""
+        if self._send_started is None:
+            self._send_started = time.perf_counter_ns()
         self.writer.write(data)
         self.touch()
 
     async def drain(self) -> None:
-        await self.writer.drain()
+        """Wait until the written data is sent (``StreamWriter.drain``).
+
+        The send, from the first :meth:`write` after the last drain to here,
+        is measured against ``send_threshold``: over it, a warning on
+        ``tcpmgm.aio`` names the peer, the rule and the microseconds, the slow
+        send is counted and the policy's ``on_slow_send`` hook is called.
+        """
+        try:
+            await self.writer.drain()
+        finally:
+            started, self._send_started = self._send_started, None
+            if started is not None:
+                elapsed_us = (time.perf_counter_ns() - started) // 1000
+                self.policy.report_send(elapsed_us, self.peer, logger=log)
 
     def close(self) -> None:
         if self._idle_task is not None:
@@ -126,14 +295,17 @@ async def start_server(
     port: int | None = None,
     *,
     proto: str = "tcp",
+    on_slow_send: SlowSendHook | None = None,
     **kwargs: Any,
 ) -> asyncio.AbstractServer:
-    """``asyncio.start_server`` whose callback gets a tuned :class:`Connection`.
+    """``asyncio.start_server`` whose callback gets a :class:`Connection` under its policy.
 
     ``mgr`` is anything with ``lookup`` (a :class:`TcpMgm` or a matcher);
-    ``proto`` is the protocol name rules are matched with.  Other keyword
-    arguments go to ``asyncio.start_server`` (``ssl=``, ``reuse_port=`` ...).
-    The connection is closed when the callback returns.
+    ``proto`` is the protocol name rules are matched with; ``on_slow_send``
+    is called with a :class:`tcpmgm.service.policy.SlowSend` after each slow
+    send.  Other keyword arguments go to ``asyncio.start_server``
+    (``ssl=``, ``reuse_port=`` ...).  The connection is closed when the
+    callback returns.
     """
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -141,11 +313,12 @@ async def start_server(
             remote = endpoint(writer.get_extra_info("peername"))
             local = endpoint(writer.get_extra_info("sockname"))
             profile = mgr.lookup(proto, remote[0], remote[1], local[0], local[1])
-            apply(writer.get_extra_info("socket"), profile)
+            policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
+            policy.apply(writer.get_extra_info("socket"))
         except Exception:
             writer.close()
             raise
-        conn = Connection(reader, writer, profile)
+        conn = Connection(reader, writer, policy)
         try:
             await client_connected_cb(conn)
         finally:
@@ -162,23 +335,29 @@ async def open_connection(
     port: int,
     *,
     local_addr: tuple[str, int] | None = None,
+    on_slow_send: SlowSendHook | None = None,
     **kwargs: Any,
 ) -> Connection:
     """Connect to ``host``:``port`` under the rules of ``mgr``; the client twin of :func:`start_server`.
 
-    Raises :class:`tcpmgm.NoNewConnection` when the path's profile forbids
-    new connections, ``asyncio.TimeoutError`` when ``connect_timeout``
-    passes.  Other keyword arguments go to ``asyncio.open_connection``.
+    Raises :class:`tcpmgm.NoNewConnection` (counted) when the path's profile
+    forbids new connections, ``asyncio.TimeoutError`` when
+    ``connect_timeout`` passes.  ``on_slow_send`` as for
+    :func:`start_server`; other keyword arguments go to
+    ``asyncio.open_connection``.
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     remote = endpoint(infos[0][4])
     local_ip, local_port = local_addr if local_addr is not None else (None, 0)
     profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
-    refuse_if_forbidden(profile, proto, remote)
+    policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
+    if policy.no_new_conn:
+        events.count(Event.NO_NEW_CONN_REFUSED)
+        refuse_if_forbidden(profile, proto, remote)
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(remote[0], remote[1], local_addr=local_addr, **kwargs),
-        connect_timeout(profile),
+        policy.connect_timeout,
     )
-    apply(writer.get_extra_info("socket"), profile)
-    return Connection(reader, writer, profile)
+    policy.apply(writer.get_extra_info("socket"))
+    return Connection(reader, writer, policy)

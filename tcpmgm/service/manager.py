@@ -21,6 +21,7 @@ from ..matching.matcher import Matcher
 from ..model.errors import ReloadError, RuleError, RuleWarning, SchemaError, TcpMgmError
 from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
+from ..opensips.order import OpenSIPSOrder
 from ..sql.db import Source, one_line, open_source, work
 from ..sql.loader import gc_paused, load_rules
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
@@ -61,6 +62,23 @@ class InService(NamedTuple):
     since: float
 
 
+class _AsRead:
+    """The rules of one reload in the order the database returned them, and OpenSIPS's order of
+    them, built at its first use: most services never ask, and a lookup never does."""
+
+    def __init__(self, rules: tuple[Rule, ...], default: Profile) -> None:
+        self.rules = rules
+        self._default = default
+        self._order: OpenSIPSOrder | None = None
+        self._lock = threading.Lock()
+
+    def opensips_order(self) -> OpenSIPSOrder:
+        with self._lock:  # built once, however many threads ask at once
+            if self._order is None:
+                self._order = OpenSIPSOrder(self.rules, default=self._default)
+            return self._order
+
+
 class TcpMgm:
     """Rules from the ``tcp_mgm`` table of ``db`` (a URL or an open DB-API connection).
 
@@ -89,6 +107,7 @@ class TcpMgm:
         self.default = (default if default is not None else default_profile()).replace(id=0)
         self.count_hits = count_hits
         self._put_in_service(Matcher([], default=self.default, count_hits=count_hits))
+        self._as_read = _AsRead((), self.default)
         self._reload_lock = threading.Lock()
         self.last_report: ReloadReport | None = None
 
@@ -99,6 +118,18 @@ class TcpMgm:
     def matcher(self) -> Matcher:
         """The matcher in service (replaced as a whole by each successful reload)."""
         return self._matcher
+
+    @property
+    def rules_as_read(self) -> tuple[Rule, ...]:
+        """The rules in service in the order the last reload read them (a plain ``SELECT``, as
+        OpenSIPS reads them; the rows it rejected left out)."""
+        return self._as_read.rules
+
+    @property
+    def opensips_order(self) -> OpenSIPSOrder:
+        """The order OpenSIPS would give the rules in service (docs/opensips.md): built from
+        :attr:`rules_as_read` once per reload, at its first use."""
+        return self._as_read.opensips_order()
 
     @property
     def service(self) -> InService:
@@ -161,6 +192,7 @@ class TcpMgm:
                 log.error("%s", message, exc_info=unexpected)
                 raise ReloadError(message) from exc
             self._put_in_service(matcher)  # the swap: one reference assignment for each kind of reader
+            self._as_read = _AsRead(result.rules, self.default)  # and its order as read, for tcpmgm.opensips
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
             for err in result.rejected:

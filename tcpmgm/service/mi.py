@@ -15,7 +15,14 @@ Methods:
   service) and the paging of ``tcp_list``.  :func:`stats_all` pages through.
 * ``tcp_match``: which rule wins for a connection; params ``proto``,
   ``remote`` (``ip``, ``ip:port`` or ``[ipv6]:port``), ``local`` (same,
-  optional) and ``explain`` (bool), by name or by position.
+  optional) and ``explain`` (bool; with it, every matching rule and
+  ``opensips_rule``, the one real OpenSIPS would pick), by name or by position.
+* ``tcp_opensips_check``: what real OpenSIPS would do with the table
+  (docs/opensips.md), as ``tcpmgm check --opensips --json`` prints it.
+* ``which`` and ``help``: OpenSIPS's discovery methods, with its answers:
+  ``which`` lists the methods, ``which command=M`` the parameter sets ``M``
+  takes, ``help mi_cmd=M`` what ``M`` does; so OpenSIPS's own clients
+  (opensips-cli) work against this endpoint.
 
 One request handler (:class:`Dispatcher`) serves two transports: a thread
 per connection (:class:`MIServer`) and an ``asyncio`` server (:func:`serve`)
@@ -33,6 +40,8 @@ for non-JSON-RPC traffic) or a closed connection, never a crashed server.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import hmac
 import inspect
@@ -41,6 +50,7 @@ import itertools
 import json
 import logging
 import re
+import selectors
 import socket
 import socketserver
 import threading
@@ -51,6 +61,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..model.errors import ReloadError, TcpMgmError
 from ..model.profile import Profile
+from ..opensips.report import check_table
 from .sockets import parse_endpoint
 
 __all__ = [
@@ -88,6 +99,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR =
 SERVER_ERROR = -32000  # the method ran and failed (reload failed, database down)
 UNAUTHORIZED = -32001
 TOO_LARGE = -32002  # the answer would exceed Limits.max_response
+UNKNOWN_COMMAND = 404  # OpenSIPS's code when `which` or `help` is asked about a method it does not have
 
 Response = tuple[int, Optional[bytes]]  # HTTP status, body (None: no content)
 
@@ -213,10 +225,18 @@ def _valid_id(value: Any) -> bool:
     return value is None
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+def _int_param(name: str, value: Any, low: int, high: int | None) -> int:
+    """``value`` as an integer parameter: a JSON integer or, as OpenSIPS's MI takes one (and opensips-cli
+    sends every value), a string of decimal digits."""
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"from {low}" + (f" to {high}" if high is not None else "")
         raise _RPCError(INVALID_PARAMS, f"{name} must be an integer {bounds}")
+    return value
 
 
 class Dispatcher:
@@ -233,14 +253,18 @@ class Dispatcher:
             "tcp_list": self.tcp_list,
             "tcp_match": self.tcp_match,
             "tcp_stats": self.tcp_stats,
+            "tcp_opensips_check": self.tcp_opensips_check,
+            "which": self.which,
+            "help": self.help,
         }
         # Methods a batch runs once, every entry getting that answer: a
         # reload reads the whole table, and 2,000 of them in one request
         # would all read the same table.
         self._once_per_batch = {self.tcp_reload}
 
-    # -- the methods -------------------------------------------------------------
+    # -- the methods: each one's docstring begins with what `help` answers for it --
     def tcp_reload(self) -> dict[str, Any]:
+        """reloads the rules from the database and answers the report"""
         report = self.mgr.reload()
         return {
             "loaded": report.loaded,
@@ -251,9 +275,9 @@ class Dispatcher:
         }
 
     def tcp_list(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        page = self.limits.list_limit if limit is None else limit
-        _check_int("offset", offset, 0, None)
-        _check_int("limit", page, 1, self.limits.list_limit)
+        """lists one page of the rules in service, in the order they are tried"""
+        offset = _int_param("offset", offset, 0, None)
+        page = _int_param("limit", self.limits.list_limit if limit is None else limit, 1, self.limits.list_limit)
         matcher = self.mgr.matcher  # one rule set for the whole page, whatever a reload does meanwhile
         total = len(matcher)
         start = min(offset, total)
@@ -262,9 +286,9 @@ class Dispatcher:
         return {"rules": rules, "total": total, "offset": offset, "next_offset": end if end < total else None}
 
     def tcp_stats(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        page = self.limits.stats_limit if limit is None else limit
-        _check_int("offset", offset, 0, None)
-        _check_int("limit", page, 1, self.limits.stats_limit)
+        """answers how many lookups each rule in service won since the last reload, a page in tcp_list's order"""
+        offset = _int_param("offset", offset, 0, None)
+        page = _int_param("limit", self.limits.stats_limit if limit is None else limit, 1, self.limits.stats_limit)
         matcher, since = self.mgr.service  # the counts and their start from one matcher, whatever a reload does
         counts = matcher.hits()
         total = len(matcher)
@@ -284,17 +308,25 @@ class Dispatcher:
     def tcp_match(
         self, proto: str | None, remote: str | None = None, local: str | None = None, explain: bool = False
     ) -> dict[str, Any]:
+        """answers which rule wins for a connection, and with explain every rule that matches"""
         for name, value in (("proto", proto), ("remote", remote), ("local", local)):
             if value is not None and not isinstance(value, str):
                 raise _RPCError(INVALID_PARAMS, f"{name} must be a string")
-        if not isinstance(explain, bool):
-            raise _RPCError(INVALID_PARAMS, "explain must be true or false")
+        if not isinstance(explain, bool):  # or OpenSIPS's form of a flag: the integer 0 or 1
+            try:
+                explain = bool(_int_param("explain", explain, 0, 1))
+            except _RPCError:
+                raise _RPCError(INVALID_PARAMS, "explain must be true or false (or 1 or 0)") from None
         try:
             remote_ip, remote_port = parse_endpoint(remote) if remote else (None, 0)
             # The local side may name a socket tag, as a rule's local_addr may.
             listeners = getattr(self.mgr, "listeners", None)
             local_ip, local_port = parse_endpoint(local, listeners=listeners) if local else (None, 0)
             found = self.mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
+            # and with explain the rule OpenSIPS would pick (docs/opensips.md), 0 for none
+            opensips = (
+                self.mgr.opensips_order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id if explain else 0
+            )
         except (TypeError, ValueError) as exc:
             raise _RPCError(INVALID_PARAMS, str(exc)) from None
         result: dict[str, Any] = {"rule": found.profile.id, "profile": profile_dict(found.profile)}
@@ -302,7 +334,45 @@ class Dispatcher:
             result["matches"] = [
                 {"rule": rule.id, "filters": rule.describe(), "reason": reason} for rule, reason in found.matches
             ]
+            result["opensips_rule"] = opensips
         return result
+
+    def tcp_opensips_check(self) -> Any:
+        """answers what real OpenSIPS would do with the table: where it picks another rule, its pitfalls"""
+        # The table as it is now, as `tcpmgm check --opensips` reads it: the pitfalls are in the rows as
+        # stored, which the rules in service no longer hold.
+        return check_table(self.mgr).to_json()
+
+    # OpenSIPS's core answers `which` and `help` so (its mi/mi_core.c and mi/mi.c, 4.1.0-dev), and its
+    # clients rely on them: opensips-cli lists the methods with `which` before it runs any.
+    def which(self, command: str | None = None) -> list[Any]:
+        """lists all available MI commands"""
+        if command is None:
+            # Every name that answers, an alias too: opensips-cli runs only the names listed here.
+            return list(self.methods)
+        if not isinstance(command, str):
+            raise _RPCError(INVALID_PARAMS, "command must be a string")
+        if command.endswith(":"):  # a module's prefix: the methods under it
+            names = [name for name in self.methods if name.startswith(command)]
+            if not names:
+                raise _RPCError(UNKNOWN_COMMAND, "unknown MI command")
+            return names
+        return [list(recipe) for recipe in _recipes(self._method(command))]
+
+    def help(self, mi_cmd: str | None = None) -> str | dict[str, str]:
+        """prints information about MI commands usage"""
+        if mi_cmd is None:
+            return "Usage: help mi_cmd - returns information about 'mi_cmd'"
+        if not isinstance(mi_cmd, str):
+            raise _RPCError(INVALID_PARAMS, "mi_cmd must be a string")
+        doc = inspect.getdoc(self._method(mi_cmd))
+        return {"Help": doc.split("\n", 1)[0] if doc else "not available for this command", "Exported by": "tcpmgm"}
+
+    def _method(self, name: str) -> Callable[..., Any]:
+        function = self.methods.get(name)
+        if function is None:
+            raise _RPCError(UNKNOWN_COMMAND, "unknown MI command")
+        return function
 
     # -- the protocol ------------------------------------------------------------
     def authorized(self, authorization: str | None) -> bool:
@@ -423,6 +493,16 @@ class Dispatcher:
         except Exception as exc:
             log.exception("MI method %s failed", method)
             raise _RPCError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}") from None
+
+
+def _recipes(function: Callable[..., Any]) -> list[tuple[str, ...]]:
+    """The sets of parameter names ``function`` takes, as OpenSIPS's recipes: the required ones
+    (which a signature puts first) with each choice of the optional ones, fewest first."""
+    parameters = inspect.signature(function).parameters.values()
+    required = tuple(p.name for p in parameters if p.default is inspect.Parameter.empty)
+    optional = [p.name for p in parameters if p.default is not inspect.Parameter.empty]
+    chosen = itertools.chain.from_iterable(itertools.combinations(optional, n) for n in range(len(optional) + 1))
+    return [required + extra for extra in chosen]
 
 
 def _rejected(exc: ReloadError) -> list[str]:
@@ -706,13 +786,17 @@ class _ThreadServer(socketserver.TCPServer):
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Connection)
+        self._refusals = _Refusals(limits)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._refusals.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # A thread per connection, at most max_connections of them.  Beyond
         # that, this (the accepting) thread answers 503 without blocking.
         if not self._slots.acquire(blocking=False):
-            _refuse(request)
-            self.shutdown_request(request)
+            self._refusals.refuse(request)
             return
         try:
             threading.Thread(
@@ -720,8 +804,7 @@ class _ThreadServer(socketserver.TCPServer):
             ).start()
         except RuntimeError:  # no thread to be had: as busy as over the cap
             self._slots.release()
-            _refuse(request)
-            self.shutdown_request(request)
+            self._refusals.refuse(request)
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
         try:
@@ -737,13 +820,104 @@ class _ThreadServer(socketserver.TCPServer):
         log.exception("MI connection from %s failed", client_address)
 
 
-def _refuse(sock: socket.socket) -> None:
-    try:
-        sock.setblocking(False)
-        sock.send(_BUSY)
-        sock.recv(_CHUNK)  # what already arrived, so that closing does not reset the 503 away
-    except OSError:
-        pass
+class _Refusals:
+    """Connections over the cap: answered 503 at once, then drained in one thread of their own.
+
+    The accepting thread must not block, yet closing a socket whose client is
+    still writing its request (urllib writes it all before it reads) resets
+    the connection, and the client sees a broken pipe instead of "busy".  So
+    each refused socket lingers as :func:`_linger_socket` does, for as long
+    and as many bytes, in this one thread; at most ``max_connections`` of them
+    at a time, and beyond that a refusal closes at once as before.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._selector = selectors.DefaultSelector()
+        self._wakeup, self._waker = socket.socketpair()
+        for end in (self._wakeup, self._waker):
+            end.setblocking(False)
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
+        self._arrived: collections.deque[socket.socket] = collections.deque()  # appends and pops are atomic
+        self._draining: dict[socket.socket, tuple[float, int]] = {}  # deadline, bytes still accepted
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tcpmgm-mi-refusals", daemon=True)
+        self._thread.start()
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Answer ``sock`` 503 and hand it to the draining thread (never blocks)."""
+        try:
+            sock.setblocking(False)
+            sock.send(_BUSY)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self._arrived.append(sock)
+        self._wake()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake()
+        self._thread.join()
+        for sock in [*self._draining, *self._arrived]:
+            sock.close()
+        self._selector.close()
+        self._wakeup.close()
+        self._waker.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # its buffer full of wake-ups already
+            self._waker.send(b"\0")
+
+    def _run(self) -> None:
+        while not self._closing:
+            deadlines = [deadline for deadline, _ in self._draining.values()]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    self._take_wakeups()
+                else:
+                    self._drain(key.data)
+            self._take_arrived()
+            now = time.monotonic()
+            for sock in [sock for sock, (deadline, _) in self._draining.items() if deadline <= now]:
+                self._forget(sock)
+
+    def _take_wakeups(self) -> None:
+        try:
+            while self._wakeup.recv(_CHUNK):
+                pass
+        except BlockingIOError:
+            pass  # all taken
+
+    def _take_arrived(self) -> None:
+        linger = min(_LINGER, self._limits.request_timeout)
+        while self._arrived:
+            sock = self._arrived.popleft()
+            if len(self._draining) >= self._limits.max_connections:
+                sock.close()  # too many lingering already: a reset is the lesser harm
+                continue
+            self._draining[sock] = (time.monotonic() + linger, _drain_budget(self._limits))
+            self._selector.register(sock, selectors.EVENT_READ, data=sock)
+
+    def _drain(self, sock: socket.socket) -> None:
+        deadline, budget = self._draining[sock]
+        try:
+            data = sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or len(data) >= budget:
+            self._forget(sock)  # the client closed (or sent more than a request may hold)
+        else:
+            self._draining[sock] = (deadline, budget - len(data))
+
+    def _forget(self, sock: socket.socket) -> None:
+        del self._draining[sock]
+        self._selector.unregister(sock)
+        sock.close()
 
 
 class MIServer:
@@ -868,12 +1042,21 @@ async def serve(
     """The admin endpoint on the running loop; close the returned server to stop it."""
     check_bind(host, token=token, insecure=insecure)
     dispatcher = Dispatcher(mgr, token=token, limits=limits)
-    active = 0
+    active = refused = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal active
+        nonlocal active, refused
         if active >= dispatcher.limits.max_connections:
             writer.write(_BUSY)
+            # Lingers as the thread transport's refusals do (see _Refusals), as many at most.
+            if refused < dispatcher.limits.max_connections:
+                refused += 1
+                try:
+                    await _linger_stream(reader, writer, dispatcher.limits)
+                except (OSError, asyncio.TimeoutError):
+                    pass
+                finally:
+                    refused -= 1
             writer.close()
             return
         active += 1

@@ -24,12 +24,18 @@ from typing import Any, NamedTuple, Protocol
 from ..model.errors import NoNewConnection, RuleError, shown
 from ..model.profile import Profile
 from ..model.rule import Rule
+from . import events
+from .events import Event
+from .options import Applied, OptionNotSet, set_socket_options
 
 __all__ = [
     "KEEPALIVE_LIMITS",
+    "Applied",
     "KeepaliveTimer",
+    "OptionNotSet",
     "apply",
     "connect",
+    "connect_with_profile",
     "endpoint",
     "keepalive_timers",
     "parse_endpoint",
@@ -100,16 +106,21 @@ def _option(name: str) -> int | None:
     return getattr(socket, name, None)
 
 
-def apply(sock: Any, profile: Profile) -> dict[str, int]:
-    """Set ``SO_KEEPALIVE`` and, where the platform has them, the TCP keepalive timers.
+def apply(sock: Any, profile: Profile) -> Applied:
+    """Set ``SO_KEEPALIVE``, where the platform has them the TCP keepalive
+    timers, and the socket options of the profile's ``attrs``.
 
-    Returns ``{option name: value set}``.  With keepalive off only
-    ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the operating
-    system's value stays) and so is not in the result.  ``sock`` is a
+    Returns :class:`Applied`, ``{option name: value set}``.  With keepalive
+    off only ``SO_KEEPALIVE = 0`` is set; a timer of 0 is not set (the
+    operating system's value stays) and so is not in the result.  An ``attrs``
+    socket option (``tcpmgm/service/options.py``) is in it by its option's
+    name with the ``attrs`` value; one that cannot be set is in
+    ``.not_set`` instead, with the reason, and logged
+    (docs/behaviour.md#socket-options-from-attrs).  ``sock`` is a
     ``socket.socket`` or anything with its ``setsockopt`` (an asyncio
     transport's socket).
     """
-    applied = {"SO_KEEPALIVE": int(profile.keepalive)}
+    applied = Applied({"SO_KEEPALIVE": int(profile.keepalive)})
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, applied["SO_KEEPALIVE"])
     for timer in keepalive_timers(profile):
         option = _option(timer.option)
@@ -127,6 +138,7 @@ def apply(sock: Any, profile: Profile) -> dict[str, int]:
             )
         sock.setsockopt(socket.IPPROTO_TCP, option, timer.value)
         applied[timer.option] = timer.value
+    set_socket_options(sock, profile, applied)
     return applied
 
 
@@ -175,12 +187,24 @@ def connect(
 
     The profile is looked up with the remote end ``address`` and the local end
     ``source`` (``(ip, port)`` to bind to; unknown when ``None``).  Raises
-    :class:`NoNewConnection` when its ``no_new_conn`` is set, connects within
-    ``connect_timeout`` milliseconds (``TimeoutError``/``OSError`` otherwise),
-    applies the profile and returns the socket, in blocking mode with the
-    default socket timeout.  A host name is resolved first; each address it
-    resolves to is tried in turn, as ``socket.create_connection`` does.
+    :class:`NoNewConnection` when its ``no_new_conn`` is set (counted as
+    ``Event.NO_NEW_CONN_REFUSED``), connects within ``connect_timeout``
+    milliseconds (``TimeoutError``/``OSError`` otherwise), applies the profile
+    and returns the socket, in blocking mode with the default socket timeout.
+    A host name is resolved first; each address it resolves to is tried in
+    turn, as ``socket.create_connection`` does.
     """
+    return connect_with_profile(mgr, proto, address, source=source)[0]
+
+
+def connect_with_profile(
+    mgr: SupportsLookup,
+    proto: str,
+    address: tuple[str, int],
+    *,
+    source: tuple[str, int] | None = None,
+) -> tuple[socket.socket, Profile]:
+    """:func:`connect`, also returning the profile the connection was opened under."""
     host, port = address
     local_ip, local_port = source if source is not None else (None, 0)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -191,6 +215,7 @@ def connect(
         try:
             refuse_if_forbidden(profile, proto, remote)
         except NoNewConnection as exc:
+            events.count(Event.NO_NEW_CONN_REFUSED)
             last_error = exc
             continue
         sock = socket.socket(family, kind, protocol)
@@ -202,7 +227,7 @@ def connect(
             sock.connect(sockaddr)
             sock.settimeout(socket.getdefaulttimeout())
             log.debug("connected %s to %s under rule %d", proto, remote, profile.id)
-            return sock
+            return sock, profile
         except OSError as exc:
             sock.close()
             last_error = exc

@@ -36,7 +36,7 @@ from .schema import (
     version_check,
 )
 
-__all__ = ["BATCH_SIZE", "LoadResult", "gc_paused", "load_rules"]
+__all__ = ["BATCH_SIZE", "LoadResult", "gc_paused", "load_rules", "version_row"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> list[str]:
     return columns
 
 
-def _version_row(conn: Any, dialect: Dialect, table: str) -> int | None:
+def version_row(conn: Any, dialect: Dialect, table: str) -> int | None:
     """The ``table_version`` recorded for ``table``; ``None`` when there is no version table/row."""
     q = dialect.quote
     try:
@@ -115,7 +115,7 @@ def load_rules(
     present = _table_columns(conn, dialect, names)
     require_columns(present, names)
     version = version_check(
-        _version_row(conn, dialect, names.table),
+        version_row(conn, dialect, names.table),
         expected_version(present, names),
         schema_version,
         names.table,

@@ -19,17 +19,21 @@ from .schema import TableNames, require_columns
 __all__ = ["count_rows", "read_rows", "remove_rule"]
 
 
-def read_rows(source: Source, names: TableNames) -> list[dict[str, Any]]:
+def read_rows(source: Source, names: TableNames, *, by_id: bool = True) -> list[dict[str, Any]]:
     """Every row of the table, ordered by id, keyed by canonical column name.
 
     Only the canonical columns the table has are returned (``parallel_read``
     appears for schema version 1 only); values are as the driver gives them.
     A table without a required column (renames not given) is a :class:`SchemaError`.
+    With ``by_id=False`` the rows come in the order the database returns them
+    to a plain ``SELECT``, the order OpenSIPS reads them in
+    (docs/opensips.md#opensips-pitfalls).
     """
     q = source.dialect.quote
     by_stored = {names.column(c).lower(): c for c in COLUMNS}
+    order = f" ORDER BY {q(names.column('id'))}" if by_id else ""
     with work(source, f"cannot read table {names.table!r}", error=SchemaError) as cur:
-        cur.execute(f"SELECT * FROM {q(names.table)} ORDER BY {q(names.column('id'))}")
+        cur.execute(f"SELECT * FROM {q(names.table)}{order}")
         stored = [d[0] for d in cur.description]
         rows = cur.fetchall()
     # Renames not given: a listing without those columns would look like a valid table.

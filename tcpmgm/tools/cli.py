@@ -26,6 +26,7 @@ import click
 from ..model.errors import ReloadError, RuleError, TcpMgmError
 from ..model.rule import COLUMNS
 from ..model.text import aligned
+from ..opensips.report import check_table
 from ..service.manager import DEFAULT_DB_URL, TcpMgm
 from ..service.sockets import parse_endpoint
 from ..sql.loader import load_rules
@@ -169,13 +170,24 @@ def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def _progress(label: str, length: Callable[[], int]) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one."""
+def _progress(label: str, length: Callable[[], int] | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar's ``update`` on a terminal, ``None`` when stderr is not one.
+
+    ``length`` ``None``: the end is not known beforehand, and the bar counts."""
     if not sys.stderr.isatty():
         yield None
         return
+    if length is None:
+        # Items without a length hint: click shows a moving bar and the count so far.
+        with click.progressbar(_no_items(), label=label, file=sys.stderr, show_pos=True) as counter:
+            yield counter.update
+        return
     with click.progressbar(length=length(), label=label, file=sys.stderr) as bar:
         yield bar.update
+
+
+def _no_items() -> Iterator[int]:
+    yield from ()
 
 
 def _echo_json(value: Any) -> None:
@@ -346,7 +358,9 @@ def _reload_for_query(mgr: TcpMgm) -> None:
 @click.argument("proto")
 @click.argument("remote", metavar="REMOTE_IP[:PORT]")
 @click.argument("local", metavar="[LOCAL[:PORT]]", required=False)
-@click.option("--explain", is_flag=True, help="Show every matching rule and why it lost.")
+@click.option(
+    "--explain", is_flag=True, help="Show every matching rule and why it lost, and OpenSIPS's pick when it differs."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_with_manager
 def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool, as_json: bool) -> None:
@@ -363,6 +377,7 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
     _reload_for_query(mgr)
     try:
         found = mgr.explain(proto, remote_ip, remote_port, local_ip, local_port)
+        opensips = mgr.opensips_order.lookup(proto, remote_ip, remote_port, local_ip, local_port).id if explain else 0
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     tag = _endpoint(local, "LOCAL")[0] if local_ip is not None else None  # as typed: a tag, or the ip
@@ -383,11 +398,14 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
         }
         if explain:
             result["matches"] = [{"rule": r.id, "filters": r.describe(), "reason": why} for r, why in found.matches]
+            result["opensips_rule"] = opensips
         _echo_json(result)
         return
     shown_local = _shown(local_ip, local_port) + (f" (socket tag {tag!r})" if tag != local_ip else "")
     click.echo(f"connection: {proto.lower()} remote {_shown(remote_ip, remote_port)}, local {shown_local}")
     click.echo(str(found) if explain else found.summary())
+    if explain and opensips != found.profile.id:
+        click.echo(f"OpenSIPS would pick {f'rule {opensips}' if opensips else 'no rule'}")
 
 
 # -- check ----------------------------------------------------------------------------
@@ -395,12 +413,23 @@ def match(mgr: TcpMgm, proto: str, remote: str, local: str | None, explain: bool
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--opensips",
+    is_flag=True,
+    help="Instead: where real OpenSIPS would pick another rule than documented, and its pitfalls on this table.",
+)
 @_with_manager
-def check(mgr: TcpMgm, as_json: bool) -> None:
+def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
     """Load the table and lint it: rejected rows, shadowed rules, duplicates, host bits.
 
-    Exit status 1 when there is any error (warnings alone: 0).
+    Exit status 1 when there is any error (warnings alone: 0).  With
+    --opensips, report what real OpenSIPS would do with the table instead
+    (docs/opensips.md): exit status 1 when it would pick another rule than
+    the documented order anywhere.
     """
+    if opensips:
+        _check_opensips(mgr, as_json)
+        return
     started = time.perf_counter()
     with _progress("loading", lambda: count_rows(mgr.source, mgr.names)) as update, mgr.source.connection() as conn:
         loaded = load_rules(
@@ -433,6 +462,18 @@ def check(mgr: TcpMgm, as_json: bool) -> None:
             click.echo(str(finding))
         click.echo(f"{errors} error(s), {warnings} warning(s)")
     if errors:
+        click.get_current_context().exit(1)
+
+
+def _check_opensips(mgr: TcpMgm, as_json: bool) -> None:
+    with _progress("comparing with OpenSIPS (connections)", None) as update:  # as many as the rules' boundaries make
+        report = check_table(mgr, progress=update)
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.differs:
         click.get_current_context().exit(1)
 
 

@@ -26,7 +26,7 @@ from tcpmgm.model.limits import (
     PRIORITY_MIN,
     PROFILE_INT_MAX,
 )
-from tcpmgm.model.profile import PROFILE_FIELDS
+from tcpmgm.model.profile import PROFILE_FIELDS, attr_spec
 from tcpmgm.model.rule import COLUMNS
 from tcpmgm.sql import rows
 from tcpmgm.sql._rows_py import RowReader as PureReader
@@ -179,7 +179,10 @@ def check_rule(rule: Rule) -> None:
     for name in PROFILE_FIELDS:
         value = getattr(rule.profile, name)
         if name == "attrs":
-            assert all(ATTR_MIN <= v <= ATTR_MAX for v in value.values())
+            for name, number in value.items():  # each value within its own name's range, so within ATTR_MIN..MAX
+                spec = attr_spec(name)
+                assert spec is not None and spec.minimum <= number <= spec.maximum
+                assert ATTR_MIN <= number <= ATTR_MAX
         else:
             assert type(value) in (int, bool) and 0 <= value <= PROFILE_INT_MAX
 

@@ -1,0 +1,347 @@
+"""Where OpenSIPS picks another rule than the documented order: docs/opensips.md#how-the-comparison-works.
+
+:func:`compare` asks both orders, :class:`~tcpmgm.opensips.order.OpenSIPSOrder`
+and :class:`~tcpmgm.Matcher` (docs/behaviour.md#which-rule-wins), for every
+connection of a candidate set built from the rules' own boundaries
+(:func:`candidates`), and reports each pair of winners that differ once, with
+the first connection where they do as its witness.
+
+Why candidates suffice, and what they can miss: the two orders both sort by
+priority first, and the comparator agrees with the documented key everywhere
+but three places (paths of different named protocols compare equal, ties keep
+the database order, masks of different families compare by the first one's
+length).  So the two winners on a connection have the same priority, and the
+connection is in both rules' filters.  The candidates of a rule are its remote
+boundaries combined with what its partners at the same priority ask for in the
+fields it leaves open (a partner: a rule on the same or an enclosing remote
+network, or on any remote network).
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple, Optional
+
+from ..matching.matcher import Matcher
+from ..model.key import key_difference
+from ..model.prefix import Prefix
+from ..model.profile import Profile
+from ..model.protocols import protocol_code, protocols
+from ..model.rule import Rule
+from .order import OpenSIPSOrder, compare_paths, path_key
+
+__all__ = ["PARTNERS", "Connection", "Difference", "candidates", "compare"]
+
+Connection = tuple[Optional[str], str, int, Optional[str], int]  # lookup()'s five arguments
+
+# At most this many partners' fields are combined with one rule (the nearest
+# enclosing networks first): the candidates stay linear in the table size.
+PARTNERS = 32
+_CHUNK = 4096  # candidates asked of both orders at once (and between two progress calls)
+_BITS = {4: 32, 6: 128}
+_MAPPED = (6, 0xFFFF << 32, 96)  # ::ffff:0:0/96: tcpmgm reads these addresses as IPv4, OpenSIPS does not
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """One pair of winners that differ, with a connection where they do."""
+
+    connection: Connection  # a witness: the five lookup arguments
+    opensips_id: int  # the rule OpenSIPS picks, 0 for none
+    documented_id: int  # the rule the documented order picks, 0 for none
+    reason: str  # the comparator step where the two orders part
+
+
+class _Fields(NamedTuple):
+    """A rule's filters other than the remote network, as a candidate combines them (None/0: open)."""
+
+    proto: str | None
+    remote_port: int
+    local: Prefix | None
+    local_port: int
+
+
+class _Candidate(NamedTuple):
+    proto: str  # OpenSIPS looks up with the listener's protocol, never for any
+    remote: tuple[int, int]  # (version, address)
+    remote_port: int
+    local: tuple[int, int] | None
+    local_port: int
+
+
+def _first(prefix: Prefix) -> int:
+    return prefix[1]
+
+
+def _last(prefix: Prefix) -> int:
+    return prefix[1] | ((1 << (_BITS[prefix[0]] - prefix[2])) - 1)
+
+
+def _inside(prefix: Prefix, network: Prefix) -> bool:
+    """Whether ``prefix`` is ``network`` or inside it."""
+    if prefix[0] != network[0] or prefix[2] < network[2]:
+        return False
+    shift = _BITS[network[0]] - network[2]
+    return prefix[1] >> shift == network[1] >> shift
+
+
+def _mapped(version: int, address: int) -> bool:
+    return _inside((version, address, _BITS[version]), _MAPPED)
+
+
+class _Networks:
+    """The remote networks of a table as a forest: each one's enclosing network
+    and one address of it that no narrower network of the table covers (its gap)."""
+
+    def __init__(self, prefixes: Iterable[Prefix]) -> None:
+        self.parent: dict[Prefix, Prefix | None] = {}
+        self.gap: dict[Prefix, int | None] = {}
+        children: dict[Prefix | None, list[Prefix]] = {}
+        distinct = set(prefixes)
+        for version in (4, 6):
+            stack: list[Prefix] = []
+            for prefix in sorted(p for p in distinct if p[0] == version):  # enclosing ones first
+                while stack and not _inside(prefix, stack[-1]):
+                    stack.pop()
+                parent = stack[-1] if stack else None
+                self.parent[prefix] = parent
+                children.setdefault(parent if parent is not None else (version, 0, -1), []).append(prefix)
+                stack.append(prefix)
+        for prefix in [*self.parent, (4, 0, -1), (6, 0, -1)]:
+            whole = prefix if prefix[2] >= 0 else (prefix[0], 0, 0)
+            cursor, end = _first(whole), _last(whole)
+            for child in children.get(prefix, ()):
+                if _first(child) > cursor:
+                    break
+                cursor = _last(child) + 1
+            self.gap[prefix] = cursor if cursor <= end else None
+
+    def outside(self, version: int) -> list[int]:
+        """An address of ``version`` in no network of the table (the first one, when they cover it all)."""
+        gap = self.gap[(version, 0, -1)]
+        return [gap if gap is not None else 0]
+
+    def enclosing(self, prefix: Prefix) -> Iterator[Prefix]:
+        """``prefix`` and the table's networks around it, nearest first."""
+        current: Prefix | None = prefix
+        while current is not None:
+            yield current
+            current = self.parent[current]
+
+
+def _fields(rule: Rule) -> _Fields:
+    return _Fields(rule.proto, rule.remote_port, rule.local_prefix, rule.local_port)
+
+
+def _combined(mine: _Fields, theirs: _Fields) -> _Fields | None:
+    """The filters a connection must pass for both, ``None`` if no connection can
+    (two different named protocols: OpenSIPS always looks up with the
+    listener's protocol, never for any)."""
+    if mine.proto is not None and theirs.proto is not None and mine.proto != theirs.proto:
+        return None
+    if mine.remote_port and theirs.remote_port and mine.remote_port != theirs.remote_port:
+        return None
+    if mine.local_port and theirs.local_port and mine.local_port != theirs.local_port:
+        return None
+    local = mine.local
+    if theirs.local is not None:
+        if local is None or _inside(theirs.local, local):
+            local = theirs.local
+        elif not _inside(local, theirs.local):
+            return None
+    return _Fields(
+        mine.proto or theirs.proto,
+        mine.remote_port or theirs.remote_port,
+        local,
+        mine.local_port or theirs.local_port,
+    )
+
+
+class _Generator:
+    """The candidate connections of a table (docs/opensips.md#how-the-comparison-works)."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = rules
+        self.networks = _Networks(rule.remote_prefix for rule in rules if rule.remote_prefix is not None)
+        named_ports = {rule.remote_port for rule in rules} | {rule.local_port for rule in rules}
+        self.free_port = next((port for port in range(5000, 65536) if port not in named_ports), 0)
+        # The protocol of a connection for a rule of protocol any: one that no rule names, if there is one.
+        named_protos = {rule.proto for rule in rules}
+        self.free_proto = next((name for name in protocols() if name not in named_protos), protocols()[0])
+        # The distinct fields of the rules at each (priority, remote network or None), in table order.
+        self.partners: dict[tuple[int, Prefix | None], dict[_Fields, None]] = {}
+        for rule in rules:
+            self.partners.setdefault((rule.priority, rule.remote_prefix), {})[_fields(rule)] = None
+
+    def _partners(self, rule: Rule) -> list[_Fields]:
+        found: dict[_Fields, None] = {_fields(rule): None}
+        networks = self.networks.enclosing(rule.remote_prefix) if rule.remote_prefix is not None else iter(())
+        for network in [*networks, None]:
+            for fields in self.partners.get((rule.priority, network), ()):
+                if len(found) >= PARTNERS:
+                    return list(found)
+                found[fields] = None
+        return list(found)
+
+    def _remotes(self, rule: Rule, local: Prefix | None) -> list[tuple[int, int]]:
+        prefix = rule.remote_prefix
+        if prefix is None:
+            versions = (local[0],) if local is not None else (4, 6)
+            points = [(version, address) for version in versions for address in self.networks.outside(version)]
+        else:
+            gap = self.networks.gap[prefix]
+            addresses = (_first(prefix), _last(prefix)) + ((gap,) if gap is not None else ())
+            points = [(prefix[0], address) for address in dict.fromkeys(addresses)]
+        return [point for point in points if not _mapped(*point)]
+
+    def __iter__(self) -> Iterator[_Candidate]:
+        seen: set[_Candidate] = set()
+        for rule in self.rules:
+            mine = _fields(rule)
+            for partner in self._partners(rule):
+                fields = _combined(mine, partner)
+                if fields is None:
+                    continue
+                proto = fields.proto or self.free_proto
+                if fields.local is None:
+                    locals_: list[tuple[int, int] | None] = [None]
+                else:
+                    ends = dict.fromkeys((_first(fields.local), _last(fields.local)))
+                    locals_ = [(fields.local[0], address) for address in ends if not _mapped(fields.local[0], address)]
+                for remote in self._remotes(rule, fields.local):
+                    if fields.local is not None and remote[0] != fields.local[0]:
+                        continue
+                    for local in locals_:
+                        candidate = _Candidate(
+                            proto,
+                            remote,
+                            fields.remote_port or self.free_port,
+                            local,
+                            fields.local_port or self.free_port,
+                        )
+                        if candidate not in seen:
+                            seen.add(candidate)
+                            yield candidate
+
+
+def _text(address: tuple[int, int]) -> str:
+    version, value = address
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def _connection(candidate: _Candidate) -> Connection:
+    local = None if candidate.local is None else _text(candidate.local)
+    return candidate.proto, _text(candidate.remote), candidate.remote_port, local, candidate.local_port
+
+
+def candidates(rules: Iterable[Rule]) -> Iterator[Connection]:
+    """The candidate connections of ``rules`` (docs/opensips.md#how-the-comparison-works), each once."""
+    for candidate in _Generator(list(rules)):
+        yield _connection(candidate)
+
+
+def _column(addresses: list[tuple[int, int]], version: int) -> array.array[int] | bytes:
+    """A ``lookup_many`` address column: host-order ints for IPv4, 16 packed bytes each for IPv6."""
+    if version == 4:
+        return array.array("I", [value for _, value in addresses])
+    return b"".join(value.to_bytes(16, "big") for _, value in addresses)
+
+
+def _batch_ids(lookup_many: Callable[..., array.array[int]], batch: list[_Candidate]) -> list[int]:
+    """The winners' ids for candidates of one remote family and one kind of local address."""
+    first = batch[0]
+    locals_ = None if first.local is None else _column([c.local for c in batch if c.local is not None], first.local[0])
+    return list(
+        lookup_many(
+            array.array("I", [protocol_code(c.proto) or 0 for c in batch]),
+            _column([c.remote for c in batch], first.remote[0]),
+            array.array("I", [c.remote_port for c in batch]),
+            locals_,
+            array.array("I", [c.local_port for c in batch]),
+        )
+    )
+
+
+def _describe(rule: Rule) -> str:
+    remote = f"/{rule.remote_prefix[2]}" if rule.remote_prefix is not None else "remote any"
+    return f"{rule.proto or 'any'}, {remote}"
+
+
+def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: dict[int, int]) -> str:
+    """The comparator step where the two orders part, for two rules that match one connection
+    (``database``: each rule's place in the database's order)."""
+    o, d = opensips, documented
+    if o.key()[:-1] == d.key()[:-1]:
+        how = "keeps the database order" if database[o.id] < database[d.id] else "left them against the database order"
+        return (
+            f"the same key: OpenSIPS {how}, rule {o.id} came first "
+            f"(the documented order takes the lower id, rule {d.id})"
+        )
+    # Two rules that match one connection have the same protocol or any and
+    # addresses of one family: there the comparator ranks as the documented
+    # key does, so it puts the documented winner first, and only the sort,
+    # which assumes a transitive comparator, can have put it after.
+    why = f"the documented order puts rule {d.id} first: rule {o.id} has {key_difference(o, d)}"
+    mine, theirs = path_key(o), path_key(d)
+    for third in order.paths[order.position(o.id) + 1 : order.position(d.id)]:
+        key = path_key(third)
+        if compare_paths(mine, key) == 0 and compare_paths(key, theirs) == 0 and third.proto not in (o.proto, d.proto):
+            return (
+                f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}) because rule {third.id} "
+                f"({third.proto}) compared equal to both; {why}"
+            )
+    return (
+        f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)}), which the comparator puts after "
+        f"it: paths of different protocols compare equal, and the merge never compared the two; {why}"
+    )
+
+
+def compare(
+    rules: Sequence[Rule],
+    *,
+    default: Profile | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Difference]:
+    """Every pair (OpenSIPS's winner, the documented winner) that differs on a
+    candidate connection, once, with a witness; sorted by the two ids.
+
+    ``rules`` in the order the database returned them."""
+    order = OpenSIPSOrder(rules, default=default)
+    documented = Matcher(rules, default=default)
+    witnesses: dict[tuple[int, int], _Candidate] = {}
+    pending: dict[tuple[int, int | None], list[_Candidate]] = {}
+
+    def run(batch: list[_Candidate]) -> None:
+        for candidate, theirs, ours in zip(
+            batch, _batch_ids(order.lookup_many, batch), _batch_ids(documented.lookup_many, batch)
+        ):
+            if theirs != ours:
+                witnesses.setdefault((theirs, ours), candidate)
+        if progress is not None:
+            progress(len(batch))
+
+    for candidate in _Generator(list(rules)):
+        kind = (candidate.remote[0], None if candidate.local is None else candidate.local[0])
+        batch = pending.setdefault(kind, [])
+        batch.append(candidate)
+        if len(batch) >= _CHUNK:
+            run(batch)
+            pending[kind] = []
+    for batch in pending.values():
+        if batch:
+            run(batch)
+
+    database = {rule.id: place for place, rule in enumerate(rules)}
+    differences = []
+    for candidate in witnesses.values():
+        connection = _connection(candidate)
+        theirs, ours = order.winner(*connection), documented.get(documented.lookup(*connection).id)
+        # Asked again as the caller will read the witness.  Both orders try
+        # every rule with one predicate: a rule that matches for one matches for the other.
+        assert theirs is not None and ours is not None, connection
+        if theirs.id != ours.id:
+            differences.append(Difference(connection, theirs.id, ours.id, _reason(theirs, ours, order, database)))
+    return sorted(differences, key=lambda difference: (difference.opensips_id, difference.documented_id))
