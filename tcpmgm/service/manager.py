@@ -78,7 +78,10 @@ class TcpMgm:
         self.default = (default if default is not None else default_profile()).replace(id=0)
         self._matcher = Matcher([], default=self.default)
         self._reload_lock = threading.Lock()
-        self.last_report: ReloadReport | None = None
+        self.last_report: ReloadReport | None = None  # of the last successful reload
+        # Reloads since the manager was made, by outcome (read by monitoring: docs/operations.md#metrics).
+        self.reloads = 0
+        self.failed_reloads = 0
 
     def __repr__(self) -> str:
         return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
@@ -124,8 +127,10 @@ class TcpMgm:
                 with gc_paused():
                     matcher = Matcher(result.rules, default=self.default)
             except ReloadError:
+                self.failed_reloads += 1
                 raise  # strict mode's refusal, already logged
             except Exception as exc:
+                self.failed_reloads += 1
                 # An exception outside tcpmgm's hierarchy is a bug somewhere: keep its traceback.
                 unexpected = not isinstance(exc, TcpMgmError)
                 reason = f"{type(exc).__name__}: {one_line(exc)}" if unexpected else str(exc)
@@ -135,6 +140,7 @@ class TcpMgm:
             self._matcher = matcher  # the one atomic swap
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
+            self.reloads += 1
             for err in result.rejected:
                 log.warning("rejected: %s", err)
             log.info("reloaded %d rule(s) from %s in %.3f s", report.loaded, self.source.description, report.seconds)
