@@ -9,6 +9,7 @@ import json
 import logging
 import sqlite3
 import sys
+import types
 import urllib.parse
 
 import pytest
@@ -241,10 +242,15 @@ def test_the_scrape_answers_get_and_head_only(endpoint):
     assert status == 404
 
 
-def test_without_the_extra_the_scrape_says_what_to_install(endpoint, monkeypatch):
-    for name in [n for n in sys.modules if n.startswith("prometheus_client.") or n == "tcpmgm.service.metrics"]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import prometheus_client fails
+@pytest.mark.parametrize("installed", ["none", "too old"])
+def test_without_the_extra_the_scrape_says_what_to_install(endpoint, monkeypatch, installed):
+    monkeypatch.delitem(sys.modules, "tcpmgm.service.metrics")
+    if installed == "none":
+        for name in [n for n in sys.modules if n.startswith("prometheus_client.")]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import prometheus_client fails
+    else:  # a registry module without the Collector base class, as before 0.14
+        monkeypatch.setitem(sys.modules, "prometheus_client.registry", types.ModuleType("prometheus_client.registry"))
     url = endpoint()
     status, head, body = request(url)
     assert status == 501 and head["content-type"] == "application/json"

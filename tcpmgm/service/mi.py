@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..model.errors import ReloadError, TcpMgmError
 from ..model.profile import Profile
-from ..sql.db import extra_requirement
+from ..sql.db import extra_requirement, one_line
 from .sockets import parse_endpoint
 
 __all__ = [
@@ -301,12 +301,10 @@ class Dispatcher:
         if self._scraper is None:
             try:
                 from .metrics import CONTENT_TYPE, scraper
-            except ModuleNotFoundError as exc:
-                if (exc.name or "").split(".")[0] != "prometheus_client":
-                    raise
+            except ImportError as exc:  # not installed, or a prometheus-client older than the extra asks for
                 requirement = extra_requirement("metrics") or "prometheus-client"
                 missing = (
-                    f"/metrics needs the extra 'metrics': pip install {requirement} "
+                    f"/metrics needs the extra 'metrics' ({one_line(exc)}): pip install {requirement} "
                     "(or, from a tcpmgm checkout, pip install '.[metrics]')"
                 )
                 return (*_fail(501, missing), _JSON)
