@@ -281,20 +281,34 @@ cdef void classify_batch(const Core* c, Batch* batch, uint32_t* out32, int64_t* 
                 out32[i - lag] = rank
 
 
-cdef void ranks_to_ids(const Core* c, Py_ssize_t n, uint32_t* out32, int64_t* out64) noexcept nogil:
+cdef inline void ranks_to_ids(const Core* c, Py_ssize_t n, uint32_t* out32, int64_t* out64,
+                              uint64_t* hits) noexcept nogil:
     """Each rank in place into its rule's id (0: the default), in a pass of its own: each id is
-    a cache miss at a million rules, and here nothing waits on it."""
+    a cache miss at a million rules, and here nothing waits on it.  With ``hits`` (not NULL)
+    each row's win is counted on the way, and the caller holds the GIL (_hits.pxi says why)."""
     cdef Py_ssize_t i
-    cdef uint32_t rank
+    cdef uint32_t rank, ahead
     if out64 != NULL:
         for i in range(n):
-            if i + ID_AHEAD < n and out64[i + ID_AHEAD] != NONE:
-                prefetch(&c.id_of_rank[out64[i + ID_AHEAD]])
+            if i + ID_AHEAD < n:
+                ahead = <uint32_t>out64[i + ID_AHEAD]
+                if ahead != NONE:
+                    prefetch(&c.id_of_rank[ahead])
+                if hits != NULL:
+                    prefetch(&hits[hit_slot(ahead)])
             rank = <uint32_t>out64[i]
+            if hits != NULL:
+                hits[hit_slot(rank)] += 1
             out64[i] = 0 if rank == NONE else c.id_of_rank[rank]
         return
     for i in range(n):
-        if i + ID_AHEAD < n and out32[i + ID_AHEAD] != NONE:
-            prefetch(&c.id_of_rank[out32[i + ID_AHEAD]])
+        if i + ID_AHEAD < n:
+            ahead = out32[i + ID_AHEAD]
+            if ahead != NONE:
+                prefetch(&c.id_of_rank[ahead])
+            if hits != NULL:
+                prefetch(&hits[hit_slot(ahead)])
         rank = out32[i]
+        if hits != NULL:
+            hits[hit_slot(rank)] += 1
         out32[i] = 0 if rank == NONE else <uint32_t>c.id_of_rank[rank]

@@ -12,6 +12,7 @@ One extension module in parts (docs/architecture.md):
     _lookup.pxi          the lookup (no Python objects, no GIL) and why it is exact
     _query.pxi           a lookup's arguments into a Query (parse_query: shared, _matcher.pxd)
     _buffers.pxi         lookup_many's buffers and its batch pipeline
+    _hits.pxi            the per-rule hit counts and why they are exact with threads
     _matcher.pyx         this file: the Python API, the Matcher class
 """
 
@@ -58,6 +59,7 @@ check_layout()      # compiles only if the struct sizes are the ones _layout.pxd
 
 include "_lookup.pxi"
 include "_query.pxi"
+include "_hits.pxi"
 include "_buffers.pxi"
 include "_build.pxi"
 include "_build_trie.pxi"
@@ -70,7 +72,9 @@ cdef class Matcher:
     ``lookup`` and ``explain`` take the same arguments as the reference.
     ``lookup_many(protos, remote_ips, remote_ports=None, local_ips=None,
     local_ports=None)`` classifies a batch given as buffers (see its docstring)
-    without the GIL.  Immutable once built; safe to share between threads.
+    without the GIL.  Its rules are immutable once built; safe to share
+    between threads, whose lookups all count in ``hits()`` unless built with
+    ``count_hits=False``.
     """
 
     cdef Core c
@@ -79,6 +83,7 @@ cdef class Matcher:
     cdef object _default
     cdef bint _built
     cdef str _id_typecode
+    cdef uint64_t* _hits          # lookups won, by rank + 1 (_hits.pxi); NULL: not counting
 
     def __cinit__(self):
         memset(&self.c, 0, sizeof(Core))
@@ -87,8 +92,9 @@ cdef class Matcher:
 
     def __dealloc__(self):
         free_core(&self.c)
+        free(self._hits)
 
-    def __init__(self, rules=(), *, default=None):
+    def __init__(self, rules=(), *, default=None, count_hits=True):
         if self._built:
             raise TypeError("a Matcher is immutable; build a new one")
         given = list(rules)
@@ -100,6 +106,8 @@ cdef class Matcher:
         self._id_typecode = "I" if self.c.max_id <= 0xFFFFFFFFU else "Q"
         if self._repeated_id():
             check_unique_ids(given)                # raises the reference's RuleError
+        if count_hits:
+            self._hits = new_hit_counts(self.c.n_rules)
         self._built = True
 
     cdef bint _repeated_id(self) noexcept:
@@ -146,8 +154,8 @@ cdef class Matcher:
 
     @property
     def nbytes(self):
-        """Bytes of C memory this matcher owns (trie, groups, hashes, per-rule arrays)."""
-        return self.c.nbytes
+        """Bytes of C memory this matcher owns (trie, groups, hashes, per-rule arrays, hit counts)."""
+        return self.c.nbytes + (self.c.n_rules + 1) * sizeof(uint64_t) if self._hits != NULL else self.c.nbytes
 
     @property
     def stride_bits(self):
@@ -157,12 +165,27 @@ cdef class Matcher:
     def __repr__(self):
         return f"<{type(self).__name__} {self.c.n_rules} rules>"
 
+    # -- hit counts ----------------------------------------------------------
+    @property
+    def count_hits(self):
+        """Whether lookups count in ``hits()`` (the constructor's ``count_hits``)."""
+        return self._hits != NULL
+
+    def hits(self):
+        """Lookups each rule won since this matcher was built: rule id -> count, every rule
+        (zeros included), key 0 for the default profile; ``{}`` when not counting.
+
+        ``lookup`` and ``lookup_many`` count (a refused batch counts nothing); ``explain`` does not."""
+        return {} if self._hits == NULL else hit_counts(&self.c, self._hits)
+
     # -- lookups -------------------------------------------------------------
     def lookup(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
         """The profile of the winning rule, or the default profile (id 0)."""
         cdef Query q
         parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port, &self.c)
         cdef uint32_t rank = classify(&self.c, &q)
+        if self._hits != NULL:
+            self._hits[hit_slot(rank)] += 1       # the GIL is held: _hits.pxi
         if rank == NONE:
             return self._default
         return <object>PyTuple_GET_ITEM(self._profiles, rank)
@@ -195,7 +218,8 @@ cdef class Matcher:
         Each element gets what ``lookup()`` gives for the same values; one that
         ``lookup()`` refuses raises ``ValueError`` naming the argument, the index
         and the value (``remote_ports[3]: -1 is outside 0..65535``).
-        The classification runs without the GIL.
+        The classification runs without the GIL; an accepted batch counts
+        each row in ``hits()`` as ``lookup()`` would.
         """
         cdef Batch b
         keep = open_batch(&b, protos, remote_ips, remote_ports, local_ips, local_ports)
@@ -204,8 +228,10 @@ cdef class Matcher:
         cdef int64_t* out64 = <int64_t*>out.data.as_voidptr if self._id_typecode == "Q" else NULL
         with nogil:
             classify_batch(&self.c, &b, out32, out64)
-            if b.bad < 0:
-                ranks_to_ids(&self.c, b.n, out32, out64)
+            if b.bad < 0 and self._hits == NULL:
+                ranks_to_ids(&self.c, b.n, out32, out64, NULL)
         if b.bad >= 0:
             raise_bad_item(&b)
+        if self._hits != NULL:
+            ranks_to_ids(&self.c, b.n, out32, out64, self._hits)   # counting: with the GIL (_hits.pxi)
         return out

@@ -9,6 +9,7 @@ classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 from __future__ import annotations
 
 import array
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,12 +32,17 @@ class ReferenceMatcher:
     like the compiled one's, it counts C memory, and the reference owns none.
     """
 
-    def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None, count_hits: bool = True) -> None:
         ordered = sorted(check_unique_ids(rules), key=Rule.key)
         self._rules: tuple[Rule, ...] = tuple(ordered)
         self._by_id = {rule.id: rule for rule in ordered}
         self._default = (default if default is not None else default_profile()).replace(id=0)
         self._filters = [Filters.of(rule) for rule in ordered]
+        # Lookups won by rule id (0: the default), or None when not counting.  ``+= 1`` on a
+        # dict item is a read and a write that another thread may run between: the lock
+        # makes each count exact (the compiled twin relies on the GIL instead).
+        self._hits: dict[int, int] | None = dict.fromkeys([0, *self._by_id], 0) if count_hits else None
+        self._hits_lock = threading.Lock()
 
     # -- container protocol --------------------------------------------------
     def __len__(self) -> int:
@@ -63,6 +69,28 @@ class ReferenceMatcher:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {len(self)} rules>"
+
+    # -- hit counts ----------------------------------------------------------
+    @property
+    def count_hits(self) -> bool:
+        """Whether lookups count in ``hits()`` (the constructor's ``count_hits``)."""
+        return self._hits is not None
+
+    def hits(self) -> dict[int, int]:
+        """Lookups each rule won since this matcher was built: rule id -> count, every rule
+        (zeros included), key 0 for the default profile; ``{}`` when not counting.
+
+        ``lookup`` and ``lookup_many`` count (a refused batch counts nothing); ``explain`` does not."""
+        if self._hits is None:
+            return {}
+        with self._hits_lock:
+            return dict(self._hits)
+
+    def _count(self, winners: Iterable[int]) -> None:
+        if self._hits is not None:
+            with self._hits_lock:
+                for rule_id in winners:
+                    self._hits[rule_id] += 1
 
     # -- lookups -------------------------------------------------------------
     def _matching(
@@ -91,6 +119,12 @@ class ReferenceMatcher:
         local_port: int = 0,
     ) -> Profile:
         """The profile of the winning rule, or the default profile (id 0)."""
+        profile = self._winner(proto, remote_ip, remote_port, local_ip, local_port)
+        self._count((profile.id,))
+        return profile
+
+    def _winner(self, proto: str | None, remote_ip: Any, remote_port: int, local_ip: Any, local_port: int) -> Profile:
+        """:meth:`lookup`'s answer, not counted."""
         for rule in self._matching(proto, remote_ip, remote_port, local_ip, local_port):
             return rule.profile
         return self._default
@@ -118,5 +152,10 @@ class ReferenceMatcher:
 
         The buffers, the result type and the refusals are the compiled
         ``Matcher.lookup_many``'s; :mod:`tcpmgm.matching._batch_py` reads them.
+        The rows count in ``hits()`` once the whole batch is answered, as the compiled one's do.
         """
-        return _batch_py.lookup_many(self.lookup, self._rules, protos, remote_ips, remote_ports, local_ips, local_ports)
+        winners = _batch_py.lookup_many(
+            self._winner, self._rules, protos, remote_ips, remote_ports, local_ips, local_ports
+        )
+        self._count(winners)
+        return winners

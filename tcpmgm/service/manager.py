@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..matching.explanation import Explanation
 from ..matching.matcher import Matcher
@@ -26,7 +26,7 @@ from ..sql.loader import gc_paused, load_rules
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
 from ..sql.watch import Watcher, install_trigger
 
-__all__ = ["DEFAULT_DB_URL", "ReloadReport", "TcpMgm"]
+__all__ = ["DEFAULT_DB_URL", "InService", "ReloadReport", "TcpMgm"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,18 @@ class ReloadReport:
         return "\n".join(lines)
 
 
+class InService(NamedTuple):
+    """The matcher in service and when it went into service (``time.time()``): the start of its hit counts."""
+
+    matcher: Matcher
+    since: float
+
+
 class TcpMgm:
-    """Rules from the ``tcp_mgm`` table of ``db`` (a URL or an open DB-API connection)."""
+    """Rules from the ``tcp_mgm`` table of ``db`` (a URL or an open DB-API connection).
+
+    ``count_hits=False`` builds every matcher without hit counts (:meth:`hits` is then ``{}``).
+    """
 
     def __init__(
         self,
@@ -67,6 +77,7 @@ class TcpMgm:
         strict: bool = False,
         schema_version: int | None = None,
         default: Profile | None = None,
+        count_hits: bool = True,
     ) -> None:
         if schema_version is not None and schema_version not in SCHEMA_VERSIONS:
             raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
@@ -76,7 +87,8 @@ class TcpMgm:
         self.strict = strict
         self.schema_version = schema_version
         self.default = (default if default is not None else default_profile()).replace(id=0)
-        self._matcher = Matcher([], default=self.default)
+        self.count_hits = count_hits
+        self._put_in_service(Matcher([], default=self.default, count_hits=count_hits))
         self._reload_lock = threading.Lock()
         self.last_report: ReloadReport | None = None  # of the last successful reload
         # Reloads since the manager was made, by outcome (read by monitoring: docs/operations.md#metrics).
@@ -90,6 +102,22 @@ class TcpMgm:
     def matcher(self) -> Matcher:
         """The matcher in service (replaced as a whole by each successful reload)."""
         return self._matcher
+
+    @property
+    def service(self) -> InService:
+        """The matcher in service with the time it went in, read as one pair (a reload swaps both at once)."""
+        return self._service
+
+    def hits(self) -> dict[int, int]:
+        """Lookups each rule in service won since the last reload: rule id -> count, every rule
+        (zeros included), key 0 for the default profile; ``{}`` with ``count_hits=False``."""
+        return self._matcher.hits()
+
+    def _put_in_service(self, matcher: Matcher) -> None:
+        # The pair for the readers of counts and their start (tcp_stats), one reference; then
+        # the matcher alone for the lookups, which then need no tuple to look into.
+        self._service = InService(matcher, time.time())
+        self._matcher = matcher
 
     # -- reload --------------------------------------------------------------
     def reload(self) -> ReloadReport:
@@ -125,7 +153,7 @@ class TcpMgm:
                         report,
                     )
                 with gc_paused():
-                    matcher = Matcher(result.rules, default=self.default)
+                    matcher = Matcher(result.rules, default=self.default, count_hits=self.count_hits)
             except ReloadError:
                 self.failed_reloads += 1
                 raise  # strict mode's refusal, already logged
@@ -137,7 +165,7 @@ class TcpMgm:
                 message = f"reload from {self.source.description} failed, old rules stay in service: {reason}"
                 log.error("%s", message, exc_info=unexpected)
                 raise ReloadError(message) from exc
-            self._matcher = matcher  # the one atomic swap
+            self._put_in_service(matcher)  # the swap: one reference assignment for each kind of reader
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
             self.reloads += 1

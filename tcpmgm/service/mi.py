@@ -8,6 +8,11 @@ Methods:
   params ``offset`` (default 0) and ``limit`` (default and at most
   :attr:`Limits.list_limit`); the answer carries ``total`` and ``next_offset``
   (``None`` on the last page).  :func:`list_all` pages through for a client.
+* ``tcp_stats``: how many lookups each rule in service won since the last
+  reload, one page in the order of ``tcp_list`` (params ``offset`` and
+  ``limit``, at most :attr:`Limits.stats_limit`); the answer carries the
+  default profile's count, ``since`` (when that reload put the rules in
+  service) and the paging of ``tcp_list``.  :func:`stats_all` pages through.
 * ``tcp_match``: which rule wins for a connection; params ``proto``,
   ``remote`` (``ip``, ``ip:port`` or ``[ipv6]:port``), ``local`` (same,
   optional) and ``explain`` (bool), by name or by position.
@@ -70,6 +75,7 @@ __all__ = [
     "list_all",
     "profile_dict",
     "serve",
+    "stats_all",
 ]
 
 # The public module's name (tcpmgm.mi, the facade the README documents), not this file's.
@@ -188,6 +194,9 @@ class Limits:
     max_body: int = 1 << 20
     max_batch: int = 100  # requests in one JSON-RPC batch
     list_limit: int = 100  # tcp_list's default and largest page
+    # tcp_stats's default and largest page: an entry is two numbers, and each page reads the
+    # counts of every rule, so a million rules take 100 pages, not 10,000.
+    stats_limit: int = 10_000
     max_response: int = 4 << 20  # bytes of one response body
     metrics_rules: int = 50  # rules with a hit sample of their own in /metrics; the rest are summed
 
@@ -236,6 +245,7 @@ class Dispatcher:
             "tcp_mgm:reload": self.tcp_reload,
             "tcp_list": self.tcp_list,
             "tcp_match": self.tcp_match,
+            "tcp_stats": self.tcp_stats,
         }
         # Methods a batch runs once, every entry getting that answer: a
         # reload reads the whole table, and 2,000 of them in one request
@@ -263,6 +273,26 @@ class Dispatcher:
         rules = [rule.to_row() for rule in itertools.islice(matcher, start, start + page)]
         end = start + len(rules)
         return {"rules": rules, "total": total, "offset": offset, "next_offset": end if end < total else None}
+
+    def tcp_stats(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        page = self.limits.stats_limit if limit is None else limit
+        _check_int("offset", offset, 0, None)
+        _check_int("limit", page, 1, self.limits.stats_limit)
+        matcher, since = self.mgr.service  # the counts and their start from one matcher, whatever a reload does
+        counts = matcher.hits()
+        total = len(matcher)
+        start = min(offset, total)
+        ids = [rule.id for rule in itertools.islice(matcher, start, start + page)]
+        end = start + len(ids)
+        return {
+            "counting": matcher.count_hits,
+            "since": since,
+            "default": counts.get(0),
+            "hits": [{"id": rule_id, "hits": counts.get(rule_id)} for rule_id in ids],
+            "total": total,
+            "offset": offset,
+            "next_offset": end if end < total else None,
+        }
 
     def tcp_match(
         self, proto: str | None, remote: str | None = None, local: str | None = None, explain: bool = False
@@ -966,3 +996,34 @@ def list_all(url: str, *, token: str | None = None, timeout: float = 30.0) -> li
         if following is None:
             return rules
         offset = following
+
+
+def stats_all(url: str, *, token: str | None = None, timeout: float = 30.0, attempts: int = 3) -> dict[str, Any]:
+    """``tcp_stats`` paged through: one answer with every rule's entry under ``hits``.
+
+    The pages must come from one matcher: when ``since`` changes between two of
+    them (a reload), the counts restarted at zero, so the paging starts over,
+    up to ``attempts`` times.
+    """
+    for _ in range(attempts):
+        first: dict[str, Any] | None = None
+        entries: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = call(url, "tcp_stats", {"offset": offset}, token=token, timeout=timeout)
+            following = page.get("next_offset") if isinstance(page, dict) else None
+            if (
+                not isinstance(page, dict)
+                or not isinstance(page.get("hits"), list)
+                or not (following is None or (isinstance(following, int) and following > offset))
+            ):
+                raise MIError(f"{url}: tcp_stats did not answer with a page after offset {offset}")
+            if first is None:
+                first = page
+            elif page.get("since") != first.get("since"):
+                break  # reloaded between two pages: start over
+            entries.extend(page["hits"])
+            if following is None:
+                return {**first, "hits": entries, "offset": 0, "next_offset": None}
+            offset = following
+    raise MIError(f"{url}: the rules were reloaded during each of {attempts} attempts to read tcp_stats")

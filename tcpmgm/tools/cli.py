@@ -11,6 +11,7 @@ progress bar when stderr is a terminal and stays quiet when it is not.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import importlib
 import json
@@ -136,6 +137,24 @@ _TABLE_OPTIONS = (
 )
 
 
+# Where a running service's admin endpoint is: for `tcpmgm mi` and `tcpmgm list --hits`.
+_MI_OPTIONS = (
+    click.option(
+        "--url",
+        envvar="TCPMGM_MI_URL",
+        default=None,
+        help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).",
+    ),
+    click.option("--token", envvar="TCPMGM_MI_TOKEN", default=None, help="Bearer token (also $TCPMGM_MI_TOKEN)."),
+)
+
+
+def _mi_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_MI_OPTIONS):
+        command = option(command)
+    return command
+
+
 def _with_manager(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the table options to ``command`` and pass it a :class:`TcpMgm` as ``mgr``."""
 
@@ -237,17 +256,56 @@ def rm(mgr: TcpMgm, rule_id: int) -> None:
 
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--hits",
+    is_flag=True,
+    help="Add how many lookups each rule won since the service's last reload, from its admin endpoint (--url).",
+)
+@_mi_options
 @_with_manager
-def list_rules(mgr: TcpMgm, as_json: bool) -> None:
-    """Print the table's rows as stored (invalid ones too), by id."""
+def list_rules(mgr: TcpMgm, as_json: bool, hits: bool, url: str | None, token: str | None) -> None:
+    """Print the table's rows as stored (invalid ones too), by id.
+
+    With --hits, each row also shows the lookups its rule won in the running
+    service since its last reload ("-": not in service, e.g. rejected or added
+    since), and the default profile's count follows the rows.
+    """
     rows = read_rows(mgr.source, mgr.names)
-    if as_json:
+    if hits:
+        _list_with_hits(rows, url, token, as_json)
+    elif as_json:
         _echo_json(rows)
     elif not rows:
         click.echo(f"table {mgr.names.table!r} is empty")
     else:
         header = list(rows[0])
         click.echo(aligned([header] + [[row[c] for c in header] for row in rows]))
+
+
+def _list_with_hits(rows: list[dict[str, Any]], url: str | None, token: str | None, as_json: bool) -> None:
+    from ..service import mi  # the HTTP machinery, only for the commands that need it
+
+    where = url or mi.DEFAULT_URL
+    stats = mi.stats_all(where, token=token)
+    if not stats.get("counting"):
+        raise TcpMgmError(f"the service at {where} does not count hits (its matchers are built with count_hits=False)")
+    won = {entry["id"]: entry["hits"] for entry in stats["hits"]}
+    listed = [{**row, "hits": won.get(row["id"])} for row in rows]
+    in_table = {row["id"] for row in rows}
+    gone = [{"id": rule_id, "hits": count} for rule_id, count in won.items() if rule_id not in in_table]
+    since = datetime.datetime.fromtimestamp(stats["since"], datetime.timezone.utc)
+    if as_json:
+        _echo_json({"rows": listed, "default": stats["default"], "since": since.isoformat(), "not_in_table": gone})
+        return
+    if listed:
+        # A rule not in service (rejected, or added since the reload) has no count: "-".
+        cells = [[*(row[c] for c in rows[0]), "-" if row["hits"] is None else row["hits"]] for row in listed]
+        click.echo(aligned([list(listed[0]), *cells]))
+    click.echo(f"default profile: {stats['default']} lookup(s)")
+    click.echo(f"counted since {since:%Y-%m-%d %H:%M:%S} UTC, the service's last reload")
+    if gone:
+        shown = ", ".join(f"{entry['id']} ({entry['hits']})" for entry in gone)
+        click.echo(f"in service but no longer in the table: {shown}")
 
 
 # -- match ----------------------------------------------------------------------------
@@ -403,13 +461,7 @@ def _mi_params(values: Sequence[str]) -> Any:
 @cli.command("mi")
 @click.argument("method")
 @click.argument("params", nargs=-1)
-@click.option(
-    "--url",
-    envvar="TCPMGM_MI_URL",
-    default=None,
-    help="Endpoint URL (also $TCPMGM_MI_URL; default http://127.0.0.1:8888/mi).",
-)
-@click.option("--token", envvar="TCPMGM_MI_TOKEN", default=None, help="Bearer token (also $TCPMGM_MI_TOKEN).")
+@_mi_options
 def mi_command(method: str, params: Sequence[str], url: str | None, token: str | None) -> None:
     """Call METHOD on a running service's admin endpoint and print the result as JSON.
 
