@@ -4,6 +4,7 @@ Every test reads the text as Prometheus would, with prometheus_client's own
 parser, so a sample that is malformed, misnamed or mistyped fails here.
 """
 
+import array
 import http.client
 import json
 import logging
@@ -101,6 +102,7 @@ def test_a_reload_and_a_failed_reload_are_counted_with_the_last_reports_rows(end
     assert value(samples, "tcpmgm_last_reload_rows_loaded") == 3
     assert value(samples, "tcpmgm_last_reload_rows_rejected") == 0
     assert value(samples, "tcpmgm_last_reload_duration_seconds") == mgr.last_report.seconds
+    assert value(samples, "tcpmgm_last_reload_timestamp_seconds") == mgr.service.since
 
     mgr.add_rule({"id": 4, "proto": "tcp", "remote_addr": "192.0.2.0/24"})
     with sqlite3.connect(mgr.source.path) as conn:
@@ -120,6 +122,7 @@ def test_a_reload_and_a_failed_reload_are_counted_with_the_last_reports_rows(end
     assert value(samples, "tcpmgm_reloads_total") == 2 and value(samples, "tcpmgm_reload_failures_total") == 1
     assert value(samples, "tcpmgm_rules_in_service") == 4
     assert value(samples, "tcpmgm_last_reload_rows_rejected") == 1  # still the last successful reload's
+    assert value(samples, "tcpmgm_last_reload_timestamp_seconds") == mgr.service.since
 
 
 def test_a_failing_database_counts_as_a_failed_reload(mgr):
@@ -142,19 +145,32 @@ def test_lookups_are_the_hits_of_the_rules_that_won_them(endpoint, mgr):
     url = endpoint()
     for _ in range(3):
         mgr.lookup("tcp", "10.2.3.4", 5060)  # rule 1
+    mgr.matcher.lookup_many("tcp", array.array("I", [0x0A020304, 0x0A020305]))  # rule 1, twice
     mgr.lookup("ws", "10.1.2.3", 5060)  # rule 2
     mgr.lookup("tls", "2001:db8::1", 5061)  # rule 3
     mgr.lookup("ws", "192.0.2.1", 5060)  # no rule: the default profile
     mgr.lookup("ws", "192.0.2.2", 5060)
     samples, types = scrape(url)
-    assert rule_hits(samples) == {"1": 3, "2": 1, "3": 1, "default": 2, "other": 0}
-    assert value(samples, "tcpmgm_lookups_total") == 7
+    assert rule_hits(samples) == {"1": 5, "2": 1, "3": 1, "default": 2, "other": 0}
+    assert value(samples, "tcpmgm_lookups_total") == 9
     assert types["tcpmgm_rule_hits"] == types["tcpmgm_lookups"] == "counter"
 
     mi.call(url, "tcp_reload")  # hits count from the last reload
     samples, _ = scrape(url)
     assert rule_hits(samples) == {"1": 0, "2": 0, "3": 0, "default": 0, "other": 0}
     assert value(samples, "tcpmgm_lookups_total") == 0
+
+
+def test_a_manager_that_does_not_count_hits_shows_no_hit_samples_rather_than_zeros(endpoint, tmp_path):
+    uncounted = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'uncounted.db'}", count_hits=False)
+    uncounted.create_schema()
+    uncounted.add_rule({"id": 1, "proto": "tcp", "remote_addr": "10.0.0.0/8"})
+    uncounted.reload()
+    uncounted.lookup("tcp", "10.2.3.4")
+    samples, types = scrape(endpoint(manager=uncounted))
+    assert types["tcpmgm_lookups"] == types["tcpmgm_rule_hits"] == "counter"
+    assert not [key for key in samples if key[0] in ("tcpmgm_lookups_total", "tcpmgm_rule_hits_total")]
+    assert value(samples, "tcpmgm_rules_in_service") == 1
 
 
 def test_only_the_top_rules_by_hits_have_a_sample_and_the_rest_are_summed(endpoint, tmp_path):
@@ -212,7 +228,7 @@ def test_every_event_is_a_counter_of_its_own(endpoint):
 def test_every_metric_is_named_for_tcpmgm_and_has_help(endpoint):
     text = request(endpoint())[2]
     families = list(text_string_to_metric_families(text))
-    assert len(families) == 8 + len(Event)
+    assert len(families) == 9 + len(Event)
     for family in families:
         assert family.name.startswith("tcpmgm_") and family.documentation, family.name
         if family.type == "counter":
@@ -260,14 +276,11 @@ def test_without_the_extra_the_scrape_says_what_to_install(endpoint, monkeypatch
 
 
 def test_a_manager_that_fails_the_scrape_is_a_500_and_logged(endpoint, mgr, monkeypatch, caplog):
-    def broken():
-        raise RuntimeError("no hits today")
-
-    monkeypatch.setattr(mgr, "hits", broken)
+    monkeypatch.setattr(mgr, "last_report", object())  # a report without its fields
     url = endpoint()
     with caplog.at_level(logging.ERROR, logger="tcpmgm.mi"):
         status, _, body = request(url)
-    assert status == 500 and "no hits today" in json.loads(body)["error"]["message"]
+    assert status == 500 and "AttributeError" in json.loads(body)["error"]["message"]
     assert any("scrape" in record.getMessage() for record in caplog.records)
     assert mi.call(url, "tcp_list")["total"] == 3
 

@@ -77,47 +77,60 @@ class Collector(_PrometheusCollector):
             "Reloads that failed and left the rules in service unchanged",
             value=mgr.failed_reloads,
         )
-        yield from self._last_reload()
-        yield GaugeMetricFamily("tcpmgm_rules_in_service", "Rules in service", value=len(mgr.matcher))
-        hits = mgr.hits()  # one read: the lookups and the per-rule samples agree
-        yield CounterMetricFamily(
-            "tcpmgm_lookups",
-            "Lookups since the last reload (the sum of tcpmgm_rule_hits_total)",
-            value=sum(hits.values()),
+        matcher, since = mgr.service  # the rules, their hits and the start of those from one reload
+        yield from self._last_reload(since)
+        yield GaugeMetricFamily("tcpmgm_rules_in_service", "Rules in service", value=len(matcher))
+        lookups = CounterMetricFamily(
+            "tcpmgm_lookups", "Lookups since the last reload (the sum of tcpmgm_rule_hits_total)"
         )
+        # One read, so that the lookups and the per-rule samples agree; None when the manager does
+        # not count (TcpMgm(count_hits=False)): no samples rather than zeros.
+        hits = matcher.hits() if matcher.count_hits else None
+        if hits is not None:
+            lookups.add_metric([], sum(hits.values()))
+        yield lookups
         yield self._rule_hits(hits)
         counts = snapshot()
         for event in Event:
             yield CounterMetricFamily(f"tcpmgm_{event.value}", _EVENT_HELP[event], value=counts[event])
 
-    def _last_reload(self) -> Iterator[Metric]:
-        """The last successful reload's report; families without a sample before the first one."""
+    def _last_reload(self, since: float) -> Iterator[Metric]:
+        """The last successful reload, which put the rules in service at ``since``; families without a
+        sample before the first one."""
         report = self.mgr.last_report
+        when = GaugeMetricFamily(
+            "tcpmgm_last_reload_timestamp_seconds",
+            "When the last successful reload put its rules in service (Unix time), the start of the hit counts",
+            unit="seconds",
+        )
         duration = GaugeMetricFamily(
             "tcpmgm_last_reload_duration_seconds", "How long the last successful reload took", unit="seconds"
         )
         loaded = GaugeMetricFamily("tcpmgm_last_reload_rows_loaded", "Rows the last successful reload loaded")
         rejected = GaugeMetricFamily("tcpmgm_last_reload_rows_rejected", "Rows the last successful reload rejected")
         if report is not None:
+            when.add_metric([], since)
             duration.add_metric([], report.seconds)
             loaded.add_metric([], report.loaded)
             rejected.add_metric([], len(report.rejected))
-        return iter((duration, loaded, rejected))
+        return iter((when, duration, loaded, rejected))
 
-    def _rule_hits(self, hits: dict[int, int]) -> Metric:
+    def _rule_hits(self, hits: dict[int, int] | None) -> Metric:
         family = CounterMetricFamily(
             "tcpmgm_rule_hits",
             f"Lookups each rule won since the last reload: the top {self.top_rules} rules by hits, "
             f'rule="{DEFAULT_LABEL}" for the default profile, rule="{OTHER_LABEL}" the sum of the rest',
             labels=["rule"],
         )
-        family.add_metric([DEFAULT_LABEL], hits.get(0, 0))
+        if hits is None:
+            return family
+        family.add_metric([DEFAULT_LABEL], hits[0])
         rules = ((rule, n) for rule, n in hits.items() if rule != 0)
         # Most hits first, ties by rule id, so that the same hits always label the same rules.
         top = heapq.nsmallest(self.top_rules, rules, key=lambda item: (-item[1], item[0]))
         for rule, n in top:
             family.add_metric([str(rule)], n)
-        family.add_metric([OTHER_LABEL], sum(hits.values()) - hits.get(0, 0) - sum(n for _, n in top))
+        family.add_metric([OTHER_LABEL], sum(hits.values()) - hits[0] - sum(n for _, n in top))
         return family
 
 
