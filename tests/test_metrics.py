@@ -15,6 +15,7 @@ import urllib.parse
 
 import pytest
 from mi_endpoints import KINDS, start
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tables import insert
 
@@ -289,3 +290,13 @@ def test_an_mi_path_of_metrics_keeps_it_for_json_rpc(mgr):
     with mi.MIServer(mgr, "127.0.0.1", 0, path=mi.METRICS_PATH) as server:
         assert mi.call(server.url, "tcp_list")["total"] == 3
         assert request(server.url)[0] == 405  # GET on the JSON-RPC path
+
+
+def test_the_collector_serves_beside_an_applications_own_metrics(mgr):
+    own = CollectorRegistry(auto_describe=True)  # as prometheus_client.REGISTRY: collects once on register
+    Counter("app_requests", "The application's own", registry=own).inc(2)
+    own.register(metrics.Collector(mgr, top_rules=5))
+    mgr.lookup("tcp", "10.2.3.4")
+    families = {family.name: family for family in text_string_to_metric_families(generate_latest(own).decode())}
+    assert families["app_requests"].samples[0].value == 2
+    assert {s.labels["rule"]: s.value for s in families["tcpmgm_rule_hits"].samples}["1"] == 1

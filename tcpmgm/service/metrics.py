@@ -26,7 +26,6 @@ from .manager import TcpMgm
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_LABEL",
-    "DEFAULT_TOP_RULES",
     "OTHER_LABEL",
     "Collector",
     "MetricsConfigError",
@@ -34,9 +33,8 @@ __all__ = [
     "scraper",
 ]
 
-# The text exposition format that generate_latest writes (and Prometheus has read since 2014).
+# The text exposition format that generate_latest writes, the one every Prometheus reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DEFAULT_TOP_RULES = 50  # rules with a sample of their own in tcpmgm_rule_hits_total
 DEFAULT_LABEL = "default"  # the rule label of lookups that no rule matched (the default profile, key 0)
 OTHER_LABEL = "other"  # the rule label of the hits of every rule beyond the top N
 
@@ -54,14 +52,15 @@ class MetricsConfigError(TcpMgmError, ValueError):
 
 
 class Collector(_PrometheusCollector):
-    """The metrics of ``mgr``, read at each scrape; per-rule hits for the ``top_rules`` rules with the most.
+    """The metrics of ``mgr``, read at each scrape; per-rule hits for the ``top_rules`` rules with the most
+    (the admin endpoint's cap, ``Limits.metrics_rules``, is 50).
 
     The hits of every other rule are summed in one sample labelled
     ``rule="other"``, so that a table of 100,000 rules makes a scrape of
     ``top_rules + 2`` hit samples, not 100,000 series.
     """
 
-    def __init__(self, mgr: TcpMgm, *, top_rules: int = DEFAULT_TOP_RULES) -> None:
+    def __init__(self, mgr: TcpMgm, *, top_rules: int) -> None:
         if isinstance(top_rules, bool) or not isinstance(top_rules, int) or top_rules < 0:
             raise MetricsConfigError(f"top_rules must be an integer from 0, not {top_rules!r}")
         self.mgr = mgr
@@ -134,13 +133,13 @@ class Collector(_PrometheusCollector):
         return family
 
 
-def registry(mgr: TcpMgm, *, top_rules: int = DEFAULT_TOP_RULES) -> CollectorRegistry:
+def registry(mgr: TcpMgm, *, top_rules: int) -> CollectorRegistry:
     """A registry holding nothing but the :class:`Collector` of ``mgr``."""
     held = CollectorRegistry(auto_describe=False)
     held.register(Collector(mgr, top_rules=top_rules))
     return held
 
 
-def scraper(mgr: TcpMgm, *, top_rules: int = DEFAULT_TOP_RULES) -> Callable[[], bytes]:
+def scraper(mgr: TcpMgm, *, top_rules: int) -> Callable[[], bytes]:
     """What answers a scrape of ``mgr``: the text exposition (:data:`CONTENT_TYPE`) of its metrics."""
     return functools.partial(generate_latest, registry(mgr, top_rules=top_rules))
