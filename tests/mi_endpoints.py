@@ -24,6 +24,12 @@ class AsyncioEndpoint:
         async def close():
             self.server.close()
             await self.server.wait_closed()
+            # wait_closed does not wait for the handlers of open connections (Python 3.11):
+            # end them here, or they are destroyed pending when the loop closes under them.
+            handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

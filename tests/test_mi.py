@@ -505,6 +505,27 @@ def test_connections_over_the_cap_get_503_and_threads_stay_bounded(endpoint, kin
     assert threading.active_count() <= threads_before + cap
 
 
+def test_a_refused_client_that_sends_its_request_after_the_503_is_not_reset(endpoint, kind):
+    # urllib writes its whole request before it reads: a refusal that closes at once
+    # resets a client still writing, which then sees a broken pipe instead of "busy".
+    url = endpoint(mi.Limits(max_connections=1, request_timeout=30))
+    stalled = socket.create_connection(address(url), timeout=10)
+    stalled.sendall(b"POST /mi HTTP/1.1\r\n")
+    try:
+        with socket.create_connection(address(url), timeout=10) as client:
+            reply = b""
+            while chunk := client.recv(4096):
+                reply += chunk
+            assert status_of(reply) == 503
+            body = json.dumps({"jsonrpc": "2.0", "method": "tcp_list", "id": 1}).encode()
+            head = f"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            for part in (head, body[:5], body[5:]):
+                client.sendall(part)  # a reset from a closed socket would surface here as EPIPE
+                time.sleep(0.1)  # time for a reset to come back, were there one
+    finally:
+        stalled.close()
+
+
 # -- item 10: no token, no reaching beyond this machine -------------------------------
 
 

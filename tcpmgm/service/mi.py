@@ -37,6 +37,8 @@ the same token as the methods.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import hmac
 import inspect
@@ -45,6 +47,7 @@ import itertools
 import json
 import logging
 import re
+import selectors
 import socket
 import socketserver
 import threading
@@ -753,13 +756,17 @@ class _ThreadServer(socketserver.TCPServer):
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Connection)
+        self._refusals = _Refusals(limits)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._refusals.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # A thread per connection, at most max_connections of them.  Beyond
         # that, this (the accepting) thread answers 503 without blocking.
         if not self._slots.acquire(blocking=False):
-            _refuse(request)
-            self.shutdown_request(request)
+            self._refusals.refuse(request)
             return
         try:
             threading.Thread(
@@ -767,8 +774,7 @@ class _ThreadServer(socketserver.TCPServer):
             ).start()
         except RuntimeError:  # no thread to be had: as busy as over the cap
             self._slots.release()
-            _refuse(request)
-            self.shutdown_request(request)
+            self._refusals.refuse(request)
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
         try:
@@ -784,13 +790,104 @@ class _ThreadServer(socketserver.TCPServer):
         log.exception("MI connection from %s failed", client_address)
 
 
-def _refuse(sock: socket.socket) -> None:
-    try:
-        sock.setblocking(False)
-        sock.send(_BUSY)
-        sock.recv(_CHUNK)  # what already arrived, so that closing does not reset the 503 away
-    except OSError:
-        pass
+class _Refusals:
+    """Connections over the cap: answered 503 at once, then drained in one thread of their own.
+
+    The accepting thread must not block, yet closing a socket whose client is
+    still writing its request (urllib writes it all before it reads) resets
+    the connection, and the client sees a broken pipe instead of "busy".  So
+    each refused socket lingers as :func:`_linger_socket` does, for as long
+    and as many bytes, in this one thread; at most ``max_connections`` of them
+    at a time, and beyond that a refusal closes at once as before.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._selector = selectors.DefaultSelector()
+        self._wakeup, self._waker = socket.socketpair()
+        for end in (self._wakeup, self._waker):
+            end.setblocking(False)
+        self._selector.register(self._wakeup, selectors.EVENT_READ)
+        self._arrived: collections.deque[socket.socket] = collections.deque()  # appends and pops are atomic
+        self._draining: dict[socket.socket, tuple[float, int]] = {}  # deadline, bytes still accepted
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tcpmgm-mi-refusals", daemon=True)
+        self._thread.start()
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Answer ``sock`` 503 and hand it to the draining thread (never blocks)."""
+        try:
+            sock.setblocking(False)
+            sock.send(_BUSY)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self._arrived.append(sock)
+        self._wake()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake()
+        self._thread.join()
+        for sock in [*self._draining, *self._arrived]:
+            sock.close()
+        self._selector.close()
+        self._wakeup.close()
+        self._waker.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # its buffer full of wake-ups already
+            self._waker.send(b"\0")
+
+    def _run(self) -> None:
+        while not self._closing:
+            deadlines = [deadline for deadline, _ in self._draining.values()]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    self._take_wakeups()
+                else:
+                    self._drain(key.data)
+            self._take_arrived()
+            now = time.monotonic()
+            for sock in [sock for sock, (deadline, _) in self._draining.items() if deadline <= now]:
+                self._forget(sock)
+
+    def _take_wakeups(self) -> None:
+        try:
+            while self._wakeup.recv(_CHUNK):
+                pass
+        except BlockingIOError:
+            pass  # all taken
+
+    def _take_arrived(self) -> None:
+        linger = min(_LINGER, self._limits.request_timeout)
+        while self._arrived:
+            sock = self._arrived.popleft()
+            if len(self._draining) >= self._limits.max_connections:
+                sock.close()  # too many lingering already: a reset is the lesser harm
+                continue
+            self._draining[sock] = (time.monotonic() + linger, _drain_budget(self._limits))
+            self._selector.register(sock, selectors.EVENT_READ, data=sock)
+
+    def _drain(self, sock: socket.socket) -> None:
+        deadline, budget = self._draining[sock]
+        try:
+            data = sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or len(data) >= budget:
+            self._forget(sock)  # the client closed (or sent more than a request may hold)
+        else:
+            self._draining[sock] = (deadline, budget - len(data))
+
+    def _forget(self, sock: socket.socket) -> None:
+        del self._draining[sock]
+        self._selector.unregister(sock)
+        sock.close()
 
 
 class MIServer:
@@ -915,12 +1012,21 @@ async def serve(
     """The admin endpoint on the running loop; close the returned server to stop it."""
     check_bind(host, token=token, insecure=insecure)
     dispatcher = Dispatcher(mgr, token=token, limits=limits)
-    active = 0
+    active = refused = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal active
+        nonlocal active, refused
         if active >= dispatcher.limits.max_connections:
             writer.write(_BUSY)
+            # Lingers as the thread transport's refusals do (see _Refusals), as many at most.
+            if refused < dispatcher.limits.max_connections:
+                refused += 1
+                try:
+                    await _linger_stream(reader, writer, dispatcher.limits)
+                except (OSError, asyncio.TimeoutError):
+                    pass
+                finally:
+                    refused -= 1
             writer.close()
             return
         active += 1
