@@ -15,8 +15,8 @@
 # would let the batch count without the GIL, but on x86 each is a locked instruction that
 # waits for the stores before it, which the batch's prefetching pipeline cannot afford; the
 # GIL-held pass is one increment per row on a counter prefetched in advance.  This module
-# does not declare free-threading support, so a free-threaded CPython keeps the GIL enabled
-# while it is imported, and the argument holds there too.
+# does not declare free-threading support, so a free-threaded CPython turns the GIL on when
+# it imports it, and the argument holds there too.
 
 
 cdef inline uint32_t hit_slot(uint32_t rank) noexcept nogil:

@@ -39,8 +39,9 @@ class ReferenceMatcher:
         self._default = (default if default is not None else default_profile()).replace(id=0)
         self._filters = [Filters.of(rule) for rule in ordered]
         # Lookups won by rule id (0: the default), or None when not counting.  ``+= 1`` on a
-        # dict item is a read and a write that another thread may run between: the lock
-        # makes each count exact (the compiled twin relies on the GIL instead).
+        # dict item is a read and a write, and Python does not promise that no other thread
+        # runs between them (a free-threaded build has no GIL at all): the lock makes each
+        # count exact (the compiled twin relies on the GIL it holds, _hits.pxi).
         self._hits: dict[int, int] | None = dict.fromkeys([0, *self._by_id], 0) if count_hits else None
         self._hits_lock = threading.Lock()
 
