@@ -34,7 +34,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tools", ("tcpmgm.tools",)),
 )
 # The names the README documents, above everything they re-export.
-FACADES = frozenset({"tcpmgm", "tcpmgm.__main__", "tcpmgm.aio", "tcpmgm.mi", "tcpmgm.sockets", "tcpmgm.limits"})
+FACADES = frozenset(
+    {"tcpmgm", "tcpmgm.__main__", "tcpmgm.aio", "tcpmgm.metrics", "tcpmgm.mi", "tcpmgm.sockets", "tcpmgm.limits"}
+)
 
 # Each compiled module and the pure twin that stands in for it.
 TWINS = {

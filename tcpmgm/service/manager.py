@@ -109,7 +109,10 @@ class TcpMgm:
         self._put_in_service(Matcher([], default=self.default, count_hits=count_hits))
         self._as_read = _AsRead((), self.default)
         self._reload_lock = threading.Lock()
-        self.last_report: ReloadReport | None = None
+        self.last_report: ReloadReport | None = None  # of the last successful reload
+        # Reloads since the manager was made, by outcome (read by monitoring: docs/operations.md#metrics).
+        self.reloads = 0
+        self.failed_reloads = 0
 
     def __repr__(self) -> str:
         return f"<TcpMgm {self.source.description} table={self.names.table!r} rules={len(self._matcher)}>"
@@ -183,8 +186,10 @@ class TcpMgm:
                 with gc_paused():
                     matcher = Matcher(result.rules, default=self.default, count_hits=self.count_hits)
             except ReloadError:
+                self.failed_reloads += 1
                 raise  # strict mode's refusal, already logged
             except Exception as exc:
+                self.failed_reloads += 1
                 # An exception outside tcpmgm's hierarchy is a bug somewhere: keep its traceback.
                 unexpected = not isinstance(exc, TcpMgmError)
                 reason = f"{type(exc).__name__}: {one_line(exc)}" if unexpected else str(exc)
@@ -195,6 +200,7 @@ class TcpMgm:
             self._as_read = _AsRead(result.rules, self.default)  # and its order as read, for tcpmgm.opensips
             report = dataclasses.replace(report, seconds=time.perf_counter() - started)
             self.last_report = report
+            self.reloads += 1
             for err in result.rejected:
                 log.warning("rejected: %s", err)
             log.info("reloaded %d rule(s) from %s in %.3f s", report.loaded, self.source.description, report.seconds)

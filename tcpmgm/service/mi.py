@@ -35,6 +35,10 @@ a token unless told ``insecure=True``.  With a token, each request must carry
 ``Authorization: Bearer <token>`` or is answered with HTTP 401 and a JSON-RPC
 error.  Whatever arrives, the answer is a JSON-RPC response (or an HTTP error
 for non-JSON-RPC traffic) or a closed connection, never a crashed server.
+
+``GET /metrics`` on the same port answers the manager's Prometheus metrics
+(:mod:`tcpmgm.service.metrics`, extra ``metrics``; 501 without it), under
+the same token as the methods.
 """
 
 from __future__ import annotations
@@ -62,11 +66,13 @@ from typing import Any, Callable, Optional, Union
 from ..model.errors import ReloadError, TcpMgmError
 from ..model.profile import Profile
 from ..opensips.report import check_table
+from ..sql.db import extra_requirement, one_line
 from .sockets import parse_endpoint
 
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_URL",
+    "METRICS_PATH",
     "Dispatcher",
     "InsecureBindError",
     "Limits",
@@ -101,7 +107,11 @@ UNAUTHORIZED = -32001
 TOO_LARGE = -32002  # the answer would exceed Limits.max_response
 UNKNOWN_COMMAND = 404  # OpenSIPS's code when `which` or `help` is asked about a method it does not have
 
+METRICS_PATH = "/metrics"  # where Prometheus scrapes by default
+_JSON = "application/json"
+
 Response = tuple[int, Optional[bytes]]  # HTTP status, body (None: no content)
+Reply = tuple[int, Optional[bytes], str]  # a response and its body's content type
 
 MAX_ID_CHARS = 128  # a string id longer than this is an invalid request, so every echoed id is small
 
@@ -200,6 +210,7 @@ class Limits:
     # counts of every rule, so a million rules take 100 pages, not 10,000.
     stats_limit: int = 10_000
     max_response: int = 4 << 20  # bytes of one response body
+    metrics_rules: int = 50  # rules with a hit sample of their own in /metrics; the rest are summed
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -241,6 +252,8 @@ def _int_param(name: str, value: Any, low: int, high: int | None) -> int:
 
 class Dispatcher:
     """Turns one HTTP request body into one HTTP response, for any transport."""
+
+    _scraper: tuple[Callable[[], bytes], str] | None = None  # made at the first scrape (metrics are optional)
 
     def __init__(self, mgr: Any, *, token: str | None = None, limits: Limits | None = None) -> None:
         self.mgr = mgr
@@ -380,6 +393,28 @@ class Dispatcher:
             return True
         scheme, _, credential = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
+
+    def scrape(self, authorization: str | None = None) -> Reply:
+        """The answer to ``GET /metrics``: the text exposition, or why there is none."""
+        if not self.authorized(authorization):
+            return 401, _body(_error(None, UNAUTHORIZED, "unauthorized: missing or wrong bearer token")), _JSON
+        if self._scraper is None:
+            try:
+                from .metrics import CONTENT_TYPE, scraper
+            except ImportError as exc:  # not installed, or a prometheus-client older than the extra asks for
+                requirement = extra_requirement("metrics") or "prometheus-client"
+                missing = (
+                    f"/metrics needs the extra 'metrics' ({one_line(exc)}): pip install {requirement} "
+                    "(or, from a tcpmgm checkout, pip install '.[metrics]')"
+                )
+                return (*_fail(501, missing), _JSON)
+            self._scraper = (scraper(self.mgr, top_rules=self.limits.metrics_rules), CONTENT_TYPE)
+        render, content_type = self._scraper
+        try:
+            return 200, render(), content_type
+        except Exception as exc:  # a bug, in tcpmgm or a manager given to the endpoint: keep the traceback
+            log.exception("MI scrape of %s failed", METRICS_PATH)
+            return (*_fail(500, f"internal error: {type(exc).__name__}: {exc}"), _JSON)
 
     def handle(self, body: bytes, authorization: str | None = None) -> Response:
         """The HTTP status and body answering a POSTed ``body``; the body is never over ``max_response``."""
@@ -664,7 +699,17 @@ class RequestParser:
         return None
 
 
-def _answer(dispatcher: Dispatcher, path: str, outcome: Outcome) -> Response:
+def _answer(dispatcher: Dispatcher, path: str, outcome: Outcome) -> Reply:
+    """The reply to what reading a request ended with: a scrape of /metrics, or :func:`_answer_rpc`'s."""
+    # An MI path of /metrics keeps it for JSON-RPC: the scrape is the endpoint's addition, not its replacement.
+    if isinstance(outcome, Request) and outcome.target.split("?", 1)[0] == METRICS_PATH and path != METRICS_PATH:
+        if outcome.verb not in ("GET", "HEAD"):
+            return (*_fail(405, f"{METRICS_PATH} answers GET"), _JSON)
+        return dispatcher.scrape(outcome.header("authorization"))
+    return (*_answer_rpc(dispatcher, path, outcome), _JSON)
+
+
+def _answer_rpc(dispatcher: Dispatcher, path: str, outcome: Outcome) -> Response:
     """The response to what reading a request ended with: its error, or the method, path and dispatcher's answer."""
     if not isinstance(outcome, Request):
         return outcome
@@ -692,14 +737,16 @@ _REASONS = {
     411: "Length Required",
     413: "Payload Too Large",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
 
 
-def _response_bytes(status: int, body: bytes | None, *, head_only: bool = False) -> bytes:
+def _response_bytes(status: int, body: bytes | None, content_type: str = _JSON, *, head_only: bool = False) -> bytes:
     head = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Length: {len(body or b'')}", "Connection: close"]
     if body is not None:
-        head.append("Content-Type: application/json")
+        head.append(f"Content-Type: {content_type}")
     if status == 401:
         head.append('WWW-Authenticate: Bearer realm="tcpmgm"')
     if status == 503:
@@ -742,10 +789,10 @@ def _serve_socket(sock: socket.socket, dispatcher: Dispatcher, path: str, limits
             outcome = parser.feed(data)
             if outcome is None and parser.take_continue():
                 sock.sendall(_CONTINUE)
-        status, body = _answer(dispatcher, path, outcome)
+        status, body, content_type = _answer(dispatcher, path, outcome)
         head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
         sock.settimeout(limits.request_timeout)  # sendall's timeout bounds the whole send (Python >= 3.5)
-        sock.sendall(_response_bytes(status, body, head_only=head_only))
+        sock.sendall(_response_bytes(status, body, content_type, head_only=head_only))
         _linger_socket(sock, limits)
     except OSError:
         pass  # the client left, or did not take its answer in time: nothing more to tell it
@@ -1002,11 +1049,11 @@ async def _serve_stream(
             if outcome is None and parser.take_continue():
                 writer.write(_CONTINUE)
         if isinstance(outcome, Request):
-            status, body = await loop.run_in_executor(None, _answer, dispatcher, path, outcome)
+            status, body, content_type = await loop.run_in_executor(None, _answer, dispatcher, path, outcome)
         else:
-            status, body = outcome
+            (status, body), content_type = outcome, _JSON
         head_only = isinstance(outcome, Request) and outcome.verb == "HEAD"
-        writer.write(_response_bytes(status, body, head_only=head_only))
+        writer.write(_response_bytes(status, body, content_type, head_only=head_only))
         await asyncio.wait_for(writer.drain(), limits.request_timeout)
         await _linger_stream(reader, writer, limits)
     except (OSError, asyncio.TimeoutError):

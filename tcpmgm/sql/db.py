@@ -64,6 +64,7 @@ __all__ = [
     "ServerSource",
     "Source",
     "dialect_of_connection",
+    "extra_requirement",
     "one_line",
     "open_source",
     "work",
@@ -424,8 +425,9 @@ def sqlite_path(url: str) -> str:
 
 
 @functools.cache
-def _requirement(extra: str) -> str:
-    """What the ``extra`` of tcpmgm installs (from the installed metadata: one definition, pyproject's)."""
+def extra_requirement(extra: str) -> str:
+    """What the ``extra`` of tcpmgm installs, quoted for pip (from the installed metadata: one definition,
+    pyproject's); empty when the metadata is not there."""
     from importlib import metadata
 
     try:
@@ -443,7 +445,7 @@ def _driver(module: str, extra: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != module:  # the driver is there, one of its own imports is not
             raise DatabaseError(f"the {module} driver failed to import: {one_line(exc)}") from exc
-        requirement = _requirement(extra) or module
+        requirement = extra_requirement(extra) or module
         raise DatabaseError(
             f"this URL needs the {module} driver: pip install {requirement} "
             f"(or, from a tcpmgm checkout, pip install '.[{extra}]')"
