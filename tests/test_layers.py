@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from checkout import CHECKOUT, COMPILED_MODULES
 
 PACKAGE = CHECKOUT / "tcpmgm"
@@ -295,3 +296,12 @@ def test_the_harness_is_loaded_only_for_bench():
     unloaded, loaded = result.stdout.splitlines()
     assert unloaded == "[]"
     assert f"{BENCH}.harness" in loaded
+
+
+def test_every_package_of_the_tree_is_in_the_distribution():
+    # setuptools takes the packages pyproject.toml lists, nothing else: a sub-package
+    # missing there works in an editable install and is absent from the wheel.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11
+    listed = set(tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    in_tree = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert in_tree | {BENCH} == listed
