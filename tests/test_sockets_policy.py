@@ -177,6 +177,39 @@ def test_every_read_and_write_pushes_the_idle_close_back(listener):
         assert closed_by_peer(client)
 
 
+def test_close_idle_wakes_a_reader_blocked_in_another_thread(listener):
+    clock = FakeClock()
+    idle = IdleConnections(clock=clock)
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "con_lifetime": 10})
+    client, conn = served(rules, listener, "127.0.0.2", idle=idle)
+    with client:
+        result = in_thread(lambda: conn.read_message(length_prefixed))
+        time.sleep(0.3)  # lets the reader reach its recv(): the case is a read already blocked
+        clock.now += 10
+        assert idle.close_idle() == [conn.sock]  # from this thread, not the reader's
+        assert result.get(timeout=HANG) == b""  # woken with end of file
+        assert closed_by_peer(client)
+
+
+def test_a_connection_without_a_sweeper_closes_itself_when_idle(listener):
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "con_lifetime": 1},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 600},
+    )
+    idle_client, idle_conn = served(rules, listener, "127.0.0.2")
+    busy_client, busy_conn = served(rules, listener, "127.0.0.3")
+    with idle_client, busy_client, busy_conn:
+        before = counted(Event.IDLE_CLOSE)
+        idle_result = in_thread(lambda: idle_conn.read_message(length_prefixed))
+        busy_result = in_thread(lambda: busy_conn.read_message(length_prefixed))
+        assert idle_result.get(timeout=HANG) == b""  # closed by its own con_lifetime, read as end of file
+        assert counted(Event.IDLE_CLOSE) == before + 1
+        assert closed_by_peer(idle_client)
+        busy_client.sendall(b"2ok")  # rule 2's lifetime has not run out: still served
+        assert busy_result.get(timeout=HANG) == b"2ok"
+        assert counted(Event.IDLE_CLOSE) == before + 1
+
+
 # -- msg_read_timeout ----------------------------------------------------------------------------
 
 READERS = {
@@ -445,7 +478,17 @@ def test_the_readme_selectors_loop_applies_each_field(listener):
 
 def test_the_readme_thread_per_connection_server(listener):
     serve_one = readme_example("serve_one")
-    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=5"})
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=5"},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 1},
+    )
+    silent, accepted_silent = client_of(listener, "127.0.0.3")
+    with silent:  # never sends: the server's own thread closes it after con_lifetime
+        before = counted(Event.IDLE_CLOSE)
+        done = in_thread(lambda: serve_one(rules, accepted_silent))
+        assert done.get(timeout=HANG) is None
+        assert closed_by_peer(silent)
+        assert counted(Event.IDLE_CLOSE) == before + 1
     client, accepted = client_of(listener, "127.0.0.2")
     with client:
         done = in_thread(lambda: serve_one(rules, accepted))

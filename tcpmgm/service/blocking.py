@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,11 +50,18 @@ class IdleConnections:
     :class:`Connection` made with ``idle=`` does so itself), and call
     :meth:`close_idle` every time the loop wakes; :meth:`timeout` is how long
     the loop may sleep (a ``selectors`` ``select(timeout)``).  Each close is
-    counted as ``Event.IDLE_CLOSE``.  Not thread-safe: one loop owns it.
+    counted as ``Event.IDLE_CLOSE``.
+
+    Thread-safe: a sweeping thread may call :meth:`close_idle` while other
+    threads read from the connections it tracks.  A close shuts the socket
+    down first, so that a ``recv`` blocked on it in another thread returns
+    end of file (``close()`` alone does not wake it on Linux) and the peer
+    sees the connection end.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._tracked: dict[socket.socket, tuple[float, float]] = {}  # sock -> (idle timeout, last activity)
 
     def __len__(self) -> int:
@@ -65,21 +73,25 @@ class IdleConnections:
     def add(self, sock: socket.socket, policy: ConnectionPolicy) -> None:
         """Track ``sock`` (active now) when its policy has an idle timeout."""
         if policy.idle_timeout is not None:
-            self._tracked[sock] = (policy.idle_timeout, self._clock())
+            with self._lock:
+                self._tracked[sock] = (policy.idle_timeout, self._clock())
 
     def touch(self, sock: socket.socket) -> None:
         """``sock`` was read from or written to: its idle time starts again."""
-        tracked = self._tracked.get(sock)
-        if tracked is not None:
-            self._tracked[sock] = (tracked[0], self._clock())
+        with self._lock:
+            tracked = self._tracked.get(sock)
+            if tracked is not None:
+                self._tracked[sock] = (tracked[0], self._clock())
 
     def discard(self, sock: socket.socket) -> None:
         """Stop tracking ``sock`` (the application closed it)."""
-        self._tracked.pop(sock, None)
+        with self._lock:
+            self._tracked.pop(sock, None)
 
     def next_deadline(self) -> float | None:
         """The clock time of the next idle expiry (``None``: nothing tracked expires)."""
-        return min((last + idle for idle, last in self._tracked.values()), default=None)
+        with self._lock:
+            return min((last + idle for idle, last in self._tracked.values()), default=None)
 
     def timeout(self) -> float | None:
         """Seconds until the next idle expiry, never negative (``None``: no expiry pending)."""
@@ -88,22 +100,35 @@ class IdleConnections:
 
     def close_idle(self) -> list[socket.socket]:
         """Close and forget every socket idle for its ``con_lifetime``; returns them."""
-        now = self._clock()
-        expired = [sock for sock, (idle, last) in self._tracked.items() if now - last >= idle]
-        for sock in expired:
-            idle, last = self._tracked.pop(sock)
+        with self._lock:
+            now = self._clock()
+            expired = [(sock, idle, last) for sock, (idle, last) in self._tracked.items() if now - last >= idle]
+            for sock, _, _ in expired:
+                del self._tracked[sock]
+        for sock, idle, last in expired:
             log.debug("closing %s: idle for %g s (con_lifetime %g s)", _peer_of(sock), now - last, idle)
-            sock.close()
+            _shut_and_close(sock)
             events.count(Event.IDLE_CLOSE)
-        return expired
+        return [sock for sock, _, _ in expired]
+
+
+def _shut_and_close(sock: socket.socket) -> None:
+    """Close ``sock`` so that a ``recv`` blocked on it in another thread wakes with end of file."""
+    with contextlib.suppress(OSError):  # already shut down or reset by the peer: closing is enough
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 class Connection:
     """One blocking connection under its policy.
 
     ``idle``: the :class:`IdleConnections` of the loop that serves it, touched
-    on every read and write.  ``peer`` names the other end in messages and in
-    the slow-send hook (default: the socket's peer address).
+    on every read and write.  Without ``idle`` the connection keeps its own
+    ``con_lifetime``: every wait for a read is bounded by the idle time left,
+    and when it runs out the connection is closed (counted as
+    ``Event.IDLE_CLOSE``) and the read sees end of file, so that a thread per
+    connection needs no sweeper.  ``peer`` names the other end in messages and
+    in the slow-send hook (default: the socket's peer address).
     """
 
     def __init__(
@@ -118,6 +143,9 @@ class Connection:
         self.policy = policy
         self.peer = peer if peer is not None else _peer_of(sock)
         self.idle = idle
+        # The idle expiry this connection keeps itself (no IdleConnections): the time of its last read or write.
+        self._own_idle_timeout = policy.idle_timeout if idle is None else None
+        self._last_activity = time.monotonic()
         self._buffer = bytearray()  # read from the socket, not yet given to the application
         self._guard = policy.message_guard(self.peer)
         self._message_started = False  # bytes of the current message have arrived
@@ -180,9 +208,9 @@ class Connection:
         ``message_timeout`` and its reads by ``max_msg_chunks``: when either
         runs out the connection is closed and :class:`tcpmgm.MessageTimeout`
         or :class:`tcpmgm.MessageTooFragmented` raised.  Waiting for a
-        message to start is bounded by the socket's own timeout only (idle
-        expiry is :class:`IdleConnections`' part).  End of file in the middle
-        of a message raises ``EOFError``.  Bytes after the message stay for
+        message to start is bounded by the socket's own timeout and by the
+        idle expiry (``b""`` once the connection is closed for it).  End of
+        file in the middle of a message raises ``EOFError``.  Bytes after the message stay for
         the next call.
         """
         try:
@@ -212,29 +240,66 @@ class Connection:
             data = self._recv(self._guard.remaining())
             if not data:
                 if self._buffer:
-                    raise EOFError(f"{self.peer} closed the connection in the middle of a message")
+                    raise EOFError(f"the connection with {self.peer} ended in the middle of a message")
                 return b""
             self._buffer += data
 
-    def _recv(self, deadline: float | None) -> bytes:
-        """One read, within ``deadline`` seconds when a message is under way."""
-        if deadline is None:
-            data = self.sock.recv(_RECV_SIZE)
+    def _recv(self, message_left: float | None) -> bytes:
+        """One read, within ``message_left`` seconds when a message is under way and within the
+        idle time left when the connection keeps its own ``con_lifetime``; ``b""`` once idle."""
+        idle_left = self._idle_left()
+        if idle_left is not None and idle_left <= 0:
+            return self._idle_expired()
+        limits = [left for left in (message_left, idle_left) if left is not None]
+        if not limits:
+            data = self._recv_chunk()
         else:
+            limit = min(limits)
             own = self.sock.gettimeout()
-            self.sock.settimeout(deadline if own is None else min(own, deadline))
+            self.sock.settimeout(limit if own is None else min(own, limit))
             try:
-                data = self.sock.recv(_RECV_SIZE)
+                data = self._recv_chunk()
             except socket.timeout:  # TimeoutError from Python 3.10
-                if own is not None and own < deadline:
-                    raise  # the caller's own timeout, not the message's
-                self._guard.expired()
-                raise
+                if own is not None and own < limit:
+                    raise  # the caller's own timeout, not the policy's
+                if limit == message_left:
+                    self._guard.expired()
+                return self._idle_expired()
             finally:
-                self.sock.settimeout(own)
-        if data and self.idle is not None:
-            self.idle.touch(self.sock)
+                if self.sock.fileno() != -1:
+                    self.sock.settimeout(own)
+        if data:
+            self._touch()
         return data
+
+    def _recv_chunk(self) -> bytes:
+        if self.sock.fileno() == -1:
+            return self.sock.recv(_RECV_SIZE)  # closed before this read: the socket's own error
+        try:
+            return self.sock.recv(_RECV_SIZE)
+        except OSError:
+            if self.sock.fileno() == -1:
+                # Closed under the read by another thread (an idle sweep): shutdown() woke the wait
+                # and close() took the descriptor before recv() ran. That is end of file.
+                return b""
+            raise
+
+    def _touch(self) -> None:
+        self._last_activity = time.monotonic()
+        if self.idle is not None:
+            self.idle.touch(self.sock)
+
+    def _idle_left(self) -> float | None:
+        if self._own_idle_timeout is None:
+            return None
+        return self._last_activity + self._own_idle_timeout - time.monotonic()
+
+    def _idle_expired(self) -> bytes:
+        """No read or write for ``con_lifetime``: close (counted) and read end of file."""
+        log.debug("closing %s: idle for %g s (con_lifetime)", self.peer, self._own_idle_timeout)
+        events.count(Event.IDLE_CLOSE)
+        self.close()
+        return b""
 
     def recv_exactly(self, n: int) -> bytes:
         """A message of exactly ``n`` bytes (:meth:`read_message` with that framing)."""
@@ -255,8 +320,7 @@ class Connection:
         counted and given to the policy's ``on_slow_send``)."""
         with self.policy.send_timer(self.peer):
             self.sock.sendall(data)
-        if self.idle is not None:
-            self.idle.touch(self.sock)
+        self._touch()
 
     def may_alias(self, asked_alias: bool) -> bool:
         """:meth:`ConnectionPolicy.may_alias`."""
@@ -265,7 +329,7 @@ class Connection:
     def close(self) -> None:
         if self.idle is not None:
             self.idle.discard(self.sock)
-        self.sock.close()
+        _shut_and_close(self.sock)
 
     def __enter__(self) -> Connection:
         return self
