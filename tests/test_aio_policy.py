@@ -260,6 +260,33 @@ def test_end_of_file_and_the_readuntil_limit_as_asyncio_streams_have_them(read, 
     assert run(scenario()) == expected
 
 
+def test_a_message_cut_by_end_of_file_never_comes_back_and_readexactly_0_reads_nothing():
+    async def scenario():
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handle(conn):
+            nothing = await conn.readexactly(0)  # before any byte is sent: must not wait for one
+            try:
+                await conn.readexactly(5)
+            except asyncio.IncompleteReadError as short:
+                cut = short.partial
+            # The cut message's bytes were given up with it: never a message of their own.
+            outcome.set_result((nothing, cut, await conn.read_message(length_prefixed), await conn.read()))
+
+        server, port = await serving(handle)
+        async with server:
+            _reader, writer = await raw_client(port, "127.0.0.3")  # rule 102: no deadline
+            await asyncio.sleep(0.1)  # readexactly(0) runs before anything is sent
+            writer.write(b"\x00\x01a")
+            writer.write_eof()
+            await writer.drain()
+            result = await asyncio.wait_for(outcome, GENEROUS)
+            writer.close()
+        return result
+
+    assert run(scenario()) == (b"", b"\x00\x01a", b"", b"")
+
+
 def test_message_timeout_is_a_timeout_error():
     assert issubclass(tcpmgm.MessageTimeout, TimeoutError)
 

@@ -364,6 +364,49 @@ def test_end_of_file_between_messages_and_inside_one(listener):
             conn.read_message(length_prefixed)
 
 
+def test_recv_exactly_0_reads_nothing(listener):
+    client, conn = served(matcher(), listener, "127.0.0.2")
+    with client, conn:
+        conn.sock.settimeout(5)  # nothing is sent: a read would wait (and fail) here
+        assert conn.recv_exactly(0) == b""
+        client.sendall(b"1a")
+        assert conn.read_message(length_prefixed) == b"1a"
+
+
+def test_a_message_cut_by_end_of_file_never_comes_back(listener):
+    client, conn = served(matcher(), listener, "127.0.0.2")
+    with conn:
+        client.sendall(b"ab")
+        client.close()
+        with pytest.raises(EOFError) as cut:
+            conn.recv_exactly(5)
+        assert cut.value.partial == b"ab"
+        assert conn.recv_exactly(2) == b""  # end of file, not the cut message's bytes
+        assert conn.read() == b""
+
+
+def test_read_inside_a_message_block_counts_as_a_read_of_that_message(listener):
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=2"})
+    client, conn = served(rules, listener, "127.0.0.2")
+    with client:
+        client.sendall(b"ab")
+        with conn.message():
+            assert conn.read(1) == b"a"  # the message's first read
+            assert conn.read() == b"b"  # already read: no read of the socket
+            client.sendall(b"c")
+            assert conn.read() == b"c"  # its second read
+            with pytest.raises(tcpmgm.MessageTooFragmented):
+                conn.read()  # a third: more than max_msg_chunks=2
+        assert closed_by_peer(client)
+    client, conn = served(rules, listener, "127.0.0.2")
+    with client, conn:
+        for piece in (b"ab", b"c", b"d"):  # outside a block each read is a whole message
+            client.sendall(piece)
+            assert conn.read() == piece
+        client.shutdown(socket.SHUT_WR)
+        assert conn.read() == b""
+
+
 # -- send_threshold ----------------------------------------------------------------------------
 
 

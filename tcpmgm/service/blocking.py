@@ -18,13 +18,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..model.errors import ConnectionDropped
 from . import events
 from .events import Event
-from .policy import ConnectionPolicy, Parser, SlowSendHook
+from .policy import ConnectionPolicy, Parser, ReadSteps, SlowSendHook
 from .sockets import SupportsLookup, connect_with_profile, endpoint, tune
 
 __all__ = ["Connection", "IdleConnections", "open_connection"]
@@ -146,10 +146,7 @@ class Connection:
         # The idle expiry this connection keeps itself (no IdleConnections): the time of its last read or write.
         self._own_idle_timeout = policy.idle_timeout if idle is None else None
         self._last_activity = time.monotonic()
-        self._buffer = bytearray()  # read from the socket, not yet given to the application
-        self._guard = policy.message_guard(self.peer)
-        self._message_started = False  # bytes of the current message have arrived
-        self._in_message_block = False  # inside ``with conn.message():``
+        self._reader = policy.message_reader(self.peer)  # the buffer, the framing, the message guard
         if idle is not None:
             idle.add(sock, policy)
 
@@ -171,32 +168,19 @@ class Connection:
         return cls(sock, policy, idle=idle)
 
     # -- reading ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def message(self) -> Iterator[None]:
+    def message(self) -> contextlib.AbstractContextManager[None]:
         """Make every read inside the block one message, for a protocol that reads a
         message in several calls (a header, then its body)::
 
             with conn.message():
-                size = int(conn.recv_until(b"\\n"))
+                size = int(conn.recv_until(b"\n"))
                 body = conn.recv_exactly(size)
 
         The deadline runs from the message's first bytes to the end of the
-        block and the reads of all its calls count together.  A block inside
-        another adds nothing.
+        block and the reads of all its calls count together, :meth:`read`'s
+        included.  A block inside another adds nothing.
         """
-        if self._in_message_block:
-            yield
-            return
-        self._in_message_block = True
-        try:
-            yield
-        finally:
-            self._in_message_block = False
-            self._message_done()
-
-    def _message_done(self) -> None:
-        self._guard.complete()
-        self._message_started = False
+        return self._reader.message()
 
     def read_message(self, parse: Parser) -> bytes:
         """The next message of a framed protocol; ``b""`` at end of file before it starts.
@@ -210,39 +194,40 @@ class Connection:
         or :class:`tcpmgm.MessageTooFragmented` raised.  Waiting for a
         message to start is bounded by the socket's own timeout and by the
         idle expiry (``b""`` once the connection is closed for it).  End of
-        file in the middle of a message raises ``EOFError``.  Bytes after the message stay for
-        the next call.
+        file in the middle of a message raises ``EOFError``
+        (:class:`tcpmgm.service.policy.IncompleteMessage`, with the bytes that
+        came, which are given up).  Bytes after the message stay for the next
+        call.
         """
+        return self._run(self._reader.read_message(parse))
+
+    def recv_exactly(self, n: int) -> bytes:
+        """A message of exactly ``n`` bytes (:meth:`read_message` with that framing; ``b""`` for 0)."""
+        return self._run(self._reader.exactly(n))
+
+    def recv_until(self, separator: bytes = b"\n") -> bytes:
+        """The bytes up to and including ``separator`` (:meth:`read_message` with that framing)."""
+        return self._run(self._reader.until(separator))
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: what one read brings), whatever has arrived; ``b""`` at
+        end of file.  A whole message by itself; inside :meth:`message` a read of that message."""
+        return self._run(self._reader.read(n))
+
+    def _run(self, steps: ReadSteps) -> bytes:
+        """Drive one of the reader's helpers with this socket's reads."""
         try:
-            return self._read_message(parse)
+            wait = next(steps)
+            while True:
+                wait = steps.send(self._recv(wait))
+        except StopIteration as done:
+            result: bytes = done.value
+            return result
         except ConnectionDropped:
             # The message is given up with the connection: a later read fails on the closed
             # socket instead of repeating the verdict (and counting the drop twice).
-            self._buffer.clear()
-            self._message_done()
             self.close()
             raise
-
-    def _read_message(self, parse: Parser) -> bytes:
-        while True:
-            if self._buffer:
-                self._message_started = True
-                length = parse(self._buffer)
-                if length is not None:
-                    message = bytes(self._buffer[:length])
-                    del self._buffer[:length]
-                    if not self._in_message_block:
-                        self._message_done()
-                    return message
-            if self._message_started:
-                # A read is needed after some of the message came: what came left it incomplete.
-                self._guard.incomplete()
-            data = self._recv(self._guard.remaining())
-            if not data:
-                if self._buffer:
-                    raise EOFError(f"the connection with {self.peer} ended in the middle of a message")
-                return b""
-            self._buffer += data
 
     def _recv(self, message_left: float | None) -> bytes:
         """One read, within ``message_left`` seconds when a message is under way and within the
@@ -263,7 +248,7 @@ class Connection:
                 if own is not None and own < limit:
                     raise  # the caller's own timeout, not the policy's
                 if limit == message_left:
-                    self._guard.expired()
+                    self._reader.expired()
                 return self._idle_expired()
             finally:
                 if self.sock.fileno() != -1:
@@ -300,19 +285,6 @@ class Connection:
         events.count(Event.IDLE_CLOSE)
         self.close()
         return b""
-
-    def recv_exactly(self, n: int) -> bytes:
-        """A message of exactly ``n`` bytes (:meth:`read_message` with that framing)."""
-        return self.read_message(lambda buffer: n if len(buffer) >= n else None)
-
-    def recv_until(self, separator: bytes = b"\n") -> bytes:
-        """The bytes up to and including ``separator`` (:meth:`read_message` with that framing)."""
-
-        def through_separator(buffer: bytearray) -> int | None:
-            found = buffer.find(separator)
-            return None if found < 0 else found + len(separator)
-
-        return self.read_message(through_separator)
 
     # -- writing ----------------------------------------------------------------------
     def send(self, data: bytes) -> None:
