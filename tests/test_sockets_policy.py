@@ -107,6 +107,48 @@ def test_no_new_conn_refuses_only_its_path_and_is_counted(listener):
     assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1
 
 
+CONNECTS = {
+    "connect": tcpmgm.connect,
+    "open_connection": lambda *args, **kwargs: open_connection(*args, **kwargs).sock,
+}
+
+
+@pytest.mark.parametrize("connect", sorted(CONNECTS))
+def test_connect_timeout_bounds_a_connect_that_gets_no_answer(connect):
+    """A listener whose accept queue is full drops new SYNs: a connect there waits for an
+    answer. Rule 1 gives up after its connect_timeout; rule 2 (0: no limit) waits on and
+    connects once the queue has room again."""
+    connect = CONNECTS[connect]
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "local_addr": "127.0.0.7", "connect_timeout": 50},
+        {"id": 2, "proto": "tcp", "local_addr": "127.0.0.8", "connect_timeout": 0},
+    )
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        filler = socket.create_connection(address, timeout=HANG)  # fills the queue
+        accepted = []
+        try:
+            patient = in_thread(lambda: connect(rules, "tcp", address, source=("127.0.0.8", 0)))
+            impatient = in_thread(lambda: connect(rules, "tcp", address, source=("127.0.0.7", 0)))
+            assert isinstance(impatient.get(timeout=HANG), socket.timeout)
+            assert patient.empty()  # rule 2 is still waiting for its answer
+            listener.settimeout(0.5)
+            give_up = time.monotonic() + HANG
+            while patient.empty() and time.monotonic() < give_up:  # make room until it is through
+                with contextlib.suppress(socket.timeout):
+                    accepted.append(listener.accept()[0])
+            sock = patient.get(timeout=HANG)
+            with sock:
+                assert sock.getsockname()[0] == "127.0.0.8"
+                assert sock.gettimeout() == socket.getdefaulttimeout()  # the connect's limit is not left on it
+        finally:
+            filler.close()
+            for sock in accepted:
+                sock.close()
+
+
 def test_tune_wraps_an_accepted_socket_under_the_rule_of_its_peer(listener):
     rules = matcher(
         {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "keepidle": 31, "alias_mode": 1},
