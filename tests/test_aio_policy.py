@@ -530,6 +530,34 @@ def test_a_refused_connection_is_counted_and_opens_nothing():
     assert run(scenario()) == (["127.0.0.3"], 1, 1)
 
 
+def test_each_address_of_a_host_is_tried_and_a_refusal_counted_once_per_connect(monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # a host name with two addresses; nothing listens on the first
+        if host != "two.example.test":
+            return real(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port))
+            for ip in ("127.0.0.9", "127.0.0.1")
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def scenario():
+        server, port = await serving(lambda conn: asyncio.sleep(0))
+        async with server:
+            before = counts()
+            conn = await aio.open_connection(CLIENT_RULES, "tcp", "two.example.test", port, local_addr=("127.0.0.3", 0))
+            peer = conn.writer.get_extra_info("peername")[:2]
+            conn.close()
+            await conn.wait_closed()
+            with pytest.raises(tcpmgm.NoNewConnection, match="rule 113"):  # both addresses forbidden
+                await aio.open_connection(CLIENT_RULES, "tcp", "two.example.test", port, local_addr=("127.0.0.6", 0))
+            return peer == ("127.0.0.1", port), counted_since(before, Event.NO_NEW_CONN_REFUSED)
+
+    assert run(scenario()) == (True, 1)
+
+
 def test_connect_timeout_bounds_a_connect_that_gets_no_answer():
     """A listener whose accept queue is full drops new SYNs: a connect there waits for an
     answer. Rule 114 gives up after its connect_timeout; rule 115 (0: no limit) waits on and

@@ -149,6 +149,38 @@ def test_connect_timeout_bounds_a_connect_that_gets_no_answer(connect):
                 sock.close()
 
 
+def resolving(monkeypatch, name, *ips):
+    """Make ``name`` resolve to ``ips`` in turn (the same port): a host name with several addresses."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port)) for ip in ips]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_each_address_of_a_host_is_tried_and_a_refusal_counted_once_per_connect(listener, monkeypatch):
+    resolving(monkeypatch, "two.example.test", "127.0.0.9", "127.0.0.1")  # nothing listens on 127.0.0.9
+    port = listener.getsockname()[1]
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "local_addr": "127.0.0.6", "no_new_conn": 1},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.9", "local_addr": "127.0.0.7", "no_new_conn": 1},
+    )
+    before = counted(Event.NO_NEW_CONN_REFUSED)
+    with tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.5", 0)) as sock:
+        assert sock.getpeername() == ("127.0.0.1", port)  # the first address refused the connect: the next one
+        listener.accept()[0].close()
+    with pytest.raises(tcpmgm.NoNewConnection, match="rule 1"):
+        tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.6", 0))
+    assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1  # one refused connect, two addresses
+    with tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.7", 0)) as sock:
+        assert sock.getpeername() == ("127.0.0.1", port)  # 127.0.0.9 forbidden by rule 2: skipped
+        listener.accept()[0].close()
+    assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1  # the connect was not refused
+
+
 def test_tune_wraps_an_accepted_socket_under_the_rule_of_its_peer(listener):
     rules = matcher(
         {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "keepidle": 31, "alias_mode": 1},

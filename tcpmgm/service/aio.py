@@ -33,7 +33,7 @@ from ..model.profile import Profile
 from . import events
 from .events import Event
 from .policy import ConnectionPolicy, IncompleteMessage, Parser, ReadSteps, SlowSendHook, through
-from .sockets import SupportsLookup, endpoint, refuse_if_forbidden
+from .sockets import ConnectAttempt, SupportsLookup, endpoint
 
 __all__ = ["Connection", "open_connection", "start_server"]
 
@@ -288,24 +288,28 @@ async def open_connection(
 ) -> Connection:
     """Connect to ``host``:``port`` under the rules of ``mgr``; the client twin of :func:`start_server`.
 
-    Raises :class:`tcpmgm.NoNewConnection` (counted) when the path's profile
-    forbids new connections, ``asyncio.TimeoutError`` when
-    ``connect_timeout`` passes.  ``on_slow_send`` as for
+    Each address ``host`` resolves to is tried in turn under its own profile,
+    as :func:`tcpmgm.connect` does (one loop for both:
+    :class:`tcpmgm.sockets.ConnectAttempt`).  Raises
+    :class:`tcpmgm.NoNewConnection` (counted once) when the profile of every
+    address forbids new connections, ``asyncio.TimeoutError`` when
+    ``connect_timeout`` passes (the last address's error when none connects).  ``on_slow_send`` as for
     :func:`start_server`; other keyword arguments go to
     ``asyncio.open_connection``.
     """
     loop = asyncio.get_running_loop()
+    attempt = ConnectAttempt(mgr, proto, host, local_addr)
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    remote = endpoint(infos[0][4])
-    local_ip, local_port = local_addr if local_addr is not None else (None, 0)
-    profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
-    policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
-    if policy.no_new_conn:
-        events.count(Event.NO_NEW_CONN_REFUSED)
-        refuse_if_forbidden(profile, proto, remote)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(remote[0], remote[1], local_addr=local_addr, **kwargs),
-        policy.connect_timeout,
-    )
-    policy.apply(writer.get_extra_info("socket"))
-    return Connection(reader, writer, policy)
+    for _, remote, profile in attempt.paths(infos):
+        policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(remote[0], remote[1], local_addr=local_addr, **kwargs),
+                policy.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            attempt.failed(exc)
+            continue
+        policy.apply(writer.get_extra_info("socket"))
+        return Connection(reader, writer, policy)
+    attempt.give_up()
