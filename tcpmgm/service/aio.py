@@ -14,8 +14,9 @@ hold each message to ``msg_read_timeout`` from its first bytes and to
 ``max_msg_chunks`` reads, and drop the connection when it takes longer or
 more reads; ``drain()`` times the send (write plus drain) against
 ``send_threshold``; ``may_alias()`` answers from ``alias_mode``.  What the
-limits mean is defined once, in :mod:`tcpmgm.service.policy`; this module
-only feeds them the reads and sends of asyncio streams.
+limits mean, and the read helpers themselves (its ``MessageReader``), are
+defined once, in :mod:`tcpmgm.service.policy`; this module only feeds them
+the reads and sends of asyncio streams.
 """
 
 from __future__ import annotations

@@ -5,10 +5,13 @@
 :meth:`~Connection.recv_exactly`, :meth:`~Connection.recv_until`, which are
 messages of a known shape) enforce ``msg_read_timeout`` from a message's first
 bytes and ``max_msg_chunks``, closing the connection when either runs out;
-:meth:`Connection.send` measures each send against ``send_threshold``.
-:class:`IdleConnections` is what a server loop calls to close connections
-idle for their ``con_lifetime``.  The semantics are the policy's own
-(:mod:`tcpmgm.service.policy`, docs/operations.md#the-connection-policy).
+:meth:`Connection.send` measures each send against ``send_threshold``; a
+:class:`Connection` closes itself when idle for its ``con_lifetime`` (a
+thread per connection needs no more), and :class:`IdleConnections` is what a
+server loop calls instead to close the connections it serves.  The reads are
+the policy's :class:`~tcpmgm.service.policy.MessageReader` driven by
+``recv``: the semantics are the policy's own (:mod:`tcpmgm.service.policy`,
+docs/operations.md#the-connection-policy).
 """
 
 from __future__ import annotations
