@@ -260,6 +260,33 @@ def test_end_of_file_and_the_readuntil_limit_as_asyncio_streams_have_them(read, 
     assert run(scenario()) == expected
 
 
+def test_a_message_cut_by_end_of_file_never_comes_back_and_readexactly_0_reads_nothing():
+    async def scenario():
+        outcome = asyncio.get_running_loop().create_future()
+
+        async def handle(conn):
+            nothing = await conn.readexactly(0)  # before any byte is sent: must not wait for one
+            try:
+                await conn.readexactly(5)
+            except asyncio.IncompleteReadError as short:
+                cut = short.partial
+            # The cut message's bytes were given up with it: never a message of their own.
+            outcome.set_result((nothing, cut, await conn.read_message(length_prefixed), await conn.read()))
+
+        server, port = await serving(handle)
+        async with server:
+            _reader, writer = await raw_client(port, "127.0.0.3")  # rule 102: no deadline
+            await asyncio.sleep(0.1)  # readexactly(0) runs before anything is sent
+            writer.write(b"\x00\x01a")
+            writer.write_eof()
+            await writer.drain()
+            result = await asyncio.wait_for(outcome, GENEROUS)
+            writer.close()
+        return result
+
+    assert run(scenario()) == (b"", b"\x00\x01a", b"", b"")
+
+
 def test_message_timeout_is_a_timeout_error():
     assert issubclass(tcpmgm.MessageTimeout, TimeoutError)
 
@@ -501,6 +528,34 @@ def test_a_refused_connection_is_counted_and_opens_nothing():
         return accepted, refusals, counted_since(before, Event.NO_NEW_CONN_REFUSED)
 
     assert run(scenario()) == (["127.0.0.3"], 1, 1)
+
+
+def test_each_address_of_a_host_is_tried_and_a_refusal_counted_once_per_connect(monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # a host name with two addresses; nothing listens on the first
+        if host != "two.example.test":
+            return real(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port))
+            for ip in ("127.0.0.9", "127.0.0.1")
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def scenario():
+        server, port = await serving(lambda conn: asyncio.sleep(0))
+        async with server:
+            before = counts()
+            conn = await aio.open_connection(CLIENT_RULES, "tcp", "two.example.test", port, local_addr=("127.0.0.3", 0))
+            peer = conn.writer.get_extra_info("peername")[:2]
+            conn.close()
+            await conn.wait_closed()
+            with pytest.raises(tcpmgm.NoNewConnection, match="rule 113"):  # both addresses forbidden
+                await aio.open_connection(CLIENT_RULES, "tcp", "two.example.test", port, local_addr=("127.0.0.6", 0))
+            return peer == ("127.0.0.1", port), counted_since(before, Event.NO_NEW_CONN_REFUSED)
+
+    assert run(scenario()) == (True, 1)
 
 
 def test_connect_timeout_bounds_a_connect_that_gets_no_answer():

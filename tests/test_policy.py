@@ -189,3 +189,51 @@ def test_the_send_timer_measures_its_block_even_when_it_raises(monkeypatch):
         raise ValueError
     assert timer.elapsed_us == 250
     assert seen == [SlowSend("peer", 3, 250, 200)]
+
+
+# -- the message reader: the read helpers without I/O, driven here by hand ---------------------
+
+
+def drive(steps, reads):
+    """Run a reader helper with ``reads`` as the bytes of successive reads: (result, the waits it asked for)."""
+    waits = []
+    try:
+        waits.append(next(steps))
+        for data in reads:
+            waits.append(steps.send(data))
+    except StopIteration as done:
+        return done.value, waits
+    raise AssertionError(f"still reading after {reads!r}")
+
+
+def test_the_reader_frames_messages_and_keeps_the_bytes_after_them():
+    clock = FakeClock()
+    reader = policy(msg_read_timeout=2).message_reader(clock=clock)
+    assert drive(reader.until(b"\n"), [b"ab", b"c\nde"]) == (b"abc\n", [None, 2.0])  # the rest of a message: 2 s
+    assert drive(reader.exactly(2), []) == (b"de", [])  # already read: no read at all
+    assert drive(reader.exactly(0), []) == (b"", [])
+    assert drive(reader.read(), [b"xyz"]) == (b"xyz", [None])
+    assert drive(reader.read_message(lambda buffer: None), [b""]) == (b"", [None])  # end of file first
+
+
+def test_end_of_file_inside_a_message_gives_its_bytes_up():
+    reader = policy().message_reader(("127.0.0.2", 5060))
+    steps = reader.exactly(5)
+    next(steps)
+    steps.send(b"ab")
+    with pytest.raises(policy_module.IncompleteMessage) as cut:
+        steps.send(b"")
+    assert cut.value.partial == b"ab" and isinstance(cut.value, EOFError)
+    assert drive(reader.exactly(2), [b""]) == (b"", [None])  # not the cut message's b"ab"
+
+
+def test_a_drop_gives_the_message_up_and_starts_the_next_afresh():
+    clock = FakeClock()
+    reader = policy(msg_read_timeout=1).message_reader(clock=clock)
+    steps = reader.exactly(4)
+    next(steps)
+    assert steps.send(b"ab") == 1.0
+    clock.now += 2
+    with pytest.raises(tcpmgm.MessageTimeout):
+        reader.expired()  # the glue's wait ran out
+    assert drive(reader.exactly(2), [b"cd"]) == (b"cd", [None])  # a fresh message, not armed

@@ -107,6 +107,80 @@ def test_no_new_conn_refuses_only_its_path_and_is_counted(listener):
     assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1
 
 
+CONNECTS = {
+    "connect": tcpmgm.connect,
+    "open_connection": lambda *args, **kwargs: open_connection(*args, **kwargs).sock,
+}
+
+
+@pytest.mark.parametrize("connect", sorted(CONNECTS))
+def test_connect_timeout_bounds_a_connect_that_gets_no_answer(connect):
+    """A listener whose accept queue is full drops new SYNs: a connect there waits for an
+    answer. Rule 1 gives up after its connect_timeout; rule 2 (0: no limit) waits on and
+    connects once the queue has room again."""
+    connect = CONNECTS[connect]
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "local_addr": "127.0.0.7", "connect_timeout": 50},
+        {"id": 2, "proto": "tcp", "local_addr": "127.0.0.8", "connect_timeout": 0},
+    )
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        filler = socket.create_connection(address, timeout=HANG)  # fills the queue
+        accepted = []
+        try:
+            patient = in_thread(lambda: connect(rules, "tcp", address, source=("127.0.0.8", 0)))
+            impatient = in_thread(lambda: connect(rules, "tcp", address, source=("127.0.0.7", 0)))
+            assert isinstance(impatient.get(timeout=HANG), socket.timeout)
+            assert patient.empty()  # rule 2 is still waiting for its answer
+            listener.settimeout(0.5)
+            give_up = time.monotonic() + HANG
+            while patient.empty() and time.monotonic() < give_up:  # make room until it is through
+                with contextlib.suppress(socket.timeout):
+                    accepted.append(listener.accept()[0])
+            sock = patient.get(timeout=HANG)
+            with sock:
+                assert sock.getsockname()[0] == "127.0.0.8"
+                assert sock.gettimeout() == socket.getdefaulttimeout()  # the connect's limit is not left on it
+        finally:
+            filler.close()
+            for sock in accepted:
+                sock.close()
+
+
+def resolving(monkeypatch, name, *ips):
+    """Make ``name`` resolve to ``ips`` in turn (the same port): a host name with several addresses."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port)) for ip in ips]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_each_address_of_a_host_is_tried_and_a_refusal_counted_once_per_connect(listener, monkeypatch):
+    resolving(monkeypatch, "two.example.test", "127.0.0.9", "127.0.0.1")  # nothing listens on 127.0.0.9
+    port = listener.getsockname()[1]
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "local_addr": "127.0.0.6", "no_new_conn": 1},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.9", "local_addr": "127.0.0.7", "no_new_conn": 1},
+    )
+    before = counted(Event.NO_NEW_CONN_REFUSED)
+    with tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.5", 0)) as sock:
+        assert sock.getpeername() == ("127.0.0.1", port)  # the first address refused the connect: the next one
+        listener.accept()[0].close()
+    with pytest.raises(tcpmgm.NoNewConnection, match="rule 1"):
+        tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.6", 0))
+    assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1  # one refused connect, two addresses
+    with tcpmgm.connect(rules, "tcp", ("two.example.test", port), source=("127.0.0.7", 0)) as sock:
+        assert sock.getpeername() == ("127.0.0.1", port)  # 127.0.0.9 forbidden by rule 2: skipped
+        listener.accept()[0].close()
+    assert counted(Event.NO_NEW_CONN_REFUSED) == before + 1  # the connect was not refused
+
+
 def test_tune_wraps_an_accepted_socket_under_the_rule_of_its_peer(listener):
     rules = matcher(
         {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "keepidle": 31, "alias_mode": 1},
@@ -175,6 +249,39 @@ def test_every_read_and_write_pushes_the_idle_close_back(listener):
         clock.now += 10
         assert idle.close_idle() == [conn.sock]
         assert closed_by_peer(client)
+
+
+def test_close_idle_wakes_a_reader_blocked_in_another_thread(listener):
+    clock = FakeClock()
+    idle = IdleConnections(clock=clock)
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "con_lifetime": 10})
+    client, conn = served(rules, listener, "127.0.0.2", idle=idle)
+    with client:
+        result = in_thread(lambda: conn.read_message(length_prefixed))
+        time.sleep(0.3)  # lets the reader reach its recv(): the case is a read already blocked
+        clock.now += 10
+        assert idle.close_idle() == [conn.sock]  # from this thread, not the reader's
+        assert result.get(timeout=HANG) == b""  # woken with end of file
+        assert closed_by_peer(client)
+
+
+def test_a_connection_without_a_sweeper_closes_itself_when_idle(listener):
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "con_lifetime": 1},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 600},
+    )
+    idle_client, idle_conn = served(rules, listener, "127.0.0.2")
+    busy_client, busy_conn = served(rules, listener, "127.0.0.3")
+    with idle_client, busy_client, busy_conn:
+        before = counted(Event.IDLE_CLOSE)
+        idle_result = in_thread(lambda: idle_conn.read_message(length_prefixed))
+        busy_result = in_thread(lambda: busy_conn.read_message(length_prefixed))
+        assert idle_result.get(timeout=HANG) == b""  # closed by its own con_lifetime, read as end of file
+        assert counted(Event.IDLE_CLOSE) == before + 1
+        assert closed_by_peer(idle_client)
+        busy_client.sendall(b"2ok")  # rule 2's lifetime has not run out: still served
+        assert busy_result.get(timeout=HANG) == b"2ok"
+        assert counted(Event.IDLE_CLOSE) == before + 1
 
 
 # -- msg_read_timeout ----------------------------------------------------------------------------
@@ -331,6 +438,49 @@ def test_end_of_file_between_messages_and_inside_one(listener):
             conn.read_message(length_prefixed)
 
 
+def test_recv_exactly_0_reads_nothing(listener):
+    client, conn = served(matcher(), listener, "127.0.0.2")
+    with client, conn:
+        conn.sock.settimeout(5)  # nothing is sent: a read would wait (and fail) here
+        assert conn.recv_exactly(0) == b""
+        client.sendall(b"1a")
+        assert conn.read_message(length_prefixed) == b"1a"
+
+
+def test_a_message_cut_by_end_of_file_never_comes_back(listener):
+    client, conn = served(matcher(), listener, "127.0.0.2")
+    with conn:
+        client.sendall(b"ab")
+        client.close()
+        with pytest.raises(EOFError) as cut:
+            conn.recv_exactly(5)
+        assert cut.value.partial == b"ab"
+        assert conn.recv_exactly(2) == b""  # end of file, not the cut message's bytes
+        assert conn.read() == b""
+
+
+def test_read_inside_a_message_block_counts_as_a_read_of_that_message(listener):
+    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=2"})
+    client, conn = served(rules, listener, "127.0.0.2")
+    with client:
+        client.sendall(b"ab")
+        with conn.message():
+            assert conn.read(1) == b"a"  # the message's first read
+            assert conn.read() == b"b"  # already read: no read of the socket
+            client.sendall(b"c")
+            assert conn.read() == b"c"  # its second read
+            with pytest.raises(tcpmgm.MessageTooFragmented):
+                conn.read()  # a third: more than max_msg_chunks=2
+        assert closed_by_peer(client)
+    client, conn = served(rules, listener, "127.0.0.2")
+    with client, conn:
+        for piece in (b"ab", b"c", b"d"):  # outside a block each read is a whole message
+            client.sendall(piece)
+            assert conn.read() == piece
+        client.shutdown(socket.SHUT_WR)
+        assert conn.read() == b""
+
+
 # -- send_threshold ----------------------------------------------------------------------------
 
 
@@ -445,7 +595,17 @@ def test_the_readme_selectors_loop_applies_each_field(listener):
 
 def test_the_readme_thread_per_connection_server(listener):
     serve_one = readme_example("serve_one")
-    rules = matcher({"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=5"})
+    rules = matcher(
+        {"id": 1, "proto": "tcp", "remote_addr": "127.0.0.2", "attrs": "max_msg_chunks=5"},
+        {"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 1},
+    )
+    silent, accepted_silent = client_of(listener, "127.0.0.3")
+    with silent:  # never sends: the server's own thread closes it after con_lifetime
+        before = counted(Event.IDLE_CLOSE)
+        done = in_thread(lambda: serve_one(rules, accepted_silent))
+        assert done.get(timeout=HANG) is None
+        assert closed_by_peer(silent)
+        assert counted(Event.IDLE_CLOSE) == before + 1
     client, accepted = client_of(listener, "127.0.0.2")
     with client:
         done = in_thread(lambda: serve_one(rules, accepted))

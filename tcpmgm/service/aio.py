@@ -14,8 +14,9 @@ hold each message to ``msg_read_timeout`` from its first bytes and to
 ``max_msg_chunks`` reads, and drop the connection when it takes longer or
 more reads; ``drain()`` times the send (write plus drain) against
 ``send_threshold``; ``may_alias()`` answers from ``alias_mode``.  What the
-limits mean is defined once, in :mod:`tcpmgm.service.policy`; this module
-only feeds them the reads and sends of asyncio streams.
+limits mean, and the read helpers themselves (its ``MessageReader``), are
+defined once, in :mod:`tcpmgm.service.policy`; this module only feeds them
+the reads and sends of asyncio streams.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Any, Callable
 
 from ..model.errors import ConnectionDropped
 from ..model.profile import Profile
 from . import events
 from .events import Event
-from .policy import ConnectionPolicy, Parser, SlowSendHook
-from .sockets import SupportsLookup, endpoint, refuse_if_forbidden
+from .policy import ConnectionPolicy, IncompleteMessage, Parser, ReadSteps, SlowSendHook, through
+from .sockets import ConnectAttempt, SupportsLookup, endpoint
 
 __all__ = ["Connection", "open_connection", "start_server"]
 
@@ -60,12 +61,9 @@ class Connection:
         self.peer = endpoint(writer.get_extra_info("peername"))
         self.local = endpoint(writer.get_extra_info("sockname"))
         self._loop = asyncio.get_running_loop()
-        # Read from the stream but not yet given to the application (the rest of a chunk).
-        self._buffer = bytearray()
-        # One message at a time; its deadline on the loop's clock, which asyncio's waits use.
-        self._guard = policy.message_guard(self.peer, clock=self._loop.time)
-        self._message_started = False  # bytes of the current message have arrived
-        self._in_message_block = False  # inside ``with conn.message():``
+        # The buffer, the framing and the message guard; the deadline on the loop's clock, which
+        # asyncio's waits use.
+        self._reader = policy.message_reader(self.peer, clock=self._loop.time)
         self._send_started: int | None = None  # perf_counter_ns of the first write not yet drained
         self._last_activity = self._loop.time()
         self._idle_task: asyncio.Task[None] | None = None
@@ -103,8 +101,7 @@ class Connection:
             await asyncio.sleep(remaining)
 
     # -- reading ----------------------------------------------------------------
-    @contextlib.contextmanager
-    def message(self) -> Iterator[None]:
+    def message(self) -> contextlib.AbstractContextManager[None]:
         """Make every read inside the block one message, for a protocol that reads a
         message in several calls (a header, then its body)::
 
@@ -118,70 +115,33 @@ class Connection:
         ``readexactly()`` and ``readuntil()`` call reads one message, and a
         ``read()`` is a whole chunk.  A block inside another adds nothing.
         """
-        if self._in_message_block:
-            yield
-            return
-        self._in_message_block = True
+        return self._reader.message()
+
+    async def _run(self, steps: ReadSteps) -> bytes:
+        """Drive one of the reader's helpers with this stream's reads; a drop closes the connection."""
         try:
-            yield
-        finally:
-            self._in_message_block = False
-            self._message_done()
-
-    def _message_done(self) -> None:
-        self._guard.complete()
-        self._message_started = False
-
-    async def _chunk(self) -> bytes:
-        """One read from the stream for the current message, within its budget.
-
-        A read needed after some of the message has arrived means that the
-        bytes so far left it incomplete: the guard counts that read (and arms
-        the deadline at the first), and bounds the wait by what is left.  The
-        guard's verdict drops the connection.
-        """
-        try:
-            if self._message_started:
-                self._guard.incomplete()
-            wait = self._guard.remaining()
-            try:
-                data = await asyncio.wait_for(self.reader.read(CHUNK_SIZE), wait)
-            except asyncio.TimeoutError:
-                self._guard.expired()
-                raise  # expired() raises; this is for the type checker
+            wait = next(steps)
+            while True:
+                wait = steps.send(await self._chunk(wait))
+        except StopIteration as done:
+            result: bytes = done.value
+            return result
         except ConnectionDropped as dropped:
             log.info("%r dropped: %s", self, dropped)
-            # The message is given up with the connection: a read after this one sees end of
-            # file rather than the same verdict again (and the drop counted twice).
-            self._buffer.clear()
-            self._message_done()
+            # The reader gave the message up: a read after this one sees end of file rather than
+            # the same verdict again (and the drop counted twice).
             self.close()
             raise
+
+    async def _chunk(self, wait: float | None) -> bytes:
+        """One read from the stream, within ``wait`` seconds (the message's time left)."""
+        try:
+            data = await asyncio.wait_for(self.reader.read(CHUNK_SIZE), wait)
+        except asyncio.TimeoutError:
+            self._reader.expired()
         if data:
-            self._message_started = True
             self.touch()
         return data
-
-    async def _read_parsed(self, parse: Parser) -> bytes:
-        """The next message as ``parse`` delimits it; ``b""`` at end of file before any of it."""
-        while True:
-            if self._buffer:
-                self._message_started = True
-                length = parse(self._buffer)
-                if length is not None:
-                    message = bytes(self._buffer[:length])
-                    del self._buffer[:length]
-                    if not self._in_message_block:
-                        self._message_done()
-                    return message
-            data = await self._chunk()
-            if not data:
-                if self._buffer:
-                    partial = bytes(self._buffer)
-                    self._buffer.clear()
-                    raise asyncio.IncompleteReadError(partial, None)
-                return b""
-            self._buffer += data
 
     async def read_message(self, parse: Parser) -> bytes:
         """The next message of a framed protocol: ``parse(buffer)``
@@ -191,26 +151,27 @@ class Connection:
         the next call.
 
         ``b""`` at end of file (or after the idle close) before the message's
-        first byte; ``asyncio.IncompleteReadError`` when it ends the message.
+        first byte; ``asyncio.IncompleteReadError`` when it ends the message
+        (whose bytes are given up).
         :class:`tcpmgm.MessageTimeout` / :class:`tcpmgm.MessageTooFragmented`
         after closing the connection, when the message is not whole within
         ``msg_read_timeout`` of its first bytes or within ``max_msg_chunks``
         reads.  ``parse`` may raise to refuse a message (it is too long, say).
         """
-        return await self._read_parsed(parse)
+        return await self._whole(self._reader.read_message(parse), None)
+
+    async def _whole(self, steps: ReadSteps, expected: int | None) -> bytes:
+        """A message that end of file must not cut: ``IncompleteReadError`` as asyncio's streams raise it."""
+        try:
+            return await self._run(steps)
+        except IncompleteMessage as short:
+            raise asyncio.IncompleteReadError(short.partial, expected) from None
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes: one message (see :meth:`read_message` for its limits);
         ``asyncio.IncompleteReadError`` at end of file, as ``StreamReader.readexactly``."""
-        if n < 0:
-            raise ValueError("readexactly size can not be less than zero")
-        if n == 0:
-            return b""
-        try:
-            data = await self._read_parsed(lambda buffer: n if len(buffer) >= n else None)
-        except asyncio.IncompleteReadError as short:
-            raise asyncio.IncompleteReadError(short.partial, n) from None
-        if not data:
+        data = await self._whole(self._reader.exactly(n), n)
+        if n and not data:
             raise asyncio.IncompleteReadError(data, n)
         return data
 
@@ -221,16 +182,15 @@ class Connection:
         ``asyncio.LimitOverrunError`` when :data:`READUNTIL_LIMIT` bytes hold
         no separator, as ``StreamReader.readuntil``.
         """
+        find = through(separator)
 
-        def through_separator(buffer: bytearray) -> int | None:
-            found = buffer.find(separator)
-            if found >= 0:
-                return found + len(separator)
-            if len(buffer) > READUNTIL_LIMIT:
+        def within_limit(buffer: bytearray) -> int | None:
+            length = find(buffer)
+            if length is None and len(buffer) > READUNTIL_LIMIT:
                 raise asyncio.LimitOverrunError(f"no {separator!r} in the first {READUNTIL_LIMIT} bytes", len(buffer))
-            return None
+            return length
 
-        data = await self._read_parsed(through_separator)
+        data = await self._whole(self._reader.read_message(within_limit), None)
         if not data:
             raise asyncio.IncompleteReadError(data, None)
         return data
@@ -241,18 +201,7 @@ class Connection:
 
         A whole chunk by itself; inside :meth:`message` a read of that message.
         """
-        if n == 0:
-            return b""
-        if not self._buffer:
-            self._buffer += await self._chunk()
-        size = len(self._buffer) if n < 0 else n
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        if self._in_message_block:
-            self._message_started = self._message_started or bool(data)
-        else:
-            self._message_done()
-        return data
+        return await self._run(self._reader.read(n))
 
     # -- writing and closing ------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -340,24 +289,28 @@ async def open_connection(
 ) -> Connection:
     """Connect to ``host``:``port`` under the rules of ``mgr``; the client twin of :func:`start_server`.
 
-    Raises :class:`tcpmgm.NoNewConnection` (counted) when the path's profile
-    forbids new connections, ``asyncio.TimeoutError`` when
-    ``connect_timeout`` passes.  ``on_slow_send`` as for
+    Each address ``host`` resolves to is tried in turn under its own profile,
+    as :func:`tcpmgm.connect` does (one loop for both:
+    :class:`tcpmgm.sockets.ConnectAttempt`).  Raises
+    :class:`tcpmgm.NoNewConnection` (counted once) when the profile of every
+    address forbids new connections, ``asyncio.TimeoutError`` when
+    ``connect_timeout`` passes (the last address's error when none connects).  ``on_slow_send`` as for
     :func:`start_server`; other keyword arguments go to
     ``asyncio.open_connection``.
     """
     loop = asyncio.get_running_loop()
+    attempt = ConnectAttempt(mgr, proto, host, local_addr)
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    remote = endpoint(infos[0][4])
-    local_ip, local_port = local_addr if local_addr is not None else (None, 0)
-    profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
-    policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
-    if policy.no_new_conn:
-        events.count(Event.NO_NEW_CONN_REFUSED)
-        refuse_if_forbidden(profile, proto, remote)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(remote[0], remote[1], local_addr=local_addr, **kwargs),
-        policy.connect_timeout,
-    )
-    policy.apply(writer.get_extra_info("socket"))
-    return Connection(reader, writer, policy)
+    for _, remote, profile in attempt.paths(infos):
+        policy = ConnectionPolicy.from_profile(profile, on_slow_send=on_slow_send)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(remote[0], remote[1], local_addr=local_addr, **kwargs),
+                policy.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            attempt.failed(exc)
+            continue
+        policy.apply(writer.get_extra_info("socket"))
+        return Connection(reader, writer, policy)
+    attempt.give_up()

@@ -10,6 +10,10 @@ once (docs/operations.md#the-connection-policy):
 - :class:`MessageGuard`, one message's read budget: armed when a read leaves
   a message incomplete (its first bytes have arrived), it allows
   ``message_timeout`` seconds from then and ``max_msg_chunks`` reads in all;
+- :class:`MessageReader`, the read helpers of a connection without their
+  I/O: the buffer, the framing (a :data:`Parser`), the guard, the
+  ``message()`` block and what end of file means; a glue supplies only its
+  read (see :data:`ReadSteps`);
 - :class:`SendTimer`, a send measured in microseconds against
   ``send_threshold``.
 
@@ -28,14 +32,15 @@ reports counts it in :mod:`tcpmgm.service.events`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
-from ..model.errors import MessageTimeout, MessageTooFragmented
+from ..model.errors import ConnectionDropped, MessageTimeout, MessageTooFragmented
 from ..model.profile import Profile
 from . import events
 from .events import Event
@@ -46,11 +51,15 @@ __all__ = [
     "ALIAS_NEVER",
     "ALIAS_RFC_5923",
     "ConnectionPolicy",
+    "IncompleteMessage",
     "MessageGuard",
+    "MessageReader",
     "Parser",
+    "ReadSteps",
     "SendTimer",
     "SlowSend",
     "SlowSendHook",
+    "through",
 ]
 
 # Slow sends are a socket matter: they log where tcpmgm.apply's warnings do (tcpmgm.sockets).
@@ -79,6 +88,23 @@ SlowSendHook = Callable[[SlowSend], object]
 # A framed protocol's parser, as every glue's read_message takes it: given the bytes read so
 # far (the message at their start), the length of the message once they hold all of it, else None.
 Parser = Callable[[bytearray], "int | None"]
+
+
+# One read helper of a MessageReader, without its I/O: a generator that yields how long the
+# next read may wait (seconds, None: no limit), is sent what that read brought (b"": end of
+# file) and returns the result.  The glue's loop: wait = next(steps); then
+# wait = steps.send(read within wait) until StopIteration carries the result.
+ReadSteps = Generator["float | None", bytes, bytes]
+
+
+def through(separator: bytes) -> Parser:
+    """The framing "up to and including ``separator``" as a :data:`Parser`."""
+
+    def through_separator(buffer: bytearray) -> int | None:
+        found = buffer.find(separator)
+        return None if found < 0 else found + len(separator)
+
+    return through_separator
 
 
 def _seconds(value: int) -> float | None:
@@ -173,6 +199,10 @@ class ConnectionPolicy:
         """A :class:`MessageGuard` for reading the messages of one connection."""
         return MessageGuard(self, peer, clock=clock)
 
+    def message_reader(self, peer: Any = None, *, clock: Callable[[], float] = time.monotonic) -> MessageReader:
+        """A :class:`MessageReader` (with its :class:`MessageGuard`) for one connection."""
+        return MessageReader(self.message_guard(peer, clock=clock))
+
     def send_timer(self, peer: Any = None) -> SendTimer:
         """A :class:`SendTimer` for one send: ``with policy.send_timer(peer): sock.sendall(data)``."""
         return SendTimer(self, peer)
@@ -265,6 +295,132 @@ class MessageGuard:
         """The message is whole: the next one starts with a fresh budget."""
         self.reads = 0
         self._deadline = None
+
+
+class IncompleteMessage(EOFError):
+    """End of file in the middle of a message; ``partial``: the bytes of it that came (given up)."""
+
+    def __init__(self, partial: bytes, peer: Any = None) -> None:
+        super().__init__(f"the connection with {peer} ended {len(partial)} bytes into a message")
+        self.partial = partial
+        self.peer = peer
+
+
+class MessageReader:
+    """The read helpers of one connection, without their I/O: every glue's one definition.
+
+    Each helper (:meth:`read_message`, :meth:`exactly`, :meth:`until`,
+    :meth:`read`) is a generator of :data:`ReadSteps`: it takes messages from
+    the bytes already read and, when it needs more, yields how long the
+    glue's next read may wait under the message's :class:`MessageGuard`; the
+    glue sends back what its read brought.  Bytes after a message stay for
+    the next call.  Once a message has started (a read has brought some of
+    it), each further read it needs counts against the guard.  When the guard
+    drops the message (or the glue's wait ran out: :meth:`expired`), or end
+    of file comes in its middle (:class:`IncompleteMessage`), its bytes are
+    given up, so that a later read never returns them as a message; after a
+    drop the glue closes the connection.
+    """
+
+    __slots__ = ("_buffer", "_in_block", "_started", "guard")
+
+    def __init__(self, guard: MessageGuard) -> None:
+        self.guard = guard
+        self._buffer = bytearray()  # read, not yet given to the application
+        self._started = False  # bytes of the current message have arrived
+        self._in_block = False  # inside ``with reader.message():``
+
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Make every read inside the block one message (a header, then its body): its
+        deadline runs from its first bytes to the end of the block and its reads count
+        together.  A block inside another adds nothing."""
+        if self._in_block:
+            yield
+            return
+        self._in_block = True
+        try:
+            yield
+        finally:
+            self._in_block = False
+            self._done()
+
+    def _done(self) -> None:
+        self.guard.complete()
+        self._started = False
+
+    def _give_up(self) -> None:
+        self._buffer.clear()
+        self._done()
+
+    def expired(self) -> NoReturn:
+        """The glue's wait for the rest of a message ran out: give it up, count the drop and
+        raise :class:`tcpmgm.MessageTimeout`."""
+        self._give_up()
+        self.guard.expired()
+        raise AssertionError("MessageGuard.expired() raises")  # pragma: no cover
+
+    def _next_read(self) -> ReadSteps:
+        """One read for the current message: the guard counts it once the message has started
+        (what came so far left it incomplete) and bounds its wait; it returns what came."""
+        try:
+            if self._started:
+                self.guard.incomplete()
+            data = yield self.guard.remaining()
+        except ConnectionDropped:
+            self._give_up()
+            raise
+        return data
+
+    def read_message(self, parse: Parser) -> ReadSteps:
+        """The next message as ``parse`` delimits it; ``b""`` at end of file before any of it,
+        :class:`IncompleteMessage` at end of file inside it."""
+        while True:
+            if self._buffer:
+                self._started = True
+                length = parse(self._buffer)
+                if length is not None:
+                    message = bytes(self._buffer[:length])
+                    del self._buffer[:length]
+                    if not self._in_block:
+                        self._done()
+                    return message
+            data = yield from self._next_read()
+            if not data:
+                if self._buffer:
+                    partial = bytes(self._buffer)
+                    self._give_up()
+                    raise IncompleteMessage(partial, self.guard.peer)
+                return b""
+            self._buffer += data
+
+    def exactly(self, n: int) -> ReadSteps:
+        """A message of exactly ``n`` bytes (``b""`` for 0, without reading)."""
+        if n < 0:
+            raise ValueError(f"a message of {n} bytes: the size can not be less than zero")
+        if n == 0:
+            return b""
+        return (yield from self.read_message(lambda buffer: n if len(buffer) >= n else None))
+
+    def until(self, separator: bytes) -> ReadSteps:
+        """The bytes up to and including ``separator``."""
+        return (yield from self.read_message(through(separator)))
+
+    def read(self, n: int = -1) -> ReadSteps:
+        """Up to ``n`` bytes (``-1``: what one read brings), whatever has arrived; ``b""`` at
+        end of file.  A whole message by itself; inside :meth:`message` a read of that one."""
+        if n == 0:
+            return b""
+        if not self._buffer:
+            self._buffer += yield from self._next_read()
+        size = len(self._buffer) if n < 0 else n
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if self._in_block:
+            self._started = self._started or bool(data)
+        else:
+            self._done()
+        return data
 
 
 class SendTimer:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from ..model.errors import NoNewConnection, RuleError, shown
 from ..model.profile import Profile
@@ -31,6 +31,7 @@ from .options import Applied, OptionNotSet, set_socket_options
 __all__ = [
     "KEEPALIVE_LIMITS",
     "Applied",
+    "ConnectAttempt",
     "KeepaliveTimer",
     "OptionNotSet",
     "apply",
@@ -168,12 +169,57 @@ def connect_timeout(profile: Profile) -> float | None:
     return profile.connect_timeout / 1000 if profile.connect_timeout else None
 
 
-def refuse_if_forbidden(profile: Profile, proto: str, remote: tuple[str | None, int]) -> None:
-    """Raise :class:`NoNewConnection` when the profile forbids opening this connection."""
-    if profile.no_new_conn:
-        raise NoNewConnection(
-            f"rule {profile.id} forbids new {proto} connections to {remote[0]} port {remote[1]} (no_new_conn)"
-        )
+# One address of a host name as getaddrinfo gives it: (family, type, proto, canonname, sockaddr).
+AddressInfo = tuple[Any, Any, int, str, Any]
+
+
+class ConnectAttempt:
+    """One connect under the rules, trying each address a host name resolves to in turn, as
+    ``socket.create_connection`` does: the one definition of that loop, which :func:`connect`
+    and :func:`tcpmgm.aio.open_connection` drive with their own connects.
+
+    :meth:`paths` yields each address the rules allow with its profile (one lookup per
+    address: its remote end and ``source``); the glue connects, returns on success and tells
+    :meth:`failed` the error otherwise; :meth:`give_up` raises when no address connected.  An
+    address whose profile has ``no_new_conn`` is skipped without a packet sent.  When every
+    address was refused so, the attempt raises :class:`NoNewConnection`, counted once
+    (``Event.NO_NEW_CONN_REFUSED``: one refused connect, however many addresses it had);
+    when an allowed address was tried, its error is raised instead.
+    """
+
+    def __init__(self, mgr: SupportsLookup, proto: str, host: str, source: tuple[Any, int] | None) -> None:
+        self.mgr = mgr
+        self.proto = proto
+        self.host = host
+        self.local: tuple[Any, int] = source if source is not None else (None, 0)
+        self._error: BaseException | None = None  # the last allowed address's failure
+        self._refused: NoNewConnection | None = None
+
+    def paths(self, infos: list[AddressInfo]) -> Iterator[tuple[AddressInfo, tuple[str | None, int], Profile]]:
+        """``(address info, (ip, port), profile)`` of each address to try, in order."""
+        for info in infos:
+            remote = endpoint(info[4])
+            profile = self.mgr.lookup(self.proto, remote[0], remote[1], self.local[0], self.local[1])
+            if profile.no_new_conn:
+                self._refused = NoNewConnection(
+                    f"rule {profile.id} forbids new {self.proto} connections to {remote[0]} port {remote[1]} "
+                    "(no_new_conn)"
+                )
+                continue
+            yield info, remote, profile
+
+    def failed(self, error: BaseException) -> None:
+        """Connecting to the address just yielded raised ``error``."""
+        self._error = error
+
+    def give_up(self) -> NoReturn:
+        """No address connected: raise why (see the class)."""
+        if self._error is not None:
+            raise self._error
+        if self._refused is not None:
+            events.count(Event.NO_NEW_CONN_REFUSED)
+            raise self._refused
+        raise OSError(f"getaddrinfo returned no address for {shown(self.host)}")
 
 
 def connect(
@@ -192,7 +238,9 @@ def connect(
     milliseconds (``TimeoutError``/``OSError`` otherwise), applies the profile
     and returns the socket, in blocking mode with the default socket timeout.
     A host name is resolved first; each address it resolves to is tried in
-    turn, as ``socket.create_connection`` does.
+    turn, as ``socket.create_connection`` does (:class:`ConnectAttempt`: an
+    address refused by ``no_new_conn`` is skipped, and the refusal is raised
+    and counted once when every address was refused).
     """
     return connect_with_profile(mgr, proto, address, source=source)[0]
 
@@ -206,18 +254,9 @@ def connect_with_profile(
 ) -> tuple[socket.socket, Profile]:
     """:func:`connect`, also returning the profile the connection was opened under."""
     host, port = address
-    local_ip, local_port = source if source is not None else (None, 0)
+    attempt = ConnectAttempt(mgr, proto, host, source)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    last_error: BaseException | None = None
-    for family, kind, protocol, _, sockaddr in infos:
-        remote = endpoint(sockaddr)
-        profile = mgr.lookup(proto, remote[0], remote[1], local_ip, local_port)
-        try:
-            refuse_if_forbidden(profile, proto, remote)
-        except NoNewConnection as exc:
-            events.count(Event.NO_NEW_CONN_REFUSED)
-            last_error = exc
-            continue
+    for (family, kind, protocol, _, sockaddr), remote, profile in attempt.paths(infos):
         sock = socket.socket(family, kind, protocol)
         try:
             apply(sock, profile)  # before connecting: keepalive holds from the first packet
@@ -230,10 +269,8 @@ def connect_with_profile(
             return sock, profile
         except OSError as exc:
             sock.close()
-            last_error = exc
-    if last_error is None:
-        raise OSError(f"getaddrinfo returned no address for {shown(host)}")
-    raise last_error
+            attempt.failed(exc)
+    attempt.give_up()
 
 
 def parse_endpoint(text: str, *, listeners: Mapping[str, Any] | None = None) -> tuple[str, int]:
