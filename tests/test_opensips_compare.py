@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from unittest import mock
 
 import opensips_tables as c
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tcpmgm import ReferenceMatcher, Rule, default_profile
+from tcpmgm import ReferenceMatcher, Rule, RuleError, default_profile
 from tcpmgm.opensips import Difference, OpenSIPSOrder, candidates, compare
 from tcpmgm.opensips import comparison as comparison_module
 from tcpmgm.opensips import order as order_module
@@ -289,3 +290,21 @@ def test_a_large_one_priority_table_misses_no_pair_on_sampled_connections(matche
                 missing.setdefault(pair, connection)
     assert differing > 0  # the sample reaches the differences at all
     assert missing == {}
+
+
+def test_the_rules_opensips_does_not_load_are_left_out_of_its_side(matcher_cls):
+    """Rule 2, say refused by OpenSIPS, is only on the documented side: inside
+    its network OpenSIPS picks rule 1, and the reason names the rule it lacks."""
+    rules = [Rule(1, proto="tcp", remote=net("10.0.0.0/8")), Rule(2, proto="tcp", remote=net("10.1.0.0/16"))]
+    rules.append(Rule(3, proto="tcp", remote=net("10.2.0.0/16"), remote_port=5060))
+    loaded = [rules[0], rules[2]]
+    with twin(matcher_cls):
+        assert not compare(rules)
+        comparison = compare(rules, opensips_rules=loaded)
+        (difference,) = comparison
+        assert OpenSIPSOrder(loaded).lookup(*difference.connection).id == 1
+    assert matcher_cls(rules).lookup(*difference.connection).id == 2
+    assert (difference.opensips_id, difference.documented_id) == (1, 2)
+    assert difference.reason == "OpenSIPS does not load rule 2 (it rejects the row or loses it to a batch fetch)"
+    with pytest.raises(RuleError, match="among the documented side's"):
+        compare(rules[:1], opensips_rules=rules)

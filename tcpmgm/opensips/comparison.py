@@ -10,11 +10,13 @@ Why candidates suffice, and what they can miss: the two orders both sort by
 priority first, and the comparator agrees with the documented key everywhere
 but three places (paths of different named protocols compare equal, ties keep
 the database order, masks of different families compare by the first one's
-length).  So the two winners on a connection have the same priority, and the
-connection is in both rules' filters.  The candidates of a rule are its remote
-boundaries combined with what its partners at the same priority ask for in the
-fields it leaves open (a partner: a rule on the same or an enclosing remote
-network, or on any remote network).
+length).  So the two winners on a connection, of rules OpenSIPS loads, have the same priority, the
+connection is in both rules' filters, and the two orders rank the two rules
+differently.  The candidates of a rule are its own boundaries, then those
+combined with what each partner asks for in the fields the rule leaves open (a
+partner: a rule of its priority on the same or an enclosing remote network,
+or on any remote network, that can meet it on a connection and that the two
+orders rank differently), up to a budget that the result reports.
 """
 
 from __future__ import annotations
@@ -434,7 +436,9 @@ def compare(
     reads them all.  ``opensips_rules``, in that order too, are the ones
     OpenSIPS really loads (without the rows it rejects or loses to batch
     fetches), each one of ``rules`` (:class:`~tcpmgm.RuleError` if not);
-    ``None``: the same as ``rules``.  The candidates come from ``rules``."""
+    ``None``: the same as ``rules``.  The candidates come from ``rules``;
+    past ``budget`` of them from pairs of rules the result is not exhaustive.
+    ``progress`` is called with the number of candidates of each batch asked."""
     loaded = _loaded(rules, opensips_rules)
     order = OpenSIPSOrder(loaded, default=default)
     documented = Matcher(rules, default=default)
