@@ -17,7 +17,7 @@ import pytest
 from tables import create_plain_table, insert
 
 from tcpmgm import TcpMgm
-from tcpmgm.model.errors import SchemaError
+from tcpmgm.model.errors import ArgumentError, SchemaError, TcpMgmError
 from tcpmgm.model.profile import register_attr
 from tcpmgm.model.protocols import register_protocol
 from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, pitfalls
@@ -120,6 +120,22 @@ def test_attrs_names_known_to_tcpmgm_only_are_unknown_to_opensips(sqlite_path: s
     assert "pitfall_probe_attr" in unknown.message and "max_msg_chunks" in unknown.message
     assert only(by_kind, "attrs-value").rule_ids == (3,)
     assert only(by_kind, "uninitialised-entry").rule_ids == (1, 3)
+    assert "tcpmgm has registered" in unknown.message and "neither" not in unknown.message
+
+
+def test_an_attrs_name_neither_knows_is_not_called_tcpmgm_only(sqlite_path: str) -> None:
+    register_attr("pitfall_probe_attr")
+    mgr = sqlite_table(
+        sqlite_path,
+        [rule(1, attrs="pitfall_no_such_attr"), rule(2, attrs="pitfall_probe_attr"), rule(3, attrs="max_msg_chunks")],
+    )
+    unknown_to_both, tcpmgm_only = found(mgr)["unknown-attr"]  # grouped by what tcpmgm knows, in row order
+    assert tcpmgm_only.rule_ids == (2,) and unknown_to_both.rule_ids == (1,)
+    assert "pitfall_no_such_attr" not in tcpmgm_only.message and "tcpmgm has registered" in tcpmgm_only.message
+    assert "pitfall_no_such_attr" in unknown_to_both.message
+    assert "neither OpenSIPS nor tcpmgm" in unknown_to_both.message and "registered" not in unknown_to_both.message
+    report = mgr.reload()  # tcpmgm rejects the row too, as the message says
+    assert report.loaded == 2 and [error.rule_id for error in report.rejected] == [1]
 
 
 def test_empty_attrs_items_are_rejected(sqlite_path: str) -> None:
@@ -349,12 +365,13 @@ def test_renamed_columns_whose_parameter_renames_another_column(sqlite_path: str
 def test_unknown_backend_and_schema_version() -> None:
     with pytest.raises(SchemaError):
         pitfalls([], backend="oracle")
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match=r"unknown schema version 3 \(known: 1, 2\)"):
         pitfalls([], backend="sqlite", schema_version=3)
     with pytest.raises(SchemaError):
         batch_rows(3)
-    with pytest.raises(ValueError, match="at least one row"):
+    with pytest.raises(ArgumentError, match="at least one row") as refused:
         pitfalls([], backend="sqlite", batch=0)
+    assert isinstance(refused.value, (TcpMgmError, ValueError))
 
 
 # -- the report ---------------------------------------------------------------------------
