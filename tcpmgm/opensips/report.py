@@ -3,7 +3,7 @@
 :func:`check_table` reads the table once, as OpenSIPS does (a plain ``SELECT``
 without ``ORDER BY``, the rows in the database's order), makes the rules of it
 with the reload's own row reader (:meth:`~tcpmgm.Rule.from_row`, the one
-validation) in that order, and gathers :func:`~tcpmgm.opensips.compare.compare`
+validation) in that order, and gathers :func:`~tcpmgm.opensips.comparison.compare`
 on them, :func:`~tcpmgm.opensips.pitfalls.pitfalls` on the raw rows and
 :func:`~tcpmgm.opensips.pitfalls.modparam_lines` for the table's names into a
 :class:`Report` (docs/opensips.md#opensips-pitfalls), which the CLI and the
@@ -24,7 +24,7 @@ from ..sql.loader import version_row
 from ..sql.rows import RowReader
 from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, TableNames
 from ..sql.table import read_rows
-from .compare import Connection, Difference, compare
+from .comparison import Connection, Difference, compare
 from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls, version_pitfalls
 
 __all__ = ["Report", "RuleTable", "check_table"]
@@ -116,7 +116,7 @@ def check_table(
 ) -> Report:
     """Read ``table``'s rows once, in database order, and report what OpenSIPS makes of them.
 
-    ``progress`` is passed to :func:`~tcpmgm.opensips.compare.compare`;
+    ``progress`` is passed to :func:`~tcpmgm.opensips.comparison.compare`;
     ``batch``, the rows OpenSIPS fetches at a time, to
     :func:`~tcpmgm.opensips.pitfalls.pitfalls` (default: its upper bound).
     """
@@ -135,7 +135,7 @@ def check_table(
         batch=batch,
     )
     return Report(
-        differences=compare(rules, default=table.default, progress=progress),
+        differences=compare(rules, default=table.default, progress=progress).differences,
         pitfalls=found,
         modparams=modparam_lines(table.names.columns, schema_version=version, table=table.names.table),
         opensips_version=OPENSIPS_VERSIONS[version],

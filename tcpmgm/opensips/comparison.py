@@ -23,9 +23,10 @@ import array
 import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, overload
 
 from ..matching.matcher import Matcher
+from ..model.errors import RuleError
 from ..model.key import key_difference
 from ..model.prefix import Prefix
 from ..model.profile import Profile
@@ -33,7 +34,7 @@ from ..model.protocols import protocol_code, protocols
 from ..model.rule import Rule
 from .order import OpenSIPSOrder, PathKey, compare_paths, path_key
 
-__all__ = ["PARTNERS", "Connection", "Difference", "candidates", "compare"]
+__all__ = ["PARTNERS", "Comparison", "Connection", "Difference", "candidates", "compare"]
 
 Connection = tuple[Optional[str], str, int, Optional[str], int]  # lookup()'s five arguments
 
@@ -53,6 +54,26 @@ class Difference:
     opensips_id: int  # the rule OpenSIPS picks, 0 for none
     documented_id: int  # the rule the documented order picks, 0 for none
     reason: str  # the comparator step where the two orders part
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison(Sequence[Difference]):
+    """What :func:`compare` found: the differences, in order, and whether it
+    asked every candidate connection (``exhaustive``) or cut some."""
+
+    differences: list[Difference]
+    exhaustive: bool  # False: some candidates were left out, a pair of winners may be missing
+    candidates: int  # the candidate connections asked of both orders
+
+    @overload
+    def __getitem__(self, index: int) -> Difference: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Difference]: ...
+    def __getitem__(self, index: int | slice) -> Difference | list[Difference]:
+        return self.differences[index]
+
+    def __len__(self) -> int:
+        return len(self.differences)
 
 
 class _Fields(NamedTuple):
@@ -165,6 +186,7 @@ class _Generator:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = rules
+        self.cut = False  # whether some rule had more partners than were combined
         self.networks = _Networks(rule.remote_prefix for rule in rules if rule.remote_prefix is not None)
         named_ports = {rule.remote_port for rule in rules} | {rule.local_port for rule in rules}
         self.free_port = next((port for port in range(5000, 65536) if port not in named_ports), 0)
@@ -182,6 +204,7 @@ class _Generator:
         for network in [*networks, None]:
             for fields in self.partners.get((rule.priority, network), ()):
                 if len(found) >= PARTNERS:
+                    self.cut = True
                     return list(found)
                 found[fields] = None
         return list(found)
@@ -287,9 +310,17 @@ def _equal(a: PathKey, b: PathKey) -> bool:
     return compare_paths(a, b) == 0 or compare_paths(b, a) == 0
 
 
-def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: dict[int, int]) -> str:
-    """The comparator step where the two orders part, for two rules that match one connection
-    (``database``: each rule's place in the database's order)."""
+def _reason(opensips: Rule | None, documented: Rule | None, order: OpenSIPSOrder, database: dict[int, int]) -> str:
+    """Why the two orders part on a connection where OpenSIPS picks ``opensips``
+    and the documented order ``documented`` (``None``: no rule; ``database``:
+    each loaded rule's place in the database's order)."""
+    # Both orders try every rule with one predicate, and OpenSIPS loads some of
+    # the documented side's rules: where one side has no rule, or OpenSIPS does
+    # not have the documented winner, that is why.
+    if documented is None:
+        return "no rule of the documented order matches"
+    if opensips is None or documented.id not in database:
+        return f"OpenSIPS does not load rule {documented.id} (it rejects the row or loses it to a batch fetch)"
     o, d = opensips, documented
     if o.key()[:-1] == d.key()[:-1]:
         how = "keeps the database order" if database[o.id] < database[d.id] else "left them against the database order"
@@ -330,17 +361,24 @@ def _reason(opensips: Rule, documented: Rule, order: OpenSIPSOrder, database: di
 def compare(
     rules: Sequence[Rule],
     *,
+    opensips_rules: Sequence[Rule] | None = None,
     default: Profile | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[Difference]:
+) -> Comparison:
     """Every pair (OpenSIPS's winner, the documented winner) that differs on a
     candidate connection, once, with a witness; sorted by the two ids.
 
-    ``rules`` in the order the database returned them."""
-    order = OpenSIPSOrder(rules, default=default)
+    ``rules`` in the order the database returned them: the documented order
+    reads them all.  ``opensips_rules``, in that order too, are the ones
+    OpenSIPS really loads (without the rows it rejects or loses to batch
+    fetches), each one of ``rules`` (:class:`~tcpmgm.RuleError` if not);
+    ``None``: the same as ``rules``.  The candidates come from ``rules``."""
+    loaded = _loaded(rules, opensips_rules)
+    order = OpenSIPSOrder(loaded, default=default)
     documented = Matcher(rules, default=default)
     witnesses: dict[tuple[int, int], _Candidate] = {}
     pending: dict[tuple[int, int | None], list[_Candidate]] = {}
+    asked = 0
 
     def run(batch: list[_Candidate]) -> None:
         for candidate, theirs, ours in zip(
@@ -351,7 +389,9 @@ def compare(
         if progress is not None:
             progress(len(batch))
 
-    for candidate in _Generator(list(rules)):
+    generator = _Generator(list(rules))
+    for candidate in generator:
+        asked += 1
         kind = (candidate.remote[0], None if candidate.local is None else candidate.local[0])
         batch = pending.setdefault(kind, [])
         batch.append(candidate)
@@ -362,14 +402,25 @@ def compare(
         if batch:
             run(batch)
 
-    database = {rule.id: place for place, rule in enumerate(rules)}
+    database = {rule.id: place for place, rule in enumerate(loaded)}
     differences = []
     for candidate in witnesses.values():
         connection = _connection(candidate)
+        # Asked again as the caller will read the witness.
         theirs, ours = order.winner(*connection), documented.get(documented.lookup(*connection).id)
-        # Asked again as the caller will read the witness.  Both orders try
-        # every rule with one predicate: a rule that matches for one matches for the other.
-        assert theirs is not None and ours is not None, connection
-        if theirs.id != ours.id:
-            differences.append(Difference(connection, theirs.id, ours.id, _reason(theirs, ours, order, database)))
-    return sorted(differences, key=lambda difference: (difference.opensips_id, difference.documented_id))
+        theirs_id, ours_id = (theirs.id if theirs else 0), (ours.id if ours else 0)
+        if theirs_id != ours_id:
+            differences.append(Difference(connection, theirs_id, ours_id, _reason(theirs, ours, order, database)))
+    differences.sort(key=lambda difference: (difference.opensips_id, difference.documented_id))
+    return Comparison(differences, exhaustive=not generator.cut, candidates=asked)
+
+
+def _loaded(rules: Sequence[Rule], opensips_rules: Sequence[Rule] | None) -> list[Rule]:
+    """The rules OpenSIPS loads, in database order: ``opensips_rules``, each one of ``rules``."""
+    if opensips_rules is None:
+        return list(rules)
+    ids = {rule.id for rule in rules}
+    for rule in opensips_rules:
+        if rule.id not in ids:
+            raise RuleError(rule.id, "id", rule.id, "OpenSIPS's rules must be among the documented side's")
+    return list(opensips_rules)
