@@ -8,6 +8,7 @@ the pitfalls are asserted with their rows and what their messages say.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +21,9 @@ from tcpmgm import TcpMgm
 from tcpmgm.model.errors import ArgumentError, SchemaError, TcpMgmError
 from tcpmgm.model.profile import register_attr
 from tcpmgm.model.protocols import register_protocol
-from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, pitfalls
+from tcpmgm.opensips import report as report_module
+from tcpmgm.opensips.comparison import Comparison, Difference, compare
+from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, not_loaded, pitfalls
 from tcpmgm.opensips.report import Report, check_table
 from tcpmgm.sql.table import read_rows
 
@@ -433,9 +436,17 @@ def test_check_table_agrees_when_the_database_order_does(sqlite_path: str) -> No
     )
     report = check_table(mgr)
     assert not report.differs and report.pitfalls == [] and report.modparams == []
+    mgr.reload()
+    assert report.exhaustive and report.candidates == compare(mgr.rules_as_read).candidates > 0
     assert report.to_json() == {
         "opensips_version": "4.0 to 4.1.0-dev",
         "differs": False,
+        "exhaustive": True,
+        "candidates": report.candidates,
+        "not_loaded": [],
+        "differences_total": 0,
+        "offset": 0,
+        "next_offset": None,
         "differences": [],
         "pitfalls": [],
         "modparams": [],
@@ -445,6 +456,54 @@ def test_check_table_agrees_when_the_database_order_does(sqlite_path: str) -> No
         "  picks the documented rule for every connection checked",
         "  no pitfalls",
     ]
+    mgr.close()
+
+
+def test_a_cut_comparison_never_says_every_connection_was_checked(sqlite_path: str, monkeypatch: Any) -> None:
+    mgr = sqlite_table(
+        sqlite_path, [rule(5, proto="tls", remote_addr="10.0.0.0/16"), rule(8, remote_addr="10.0.0.0/8")]
+    )
+    whole = check_table(mgr)
+    cut = Comparison([], exhaustive=False, candidates=3)
+    monkeypatch.setattr(report_module, "compare", lambda *args, **options: cut)
+    report = check_table(mgr)
+    assert (report.exhaustive, report.candidates, report.differs) == (False, 3, False)
+    text = report.lines()
+    assert "  picks the documented rule for every connection checked" in whole.lines()
+    assert not any("every connection checked" in line for line in text)
+    assert "  picks the documented rule for each of the 3 connection(s) checked" in text
+    assert any(line.startswith("  the comparison was cut: 3 candidate connection(s) asked") for line in text)
+    assert {k: report.to_json()[k] for k in ("exhaustive", "candidates", "differs")} == {
+        "exhaustive": False,
+        "candidates": 3,
+        "differs": False,
+    }
+    # with differences too, the cut is said
+    differing = dataclasses.replace(report, differences=[Difference(("tcp", "10.0.0.1", 1, None, 1), 8, 5, "why")])
+    assert differing.differs and any("the comparison was cut" in line for line in differing.lines())
+    mgr.close()
+
+
+def test_the_rows_opensips_does_not_load_are_those_of_the_batch_loss_and_uninitialised_entries(
+    sqlite_path: str,
+) -> None:
+    mgr = sqlite_table(
+        sqlite_path,
+        [
+            *(rule(1), rule(2, proto="udp"), rule(3), rule(4)),
+            *(rule(5, attrs="max_msg_chunks=1"), rule(6), rule(7, proto="udp")),
+        ],
+    )
+    computed = [pitfall for group in found(mgr, batch=4).values() for pitfall in group]
+    # OpenSIPS keeps the last batch, 5 to 7, and rejects 5 and 7 of it
+    assert not_loaded(computed) == (1, 2, 3, 4, 5, 7)
+    report = check_table(mgr, batch=4)
+    assert report.not_loaded == (1, 2, 3, 4, 5, 7) and report.to_json()["not_loaded"] == [1, 2, 3, 4, 5, 7]
+    # All rules of one key: the documented order takes the lowest id, 1; OpenSIPS the first row it
+    # loads: 6 when it keeps only the last batch, 1 (of 1, 3, 4 and 6) when there is one batch.
+    assert [(d.opensips_id, d.documented_id) for d in report.differences] == [(6, 1)]
+    one_batch = check_table(mgr)
+    assert one_batch.not_loaded == (2, 5, 7) and not one_batch.differs
     mgr.close()
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Pitfall",
     "batch_rows",
     "modparam_lines",
+    "not_loaded",
     "pitfalls",
     "version_pitfalls",
 ]
@@ -99,6 +100,9 @@ _NOT_TCP = frozenset({"udp", "sctp", "hep_udp"})
 _ALIAS_MODE_MAX = 2  # TCP_ALIAS_ALWAYS
 _PARALLEL_READ_MAX = 2  # schema version 1
 _TIMERS = ("keepcount", "keepidle", "keepinterval")
+# The pitfalls whose rows OpenSIPS does not load: all of the rows before the batch it keeps, and
+# the rows of that batch it rejects (every rejected row of that batch leaves one such entry).
+_NOT_LOADED = ("batch-loss", "uninitialised-entry")
 # The two unknown-attr refusals: a name tcpmgm has registered (register_attr), or one that both refuse.
 _TCPMGM_ONLY = "tcpmgm-only"
 _UNKNOWN_TO_BOTH = "unknown to both"
@@ -195,6 +199,14 @@ def pitfalls(
         found.append(_parallel_read(rows))
     found += _renames(columns or {}, version)
     return found
+
+
+def not_loaded(found: Iterable[Pitfall]) -> tuple[int, ...]:
+    """The ids of the rows OpenSIPS does not load, as ``found`` (what :func:`pitfalls` gave) says:
+    those lost to batch fetches and those of the batch it keeps that it rejects (each of which
+    leaves an uninitialised entry), in database order."""
+    # batch-loss comes first, and its rows all precede the batch kept: the order is the database's.
+    return tuple(dict.fromkeys(i for pitfall in found if pitfall.kind in _NOT_LOADED for i in pitfall.rule_ids))
 
 
 def version_pitfalls(found: int | None, *, table: str, schema_version: int = DEFAULT_SCHEMA_VERSION) -> list[Pitfall]:
