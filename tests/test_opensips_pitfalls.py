@@ -478,6 +478,9 @@ def test_a_cut_comparison_never_says_every_connection_was_checked(sqlite_path: s
         "candidates": 3,
         "differs": False,
     }
+    for page in ({"offset": -1}, {"limit": 0}):
+        with pytest.raises(ArgumentError, match="a page starts at an offset of 0 or more"):
+            report.to_json(**page)
     # with differences too, the cut is said
     differing = dataclasses.replace(report, differences=[Difference(("tcp", "10.0.0.1", 1, None, 1), 8, 5, "why")])
     assert differing.differs and any("the comparison was cut" in line for line in differing.lines())
