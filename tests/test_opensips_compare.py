@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import random
 from contextlib import contextmanager
 from unittest import mock
 
 import opensips_tables as c
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tcpmgm import ReferenceMatcher, Rule, default_profile
+from tcpmgm import ReferenceMatcher, Rule, RuleError, default_profile
 from tcpmgm.opensips import Difference, OpenSIPSOrder, candidates, compare
 from tcpmgm.opensips import comparison as comparison_module
 from tcpmgm.opensips import order as order_module
-from tcpmgm_bench.workloads import carrier, nested
+from tcpmgm_bench.workloads import carrier, nested, ports
 
 FIXTURE_CLASS = [HealthCheck.function_scoped_fixture]  # matcher_cls is a class, the same for every example
 
@@ -178,11 +180,12 @@ def test_ten_thousand_rules(matcher_cls):
     """The size docs/opensips.md promises within a minute (the measured time is in its text,
     never asserted here); the pure twin, a linear scan per lookup, gets a smaller table."""
     size = 10_000 if matcher_cls is not ReferenceMatcher else 300
-    for workload in (carrier, nested):
+    for workload in (carrier, nested, ports):
         rules = workload(size, 0).rules
         with twin(matcher_cls):
-            differences = compare(rules)
-            check_witnesses(rules, differences, matcher_cls)
+            comparison = compare(rules)
+            check_witnesses(rules, comparison, matcher_cls)
+        assert comparison.exhaustive, workload.__name__  # the default budget covers the benchmark tables
 
 
 @given(c.tables(max_size=14))
@@ -201,3 +204,107 @@ def test_a_priority_per_protocol_and_no_ties_make_the_orders_agree(matcher_cls, 
     documented = matcher_cls(rules)
     for connection in real_connections(rules):
         assert opensips.lookup(*connection).id == documented.lookup(*connection).id, connection
+
+
+def review_table():
+    """The review's table: forty ws rules on rule 3's network, which cannot meet a
+    tls connection, and the pair (1, 3) where rule 1's port meets rule 3's."""
+    return [
+        Rule(1, proto="tls", remote_port=5070),
+        Rule(2, proto="ws", remote=net("1.0.0.0/8")),
+        *(Rule(100 + n, proto="ws", remote=net("1.0.0.0/8"), remote_port=6000 + n) for n in range(40)),
+        Rule(3, proto="tls", remote=net("1.0.0.0/8"), local_port=7009),
+    ]
+
+
+def test_partners_that_can_never_meet_the_rule_do_not_crowd_out_one_that_can(matcher_cls):
+    rules = review_table()
+    with twin(matcher_cls):
+        comparison = compare(rules)
+        check_witnesses(rules, comparison, matcher_cls)
+        assert OpenSIPSOrder(rules).lookup("tls", "1.2.3.4", 5070, None, 7009).id == 1
+    assert matcher_cls(rules).lookup("tls", "1.2.3.4", 5070, None, 7009).id == 3
+    assert (1, 3) in {(d.opensips_id, d.documented_id) for d in comparison}
+    assert comparison.exhaustive
+
+
+def test_a_cut_budget_says_so(matcher_cls):
+    """With no candidates allowed beyond each rule's own, the pair (1, 3) goes unseen, and the result says so."""
+    rules = review_table()
+    with twin(matcher_cls):
+        whole, cut = compare(rules), compare(rules, budget=0)
+        own = len(list(candidates(rules, budget=0)))
+    assert whole.exhaustive and whole.candidates > own
+    assert not cut.exhaustive and cut.candidates == own
+    assert (1, 3) not in {(d.opensips_id, d.documented_id) for d in cut}
+
+
+def one_priority_many_ports(size, seed):
+    """A table of one priority: nested networks of a few bases, several protocols, many ports."""
+    rng = random.Random(seed)
+    bases = [rng.randrange(0x01000000, 0xE0000000) for _ in range(size // 40 + 1)]
+    rules = []
+    for rule_id in range(1, size + 1):
+        length = rng.choice((8, 12, 16, 20, 24, 28, 32))
+        remote = ipaddress.IPv4Network((rng.choice(bases) >> (32 - length) << (32 - length), length))
+        rules.append(
+            Rule(
+                rule_id,
+                proto=rng.choice((None, "tcp", "tls", "ws")),
+                remote=remote if rng.random() < 0.9 else None,
+                remote_port=rng.randrange(1024, 1024 + size) if rng.random() < 0.5 else 0,
+                local_port=rng.choice((0, 0, 5060, 5061, 7009)),
+            )
+        )
+    rng.shuffle(rules)
+    return rules, bases
+
+
+def test_a_large_one_priority_table_misses_no_pair_on_sampled_connections(matcher_cls):
+    """Connections drawn around the table's own networks and ports (seeded):
+    every pair of winners that differ on one is among the reported pairs.
+    The pure twin, a linear scan per lookup, gets a smaller table."""
+    rules, bases = one_priority_many_ports(2_000 if matcher_cls is not ReferenceMatcher else 300, 13)
+    with twin(matcher_cls):
+        comparison = compare(rules)
+        opensips = OpenSIPSOrder(rules)
+    assert comparison.exhaustive
+    reported = {(d.opensips_id, d.documented_id) for d in comparison}
+    documented = matcher_cls(rules)
+    rng = random.Random(31)
+    named_ports = sorted({rule.remote_port for rule in rules} | {rule.local_port for rule in rules} | {1, 65535})
+    missing, differing = {}, 0
+    for _ in range(20_000):
+        remote = ipaddress.IPv4Address(rng.choice(bases) ^ rng.getrandbits(rng.choice((0, 4, 8, 16, 24))))
+        connection = (
+            rng.choice(("tcp", "tls", "ws")),
+            str(remote),
+            rng.choice(named_ports),
+            None,
+            rng.choice(named_ports),
+        )
+        pair = (opensips.lookup(*connection).id, documented.lookup(*connection).id)
+        if pair[0] != pair[1]:
+            differing += 1
+            if pair not in reported:
+                missing.setdefault(pair, connection)
+    assert differing > 0  # the sample reaches the differences at all
+    assert missing == {}
+
+
+def test_the_rules_opensips_does_not_load_are_left_out_of_its_side(matcher_cls):
+    """Rule 2, say refused by OpenSIPS, is only on the documented side: inside
+    its network OpenSIPS picks rule 1, and the reason names the rule it lacks."""
+    rules = [Rule(1, proto="tcp", remote=net("10.0.0.0/8")), Rule(2, proto="tcp", remote=net("10.1.0.0/16"))]
+    rules.append(Rule(3, proto="tcp", remote=net("10.2.0.0/16"), remote_port=5060))
+    loaded = [rules[0], rules[2]]
+    with twin(matcher_cls):
+        assert not compare(rules)
+        comparison = compare(rules, opensips_rules=loaded)
+        (difference,) = comparison
+        assert OpenSIPSOrder(loaded).lookup(*difference.connection).id == 1
+    assert matcher_cls(rules).lookup(*difference.connection).id == 2
+    assert (difference.opensips_id, difference.documented_id) == (1, 2)
+    assert difference.reason == "OpenSIPS does not load rule 2 (it rejects the row or loses it to a batch fetch)"
+    with pytest.raises(RuleError, match="among the documented side's"):
+        compare(rules[:1], opensips_rules=rules)

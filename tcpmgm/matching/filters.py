@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..model.prefix import Prefix
+from ..model.prefix import Prefix, bits, inside
 from ..model.protocols import protocol_code
 from ..model.rule import Rule
 
@@ -39,7 +39,7 @@ def host_prefix(address: tuple[int, int] | None) -> Prefix | None:
     if address is None:
         return None
     version, value = address
-    return version, value, 32 if version == 4 else 128
+    return version, value, bits(version)
 
 
 def _inside(prefix: Prefix | None, network: Prefix | None) -> bool:
@@ -47,10 +47,7 @@ def _inside(prefix: Prefix | None, network: Prefix | None) -> bool:
     An unknown address (``None``) is in no network but "any"."""
     if network is None:
         return True
-    if prefix is None or prefix[0] != network[0] or prefix[2] < network[2]:
-        return False
-    shift = (32 if network[0] == 4 else 128) - network[2]
-    return prefix[1] >> shift == network[1] >> shift
+    return prefix is not None and inside(prefix, network)
 
 
 def matches(

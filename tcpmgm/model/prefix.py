@@ -9,11 +9,29 @@ addresses (``tcpmgm.matching._addr_py``), so that the two always agree.
 
 from __future__ import annotations
 
-__all__ = ["Prefix", "unmap_ipv6"]
+__all__ = ["MAPPED", "Prefix", "bits", "inside", "last", "unmap_ipv6"]
 
 Prefix = tuple[int, int, int]  # (4 or 6, network address as an int, prefix length)
 
-_MAPPED = 0xFFFF  # the 96 bits above an IPv4-mapped address: ::ffff:0:0/96
+MAPPED: Prefix = (6, 0xFFFF << 32, 96)  # ::ffff:0:0/96, the IPv4-mapped IPv6 space
+
+
+def bits(version: int) -> int:
+    """The width of an address of IP ``version`` (4 or 6)."""
+    return 32 if version == 4 else 128
+
+
+def inside(prefix: Prefix, network: Prefix) -> bool:
+    """Whether every address of ``prefix`` is in ``network``."""
+    if prefix[0] != network[0] or prefix[2] < network[2]:
+        return False
+    shift = bits(network[0]) - network[2]
+    return prefix[1] >> shift == network[1] >> shift
+
+
+def last(prefix: Prefix) -> int:
+    """The last address of ``prefix`` (its first is ``prefix[1]``, host bits clear)."""
+    return prefix[1] | ((1 << (bits(prefix[0]) - prefix[2])) - 1)
 
 
 def unmap_ipv6(value: int, length: int = 128) -> Prefix:
@@ -23,6 +41,6 @@ def unmap_ipv6(value: int, length: int = 128) -> Prefix:
     A mapped network of /96 or longer is an IPv4 network of ``length - 96``;
     a shorter one reaches beyond the mapped space and stays IPv6.
     """
-    if length >= 96 and value >> 32 == _MAPPED:
+    if length >= MAPPED[2] and value >> 32 == MAPPED[1] >> 32:
         return 4, value & 0xFFFFFFFF, length - 96
     return 6, value, length

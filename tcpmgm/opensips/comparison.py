@@ -10,11 +10,13 @@ Why candidates suffice, and what they can miss: the two orders both sort by
 priority first, and the comparator agrees with the documented key everywhere
 but three places (paths of different named protocols compare equal, ties keep
 the database order, masks of different families compare by the first one's
-length).  So the two winners on a connection have the same priority, and the
-connection is in both rules' filters.  The candidates of a rule are its remote
-boundaries combined with what its partners at the same priority ask for in the
-fields it leaves open (a partner: a rule on the same or an enclosing remote
-network, or on any remote network).
+length).  So the two winners on a connection, of rules OpenSIPS loads, have the same priority, the
+connection is in both rules' filters, and the two orders rank the two rules
+differently.  The candidates of a rule are its own boundaries, then those
+combined with what each partner asks for in the fields the rule leaves open (a
+partner: a rule of its priority on the same or an enclosing remote network,
+or on any remote network, that can meet it on a connection and that the two
+orders rank differently), up to a budget that the result reports.
 """
 
 from __future__ import annotations
@@ -23,27 +25,26 @@ import array
 import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, Optional, overload
+from typing import NamedTuple, Optional, TypeVar, overload
 
 from ..matching.matcher import Matcher
 from ..model.errors import RuleError
 from ..model.key import key_difference
-from ..model.prefix import Prefix
+from ..model.prefix import MAPPED, Prefix, bits, inside, last
 from ..model.profile import Profile
 from ..model.protocols import protocol_code, protocols
 from ..model.rule import Rule
 from .order import OpenSIPSOrder, PathKey, compare_paths, path_key
 
-__all__ = ["PARTNERS", "Comparison", "Connection", "Difference", "candidates", "compare"]
+__all__ = ["BUDGET", "Comparison", "Connection", "Difference", "candidates", "compare"]
 
 Connection = tuple[Optional[str], str, int, Optional[str], int]  # lookup()'s five arguments
 
-# At most this many partners' fields are combined with one rule (the nearest
-# enclosing networks first): the candidates stay linear in the table size.
-PARTNERS = 32
+# The candidate connections that pairs of rules may add (past each rule's own):
+# a bound for tables where the pairs grow with the square of the table, which
+# compare() reports as not exhaustive when it cuts there.
+BUDGET = 1_000_000
 _CHUNK = 4096  # candidates asked of both orders at once (and between two progress calls)
-_BITS = {4: 32, 6: 128}
-_MAPPED = (6, 0xFFFF << 32, 96)  # ::ffff:0:0/96: tcpmgm reads these addresses as IPv4, OpenSIPS does not
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,24 +94,8 @@ class _Candidate(NamedTuple):
     local_port: int
 
 
-def _first(prefix: Prefix) -> int:
-    return prefix[1]
-
-
-def _last(prefix: Prefix) -> int:
-    return prefix[1] | ((1 << (_BITS[prefix[0]] - prefix[2])) - 1)
-
-
-def _inside(prefix: Prefix, network: Prefix) -> bool:
-    """Whether ``prefix`` is ``network`` or inside it."""
-    if prefix[0] != network[0] or prefix[2] < network[2]:
-        return False
-    shift = _BITS[network[0]] - network[2]
-    return prefix[1] >> shift == network[1] >> shift
-
-
 def _mapped(version: int, address: int) -> bool:
-    return _inside((version, address, _BITS[version]), _MAPPED)
+    return inside((version, address, bits(version)), MAPPED)
 
 
 class _Networks:
@@ -125,7 +110,7 @@ class _Networks:
         for version in (4, 6):
             stack: list[Prefix] = []
             for prefix in sorted(p for p in distinct if p[0] == version):  # enclosing ones first
-                while stack and not _inside(prefix, stack[-1]):
+                while stack and not inside(prefix, stack[-1]):
                     stack.pop()
                 parent = stack[-1] if stack else None
                 self.parent[prefix] = parent
@@ -133,11 +118,11 @@ class _Networks:
                 stack.append(prefix)
         for prefix in [*self.parent, (4, 0, -1), (6, 0, -1)]:
             whole = prefix if prefix[2] >= 0 else (prefix[0], 0, 0)
-            cursor, end = _first(whole), _last(whole)
+            cursor, end = whole[1], last(whole)
             for child in children.get(prefix, ()):
-                if _first(child) > cursor:
+                if child[1] > cursor:
                     break
-                cursor = _last(child) + 1
+                cursor = last(child) + 1
             self.gap[prefix] = cursor if cursor <= end else None
 
     def outside(self, version: int) -> list[int]:
@@ -169,9 +154,9 @@ def _combined(mine: _Fields, theirs: _Fields) -> _Fields | None:
         return None
     local = mine.local
     if theirs.local is not None:
-        if local is None or _inside(theirs.local, local):
+        if local is None or inside(theirs.local, local):
             local = theirs.local
-        elif not _inside(local, theirs.local):
+        elif not inside(local, theirs.local):
             return None
     return _Fields(
         mine.proto or theirs.proto,
@@ -181,33 +166,90 @@ def _combined(mine: _Fields, theirs: _Fields) -> _Fields | None:
     )
 
 
-class _Generator:
-    """The candidate connections of a table (docs/opensips.md#how-the-comparison-works)."""
+class _Bucket:
+    """The rules of one priority on one remote network (or remote any), indexed
+    by the fields that decide whether two rules can match one connection."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []
+        # protocol (None: any) -> remote port (0: any) -> local port (0: any) -> rules
+        self.index: dict[str | None, dict[int, dict[int, list[Rule]]]] = {}
+
+    def add(self, rule: Rule) -> None:
+        self.rules.append(rule)
+        by_port = self.index.setdefault(rule.proto, {}).setdefault(rule.remote_port, {})
+        by_port.setdefault(rule.local_port, []).append(rule)
+
+    def combining(self, rule: Rule) -> Iterator[Rule]:
+        """The rules whose protocol and ports a connection can meet together with ``rule``'s."""
+        for by_remote in _meeting(self.index, rule.proto, None):
+            for by_local in _meeting(by_remote, rule.remote_port, 0):
+                for found in _meeting(by_local, rule.local_port, 0):
+                    yield from found
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _meeting(index: dict[_K, _V], value: _K, open_: _K) -> list[_V]:
+    """The entries of ``index`` that a connection can meet together with ``value``:
+    all of them when ``value`` is ``open_``, else its own and the open one."""
+    if value == open_:
+        return list(index.values())
+    return [index[key] for key in (value, open_) if key in index]
+
+
+class _Generator:
+    """The candidate connections of a table (docs/opensips.md#how-the-comparison-works):
+    each rule's own, then those of the pairs of rules the two orders rank
+    differently, until ``budget`` of the latter (``cut`` says whether it was reached)."""
+
+    def __init__(self, rules: Sequence[Rule], order: OpenSIPSOrder, budget: int) -> None:
         self.rules = rules
-        self.cut = False  # whether some rule had more partners than were combined
+        self.budget = budget
+        self.cut = False
         self.networks = _Networks(rule.remote_prefix for rule in rules if rule.remote_prefix is not None)
         named_ports = {rule.remote_port for rule in rules} | {rule.local_port for rule in rules}
         self.free_port = next((port for port in range(5000, 65536) if port not in named_ports), 0)
         # The protocol of a connection for a rule of protocol any: one that no rule names, if there is one.
         named_protos = {rule.proto for rule in rules}
         self.free_proto = next((name for name in protocols() if name not in named_protos), protocols()[0])
-        # The distinct fields of the rules at each (priority, remote network or None), in table order.
-        self.partners: dict[tuple[int, Prefix | None], dict[_Fields, None]] = {}
+        # Each rule's place in the documented order and in OpenSIPS's (absent: OpenSIPS does not load it).
+        self.documented = {rule.id: place for place, rule in enumerate(sorted(rules, key=Rule.key))}
+        self.opensips = {rule.id: place for place, rule in enumerate(order.paths)}
+        self.buckets: dict[tuple[int, Prefix | None], _Bucket] = {}
         for rule in rules:
-            self.partners.setdefault((rule.priority, rule.remote_prefix), {})[_fields(rule)] = None
+            self.buckets.setdefault((rule.priority, rule.remote_prefix), _Bucket()).add(rule)
+        # Buckets in which the two orders rank every two rules alike.
+        self.alike = {where for where, bucket in self.buckets.items() if self._alike(bucket.rules)}
 
-    def _partners(self, rule: Rule) -> list[_Fields]:
-        found: dict[_Fields, None] = {_fields(rule): None}
+    def _alike(self, rules: list[Rule]) -> bool:
+        places = [self.opensips.get(rule.id) for rule in rules]
+        if None in places:
+            return False
+        ranked = sorted(rules, key=lambda rule: self.opensips[rule.id])
+        return all(self.documented[a.id] < self.documented[b.id] for a, b in zip(ranked, ranked[1:]))
+
+    def _ranked_differently(self, a: Rule, b: Rule) -> bool:
+        mine, theirs = self.opensips.get(a.id), self.opensips.get(b.id)
+        if mine is None or theirs is None:  # OpenSIPS lacks one: its place is the other's to take
+            return True
+        return (mine < theirs) != (self.documented[a.id] < self.documented[b.id])
+
+    def _partners(self, rule: Rule) -> Iterator[Rule]:
+        """The rules of ``rule``'s priority on its remote network or an enclosing one
+        (or remote any) that can match a connection with it and that the two
+        orders rank differently: where a pair of winners can part."""
         networks = self.networks.enclosing(rule.remote_prefix) if rule.remote_prefix is not None else iter(())
         for network in [*networks, None]:
-            for fields in self.partners.get((rule.priority, network), ()):
-                if len(found) >= PARTNERS:
-                    self.cut = True
-                    return list(found)
-                found[fields] = None
-        return list(found)
+            where = (rule.priority, network)
+            bucket = self.buckets.get(where)
+            if bucket is None or (network == rule.remote_prefix and where in self.alike):
+                continue
+            for partner in bucket.combining(rule):
+                if partner is not rule and self._ranked_differently(rule, partner):
+                    yield partner
 
     def _remotes(self, rule: Rule, local: Prefix | None) -> list[tuple[int, int]]:
         prefix = rule.remote_prefix
@@ -216,38 +258,49 @@ class _Generator:
             points = [(version, address) for version in versions for address in self.networks.outside(version)]
         else:
             gap = self.networks.gap[prefix]
-            addresses = (_first(prefix), _last(prefix)) + ((gap,) if gap is not None else ())
+            addresses = (prefix[1], last(prefix)) + ((gap,) if gap is not None else ())
             points = [(prefix[0], address) for address in dict.fromkeys(addresses)]
         return [point for point in points if not _mapped(*point)]
 
+    def _combinations(self, rule: Rule, fields: _Fields) -> Iterator[_Candidate]:
+        """The connections of ``rule``'s remote boundaries with ``fields``."""
+        proto = fields.proto or self.free_proto
+        if fields.local is None:
+            locals_: list[tuple[int, int] | None] = [None]
+        else:
+            ends = dict.fromkeys((fields.local[1], last(fields.local)))
+            locals_ = [(fields.local[0], address) for address in ends if not _mapped(fields.local[0], address)]
+        for remote in self._remotes(rule, fields.local):
+            if fields.local is not None and remote[0] != fields.local[0]:
+                continue
+            for local in locals_:
+                yield _Candidate(
+                    proto, remote, fields.remote_port or self.free_port, local, fields.local_port or self.free_port
+                )
+
     def __iter__(self) -> Iterator[_Candidate]:
         seen: set[_Candidate] = set()
+        for rule in self.rules:  # each rule's own: linear in the table, never cut
+            for candidate in self._combinations(rule, _fields(rule)):
+                if candidate not in seen:
+                    seen.add(candidate)
+                    yield candidate
+        added = 0
         for rule in self.rules:
             mine = _fields(rule)
             for partner in self._partners(rule):
-                fields = _combined(mine, partner)
+                fields = _combined(mine, _fields(partner))
                 if fields is None:
                     continue
-                proto = fields.proto or self.free_proto
-                if fields.local is None:
-                    locals_: list[tuple[int, int] | None] = [None]
-                else:
-                    ends = dict.fromkeys((_first(fields.local), _last(fields.local)))
-                    locals_ = [(fields.local[0], address) for address in ends if not _mapped(fields.local[0], address)]
-                for remote in self._remotes(rule, fields.local):
-                    if fields.local is not None and remote[0] != fields.local[0]:
+                for candidate in self._combinations(rule, fields):
+                    if candidate in seen:
                         continue
-                    for local in locals_:
-                        candidate = _Candidate(
-                            proto,
-                            remote,
-                            fields.remote_port or self.free_port,
-                            local,
-                            fields.local_port or self.free_port,
-                        )
-                        if candidate not in seen:
-                            seen.add(candidate)
-                            yield candidate
+                    if added == self.budget:
+                        self.cut = True
+                        return
+                    added += 1
+                    seen.add(candidate)
+                    yield candidate
 
 
 def _text(address: tuple[int, int]) -> str:
@@ -260,9 +313,10 @@ def _connection(candidate: _Candidate) -> Connection:
     return candidate.proto, _text(candidate.remote), candidate.remote_port, local, candidate.local_port
 
 
-def candidates(rules: Iterable[Rule]) -> Iterator[Connection]:
+def candidates(rules: Iterable[Rule], *, budget: int = BUDGET) -> Iterator[Connection]:
     """The candidate connections of ``rules`` (docs/opensips.md#how-the-comparison-works), each once."""
-    for candidate in _Generator(list(rules)):
+    given = list(rules)
+    for candidate in _Generator(given, OpenSIPSOrder(given), budget):
         yield _connection(candidate)
 
 
@@ -310,10 +364,17 @@ def _equal(a: PathKey, b: PathKey) -> bool:
     return compare_paths(a, b) == 0 or compare_paths(b, a) == 0
 
 
-def _reason(opensips: Rule | None, documented: Rule | None, order: OpenSIPSOrder, database: dict[int, int]) -> str:
+def _reason(
+    opensips: Rule | None,
+    documented: Rule | None,
+    order: OpenSIPSOrder,
+    keys: Sequence[PathKey],
+    database: dict[int, int],
+) -> str:
     """Why the two orders part on a connection where OpenSIPS picks ``opensips``
-    and the documented order ``documented`` (``None``: no rule; ``database``:
-    each loaded rule's place in the database's order)."""
+    and the documented order ``documented`` (``None``: no rule; ``keys``: the
+    :func:`path_key` of each of ``order.paths``; ``database``: each loaded
+    rule's place in the database's order)."""
     # Both orders try every rule with one predicate, and OpenSIPS loads some of
     # the documented side's rules: where one side has no rule, or OpenSIPS does
     # not have the documented winner, that is why.
@@ -335,21 +396,23 @@ def _reason(opensips: Rule | None, documented: Rule | None, order: OpenSIPSOrder
     # breaks transitivity is a path equal to both: of another protocol, or
     # with a mask of another family (compared as long as the first path's).
     why = f"the documented order puts rule {d.id} first: rule {o.id} has {key_difference(o, d)}"
-    mine, theirs = path_key(o), path_key(d)
-    between = order.paths[order.position(o.id) + 1 : order.position(d.id)]
-    # Paths between the two that the comparator puts after (or equal to) OpenSIPS's
-    # winner and before (or equal to) the documented one: the link the merge went by.
-    chains = []
-    for third in between:
-        key = path_key(third)
+    start, stop = order.position(o.id), order.position(d.id)
+    mine, theirs = keys[start], keys[stop]
+    # The first path between the two that the comparator puts after (or equal
+    # to) OpenSIPS's winner and before (or equal to) the documented one, one
+    # equal to both first: the link the merge went by.
+    link: tuple[Rule, str, str] | None = None
+    for third, key in zip(order.paths[start + 1 : stop], keys[start + 1 : stop]):
         after_mine = "equal to" if _equal(mine, key) else ("after" if compare_paths(mine, key) < 0 else None)
         before_theirs = "equal to" if _equal(key, theirs) else ("before" if compare_paths(key, theirs) < 0 else None)
-        if after_mine and before_theirs:
-            chains.append((after_mine != "equal to" or before_theirs != "equal to", third, after_mine, before_theirs))
+        if after_mine and before_theirs and (link is None or after_mine == before_theirs == "equal to"):
+            link = third, after_mine, before_theirs
+            if after_mine == before_theirs == "equal to":
+                break
     head = f"rule {d.id} ({_describe(d)}) sorted after rule {o.id} ({_describe(o)})"
-    if not chains:
+    if link is None:
         return f"{head}, which the comparator puts after it: the merge never compared the two; {why}"
-    _, third, after_mine, before_theirs = min(chains, key=lambda chain: chain[0])  # equal to both first
+    third, after_mine, before_theirs = link
     relation = (
         "equal to both"
         if after_mine == before_theirs == "equal to"
@@ -364,6 +427,7 @@ def compare(
     opensips_rules: Sequence[Rule] | None = None,
     default: Profile | None = None,
     progress: Callable[[int], None] | None = None,
+    budget: int = BUDGET,
 ) -> Comparison:
     """Every pair (OpenSIPS's winner, the documented winner) that differs on a
     candidate connection, once, with a witness; sorted by the two ids.
@@ -372,7 +436,9 @@ def compare(
     reads them all.  ``opensips_rules``, in that order too, are the ones
     OpenSIPS really loads (without the rows it rejects or loses to batch
     fetches), each one of ``rules`` (:class:`~tcpmgm.RuleError` if not);
-    ``None``: the same as ``rules``.  The candidates come from ``rules``."""
+    ``None``: the same as ``rules``.  The candidates come from ``rules``;
+    past ``budget`` of them from pairs of rules the result is not exhaustive.
+    ``progress`` is called with the number of candidates of each batch asked."""
     loaded = _loaded(rules, opensips_rules)
     order = OpenSIPSOrder(loaded, default=default)
     documented = Matcher(rules, default=default)
@@ -389,7 +455,7 @@ def compare(
         if progress is not None:
             progress(len(batch))
 
-    generator = _Generator(list(rules))
+    generator = _Generator(list(rules), order, budget)
     for candidate in generator:
         asked += 1
         kind = (candidate.remote[0], None if candidate.local is None else candidate.local[0])
@@ -403,6 +469,7 @@ def compare(
             run(batch)
 
     database = {rule.id: place for place, rule in enumerate(loaded)}
+    keys = [path_key(rule) for rule in order.paths]
     differences = []
     for candidate in witnesses.values():
         connection = _connection(candidate)
@@ -410,7 +477,7 @@ def compare(
         theirs, ours = order.winner(*connection), documented.get(documented.lookup(*connection).id)
         theirs_id, ours_id = (theirs.id if theirs else 0), (ours.id if ours else 0)
         if theirs_id != ours_id:
-            differences.append(Difference(connection, theirs_id, ours_id, _reason(theirs, ours, order, database)))
+            differences.append(Difference(connection, theirs_id, ours_id, _reason(theirs, ours, order, keys, database)))
     differences.sort(key=lambda difference: (difference.opensips_id, difference.documented_id))
     return Comparison(differences, exhaustive=not generator.cut, candidates=asked)
 

@@ -30,14 +30,13 @@ from ..matching.addresses import normalize
 from ..matching.arguments import check_unique_ids, lookup_port, lookup_proto
 from ..matching.filters import Filters, host_prefix, matches
 from ..matching.matcher import Matcher
-from ..model.prefix import Prefix
+from ..model.prefix import MAPPED, Prefix
 from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
 
 __all__ = ["OpenSIPSOrder", "PathKey", "compare_paths", "merge_sort", "path_key"]
 
 _T = TypeVar("_T")
-_MAPPED = 0xFFFF << 32  # ::ffff:0:0, the IPv4-mapped IPv6 space
 
 
 class PathKey(NamedTuple):
@@ -145,7 +144,7 @@ def _as_opensips_sees(value: Any, argument: str) -> tuple[Prefix | None, bool]:
     (an IPv4-mapped IPv6 address, which tcpmgm matches as IPv4)."""
     address = normalize(value, argument)
     if address is not None and address[0] == 4 and _presented_ipv6(value):
-        return host_prefix((6, _MAPPED | address[1])), True
+        return host_prefix((6, MAPPED[1] | address[1])), True
     return host_prefix(address), False
 
 
