@@ -223,6 +223,26 @@ class _Generator:
             self.buckets.setdefault((rule.priority, rule.remote_prefix), _Bucket()).add(rule)
         # Buckets in which the two orders rank every two rules alike.
         self.alike = {where for where, bucket in self.buckets.items() if self._alike(bucket.rules)}
+        # Each bucket's lowest and highest places in both orders (None: OpenSIPS lacks one of its rules).
+        self.spans = {where: self._span(bucket.rules) for where, bucket in self.buckets.items()}
+
+    def _span(self, rules: list[Rule]) -> tuple[int, int, int, int] | None:
+        places = [self.opensips.get(rule.id) for rule in rules]
+        if None in places:
+            return None
+        opensips = [place for place in places if place is not None]
+        documented = [self.documented[rule.id] for rule in rules]
+        return min(opensips), max(opensips), min(documented), max(documented)
+
+    def _all_alike(self, rule: Rule, where: tuple[int, Prefix | None]) -> bool:
+        """Whether the two orders rank ``rule`` alike against every rule of the bucket ``where``
+        (all after it in both, or all before it in both)."""
+        span, mine = self.spans[where], self.opensips.get(rule.id)
+        if span is None or mine is None:
+            return False
+        low, high, documented_low, documented_high = span
+        documented = self.documented[rule.id]
+        return (low > mine and documented_low > documented) or (high < mine and documented_high < documented)
 
     def _alike(self, rules: list[Rule]) -> bool:
         places = [self.opensips.get(rule.id) for rule in rules]
@@ -245,7 +265,9 @@ class _Generator:
         for network in [*networks, None]:
             where = (rule.priority, network)
             bucket = self.buckets.get(where)
-            if bucket is None or (network == rule.remote_prefix and where in self.alike):
+            if bucket is None or (
+                where in self.alike if network == rule.remote_prefix else self._all_alike(rule, where)
+            ):
                 continue
             for partner in bucket.combining(rule):
                 if partner is not rule and self._ranked_differently(rule, partner):
