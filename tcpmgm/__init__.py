@@ -11,6 +11,7 @@ from .matching.explanation import Explanation
 from .matching.matcher import Matcher
 from .matching.reference import ReferenceMatcher
 from .model.errors import (
+    ArgumentError,
     ConnectionDropped,
     DatabaseError,
     MessageTimeout,
@@ -32,6 +33,7 @@ from .service.sockets import apply, connect
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "ConnectionDropped",
     "ConnectionPolicy",
     "DatabaseError",

@@ -89,6 +89,11 @@ def test_init_add_list_rm_on_the_default_database(tmp_path):
     assert "no rule with id 1" in one_error_line(run("rm", "1", cwd=tmp_path), 1)
 
 
+def test_db_init_help_names_the_opensips_releases_of_each_schema_version(tmp_path):
+    shown = " ".join(run("db", "init", "--help", cwd=tmp_path, check=0).stdout.split())
+    assert "1: OpenSIPS 3.3 to 3.6 (with parallel_read); 2: OpenSIPS 4.0 and later." in shown
+
+
 def test_db_url_from_the_environment_and_the_option(tmp_path):
     url = f"sqlite:///{tmp_path / 'env.db'}"
     run("db", "init", "--schema-version", "1", cwd=tmp_path, env={"TCPMGM_DB": url}, check=0)

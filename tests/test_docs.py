@@ -89,3 +89,38 @@ def test_no_code_cites_an_outside_spec() -> None:
         if re.search(r"\bSPEC\b", line)
     ]
     assert not citing
+
+
+# A release, or a range of them, as the pages write it: "3.3", "3.3 to 3.6", "4.0 and later", "4.0 to 4.1.0-dev".
+_RELEASES = r"(\d+\.\d+(?:\.\d+)?(?:-\w+)?(?: to \d+\.\d+(?:\.\d+)?(?:-\w+)?| and later)?)"
+# The ways a page says which OpenSIPS releases read a schema version: (pattern, group of the version).
+_VERSION_CLAIMS = [
+    (re.compile(r"[Vv]ersion (\d) \((?:OpenSIPS )?" + _RELEASES + r"\)"), 1),  # version 1 (OpenSIPS 3.3 to 3.6)
+    (re.compile(r"--schema-version (\d)\W+(?:for )?OpenSIPS " + _RELEASES), 1),  # --schema-version 1  # OpenSIPS ...
+    (re.compile(r"^\| (\d) \| " + _RELEASES + r" \|", re.M), 1),  # the table of docs/operations.md
+    (re.compile(r"OpenSIPS " + _RELEASES + r" wants? schema version (\d)"), 2),
+    (re.compile(r"`" + _RELEASES + r"` for version (\d)"), 2),  # the report's heading, docs/opensips.md
+]
+
+
+def test_the_pages_name_the_opensips_releases_of_each_schema_version_as_the_code_does() -> None:
+    """sql.schema.OPENSIPS_RELEASES is the one statement; the pages say it in its words (or, where they
+    speak of the report, in the words of its heading: up to the OpenSIPS source read)."""
+    from tcpmgm.opensips.pitfalls import OPENSIPS_VERSIONS
+    from tcpmgm.sql.schema import SCHEMA_VERSIONS, opensips_releases
+
+    claims = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for pattern, version_group in _VERSION_CLAIMS:
+            for match in pattern.finditer(text):
+                version, releases = int(match[version_group]), match[3 - version_group]
+                claims.append((page.relative_to(CHECKOUT), version, releases))
+    wrong = [
+        claim
+        for claim in claims
+        if claim[1] not in SCHEMA_VERSIONS or claim[2] not in {opensips_releases(claim[1]), OPENSIPS_VERSIONS[claim[1]]}
+    ]
+    assert not wrong
+    # Each form is still found (a page rewritten past a pattern would silently stop being checked).
+    assert {version for _, version, _ in claims} == set(SCHEMA_VERSIONS) and len(claims) >= 8, claims

@@ -19,7 +19,7 @@ from tcpmgm.matching import matcher as matcher_module
 from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
 from tcpmgm.model.profile import PROFILE_FIELDS, default_profile
 from tcpmgm.service import manager
-from tcpmgm.sql import loader, rows
+from tcpmgm.sql import rows
 from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.sql.schema import SCHEMA_VERSIONS
 from tcpmgm.tools.cli import cli
@@ -157,7 +157,7 @@ if rows.COMPILED:
 
 @pytest.mark.parametrize("reader", READERS)
 def test_reload_rejects_the_row_out_of_range_and_loads_the_others(table, reader, matcher_cls, monkeypatch):
-    monkeypatch.setattr(loader, "RowReader", reader)
+    monkeypatch.setattr(rows, "RowReader", reader)  # the reader rows.row_reader makes
     monkeypatch.setattr(manager, "Matcher", matcher_cls)
     mgr = tcpmgm.TcpMgm(table)
     report = mgr.reload()

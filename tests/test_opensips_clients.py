@@ -70,12 +70,19 @@ def test_an_unknown_command_is_opensips_404(url, method, params):
 
 def test_help(url):
     assert mi.call(url, "help") == "Usage: help mi_cmd - returns information about 'mi_cmd'"
+    # OpenSIPS's core registers which and help under the module name "core" (mi/mi_core.c), and
+    # its help answers the name of the module that registered a command (mi/mi.c).
     assert mi.call(url, "help", {"mi_cmd": "which"}) == {
         "Help": "lists all available MI commands",
-        "Exported by": "tcpmgm",
+        "Exported by": "core",
+    }
+    assert mi.call(url, "help", ["help"]) == {
+        "Help": "prints information about MI commands usage",
+        "Exported by": "core",
     }
     answer = mi.call(url, "help", ["tcp_mgm:reload"])
     assert set(answer) == {"Help", "Exported by"} and "reload" in answer["Help"]
+    assert answer["Exported by"] == "tcpmgm"
 
 
 def test_a_method_without_a_docstring_has_opensips_no_help_answer(mgr):

@@ -8,6 +8,7 @@ the pitfalls are asserted with their rows and what their messages say.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,10 +18,12 @@ import pytest
 from tables import create_plain_table, insert
 
 from tcpmgm import TcpMgm
-from tcpmgm.model.errors import SchemaError
+from tcpmgm.model.errors import ArgumentError, SchemaError, TcpMgmError
 from tcpmgm.model.profile import register_attr
 from tcpmgm.model.protocols import register_protocol
-from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, pitfalls
+from tcpmgm.opensips import report as report_module
+from tcpmgm.opensips.comparison import Comparison, Difference, compare
+from tcpmgm.opensips.pitfalls import Pitfall, batch_rows, modparam_lines, not_loaded, pitfalls
 from tcpmgm.opensips.report import Report, check_table
 from tcpmgm.sql.table import read_rows
 
@@ -120,6 +123,22 @@ def test_attrs_names_known_to_tcpmgm_only_are_unknown_to_opensips(sqlite_path: s
     assert "pitfall_probe_attr" in unknown.message and "max_msg_chunks" in unknown.message
     assert only(by_kind, "attrs-value").rule_ids == (3,)
     assert only(by_kind, "uninitialised-entry").rule_ids == (1, 3)
+    assert "tcpmgm has registered" in unknown.message and "neither" not in unknown.message
+
+
+def test_an_attrs_name_neither_knows_is_not_called_tcpmgm_only(sqlite_path: str) -> None:
+    register_attr("pitfall_probe_attr")
+    mgr = sqlite_table(
+        sqlite_path,
+        [rule(1, attrs="pitfall_no_such_attr"), rule(2, attrs="pitfall_probe_attr"), rule(3, attrs="max_msg_chunks")],
+    )
+    unknown_to_both, tcpmgm_only = found(mgr)["unknown-attr"]  # grouped by what tcpmgm knows, in row order
+    assert tcpmgm_only.rule_ids == (2,) and unknown_to_both.rule_ids == (1,)
+    assert "pitfall_no_such_attr" not in tcpmgm_only.message and "tcpmgm has registered" in tcpmgm_only.message
+    assert "pitfall_no_such_attr" in unknown_to_both.message
+    assert "neither OpenSIPS nor tcpmgm" in unknown_to_both.message and "registered" not in unknown_to_both.message
+    report = mgr.reload()  # tcpmgm rejects the row too, as the message says
+    assert report.loaded == 2 and [error.rule_id for error in report.rejected] == [1]
 
 
 def test_empty_attrs_items_are_rejected(sqlite_path: str) -> None:
@@ -349,12 +368,13 @@ def test_renamed_columns_whose_parameter_renames_another_column(sqlite_path: str
 def test_unknown_backend_and_schema_version() -> None:
     with pytest.raises(SchemaError):
         pitfalls([], backend="oracle")
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match=r"unknown schema version 3 \(known: 1, 2\)"):
         pitfalls([], backend="sqlite", schema_version=3)
     with pytest.raises(SchemaError):
         batch_rows(3)
-    with pytest.raises(ValueError, match="at least one row"):
+    with pytest.raises(ArgumentError, match="at least one row") as refused:
         pitfalls([], backend="sqlite", batch=0)
+    assert isinstance(refused.value, (TcpMgmError, ValueError))
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -416,9 +436,17 @@ def test_check_table_agrees_when_the_database_order_does(sqlite_path: str) -> No
     )
     report = check_table(mgr)
     assert not report.differs and report.pitfalls == [] and report.modparams == []
+    mgr.reload()
+    assert report.exhaustive and report.candidates == compare(mgr.rules_as_read).candidates > 0
     assert report.to_json() == {
         "opensips_version": "4.0 to 4.1.0-dev",
         "differs": False,
+        "exhaustive": True,
+        "candidates": report.candidates,
+        "not_loaded": [],
+        "differences_total": 0,
+        "offset": 0,
+        "next_offset": None,
         "differences": [],
         "pitfalls": [],
         "modparams": [],
@@ -428,6 +456,57 @@ def test_check_table_agrees_when_the_database_order_does(sqlite_path: str) -> No
         "  picks the documented rule for every connection checked",
         "  no pitfalls",
     ]
+    mgr.close()
+
+
+def test_a_cut_comparison_never_says_every_connection_was_checked(sqlite_path: str, monkeypatch: Any) -> None:
+    mgr = sqlite_table(
+        sqlite_path, [rule(5, proto="tls", remote_addr="10.0.0.0/16"), rule(8, remote_addr="10.0.0.0/8")]
+    )
+    whole = check_table(mgr)
+    cut = Comparison([], exhaustive=False, candidates=3)
+    monkeypatch.setattr(report_module, "compare", lambda *args, **options: cut)
+    report = check_table(mgr)
+    assert (report.exhaustive, report.candidates, report.differs) == (False, 3, False)
+    text = report.lines()
+    assert "  picks the documented rule for every connection checked" in whole.lines()
+    assert not any("every connection checked" in line for line in text)
+    assert "  picks the documented rule for each of the 3 connection(s) checked" in text
+    assert any(line.startswith("  the comparison was cut: 3 candidate connection(s) asked") for line in text)
+    assert {k: report.to_json()[k] for k in ("exhaustive", "candidates", "differs")} == {
+        "exhaustive": False,
+        "candidates": 3,
+        "differs": False,
+    }
+    for page in ({"offset": -1}, {"limit": 0}):
+        with pytest.raises(ArgumentError, match="a page starts at an offset of 0 or more"):
+            report.to_json(**page)
+    # with differences too, the cut is said
+    differing = dataclasses.replace(report, differences=[Difference(("tcp", "10.0.0.1", 1, None, 1), 8, 5, "why")])
+    assert differing.differs and any("the comparison was cut" in line for line in differing.lines())
+    mgr.close()
+
+
+def test_the_rows_opensips_does_not_load_are_those_of_the_batch_loss_and_uninitialised_entries(
+    sqlite_path: str,
+) -> None:
+    mgr = sqlite_table(
+        sqlite_path,
+        [
+            *(rule(1), rule(2, proto="udp"), rule(3), rule(4)),
+            *(rule(5, attrs="max_msg_chunks=1"), rule(6), rule(7, proto="udp")),
+        ],
+    )
+    computed = [pitfall for group in found(mgr, batch=4).values() for pitfall in group]
+    # OpenSIPS keeps the last batch, 5 to 7, and rejects 5 and 7 of it
+    assert not_loaded(computed) == (1, 2, 3, 4, 5, 7)
+    report = check_table(mgr, batch=4)
+    assert report.not_loaded == (1, 2, 3, 4, 5, 7) and report.to_json()["not_loaded"] == [1, 2, 3, 4, 5, 7]
+    # All rules of one key: the documented order takes the lowest id, 1; OpenSIPS the first row it
+    # loads: 6 when it keeps only the last batch, 1 (of 1, 3, 4 and 6) when there is one batch.
+    assert [(d.opensips_id, d.documented_id) for d in report.differences] == [(6, 1)]
+    one_batch = check_table(mgr)
+    assert one_batch.not_loaded == (2, 5, 7) and not one_batch.differs
     mgr.close()
 
 

@@ -15,7 +15,8 @@ from checkout import CHECKOUT
 from mi_endpoints import KINDS, start
 
 import tcpmgm
-from tcpmgm.opensips import OpenSIPSOrder
+from tcpmgm.opensips import Difference, OpenSIPSOrder
+from tcpmgm.opensips.report import Report
 from tcpmgm.service import mi
 
 # A tcp /16 inside a tcp /8 at the same priority, and a tls rule read between them: OpenSIPS's
@@ -157,13 +158,37 @@ def test_check_opensips_reports_the_difference_and_exits_1(nested, tmp_path):
 
 def test_check_opensips_exits_0_when_both_orders_agree_and_shows_pitfalls(tmp_path):
     mgr = manager(tmp_path / "tcpmgm.db", [{**row, "priority": 1 if row["id"] == 2 else 0} for row in NESTED])
-    mgr.add_rule({"id": 4, "proto": "tcp", "remote_addr": "198.51.100.0/24", "attrs": "max_msg_chunks=10"})
+    mgr.add_rule({"id": 4, "proto": "tcp", "remote_addr": "198.51.100.0/24", "keepalive": 0})
     result = tcpmgm_cli("check", "--opensips", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "  picks the documented rule for every connection checked" in result.stdout.splitlines()
     report = json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
     assert report["differs"] is False and report["differences"] == []
-    assert any(4 in pitfall["rule_ids"] for pitfall in report["pitfalls"])  # OpenSIPS refuses attrs with a value
+    # OpenSIPS loads rule 4 but turns its keepalive back on (a row it rejected would part the orders:
+    # test_check_opensips_leaves_the_rows_opensips_rejects_out_of_its_side)
+    assert [(p["kind"], p["rule_ids"]) for p in report["pitfalls"]] == [("keepalive-override", [4])]
+
+
+def test_check_opensips_leaves_the_rows_opensips_rejects_out_of_its_side(tmp_path):
+    # The README's example with rule 1's attrs as tcpmgm writes them: OpenSIPS rejects the row.
+    rows = [{**NESTED[0], "attrs": "max_msg_chunks=10"}, *NESTED[1:]]
+    manager(tmp_path / "tcpmgm.db", rows)
+    result = tcpmgm_cli("check", "--opensips", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "OpenSIPS picks rule 1" not in result.stdout  # it never loads rule 1
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  compared without the 1 row(s) it does not load") and lines[2] == "      rows: 1"
+    assert "OpenSIPS picks no rule, documented rule 1: OpenSIPS does not load rule 1" in result.stdout
+    assert "[attrs-value]" in result.stdout and "[uninitialised-entry]" in result.stdout
+    report = json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
+    assert report["not_loaded"] == [1]
+    assert [(d["opensips_id"], d["documented_id"]) for d in report["differences"]] == [(0, 1)]
+    # the witness: OpenSIPS's order of the rows it loads has no rule there, the documented one rule 1
+    mgr = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'tcpmgm.db'}")
+    mgr.reload()
+    connection = report["differences"][0]["connection"]
+    loaded = [rule for rule in mgr.rules_as_read if rule.id not in report["not_loaded"]]
+    assert mgr.lookup(*connection).id == 1 and OpenSIPSOrder(loaded).lookup(*connection).id == 0
 
 
 def test_check_without_opensips_keeps_its_lint(nested, tmp_path):
@@ -230,6 +255,72 @@ def test_tcp_opensips_check_answers_the_report(url, nested, tmp_path):
     assert report["differs"] is True and report["opensips_version"] == "4.0 to 4.1.0-dev"
     assert "tcp_opensips_check" in mi.call(url, "which")
     assert "OpenSIPS" in mi.call(url, "help", ["tcp_opensips_check"])["Help"]
+
+
+# Four copies of the example on four /8s: four cases where OpenSIPS picks another rule.
+FOUR_CASES = [
+    {"id": 3 * k + n, "proto": proto, "remote_addr": network}
+    for k in range(4)
+    for n, proto, network in (
+        (1, "tcp", f"{10 + k}.0.0.0/8"),
+        (2, "tls", f"192.0.{k}.0/24"),
+        (3, "tcp", f"{10 + k}.1.0.0/16"),
+    )
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tcp_opensips_check_answers_its_differences_in_pages(kind, tmp_path):
+    mgr = manager(tmp_path / "tcpmgm.db", FOUR_CASES)
+    whole = json.loads(tcpmgm_cli("check", "--opensips", "--json", cwd=tmp_path).stdout)
+    assert whole["differences_total"] == len(whole["differences"]) == 4 and whole["next_offset"] is None
+    server, where = start(kind, mgr, limits=mi.Limits(check_limit=3))
+    try:
+        first = mi.call(where, "tcp_opensips_check")  # the default page is the largest
+        assert (len(first["differences"]), first["offset"], first["next_offset"]) == (3, 0, 3)
+        last = mi.call(where, "tcp_opensips_check", {"offset": first["next_offset"]})
+        assert (len(last["differences"]), last["offset"], last["next_offset"]) == (1, 3, None)
+        assert first["differences"] + last["differences"] == whole["differences"]
+        # every page carries the rest of the report whole
+        assert {k: v for k, v in first.items() if k not in ("differences", "next_offset")} == {
+            k: v for k, v in whole.items() if k not in ("differences", "next_offset")
+        }
+        assert mi.call(where, "tcp_opensips_check", ["1", "2"])["differences"] == whole["differences"][1:3]
+        assert mi.call(where, "tcp_opensips_check", {"offset": 10**30})["differences"] == []
+        for params in ({"limit": 4}, {"limit": 0}, {"offset": -1}):
+            with pytest.raises(mi.MIError) as refused:
+                mi.call(where, "tcp_opensips_check", params)
+            assert refused.value.code == mi.INVALID_PARAMS
+    finally:
+        server.stop()
+
+
+def test_tcp_opensips_check_of_a_large_table_fits_the_response_limit(nested, monkeypatch):
+    # A report with more differences than one answer could hold (a 10,000-rule table can have
+    # 20,000), each as long as a witness of IPv6 rules makes it.
+    many = [
+        Difference(
+            ("tls", f"2001:db8:{i % 65536:x}::ffff", 65535, "2001:db8:ffff::ffff", 65535),
+            i + 1,
+            i + 2,
+            f"rule {i + 2} (tls, 2001:db8:{i:x}::/48, port 65535) sorted after rule {i + 1} " + "x" * 300,
+        )
+        for i in range(20_000)
+    ]
+    report = Report(many, [], [], "4.0 to 4.1.0-dev")
+    assert len(json.dumps(report.to_json())) > mi.Limits().max_response  # whole, it would not fit
+    monkeypatch.setattr(mi, "check_table", lambda table: report)
+    dispatcher = mi.Dispatcher(nested)
+    offset, seen = 0, []
+    while offset is not None:
+        request = {"jsonrpc": "2.0", "method": "tcp_opensips_check", "params": {"offset": offset}, "id": 1}
+        status, body = dispatcher.handle(json.dumps(request).encode())
+        answer = json.loads(body)["result"]
+        assert status == 200 and len(body) <= mi.Limits().max_response
+        assert len(answer["differences"]) <= mi.Limits().check_limit and answer["differences_total"] == 20_000
+        seen += [d["opensips_id"] for d in answer["differences"]]
+        offset = answer["next_offset"]
+    assert seen == list(range(1, 20_001))
 
 
 # -- the README's worked example -------------------------------------------------------

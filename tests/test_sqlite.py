@@ -12,7 +12,7 @@ import tcpmgm.sql.loader
 from tcpmgm import Profile, ReloadError, ReloadReport, RuleError, SchemaError, TcpMgm
 from tcpmgm.model.errors import DatabaseError
 from tcpmgm.sql.loader import load_rules
-from tcpmgm.sql.schema import DIALECTS, TableNames
+from tcpmgm.sql.schema import DIALECTS, OPENSIPS_RELEASES, SCHEMA_VERSIONS, TableNames, opensips_releases
 from tcpmgm.sql.table import read_rows
 
 # The tcp_mgm table as OpenSIPS's SQLite scripts lay it out (attrs right after
@@ -133,10 +133,19 @@ def test_asking_for_a_version_the_columns_do_not_have_fails(path):
 
 
 def test_unknown_schema_version_is_refused(path):
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match=r"unknown schema version 3 \(known: 1, 2\)"):
         TcpMgm(url(path), schema_version=3)
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match=r"unknown schema version 5 \(known: 1, 2\)"):
         TcpMgm(url(path)).create_schema(5)
+
+
+def test_each_schema_version_names_the_opensips_releases_that_read_it():
+    assert OPENSIPS_RELEASES.keys() == SCHEMA_VERSIONS.keys()
+    assert [opensips_releases(version) for version in SCHEMA_VERSIONS] == ["3.3 to 3.6", "4.0 and later"]
+    assert opensips_releases(2, latest="4.1.0-dev") == "4.0 to 4.1.0-dev"
+    assert opensips_releases(1, latest="4.1.0-dev") == "3.3 to 3.6"  # a closed range stays closed
+    with pytest.raises(SchemaError):
+        opensips_releases(3)
 
 
 # -- renamed table and columns ----------------------------------------------------------
@@ -475,7 +484,7 @@ def test_an_unexpected_row_reader_failure_is_a_reload_error(path, monkeypatch):
         def read_batch(self, *args):
             raise RuntimeError("row reader bug")
 
-    monkeypatch.setattr(tcpmgm.sql.loader, "RowReader", Broken)
+    monkeypatch.setattr(tcpmgm.sql.loader, "row_reader", Broken)
     with pytest.raises(ReloadError, match="row reader bug") as info:
         mgr.reload()
     # The reader's own exception, not a driver failure made of it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArgumentError",
     "ConnectionDropped",
     "DatabaseError",
     "MessageTimeout",
@@ -144,6 +145,10 @@ def _message(rule_id: Any, column: str, value: Any, reason: str) -> str:
     """The one format of RuleError and RuleWarning messages."""
     rule = "?" if rule_id is None else shown(rule_id)
     return f"rule {rule}: column {column!r}, value {shown(value)}: {reason}"
+
+
+class ArgumentError(TcpMgmError, ValueError):
+    """A function of tcpmgm was given an argument outside the values it takes."""
 
 
 class SchemaError(TcpMgmError, ValueError):

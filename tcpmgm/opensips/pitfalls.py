@@ -20,23 +20,35 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from ..model.errors import SchemaError
-from ..model.profile import parse_integer
-from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, SCHEMA_VERSIONS, TableNames
+from ..model.errors import ArgumentError, SchemaError
+from ..model.profile import known_attrs, parse_integer
+from ..sql.schema import (
+    DEFAULT_SCHEMA_VERSION,
+    NULLABLE_COLUMNS,
+    SCHEMA_VERSIONS,
+    TableNames,
+    known_schema_version,
+    opensips_releases,
+)
 
 __all__ = [
     "OPENSIPS_ATTRS",
+    "OPENSIPS_SOURCE",
     "OPENSIPS_VERSIONS",
     "PKG_MEMORY",
     "Pitfall",
     "batch_rows",
     "modparam_lines",
+    "not_loaded",
     "pitfalls",
     "version_pitfalls",
 ]
 
-# The OpenSIPS releases whose tcp_mgm reads each schema version (TCP_TABLE_VERSION in tcp_db.c).
-OPENSIPS_VERSIONS: dict[int, str] = {1: "3.3 to 3.6", 2: "4.0 to 4.1.0-dev"}
+# The newest OpenSIPS source these facts were read from.
+OPENSIPS_SOURCE = "4.1.0-dev"
+# The OpenSIPS releases each schema version's report speaks for: those that read it
+# (sql.schema.OPENSIPS_RELEASES), up to the source read.
+OPENSIPS_VERSIONS: dict[int, str] = {v: opensips_releases(v, latest=OPENSIPS_SOURCE) for v in SCHEMA_VERSIONS}
 
 # tcp_db.c, tcp_mgm_cols[]: the columns OpenSIPS selects, in the order of its array.
 _OPENSIPS_COLUMNS: dict[int, tuple[str, ...]] = {
@@ -88,6 +100,12 @@ _NOT_TCP = frozenset({"udp", "sctp", "hep_udp"})
 _ALIAS_MODE_MAX = 2  # TCP_ALIAS_ALWAYS
 _PARALLEL_READ_MAX = 2  # schema version 1
 _TIMERS = ("keepcount", "keepidle", "keepinterval")
+# The pitfalls whose rows OpenSIPS does not load: all of the rows before the batch it keeps, and
+# the rows of that batch it rejects (every rejected row of that batch leaves one such entry).
+_NOT_LOADED = ("batch-loss", "uninitialised-entry")
+# The two unknown-attr refusals: a name tcpmgm has registered (register_attr), or one that both refuse.
+_TCPMGM_ONLY = "tcpmgm-only"
+_UNKNOWN_TO_BOTH = "unknown to both"
 _TEXT_COLUMNS = frozenset({"proto", "remote_addr", "local_addr", "attrs"})  # DB_STR in tcp_mgm_cols[]
 
 # Private ("pkg") memory of an OpenSIPS process: 16 MB in a default build (config.h,
@@ -115,7 +133,7 @@ class Pitfall:
 def batch_rows(schema_version: int = DEFAULT_SCHEMA_VERSION, pkg_memory: int = PKG_MEMORY) -> int:
     """The most rows OpenSIPS fetches at a time: ``estimate_available_rows`` of tcp_db.c with
     all of ``pkg_memory`` free (a process has less free, so its batches are at most this)."""
-    columns = _OPENSIPS_COLUMNS[_version(schema_version)]
+    columns = _OPENSIPS_COLUMNS[known_schema_version(schema_version)]
     ints = len(columns) - len(_TEXT_COLUMNS)  # NO_INT_VALS
     per_row = 8 + 42 + 42 + 3 + 4 * ints + len(columns) * _COLUMN_OVERHEAD
     return pkg_memory // per_row or 5
@@ -137,7 +155,7 @@ def modparam_lines(
     """
     names = TableNames(table or "tcp_mgm", dict(columns))  # the same checks as the table's own renames
     lines = [] if names.table == "tcp_mgm" else [_modparam("db_table", names.table)]
-    for column in _OPENSIPS_COLUMNS[_version(schema_version)]:
+    for column in _OPENSIPS_COLUMNS[known_schema_version(schema_version)]:
         if names.column(column) != column:
             lines.append(_modparam(_parameter_for(column, schema_version), names.column(column)))
     return lines
@@ -162,13 +180,13 @@ def pitfalls(
     (tag -> address), which stand for OpenSIPS's listeners.  ``batch``: the rows
     OpenSIPS fetches at a time (default :func:`batch_rows`, its upper bound).
     """
-    version = _version(schema_version)
+    version = known_schema_version(schema_version)
     module = _DB_MODULES.get(backend)
     if module is None:
         raise SchemaError(f"unknown backend {backend!r} (known: {', '.join(sorted(_DB_MODULES))})")
     size = batch if batch is not None else batch_rows(version)
     if size < 1:
-        raise ValueError(f"a batch is at least one row, got {size!r}")
+        raise ArgumentError(f"a batch is at least one row, got {size!r}")
     refusals = [_refusals(row, listeners or {}, version) for row in rows]
     loaded = [row for row, refused in zip(rows, refusals) if not refused]
     kept = _kept_from(len(rows), size)
@@ -183,10 +201,18 @@ def pitfalls(
     return found
 
 
+def not_loaded(found: Iterable[Pitfall]) -> tuple[int, ...]:
+    """The ids of the rows OpenSIPS does not load, as ``found`` (what :func:`pitfalls` gave) says:
+    those lost to batch fetches and those of the batch it keeps that it rejects (each of which
+    leaves an uninitialised entry), in database order."""
+    # batch-loss comes first, and its rows all precede the batch kept: the order is the database's.
+    return tuple(dict.fromkeys(i for pitfall in found if pitfall.kind in _NOT_LOADED for i in pitfall.rule_ids))
+
+
 def version_pitfalls(found: int | None, *, table: str, schema_version: int = DEFAULT_SCHEMA_VERSION) -> list[Pitfall]:
     """The ``version`` row OpenSIPS needs: db_check_table_version refuses the table unless its row
     says the schema version that OpenSIPS reads (``found``: the row's value, None for no row)."""
-    version = _version(schema_version)
+    version = known_schema_version(schema_version)
     if found == version:
         return []
     if found is None:
@@ -256,6 +282,7 @@ def _attrs_refusals(value: Any) -> list[_Refusal]:
     if text is None:
         return []
     found = []
+    registered = known_attrs()
     for item in (part.strip() for part in text.strip().split(";")):
         name, equals, _ = item.partition("=")
         if equals:
@@ -263,7 +290,8 @@ def _attrs_refusals(value: Any) -> list[_Refusal]:
         if not name.strip():
             found.append(_Refusal("attrs-empty-item"))
         elif name.strip() not in OPENSIPS_ATTRS:
-            found.append(_Refusal("unknown-attr", detail=name.strip()))
+            known = _TCPMGM_ONLY if name.strip() in registered else _UNKNOWN_TO_BOTH
+            found.append(_Refusal("unknown-attr", known, detail=name.strip()))
     return found
 
 
@@ -410,10 +438,15 @@ def _refusal_message(kind: str, reason: str, details: list[str]) -> str:
             f"OpenSIPS looks each attrs item up as a name, value included ({shown}), finds no such attribute "
             f"and rejects these rows; it takes only a bare name, which sets the attribute to 0."
         )
+    if kind == "unknown-attr" and reason == _TCPMGM_ONLY:
+        return (
+            f"OpenSIPS knows no attrs name but {', '.join(sorted(OPENSIPS_ATTRS))}; these rows name {shown}, "
+            f"which tcpmgm has registered and OpenSIPS does not know, so OpenSIPS rejects them."
+        )
     if kind == "unknown-attr":
         return (
-            f"OpenSIPS knows no attrs name but {', '.join(sorted(OPENSIPS_ATTRS))}; these rows name {shown} "
-            f"(known to tcpmgm only), so OpenSIPS rejects them."
+            f"These rows name {shown} in attrs, which neither OpenSIPS nor tcpmgm knows: both reject them "
+            f"(tcpmgm, as a bad row, when it reloads)."
         )
     if kind == "attrs-empty-item":
         return (
@@ -515,12 +548,6 @@ def _parameter_for(column: str, schema_version: int) -> str:
 
 def _modparam(parameter: str, value: str) -> str:
     return f'modparam("tcp_mgm", "{parameter}", "{value}")'
-
-
-def _version(schema_version: int) -> int:
-    if schema_version not in _OPENSIPS_COLUMNS:
-        raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
-    return schema_version
 
 
 def _ids(rows: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:

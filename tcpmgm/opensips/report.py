@@ -3,8 +3,10 @@
 :func:`check_table` reads the table once, as OpenSIPS does (a plain ``SELECT``
 without ``ORDER BY``, the rows in the database's order), makes the rules of it
 with the reload's own row reader (:meth:`~tcpmgm.Rule.from_row`, the one
-validation) in that order, and gathers :func:`~tcpmgm.opensips.comparison.compare`
-on them, :func:`~tcpmgm.opensips.pitfalls.pitfalls` on the raw rows and
+validation) in that order, and gathers :func:`~tcpmgm.opensips.pitfalls.pitfalls`
+on the raw rows, :func:`~tcpmgm.opensips.comparison.compare` on the rules (on
+OpenSIPS's side without the rows the pitfalls say it does not load:
+:func:`~tcpmgm.opensips.pitfalls.not_loaded`) and
 :func:`~tcpmgm.opensips.pitfalls.modparam_lines` for the table's names into a
 :class:`Report` (docs/opensips.md#opensips-pitfalls), which the CLI and the
 admin endpoint print.
@@ -16,16 +18,16 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..model.errors import RuleError, RuleWarning
+from ..model.errors import ArgumentError, RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
 from ..sql.db import Source
 from ..sql.loader import version_row
-from ..sql.rows import RowReader
-from ..sql.schema import DEFAULT_SCHEMA_VERSION, NULLABLE_COLUMNS, TableNames
+from ..sql.rows import row_reader
+from ..sql.schema import DEFAULT_SCHEMA_VERSION, TableNames
 from ..sql.table import read_rows
 from .comparison import Connection, Difference, compare
-from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, pitfalls, version_pitfalls
+from .pitfalls import OPENSIPS_VERSIONS, Pitfall, modparam_lines, not_loaded, pitfalls, version_pitfalls
 
 __all__ = ["Report", "RuleTable", "check_table"]
 
@@ -49,23 +51,44 @@ class RuleTable(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """What the OpenSIPS of ``opensips_version`` makes of one table."""
+    """What the OpenSIPS of ``opensips_version`` makes of one table.
+
+    ``exhaustive`` and ``candidates`` are the comparison's
+    (:class:`~tcpmgm.opensips.comparison.Comparison`): whether it asked every
+    candidate connection, and how many it asked.  ``not_loaded``: the rows
+    OpenSIPS does not load (the pitfalls say why), left out of its side of
+    the comparison.
+    """
 
     differences: list[Difference]
     pitfalls: list[Pitfall]
     modparams: list[str]
     opensips_version: str
+    exhaustive: bool = True
+    candidates: int = 0
+    not_loaded: tuple[int, ...] = ()
 
     @property
     def differs(self) -> bool:
         """OpenSIPS would pick another rule than documented for some connection."""
         return bool(self.differences)
 
-    def to_json(self) -> dict[str, Any]:
-        """The report as JSON-ready values."""
+    def to_json(self, *, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The report as JSON-ready values, with the differences from ``offset`` on, at most
+        ``limit`` of them (None: all); ``next_offset`` is where the next page starts (None: none)."""
+        if offset < 0 or (limit is not None and limit < 1):
+            raise ArgumentError(f"a page starts at an offset of 0 or more and holds 1 or more, not {offset}, {limit}")
+        total = len(self.differences)
+        end = total if limit is None else min(total, offset + limit)
         return {
             "opensips_version": self.opensips_version,
             "differs": self.differs,
+            "exhaustive": self.exhaustive,
+            "candidates": self.candidates,
+            "not_loaded": list(self.not_loaded),
+            "differences_total": total,
+            "offset": offset,
+            "next_offset": end if end < total else None,
             "differences": [
                 {
                     "connection": list(difference.connection),
@@ -73,7 +96,7 @@ class Report:
                     "documented_id": difference.documented_id,
                     "reason": difference.reason,
                 }
-                for difference in self.differences
+                for difference in self.differences[offset:end]
             ],
             "pitfalls": [
                 {"kind": pitfall.kind, "rule_ids": list(pitfall.rule_ids), "message": pitfall.message}
@@ -85,6 +108,12 @@ class Report:
     def lines(self) -> list[str]:
         """The report as text for a terminal."""
         out = [f"OpenSIPS {self.opensips_version}:"]
+        if self.not_loaded:
+            out.append(
+                f"  compared without the {len(self.not_loaded)} row(s) it does not load (it rejects them or loses "
+                f"them to batch fetches: see the pitfalls):"
+            )
+            out.append(f"      rows: {_ids(self.not_loaded)}")
         if self.differences:
             out.append(f"  picks another rule than documented ({len(self.differences)} case(s)):")
             for difference in self.differences:
@@ -92,8 +121,15 @@ class Report:
                     f"    {_connection(difference.connection)}: OpenSIPS picks {_rule(difference.opensips_id)}, "
                     f"documented {_rule(difference.documented_id)}: {difference.reason}"
                 )
-        else:
+        elif self.exhaustive:
             out.append("  picks the documented rule for every connection checked")
+        else:
+            out.append(f"  picks the documented rule for each of the {self.candidates} connection(s) checked")
+        if not self.exhaustive:
+            out.append(
+                f"  the comparison was cut: {self.candidates} candidate connection(s) asked, not all of them, so "
+                f"a case where OpenSIPS picks another rule may be missing"
+            )
         if self.pitfalls:
             out.append(f"  pitfalls ({len(self.pitfalls)}):")
             for pitfall in self.pitfalls:
@@ -134,11 +170,22 @@ def check_table(
         schema_version=version,
         batch=batch,
     )
+    unloaded = not_loaded(found)
+    left_out = set(unloaded)
+    comparison = compare(
+        rules,
+        opensips_rules=[rule for rule in rules if rule.id not in left_out],
+        default=table.default,
+        progress=progress,
+    )
     return Report(
-        differences=compare(rules, default=table.default, progress=progress).differences,
+        differences=comparison.differences,
         pitfalls=found,
         modparams=modparam_lines(table.names.columns, schema_version=version, table=table.names.table),
         opensips_version=OPENSIPS_VERSIONS[version],
+        exhaustive=comparison.exhaustive,
+        candidates=comparison.candidates,
+        not_loaded=unloaded,
     )
 
 
@@ -154,12 +201,7 @@ def _rules(rows: Sequence[Mapping[str, Any]], table: RuleTable) -> list[Rule]:
     if not rows:
         return []
     columns = tuple(rows[0])
-    reader = RowReader(
-        columns,
-        listeners=table.listeners,
-        defaults=table.default,
-        not_null=[c for c in columns if c not in NULLABLE_COLUMNS],
-    )
+    reader = row_reader(columns, listeners=table.listeners, defaults=table.default)
     rules: list[Rule] = []
     rejected: list[RuleError] = []
     warnings: list[RuleWarning] = []

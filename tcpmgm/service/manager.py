@@ -24,7 +24,7 @@ from ..model.rule import Rule
 from ..opensips.order import OpenSIPSOrder
 from ..sql.db import Source, one_line, open_source, work
 from ..sql.loader import gc_paused, load_rules
-from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, TableNames, create_table_statements
+from ..sql.schema import DEFAULT_SCHEMA_VERSION, TableNames, create_table_statements, known_schema_version
 from ..sql.watch import Watcher, install_trigger
 
 __all__ = ["DEFAULT_DB_URL", "InService", "ReloadReport", "TcpMgm"]
@@ -97,8 +97,8 @@ class TcpMgm:
         default: Profile | None = None,
         count_hits: bool = True,
     ) -> None:
-        if schema_version is not None and schema_version not in SCHEMA_VERSIONS:
-            raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
+        if schema_version is not None:
+            known_schema_version(schema_version)
         self.names = TableNames(table, dict(columns or {}))
         self.source: Source = open_source(db)
         self.listeners = dict(listeners or {})

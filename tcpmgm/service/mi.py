@@ -18,10 +18,13 @@ Methods:
   optional) and ``explain`` (bool; with it, every matching rule and
   ``opensips_rule``, the one real OpenSIPS would pick), by name or by position.
 * ``tcp_opensips_check``: what real OpenSIPS would do with the table
-  (docs/opensips.md), as ``tcpmgm check --opensips --json`` prints it.
+  (docs/opensips.md), as ``tcpmgm check --opensips --json`` prints it, with
+  one page of its differences: params ``offset`` and ``limit`` (default and
+  at most :attr:`Limits.check_limit`), ``differences_total`` and ``next_offset``.
 * ``which`` and ``help``: OpenSIPS's discovery methods, with its answers:
   ``which`` lists the methods, ``which command=M`` the parameter sets ``M``
-  takes, ``help mi_cmd=M`` what ``M`` does; so OpenSIPS's own clients
+  takes, ``help mi_cmd=M`` what ``M`` does and who exports it (``core`` for
+  these two, ``tcpmgm`` for the rest); so OpenSIPS's own clients
   (opensips-cli) work against this endpoint.
 
 One request handler (:class:`Dispatcher`) serves two transports: a thread
@@ -209,6 +212,9 @@ class Limits:
     # tcp_stats's default and largest page: an entry is two numbers, and each page reads the
     # counts of every rule, so a million rules take 100 pages, not 10,000.
     stats_limit: int = 10_000
+    # tcp_opensips_check's default and largest page of differences: each is under 1 KiB of
+    # JSON, so a page stays well inside max_response (a 10,000-rule table can have 20,000).
+    check_limit: int = 1000
     max_response: int = 4 << 20  # bytes of one response body
     metrics_rules: int = 50  # rules with a hit sample of their own in /metrics; the rest are summed
 
@@ -350,11 +356,13 @@ class Dispatcher:
             result["opensips_rule"] = opensips
         return result
 
-    def tcp_opensips_check(self) -> Any:
+    def tcp_opensips_check(self, offset: int = 0, limit: int | None = None) -> Any:
         """answers what real OpenSIPS would do with the table: where it picks another rule, its pitfalls"""
+        offset = _int_param("offset", offset, 0, None)
+        page = _int_param("limit", self.limits.check_limit if limit is None else limit, 1, self.limits.check_limit)
         # The table as it is now, as `tcpmgm check --opensips` reads it: the pitfalls are in the rows as
-        # stored, which the rules in service no longer hold.
-        return check_table(self.mgr).to_json()
+        # stored, which the rules in service no longer hold.  Each page reads it anew.
+        return check_table(self.mgr).to_json(offset=offset, limit=page)
 
     # OpenSIPS's core answers `which` and `help` so (its mi/mi_core.c and mi/mi.c, 4.1.0-dev), and its
     # clients rely on them: opensips-cli lists the methods with `which` before it runs any.
@@ -378,8 +386,12 @@ class Dispatcher:
             return "Usage: help mi_cmd - returns information about 'mi_cmd'"
         if not isinstance(mi_cmd, str):
             raise _RPCError(INVALID_PARAMS, "mi_cmd must be a string")
-        doc = inspect.getdoc(self._method(mi_cmd))
-        return {"Help": doc.split("\n", 1)[0] if doc else "not available for this command", "Exported by": "tcpmgm"}
+        function = self._method(mi_cmd)
+        doc = inspect.getdoc(function)
+        # OpenSIPS names the module that registered the command: "core" for its own (mi/mi_core.c
+        # registers which and help under that name, and mi/mi.c's help answers it).
+        exporter = "core" if function in (self.which, self.help) else "tcpmgm"
+        return {"Help": doc.split("\n", 1)[0] if doc else "not available for this command", "Exported by": exporter}
 
     def _method(self, name: str) -> Callable[..., Any]:
         function = self.methods.get(name)

@@ -24,9 +24,8 @@ from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from ..model.profile import Profile
 from ..model.rule import Rule
 from .db import work_on
-from .rows import RowReader
+from .rows import row_reader
 from .schema import (
-    NULLABLE_COLUMNS,
     SCHEMA_VERSIONS,
     VERSION_TABLE,
     Dialect,
@@ -124,13 +123,7 @@ def load_rules(
     q = dialect.quote
     select = ", ".join(q(names.column(c)) for c in canonical)
 
-    # A NULL in a column OpenSIPS declares NOT NULL is read as the default and warned about.
-    read = RowReader(
-        canonical,
-        listeners=listeners,
-        defaults=defaults,
-        not_null=[c for c in canonical if c not in NULLABLE_COLUMNS],
-    )
+    read = row_reader(canonical, listeners=listeners, defaults=defaults)
     rules: list[Rule] = []
     rejected: list[RuleError] = []
     warnings: list[RuleWarning] = []

@@ -1,8 +1,9 @@
 """The ``tcp_mgm`` table as OpenSIPS defines it, per SQL dialect, with renames.
 
-Schema version 1 (OpenSIPS 3.3) has ``parallel_read``; version 2 (3.4 and
-later) does not.  The optional ``version`` table holds one row per table
-(``table_name``, ``table_version``).  Table and column names come from
+Schema version 1 has ``parallel_read``; version 2 does not.  Which OpenSIPS
+releases read which version is :data:`OPENSIPS_RELEASES` (said in words by
+:func:`opensips_releases`), the one statement of it.  The optional ``version``
+table holds one row per table (``table_name``, ``table_version``).  Table and column names come from
 configuration, so each one is checked against a strict identifier pattern and
 then quoted for its dialect: a name can never smuggle SQL into a statement.
 """
@@ -21,10 +22,13 @@ __all__ = [
     "DEFAULT_SCHEMA_VERSION",
     "DIALECTS",
     "NULLABLE_COLUMNS",
+    "OPENSIPS_RELEASES",
     "SCHEMA_VERSIONS",
     "Dialect",
     "TableNames",
     "create_table_statements",
+    "known_schema_version",
+    "opensips_releases",
 ]
 
 DEFAULT_SCHEMA_VERSION = 2
@@ -33,6 +37,28 @@ SCHEMA_VERSIONS: dict[int, tuple[str, ...]] = {
     2: tuple(c for c in COLUMNS if c != "parallel_read"),
 }
 VERSION_TABLE = "version"
+
+# The OpenSIPS releases whose tcp_mgm reads each schema version (TCP_TABLE_VERSION in
+# modules/tcp_mgm/tcp_db.c): 1 from 3.3 to 3.6; 2 from 4.0 on, since the change that dropped
+# parallel_read (f8e7ec10e3, 2026-04-17).  (first release, last release or None: every later one)
+OPENSIPS_RELEASES: dict[int, tuple[str, str | None]] = {1: ("3.3", "3.6"), 2: ("4.0", None)}
+
+
+def known_schema_version(schema_version: int) -> int:
+    """``schema_version`` when tcpmgm knows it, else :class:`SchemaError`."""
+    if schema_version not in SCHEMA_VERSIONS:
+        known = ", ".join(map(str, SCHEMA_VERSIONS))
+        raise SchemaError(f"unknown schema version {schema_version!r} (known: {known})")
+    return schema_version
+
+
+def opensips_releases(schema_version: int, *, latest: str | None = None) -> str:
+    """The OpenSIPS releases that read ``schema_version``, in words ("3.3 to 3.6", "4.0 and later");
+    ``latest`` ends an open range there ("4.0 to 4.1.0-dev": the releases a statement was checked on)."""
+    first, last = OPENSIPS_RELEASES[known_schema_version(schema_version)]
+    last = last or latest
+    return f"{first} to {last}" if last else f"{first} and later"
+
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
@@ -145,10 +171,10 @@ def create_table_statements(
     schema_version: int = DEFAULT_SCHEMA_VERSION,
 ) -> tuple[str, ...]:
     """``CREATE TABLE`` statements for the rule table and the ``version`` table."""
-    if schema_version not in SCHEMA_VERSIONS:
-        raise SchemaError(f"unknown schema version {schema_version!r} (known: 1, 2)")
     q = dialect.quote
-    columns = ",\n    ".join(f"{q(names.column(c))} {_column_ddl(dialect, c)}" for c in SCHEMA_VERSIONS[schema_version])
+    columns = ",\n    ".join(
+        f"{q(names.column(c))} {_column_ddl(dialect, c)}" for c in SCHEMA_VERSIONS[known_schema_version(schema_version)]
+    )
     version_table = (
         f"CREATE TABLE IF NOT EXISTS {q(VERSION_TABLE)} (\n"
         f"    {q('table_name')} {dialect.text_type.format(n=32)} NOT NULL,\n"

@@ -30,6 +30,7 @@ from ..opensips.report import check_table
 from ..service.manager import DEFAULT_DB_URL, TcpMgm
 from ..service.sockets import parse_endpoint
 from ..sql.loader import load_rules
+from ..sql.schema import DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS, opensips_releases
 from ..sql.table import count_rows, read_rows, remove_rule
 from .lint import lint, rejected_findings
 
@@ -205,10 +206,15 @@ def db() -> None:
 @db.command("init")
 @click.option(
     "--schema-version",
-    type=click.IntRange(1, 2),
-    default=2,
+    type=click.IntRange(min(SCHEMA_VERSIONS), max(SCHEMA_VERSIONS)),
+    default=DEFAULT_SCHEMA_VERSION,
     show_default=True,
-    help="1: OpenSIPS 3.3 (with parallel_read); 2: OpenSIPS 3.4 and later.",
+    help="; ".join(
+        f"{version}: OpenSIPS {opensips_releases(version)}"
+        + (" (with parallel_read)" if "parallel_read" in columns else "")
+        for version, columns in SCHEMA_VERSIONS.items()
+    )
+    + ".",
 )
 @_with_manager
 def db_init(mgr: TcpMgm, schema_version: int) -> None:
