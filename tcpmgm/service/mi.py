@@ -303,9 +303,9 @@ class Dispatcher:
         offset = _int_param("offset", offset, 0, None)
         page = _int_param("limit", self.limits.stats_limit if limit is None else limit, 1, self.limits.stats_limit)
         matcher, since = self.mgr.service  # the counts and their start from one matcher, whatever a reload does
-        counts = matcher.hits()
         total = len(matcher)
         start = min(offset, total)
+        counts = matcher.hits(start, start + page)  # the page's counts only, not a dict of every rule
         ids = [rule.id for rule in itertools.islice(matcher, start, start + page)]
         end = start + len(ids)
         return {
