@@ -97,8 +97,8 @@ def test_a_slice_of_hits_is_those_rules_in_iteration_order_after_the_default(mat
     every = matcher.hits()
     ids = [rule.id for rule in matcher]
     assert list(every) == [0, *ids]  # the default first, then the rules in the order they are tried
-    for start, stop in ((0, 10), (37, 41), (115, None), (200, 300), (5, 2), (-3, None), (0, 0)):
-        assert list(matcher.hits(start, stop).items()) == [(0, every[0])] + [(i, every[i]) for i in ids[start:stop]]
+    for first, last in ((0, 10), (37, 41), (115, None), (200, 300), (5, 2), (-3, None), (0, 0)):
+        assert list(matcher.hits(first, last).items()) == [(0, every[0])] + [(i, every[i]) for i in ids[first:last]]
     with pytest.raises(TypeError):
         matcher.hits("1")
     assert matcher_cls(workload.rules, count_hits=False).hits(0, 5) == {}

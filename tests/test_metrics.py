@@ -5,9 +5,11 @@ parser, so a sample that is malformed, misnamed or mistyped fails here.
 """
 
 import array
+import asyncio
 import http.client
 import json
 import logging
+import socket
 import sqlite3
 import sys
 import types
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tables import insert
 
 import tcpmgm
-from tcpmgm.service import events, metrics, mi
+from tcpmgm.service import aio, events, metrics, mi
 from tcpmgm.service.events import Event
 
 TOKEN = "s3cret"
@@ -259,6 +261,49 @@ def test_every_event_is_a_counter_of_its_own(endpoint):
         name = f"tcpmgm_{event.value}"
         assert types[name] == "counter"
         assert value(after, f"{name}_total") - value(before, f"{name}_total") == times, event
+
+
+def test_a_real_refused_connect_and_a_real_idle_close_are_what_the_scrape_counts(tmp_path):
+    """A blocking connect refused by no_new_conn and an asyncio connection closed after con_lifetime,
+    on loopback: between two scrapes each event counter moves by exactly what they did."""
+    served = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'served.db'}")
+    served.create_schema()
+    served.add_rule({"id": 1, "proto": "tcp", "local_addr": "127.0.0.2", "no_new_conn": 1})
+    served.add_rule({"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 1})
+    served.reload()
+
+    async def idle_client():
+        closed = asyncio.Event()
+
+        async def handle(conn):
+            try:
+                assert await conn.read(100) == b""  # nothing comes: the idle close ends it
+            finally:
+                closed.set()
+
+        server = await aio.start_server(served, handle, "127.0.0.1", 0, proto="tcp")
+        async with server:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1], local_addr=("127.0.0.3", 0)
+            )
+            hung_up = await asyncio.wait_for(reader.read(), 15) == b""
+            await asyncio.wait_for(closed.wait(), 15)
+            writer.close()
+        return hung_up
+
+    with mi.MIServer(served, "127.0.0.1", 0) as endpoint, socket.create_server(("127.0.0.1", 0)) as listener:
+        before, _ = scrape(endpoint.url)
+        with pytest.raises(tcpmgm.NoNewConnection):
+            tcpmgm.connect(served, "tcp", listener.getsockname(), source=("127.0.0.2", 0))
+        assert asyncio.run(idle_client()) is True
+        after, _ = scrape(endpoint.url)
+    moved = {
+        event: value(after, f"tcpmgm_{event.value}_total") - value(before, f"tcpmgm_{event.value}_total")
+        for event in Event
+    }
+    assert moved == {event: 0 for event in Event} | {Event.NO_NEW_CONN_REFUSED: 1, Event.IDLE_CLOSE: 1}
+    assert rule_hits(after) == {"1": 1, "2": 1, "default": 0}  # one lookup for each connection
+    assert value(after, "tcpmgm_lookups_total") - value(before, "tcpmgm_lookups_total") == 2
 
 
 def test_every_metric_is_named_for_tcpmgm_and_has_help(endpoint):
