@@ -231,6 +231,16 @@ def test_the_manager_answers_the_counts_of_the_rules_in_service_and_reload_resta
     assert mgr.hits() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 1}
 
 
+def test_the_manager_answers_a_slice_and_the_top_rules_of_the_rules_in_service(mgr):
+    look_up(mgr)
+    order = [rule.id for rule in mgr.matcher]
+    assert mgr.hits(1, 2) == {0: 1, order[1]: {1: 3, 2: 2, 3: 0}[order[1]]}
+    assert mgr.top_hits(5) == [(1, 3), (2, 2)]  # rule 3 won nothing
+    assert mgr.top_hits(1) == [(1, 3)]
+    mgr.reload()
+    assert mgr.top_hits(5) == [] and mgr.hits(0, 0) == {0: 0}
+
+
 def test_a_failed_reload_keeps_the_counts(mgr, tmp_path):
     look_up(mgr)
     broken = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'missing.db'}")

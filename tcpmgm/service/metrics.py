@@ -55,8 +55,9 @@ class Collector(_PrometheusCollector):
     Every counter only grows between two reloads (docs/operations.md#metrics):
     each ``tcpmgm_rule_hits_total`` series is one rule's own count, present
     while the rule is among the top N; the hits of the rules outside it are
-    the gauge ``tcpmgm_rule_hits_other``, which falls when a rule climbs into
-    the top N and takes its hits along.  A table of 100,000 rules makes a
+    the gauge ``tcpmgm_rule_hits_other``: a rule that leaves the top N brings
+    its whole count into that sum at once, an increase no lookup made, which
+    a counter must not show.  A table of 100,000 rules makes a
     scrape of at most ``top_rules + 2`` hit samples, not 100,000 series, and
     the matcher picks them without a dict of every rule (``Matcher.top_hits``).
     """
