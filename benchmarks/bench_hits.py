@@ -3,6 +3,7 @@
     python benchmarks/bench_hits.py                          # wall clock: carrier, ports, nested at 1,000 and 100,000
     python benchmarks/bench_hits.py --workload carrier --sizes 100000 --rounds 15
     python benchmarks/bench_hits.py --callgrind              # instructions per lookup under callgrind
+    python benchmarks/bench_hits.py --threads                # lookup_many from one thread and from two
 
 Wall clock (benchmarks/README.md#hit-counts): for each workload and N, one matcher counting and
 one not, built from the same rules; each round times ``lookup()`` over the workload's lookups
@@ -14,6 +15,11 @@ nanoseconds per lookup; the ratio is counting over not counting.
 collection on inside ``Matcher.lookup`` and ``Matcher.lookup_many`` only (the build and the Python
 loop around the calls are not counted), and prints instructions per lookup: repeatable where
 wall clock is not, and this machine has no hardware counters.  ``--worker`` is that child.
+
+``--threads`` times ``lookup_many`` over the IPv4 batch from one thread and from two at once (the
+same number of calls in all), counting on and off: with counting on, the pass that turns ranks
+into ids holds the GIL, so two threads share that part of each batch instead of running it side
+by side.  A figure is the best round's ns per lookup; "2 threads / 1" is the speed-up.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -65,6 +72,43 @@ def wall_clock(name: str, n: int, queries: int, rounds: int) -> dict[str, float]
                 best[key] = min(best.get(key, float("inf")), seconds * 1e9)
     for case in CASES:
         best[f"{case}_ratio"] = best[f"{case}_on"] / best[f"{case}_off"]
+    return best
+
+
+def threaded(name: str, n: int, queries: int, rounds: int, calls: int = 8) -> dict[str, float]:
+    """Best-of-``rounds`` ns per lookup of ``calls`` IPv4 batches from 1 thread and from 2 threads
+    (``calls // 2`` each), counting on and off, and the speed-ups."""
+    workload = WORKLOADS[name](n, queries, seed=0)
+    matchers = {"on": _matcher.Matcher(workload.rules), "off": _matcher.Matcher(workload.rules, count_hits=False)}
+    four = batch(workload.lookups, 4)
+
+    def run(matcher: Any, threads: int) -> float:
+        start = threading.Barrier(threads + 1)
+
+        def calling() -> None:
+            start.wait()
+            for _ in range(calls // threads):
+                matcher.lookup_many(*four)
+
+        workers = [threading.Thread(target=calling) for _ in range(threads)]
+        for thread in workers:
+            thread.start()
+        start.wait()
+        began = time.perf_counter()
+        for thread in workers:
+            thread.join()
+        return time.perf_counter() - began
+
+    best: dict[str, float] = {}
+    gc.collect()
+    for index in range(rounds):
+        for state in ("on", "off") if index % 2 else ("off", "on"):
+            for threads in (1, 2):
+                key = f"{state}_{threads}"
+                seconds = run(matchers[state], threads) / (calls * len(four.protos))
+                best[key] = min(best.get(key, float("inf")), seconds * 1e9)
+    for state in ("on", "off"):
+        best[f"{state}_speedup"] = best[f"{state}_1"] / best[f"{state}_2"]
     return best
 
 
@@ -116,6 +160,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=20_000, help="lookups per round")
     parser.add_argument("--rounds", type=int, default=9, help="rounds per figure (wall clock)")
     parser.add_argument("--callgrind", action="store_true", help="instructions per lookup instead of wall clock")
+    parser.add_argument("--threads", action="store_true", help="lookup_many from one thread and from two")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "COUNTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.workload or ["carrier", "ports", "nested"]
@@ -124,7 +169,11 @@ def main() -> int:
         worker(args.worker[0], args.worker[1], names[0], sizes[0], args.queries)
         return 0
     load_before = _load()
-    if args.callgrind:
+    if args.threads:
+        columns = "1 thread ns | 2 threads ns | 2 threads / 1"
+        print(f"| workload | N | off: {columns} | on: {columns} |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    elif args.callgrind:
         print("| workload | N | lookup instr, off | on | lookup_many instr, off | on |")
         print("|---|---:|---:|---:|---:|---:|")
     else:
@@ -132,6 +181,12 @@ def main() -> int:
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         for n in sizes:
+            if args.threads:
+                row = threaded(name, n, args.queries, args.rounds)
+                cells = [f"{row[key]:.1f}" for key in ("off_1", "off_2")] + [f"{row['off_speedup']:.2f}"]
+                cells += [f"{row[key]:.1f}" for key in ("on_1", "on_2")] + [f"{row['on_speedup']:.2f}"]
+                print(f"| {name} | {n:,} | " + " | ".join(cells) + " |", flush=True)
+                continue
             if args.callgrind:
                 figures = [
                     instructions(case, state, name, n, args.queries) for case in CASES for state in ("off", "on")

@@ -90,6 +90,62 @@ def test_switched_off_nothing_is_counted_and_hits_is_empty(matcher_cls, workload
     assert matcher.hits() == {}
 
 
+def test_a_slice_of_hits_is_those_rules_in_iteration_order_after_the_default(matcher_cls, workload):
+    matcher = matcher_cls(workload.rules)
+    for query in workload.lookups:
+        matcher.lookup(*query)
+    every = matcher.hits()
+    ids = [rule.id for rule in matcher]
+    assert list(every) == [0, *ids]  # the default first, then the rules in the order they are tried
+    for first, last in ((0, 10), (37, 41), (115, None), (200, 300), (5, 2), (-3, None), (0, 0)):
+        assert list(matcher.hits(first, last).items()) == [(0, every[0])] + [(i, every[i]) for i in ids[first:last]]
+    with pytest.raises(TypeError):
+        matcher.hits("1")
+    assert matcher_cls(workload.rules, count_hits=False).hits(0, 5) == {}
+
+
+def test_top_hits_are_the_rules_that_won_most_ties_to_the_lower_id(matcher_cls, workload):
+    matcher = matcher_cls(workload.rules)
+    assert matcher.top_hits(5) == []  # nothing won yet
+    for query in workload.lookups:
+        matcher.lookup(*query)
+    won = [(rule_id, n) for rule_id, n in matcher.hits().items() if rule_id and n]
+    ranked = sorted(won, key=lambda entry: (-entry[1], entry[0]))
+    assert len(ranked) > 10 and len({n for _, n in ranked}) < len(ranked)  # ties to break
+    for n in (0, 1, 3, 10, len(ranked), len(ranked) + 5, 10**9):
+        assert matcher.top_hits(n) == ranked[:n], n
+    for bad, error in ((-1, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="n"):
+            matcher.top_hits(bad)
+    assert matcher_cls(workload.rules, count_hits=False).top_hits(5) == []
+
+
+def test_top_hits_agree_between_the_twins_on_many_rules():
+    compiled = pytest.importorskip("tcpmgm.matching._matcher", reason="compiled classifier not built").Matcher
+    work = WORKLOADS["carrier"](3000, 20000, seed=5)
+    fast, reference = compiled(work.rules), tcpmgm.ReferenceMatcher(work.rules)
+    for columns in (batch(work.lookups, 4), batch(work.lookups, 6)):
+        fast.lookup_many(*columns)
+        reference.lookup_many(*columns)
+    for n in (1, 7, 50, 3000):
+        assert fast.top_hits(n) == reference.top_hits(n)
+
+
+def test_lookups_count_with_or_without_hit_counts(matcher_cls, workload):
+    for count_hits in (True, False):
+        matcher = matcher_cls(workload.rules, count_hits=count_hits)
+        for query in workload.lookups[:30]:
+            matcher.lookup(*query)
+        matcher.lookup_many(*batch(workload.lookups, 4))
+        with pytest.raises(ValueError):
+            matcher.lookup_many("tcp", array.array("I", [1]), array.array("i", [-1]))  # refused: not counted
+        matcher.explain(*workload.lookups[0])  # explain does not count
+        expected = 30 + len(batch(workload.lookups, 4).remote_ips)
+        assert matcher.lookups == expected, count_hits
+        if count_hits:
+            assert sum(matcher.hits().values()) == expected
+
+
 def test_the_counts_take_c_memory_only_when_counting(workload):
     compiled = pytest.importorskip("tcpmgm.matching._matcher", reason="compiled classifier not built").Matcher
     counting, silent = compiled(workload.rules), compiled(workload.rules, count_hits=False)
@@ -134,7 +190,7 @@ def test_threads_lose_no_count(matcher_cls):
         sys.setswitchinterval(interval)
     assert failures == []
     hits = matcher.hits()
-    assert sum(hits.values()) == len(threads) * rounds * len(one_round)
+    assert sum(hits.values()) == matcher.lookups == len(threads) * rounds * len(one_round)
     assert hits == {rule_id: len(threads) * rounds * count for rule_id, count in alone.hits().items()}
 
 
@@ -173,6 +229,16 @@ def test_the_manager_answers_the_counts_of_the_rules_in_service_and_reload_resta
     assert mgr.hits() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
     mgr.lookup("ws", "192.0.2.1")
     assert mgr.hits() == {0: 0, 1: 0, 2: 0, 3: 0, 4: 1}
+
+
+def test_the_manager_answers_a_slice_and_the_top_rules_of_the_rules_in_service(mgr):
+    look_up(mgr)
+    order = [rule.id for rule in mgr.matcher]
+    assert mgr.hits(1, 2) == {0: 1, order[1]: {1: 3, 2: 2, 3: 0}[order[1]]}
+    assert mgr.top_hits(5) == [(1, 3), (2, 2)]  # rule 3 won nothing
+    assert mgr.top_hits(1) == [(1, 3)]
+    mgr.reload()
+    assert mgr.top_hits(5) == [] and mgr.hits(0, 0) == {0: 0}
 
 
 def test_a_failed_reload_keeps_the_counts(mgr, tmp_path):

@@ -5,9 +5,11 @@ parser, so a sample that is malformed, misnamed or mistyped fails here.
 """
 
 import array
+import asyncio
 import http.client
 import json
 import logging
+import socket
 import sqlite3
 import sys
 import types
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tables import insert
 
 import tcpmgm
-from tcpmgm.service import events, metrics, mi
+from tcpmgm.service import aio, events, metrics, mi
 from tcpmgm.service.events import Event
 
 TOKEN = "s3cret"
@@ -152,25 +154,30 @@ def test_lookups_are_the_hits_of_the_rules_that_won_them(endpoint, mgr):
     mgr.lookup("ws", "192.0.2.1", 5060)  # no rule: the default profile
     mgr.lookup("ws", "192.0.2.2", 5060)
     samples, types = scrape(url)
-    assert rule_hits(samples) == {"1": 5, "2": 1, "3": 1, "default": 2, "other": 0}
+    assert rule_hits(samples) == {"1": 5, "2": 1, "3": 1, "default": 2}
+    assert value(samples, "tcpmgm_rule_hits_other") == 0
     assert value(samples, "tcpmgm_lookups_total") == 9
     assert types["tcpmgm_rule_hits"] == types["tcpmgm_lookups"] == "counter"
+    assert types["tcpmgm_rule_hits_other"] == "gauge"
 
     mi.call(url, "tcp_reload")  # hits count from the last reload
     samples, _ = scrape(url)
-    assert rule_hits(samples) == {"1": 0, "2": 0, "3": 0, "default": 0, "other": 0}
+    assert rule_hits(samples) == {"default": 0}  # no rule won anything yet: no rule has a series
+    assert value(samples, "tcpmgm_rule_hits_other") == 0
     assert value(samples, "tcpmgm_lookups_total") == 0
 
 
-def test_a_manager_that_does_not_count_hits_shows_no_hit_samples_rather_than_zeros(endpoint, tmp_path):
+def test_a_manager_that_does_not_count_hits_still_counts_lookups_but_shows_no_hit_samples(endpoint, tmp_path):
     uncounted = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'uncounted.db'}", count_hits=False)
     uncounted.create_schema()
     uncounted.add_rule({"id": 1, "proto": "tcp", "remote_addr": "10.0.0.0/8"})
     uncounted.reload()
     uncounted.lookup("tcp", "10.2.3.4")
+    uncounted.matcher.lookup_many("tcp", array.array("I", [0x0A020304, 0xC0000201]))
     samples, types = scrape(endpoint(manager=uncounted))
     assert types["tcpmgm_lookups"] == types["tcpmgm_rule_hits"] == "counter"
-    assert not [key for key in samples if key[0] in ("tcpmgm_lookups_total", "tcpmgm_rule_hits_total")]
+    assert value(samples, "tcpmgm_lookups_total") == 3
+    assert not [key for key in samples if key[0] in ("tcpmgm_rule_hits_total", "tcpmgm_rule_hits_other")]
     assert value(samples, "tcpmgm_rules_in_service") == 1
 
 
@@ -187,11 +194,40 @@ def test_only_the_top_rules_by_hits_have_a_sample_and_the_rest_are_summed(endpoi
     url = endpoint(limits=mi.Limits(metrics_rules=2), manager=many)
     samples, _ = scrape(url)
     # rule 2 (5 hits), then rules 3 and 4 tie at 3 and the lower id wins; 4, 1 and 5 are summed
-    assert rule_hits(samples) == {"2": 5, "3": 3, "other": 3 + 1 + 0, "default": 1}
-    assert sum(rule_hits(samples).values()) == value(samples, "tcpmgm_lookups_total") == 13
+    assert rule_hits(samples) == {"2": 5, "3": 3, "default": 1}
+    assert value(samples, "tcpmgm_rule_hits_other") == 3 + 1 + 0
+    total = sum(rule_hits(samples).values()) + value(samples, "tcpmgm_rule_hits_other")
+    assert total == value(samples, "tcpmgm_lookups_total") == 13
 
-    samples, _ = scrape(endpoint(manager=many))  # the default cap, 50, leaves no rule out
-    assert rule_hits(samples) == {"1": 1, "2": 5, "3": 3, "4": 3, "5": 0, "other": 0, "default": 1}
+    samples, _ = scrape(endpoint(manager=many))  # the default cap, 50, leaves no rule that won out
+    assert rule_hits(samples) == {"1": 1, "2": 5, "3": 3, "4": 3, "default": 1}  # rule 5 won nothing
+    assert value(samples, "tcpmgm_rule_hits_other") == 0
+
+
+def test_a_rule_entering_the_top_rules_moves_no_counter_but_by_the_lookups_made(endpoint, tmp_path):
+    """Between two scrapes every counter sample of both grows by exactly the lookups it counts."""
+    swapped = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'swapped.db'}")
+    swapped.create_schema()
+    for rule in range(1, 4):
+        swapped.add_rule({"id": rule, "proto": "any", "remote_addr": f"192.0.2.{rule}/32"})
+    swapped.reload()
+    for rule, times in ((1, 5), (2, 4)):
+        for _ in range(times):
+            swapped.lookup("tcp", f"192.0.2.{rule}")
+    url = endpoint(limits=mi.Limits(metrics_rules=1), manager=swapped)
+    before, types = scrape(url)
+    assert rule_hits(before) == {"1": 5, "default": 0} and value(before, "tcpmgm_rule_hits_other") == 4
+    for _ in range(2):
+        swapped.lookup("tcp", "192.0.2.2")  # rule 2 climbs to 6 and takes rule 1's place
+    after, _ = scrape(url)
+    assert rule_hits(after) == {"2": 6, "default": 0}
+    assert value(after, "tcpmgm_rule_hits_other") == 5  # rule 1's count, outside the top rule now
+
+    counters = {f"{name}_total" for name, kind in types.items() if kind == "counter"}
+    grown = {key: after[key] - before[key] for key in before.keys() & after.keys() if key[0] in counters}
+    assert grown.pop(("tcpmgm_lookups_total", ())) == 2
+    assert set(grown.values()) == {0}  # rule hits of the default, reloads, events: none of them moved
+    assert ("tcpmgm_rule_hits_total", (("rule", "default"),)) in grown
 
 
 @pytest.mark.parametrize("top_rules", [-1, 1.5, True, "50"])
@@ -209,7 +245,8 @@ def test_a_cap_of_zero_sums_every_rule(mgr):
         if family.name == "tcpmgm_rule_hits"
         for sample in family.samples
     }
-    assert samples == {"default": 0, "other": 1}
+    assert samples == {"default": 0}
+    assert "tcpmgm_rule_hits_other 1.0" in text.splitlines()
 
 
 def test_every_event_is_a_counter_of_its_own(endpoint):
@@ -226,10 +263,53 @@ def test_every_event_is_a_counter_of_its_own(endpoint):
         assert value(after, f"{name}_total") - value(before, f"{name}_total") == times, event
 
 
+def test_a_real_refused_connect_and_a_real_idle_close_are_what_the_scrape_counts(tmp_path):
+    """A blocking connect refused by no_new_conn and an asyncio connection closed after con_lifetime,
+    on loopback: between two scrapes each event counter moves by exactly what they did."""
+    served = tcpmgm.TcpMgm(f"sqlite:///{tmp_path / 'served.db'}")
+    served.create_schema()
+    served.add_rule({"id": 1, "proto": "tcp", "local_addr": "127.0.0.2", "no_new_conn": 1})
+    served.add_rule({"id": 2, "proto": "tcp", "remote_addr": "127.0.0.3", "con_lifetime": 1})
+    served.reload()
+
+    async def idle_client():
+        closed = asyncio.Event()
+
+        async def handle(conn):
+            try:
+                assert await conn.read(100) == b""  # nothing comes: the idle close ends it
+            finally:
+                closed.set()
+
+        server = await aio.start_server(served, handle, "127.0.0.1", 0, proto="tcp")
+        async with server:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.sockets[0].getsockname()[1], local_addr=("127.0.0.3", 0)
+            )
+            hung_up = await asyncio.wait_for(reader.read(), 15) == b""
+            await asyncio.wait_for(closed.wait(), 15)
+            writer.close()
+        return hung_up
+
+    with mi.MIServer(served, "127.0.0.1", 0) as endpoint, socket.create_server(("127.0.0.1", 0)) as listener:
+        before, _ = scrape(endpoint.url)
+        with pytest.raises(tcpmgm.NoNewConnection):
+            tcpmgm.connect(served, "tcp", listener.getsockname(), source=("127.0.0.2", 0))
+        assert asyncio.run(idle_client()) is True
+        after, _ = scrape(endpoint.url)
+    moved = {
+        event: value(after, f"tcpmgm_{event.value}_total") - value(before, f"tcpmgm_{event.value}_total")
+        for event in Event
+    }
+    assert moved == {event: 0 for event in Event} | {Event.NO_NEW_CONN_REFUSED: 1, Event.IDLE_CLOSE: 1}
+    assert rule_hits(after) == {"1": 1, "2": 1, "default": 0}  # one lookup for each connection
+    assert value(after, "tcpmgm_lookups_total") - value(before, "tcpmgm_lookups_total") == 2
+
+
 def test_every_metric_is_named_for_tcpmgm_and_has_help(endpoint):
     text = request(endpoint())[2]
     families = list(text_string_to_metric_families(text))
-    assert len(families) == 9 + len(Event)
+    assert len(families) == 10 + len(Event)
     for family in families:
         assert family.name.startswith("tcpmgm_") and family.documentation, family.name
         if family.type == "counter":

@@ -42,7 +42,7 @@ from ..model.limits import check_id, check_priority
 from ..model.profile import default_profile
 from ..model.protocols import protocol_code, protocols
 from ..model.rule import Rule
-from .arguments import check_unique_ids, lookup_port, lookup_proto
+from .arguments import check_top_hits_n, check_unique_ids, lookup_port, lookup_proto
 from .explanation import explanation
 
 cdef extern from "Python.h":
@@ -84,6 +84,7 @@ cdef class Matcher:
     cdef bint _built
     cdef str _id_typecode
     cdef uint64_t* _hits          # lookups won, by rank + 1 (_hits.pxi); NULL: not counting
+    cdef uint64_t _lookups        # lookups answered, whether or not counted per rule (_hits.pxi)
 
     def __cinit__(self):
         memset(&self.c, 0, sizeof(Core))
@@ -171,12 +172,31 @@ cdef class Matcher:
         """Whether lookups count in ``hits()`` (the constructor's ``count_hits``)."""
         return self._hits != NULL
 
-    def hits(self):
-        """Lookups each rule won since this matcher was built: rule id -> count, every rule
-        (zeros included), key 0 for the default profile; ``{}`` when not counting.
+    @property
+    def lookups(self):
+        """Lookups answered since this matcher was built (``lookup``, and each row of an accepted
+        ``lookup_many``), counted also with ``count_hits=False``; ``explain`` does not count."""
+        return self._lookups
+
+    def hits(self, start=0, stop=None):
+        """Lookups each rule won since this matcher was built: rule id -> count, key 0 (first)
+        for the default profile, then the rules ``list(self)[start:stop]`` in that order (every
+        rule without arguments, zeros included); ``{}`` when not counting.
 
         ``lookup`` and ``lookup_many`` count (a refused batch counts nothing); ``explain`` does not."""
-        return {} if self._hits == NULL else hit_counts(&self.c, self._hits)
+        first, last, _ = slice(start, stop).indices(self.c.n_rules)
+        if self._hits == NULL:
+            return {}
+        return hit_counts(&self.c, self._hits, first, max(first, last))
+
+    def top_hits(self, n):
+        """The at most ``n`` rules with the most hits, as ``[(rule id, count), ...]``, most first and
+        ties by the lower id; rules that won nothing and the default profile are left out, and
+        so is everything when not counting (``[]``)."""
+        check_top_hits_n(n)
+        if self._hits == NULL:
+            return []
+        return top_hit_counts(&self.c, self._hits, n)
 
     # -- lookups -------------------------------------------------------------
     def lookup(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):
@@ -184,8 +204,9 @@ cdef class Matcher:
         cdef Query q
         parse_query(&q, proto, remote_ip, remote_port, local_ip, local_port, &self.c)
         cdef uint32_t rank = classify(&self.c, &q)
+        self._lookups += 1                        # the GIL is held: _hits.pxi
         if self._hits != NULL:
-            self._hits[hit_slot(rank)] += 1       # the GIL is held: _hits.pxi
+            self._hits[hit_slot(rank)] += 1
         if rank == NONE:
             return self._default
         return <object>PyTuple_GET_ITEM(self._profiles, rank)
@@ -232,6 +253,7 @@ cdef class Matcher:
                 ranks_to_ids(&self.c, b.n, out32, out64, NULL)
         if b.bad >= 0:
             raise_bad_item(&b)
+        self._lookups += <uint64_t>b.n            # the GIL is held again: _hits.pxi
         if self._hits != NULL:
             ranks_to_ids(&self.c, b.n, out32, out64, self._hits)   # counting: with the GIL (_hits.pxi)
         return out

@@ -9,7 +9,7 @@ from ..model.errors import RuleError, shown
 from ..model.protocols import protocol_code
 from ..model.rule import Rule
 
-__all__ = ["check_unique_ids", "lookup_port", "lookup_proto"]
+__all__ = ["check_top_hits_n", "check_unique_ids", "lookup_port", "lookup_proto"]
 
 
 def check_unique_ids(rules: Iterable[Rule]) -> list[Rule]:
@@ -44,3 +44,11 @@ def lookup_port(port: Any, argument: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"{argument}: {shown(port)} is outside 0..65535")
     return port
+
+
+def check_top_hits_n(n: Any) -> None:
+    """``top_hits(n)``'s ``n``: an ``int`` (not a bool), 0 or more."""
+    if type(n) is not int:
+        raise TypeError(f"n: expected int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n must be 0 or more, not {n}")

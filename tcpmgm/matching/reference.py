@@ -9,14 +9,15 @@ classifier is tested against, and what ``TCPMGM_NO_EXTENSIONS=1`` selects.
 from __future__ import annotations
 
 import array
+import heapq
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
 from . import _addr_py, _batch_py
-from .arguments import check_unique_ids, lookup_port, lookup_proto
+from .arguments import check_top_hits_n, check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
 from .filters import Filters, host_prefix, matches
 
@@ -43,6 +44,7 @@ class ReferenceMatcher:
         # runs between them (a free-threaded build has no GIL at all): the lock makes each
         # count exact (the compiled twin relies on the GIL it holds, _hits.pxi).
         self._hits: dict[int, int] | None = dict.fromkeys([0, *self._by_id], 0) if count_hits else None
+        self._lookups = 0  # lookups answered, counted whether or not per rule
         self._hits_lock = threading.Lock()
 
     # -- container protocol --------------------------------------------------
@@ -77,19 +79,41 @@ class ReferenceMatcher:
         """Whether lookups count in ``hits()`` (the constructor's ``count_hits``)."""
         return self._hits is not None
 
-    def hits(self) -> dict[int, int]:
-        """Lookups each rule won since this matcher was built: rule id -> count, every rule
-        (zeros included), key 0 for the default profile; ``{}`` when not counting.
+    @property
+    def lookups(self) -> int:
+        """Lookups answered since this matcher was built (``lookup``, and each row of an accepted
+        ``lookup_many``), counted also with ``count_hits=False``; ``explain`` does not count."""
+        return self._lookups
+
+    def hits(self, start: int | None = 0, stop: int | None = None) -> dict[int, int]:
+        """Lookups each rule won since this matcher was built: rule id -> count, key 0 (first)
+        for the default profile, then the rules ``list(self)[start:stop]`` in that order (every
+        rule without arguments, zeros included); ``{}`` when not counting.
 
         ``lookup`` and ``lookup_many`` count (a refused batch counts nothing); ``explain`` does not."""
+        first, last, _ = slice(start, stop).indices(len(self._rules))
         if self._hits is None:
             return {}
         with self._hits_lock:
-            return dict(self._hits)
+            counts = {0: self._hits[0]}
+            counts.update((rule.id, self._hits[rule.id]) for rule in self._rules[first:last])
+            return counts
 
-    def _count(self, winners: Iterable[int]) -> None:
-        if self._hits is not None:
-            with self._hits_lock:
+    def top_hits(self, n: int) -> list[tuple[int, int]]:
+        """The at most ``n`` rules with the most hits, as ``[(rule id, count), ...]``, most first and
+        ties by the lower id; rules that won nothing and the default profile are left out, and
+        so is everything when not counting (``[]``)."""
+        check_top_hits_n(n)
+        if self._hits is None:
+            return []
+        with self._hits_lock:
+            won = [(rule_id, count) for rule_id, count in self._hits.items() if rule_id != 0 and count]
+        return heapq.nsmallest(n, won, key=lambda entry: (-entry[1], entry[0]))
+
+    def _count(self, winners: Sequence[int]) -> None:
+        with self._hits_lock:
+            self._lookups += len(winners)
+            if self._hits is not None:
                 for rule_id in winners:
                     self._hits[rule_id] += 1
 

@@ -139,10 +139,16 @@ class TcpMgm:
         """The matcher in service with the time it went in, read as one pair (a reload swaps both at once)."""
         return self._service
 
-    def hits(self) -> dict[int, int]:
-        """Lookups each rule in service won since the last reload: rule id -> count, every rule
-        (zeros included), key 0 for the default profile; ``{}`` with ``count_hits=False``."""
-        return self._matcher.hits()
+    def hits(self, start: int | None = 0, stop: int | None = None) -> dict[int, int]:
+        """Lookups each rule in service won since the last reload: rule id -> count, key 0 for the
+        default profile, then every rule (zeros included) or those of ``list(self.matcher)[start:stop]``;
+        ``{}`` with ``count_hits=False`` (:meth:`Matcher.hits`)."""
+        return self._matcher.hits(start, stop)
+
+    def top_hits(self, n: int) -> list[tuple[int, int]]:
+        """The at most ``n`` rules in service that won the most lookups since the last reload, as
+        ``(rule id, count)``, most first (:meth:`Matcher.top_hits`)."""
+        return self._matcher.top_hits(n)
 
     def _put_in_service(self, matcher: Matcher) -> None:
         # The pair for the readers of counts and their start (tcp_stats), one reference; then

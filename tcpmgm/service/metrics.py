@@ -11,7 +11,6 @@ The metrics and their meaning: docs/operations.md#metrics.
 from __future__ import annotations
 
 import functools
-import heapq
 from collections.abc import Callable, Iterator
 
 from prometheus_client.exposition import generate_latest
@@ -26,7 +25,6 @@ from .manager import TcpMgm
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_LABEL",
-    "OTHER_LABEL",
     "Collector",
     "MetricsConfigError",
     "registry",
@@ -36,7 +34,6 @@ __all__ = [
 # The text exposition format that generate_latest writes, the one every Prometheus reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_LABEL = "default"  # the rule label of lookups that no rule matched (the default profile, key 0)
-OTHER_LABEL = "other"  # the rule label of the hits of every rule beyond the top N
 
 _EVENT_HELP = {
     Event.NO_NEW_CONN_REFUSED: "Connects refused because the winning rule sets no_new_conn",
@@ -55,9 +52,14 @@ class Collector(_PrometheusCollector):
     """The metrics of ``mgr``, read at each scrape; per-rule hits for the ``top_rules`` rules with the most
     (the admin endpoint's cap, ``Limits.metrics_rules``, is 50).
 
-    The hits of every other rule are summed in one sample labelled
-    ``rule="other"``, so that a table of 100,000 rules makes a scrape of
-    ``top_rules + 2`` hit samples, not 100,000 series.
+    Every counter only grows between two reloads (docs/operations.md#metrics):
+    each ``tcpmgm_rule_hits_total`` series is one rule's own count, present
+    while the rule is among the top N; the hits of the rules outside it are
+    the gauge ``tcpmgm_rule_hits_other``: a rule that leaves the top N brings
+    its whole count into that sum at once, an increase no lookup made, which
+    a counter must not show.  A table of 100,000 rules makes a
+    scrape of at most ``top_rules + 2`` hit samples, not 100,000 series, and
+    the matcher picks them without a dict of every rule (``Matcher.top_hits``).
     """
 
     def __init__(self, mgr: TcpMgm, *, top_rules: int) -> None:
@@ -76,19 +78,34 @@ class Collector(_PrometheusCollector):
             "Reloads that failed and left the rules in service unchanged",
             value=mgr.failed_reloads,
         )
-        matcher, since = mgr.service  # the rules, their hits and the start of those from one reload
+        matcher, since = mgr.service  # the rules, their counts and the start of those from one reload
         yield from self._last_reload(since)
         yield GaugeMetricFamily("tcpmgm_rules_in_service", "Rules in service", value=len(matcher))
-        lookups = CounterMetricFamily(
-            "tcpmgm_lookups", "Lookups since the last reload (the sum of tcpmgm_rule_hits_total)"
+        rule_hits = CounterMetricFamily(
+            "tcpmgm_rule_hits",
+            f"Lookups a rule won since the last reload, for the top {self.top_rules} rules by hits "
+            f'and rule="{DEFAULT_LABEL}" for the default profile',
+            labels=["rule"],
         )
-        # One read, so that the lookups and the per-rule samples agree; None when the manager does
-        # not count (TcpMgm(count_hits=False)): no samples rather than zeros.
-        hits = matcher.hits() if matcher.count_hits else None
-        if hits is not None:
-            lookups.add_metric([], sum(hits.values()))
-        yield lookups
-        yield self._rule_hits(hits)
+        other = GaugeMetricFamily(
+            "tcpmgm_rule_hits_other",
+            "Lookups since the last reload won by the rules without a tcpmgm_rule_hits_total sample in this scrape",
+        )
+        # The per-rule counts before the lookups: lookups made meanwhile then land in other, which
+        # cannot go below zero.  No hit samples when the manager does not count (count_hits=False).
+        top = matcher.top_hits(self.top_rules)  # [] when not counting
+        default = matcher.hits(0, 0).get(0)  # the default profile's count alone; None when not counting
+        lookups = matcher.lookups
+        if default is not None:
+            rule_hits.add_metric([DEFAULT_LABEL], default)
+            for rule, n in top:
+                rule_hits.add_metric([str(rule)], n)
+            other.add_metric([], lookups - default - sum(n for _, n in top))
+        yield CounterMetricFamily(
+            "tcpmgm_lookups", "Lookups answered since the last reload, counted also without hit counts", value=lookups
+        )
+        yield rule_hits
+        yield other
         counts = snapshot()
         for event in Event:
             yield CounterMetricFamily(f"tcpmgm_{event.value}", _EVENT_HELP[event], value=counts[event])
@@ -113,24 +130,6 @@ class Collector(_PrometheusCollector):
             loaded.add_metric([], report.loaded)
             rejected.add_metric([], len(report.rejected))
         return iter((when, duration, loaded, rejected))
-
-    def _rule_hits(self, hits: dict[int, int] | None) -> Metric:
-        family = CounterMetricFamily(
-            "tcpmgm_rule_hits",
-            f"Lookups each rule won since the last reload: the top {self.top_rules} rules by hits, "
-            f'rule="{DEFAULT_LABEL}" for the default profile, rule="{OTHER_LABEL}" the sum of the rest',
-            labels=["rule"],
-        )
-        if hits is None:
-            return family
-        family.add_metric([DEFAULT_LABEL], hits[0])
-        rules = ((rule, n) for rule, n in hits.items() if rule != 0)
-        # Most hits first, ties by rule id, so that the same hits always label the same rules.
-        top = heapq.nsmallest(self.top_rules, rules, key=lambda item: (-item[1], item[0]))
-        for rule, n in top:
-            family.add_metric([str(rule)], n)
-        family.add_metric([OTHER_LABEL], sum(hits.values()) - hits[0] - sum(n for _, n in top))
-        return family
 
 
 def registry(mgr: TcpMgm, *, top_rules: int) -> CollectorRegistry:

@@ -209,8 +209,8 @@ class Limits:
     max_body: int = 1 << 20
     max_batch: int = 100  # requests in one JSON-RPC batch
     list_limit: int = 100  # tcp_list's default and largest page
-    # tcp_stats's default and largest page: an entry is two numbers, and each page reads the
-    # counts of every rule, so a million rules take 100 pages, not 10,000.
+    # tcp_stats's default and largest page: an entry is two numbers (a page reads the counts
+    # of its own rules only), so a million rules take 100 pages, not 10,000.
     stats_limit: int = 10_000
     # tcp_opensips_check's default and largest page of differences: each is under 1 KiB of
     # JSON, so a page stays well inside max_response (a 10,000-rule table can have 20,000).
@@ -309,9 +309,9 @@ class Dispatcher:
         offset = _int_param("offset", offset, 0, None)
         page = _int_param("limit", self.limits.stats_limit if limit is None else limit, 1, self.limits.stats_limit)
         matcher, since = self.mgr.service  # the counts and their start from one matcher, whatever a reload does
-        counts = matcher.hits()
         total = len(matcher)
         start = min(offset, total)
+        counts = matcher.hits(start, start + page)  # the page's counts only, not a dict of every rule
         ids = [rule.id for rule in itertools.islice(matcher, start, start + page)]
         end = start + len(ids)
         return {
