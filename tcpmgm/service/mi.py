@@ -64,6 +64,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Callable, Optional, Union
 
 from ..model.errors import ReloadError, TcpMgmError
@@ -1170,27 +1171,32 @@ def call(url: str, method: str, params: Any = None, *, token: str | None = None,
     return answer.get("result")
 
 
+def _pages(url: str, method: str, entries: str, *, token: str | None, timeout: float) -> Iterator[dict[str, Any]]:
+    """The pages of a paged method (``tcp_list``, ``tcp_stats``) along their ``next_offset``,
+    each checked to hold its list of ``entries`` and to move forward."""
+    offset = 0
+    while True:
+        page = call(url, method, {"offset": offset}, token=token, timeout=timeout)
+        following = page.get("next_offset") if isinstance(page, dict) else None
+        if (
+            not isinstance(page, dict)
+            or not isinstance(page.get(entries), list)
+            or not (following is None or (isinstance(following, int) and following > offset))
+        ):
+            raise MIError(f"{url}: {method} did not answer with a page after offset {offset}")
+        yield page
+        if following is None:
+            return
+        offset = following
+
+
 def list_all(url: str, *, token: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every rule in service at ``url``, paging ``tcp_list`` along its ``next_offset``.
 
     Each page comes from the rules in service when it is asked for: a
     reload between two pages shows in the pages after it.
     """
-    rules: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = call(url, "tcp_list", {"offset": offset}, token=token, timeout=timeout)
-        following = page.get("next_offset") if isinstance(page, dict) else None
-        if (
-            not isinstance(page, dict)
-            or not isinstance(page.get("rules"), list)
-            or not (following is None or (isinstance(following, int) and following > offset))
-        ):
-            raise MIError(f"{url}: tcp_list did not answer with a page after offset {offset}")
-        rules.extend(page["rules"])
-        if following is None:
-            return rules
-        offset = following
+    return [rule for page in _pages(url, "tcp_list", "rules", token=token, timeout=timeout) for rule in page["rules"]]
 
 
 def stats_all(url: str, *, token: str | None = None, timeout: float = 30.0, attempts: int = 3) -> dict[str, Any]:
@@ -1201,24 +1207,13 @@ def stats_all(url: str, *, token: str | None = None, timeout: float = 30.0, atte
     up to ``attempts`` times.
     """
     for _ in range(attempts):
-        first: dict[str, Any] | None = None
-        entries: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            page = call(url, "tcp_stats", {"offset": offset}, token=token, timeout=timeout)
-            following = page.get("next_offset") if isinstance(page, dict) else None
-            if (
-                not isinstance(page, dict)
-                or not isinstance(page.get("hits"), list)
-                or not (following is None or (isinstance(following, int) and following > offset))
-            ):
-                raise MIError(f"{url}: tcp_stats did not answer with a page after offset {offset}")
-            if first is None:
-                first = page
-            elif page.get("since") != first.get("since"):
+        pages = _pages(url, "tcp_stats", "hits", token=token, timeout=timeout)
+        first = next(pages)
+        entries: list[dict[str, Any]] = list(first["hits"])
+        for page in pages:
+            if page.get("since") != first.get("since"):
                 break  # reloaded between two pages: start over
             entries.extend(page["hits"])
-            if following is None:
-                return {**first, "hits": entries, "offset": 0, "next_offset": None}
-            offset = following
+        else:
+            return {**first, "hits": entries, "offset": 0, "next_offset": None}
     raise MIError(f"{url}: the rules were reloaded during each of {attempts} attempts to read tcp_stats")
