@@ -13,7 +13,6 @@ __all__ = [
     "ArgumentError",
     "ConnectionDropped",
     "DatabaseError",
-    "ImageError",
     "MessageTimeout",
     "MessageTooFragmented",
     "NoNewConnection",
@@ -158,23 +157,6 @@ class SchemaError(TcpMgmError, ValueError):
 
 class DatabaseError(TcpMgmError):
     """The database could not be reached or a query failed."""
-
-
-class ImageError(TcpMgmError, ValueError):
-    """A compiled rule image cannot be opened (docs/architecture.md#the-image).
-
-    ``path`` is the file, ``reason`` why it was refused (truncated, corrupt,
-    another format version, an index out of range, ...).
-    """
-
-    def __init__(self, path: Any, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"image {path}: {reason}")
-
-    # Keep pickling (multiprocessing, logging handlers) working.
-    def __reduce__(self) -> tuple[type[ImageError], tuple[Any, str]]:
-        return (type(self), (self.path, self.reason))
 
 
 class ReloadError(TcpMgmError):
