@@ -8,11 +8,19 @@ from ..model.profile import Profile
 from ..model.rule import Rule
 from .explanation import Explanation
 
-__all__ = ["Matcher"]
+__all__ = ["Matcher", "RuleRecords"]
 
 _T = TypeVar("_T")
 
 # Extension types: their C layout rules them out as one of several bases (PEP 800).
+@disjoint_base
+class RuleRecords:
+    def __init__(self) -> None: ...
+    def append(self, rule: Rule) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, rule_id: object, /) -> bool: ...
+    def rules(self) -> Iterator[Rule]: ...
+
 @disjoint_base
 class Matcher:
     def __init__(

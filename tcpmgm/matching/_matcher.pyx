@@ -9,6 +9,7 @@ One extension module in parts (docs/architecture.md):
     _build.pxi           rules into the layout: ranks, memory, the id index
     _build_trie.pxi      the trie and the first stride
     _build_groups.pxi    local prefix ids, groups and their hash
+    _records.pxi         RuleRecords (the build's input) and Rule / Profile objects made from records
     _lookup.pxi          the lookup (no Python objects, no GIL) and why it is exact
     _query.pxi           a lookup's arguments into a Query (parse_query: shared, _matcher.pxd)
     _buffers.pxi         lookup_many's buffers and its batch pipeline
@@ -18,19 +19,19 @@ One extension module in parts (docs/architecture.md):
 
 from cpython.array cimport array, clone
 from cpython.ref cimport PyObject
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from tcpmgm.matching._addr cimport is_ipv4_mapped, parse_into
 from tcpmgm.matching._bits cimport (
-    bit_at, clz64, covers, entry_hash, load_be32, load_be64, local_hash, mask_hi, mask_lo, prefetch,
+    bit_at, clz64, covers, entry_hash, load_be32, load_be64, local_hash, mask_hi, mask_lo, mix, prefetch,
     set_address, split_prefix,
 )
 from tcpmgm.matching._layout cimport (
     ANY_PROTO_KEY, G_INLINE, G_LOCAL, G_LPORT, G_PROTO, G_RPORT, LAST_SHORT, MAX_PROTO_CODE, MAX_SLOT_BITS,
-    MIN_SLOT_BITS, NO_SHORT_KEY, NO_SLOT, NONE, Core, Entry, Group, LocalEntry, Node, Prefix, Query, RuleRec,
-    ShortPrefix, Slot, check_layout,
+    MIN_SLOT_BITS, N_PROFILE_INTS, NO_SHORT_KEY, NO_SLOT, NONE, Core, Entry, Group, LocalEntry, Node, Prefix,
+    ProfileRec, Query, RuleIn, RuleRec, ShortPrefix, Slot, check_layout,
 )
 from tcpmgm.matching._predicate cimport key_matches, rule_matches
 
@@ -38,8 +39,8 @@ import sys
 
 from ..model import key
 from ..model.errors import shown
-from ..model.limits import check_id, check_priority
-from ..model.profile import default_profile
+from ..model.limits import ID_MAX, ID_MIN, PORT_MAX, PRIORITY_MAX, PRIORITY_MIN, check_id, check_priority
+from ..model.profile import Profile, default_profile
 from ..model.protocols import protocol_code, protocols
 from ..model.rule import Rule
 from .arguments import check_top_hits_n, check_unique_ids, lookup_port, lookup_proto
@@ -53,7 +54,7 @@ cdef extern from "Python.h":
     void Py_INCREF(object)
     void Py_XDECREF(PyObject*)
 
-__all__ = ["Matcher"]
+__all__ = ["Matcher", "RuleRecords"]
 
 check_layout()      # compiles only if the struct sizes are the ones _layout.pxd states
 
@@ -64,6 +65,7 @@ include "_buffers.pxi"
 include "_build.pxi"
 include "_build_trie.pxi"
 include "_build_groups.pxi"
+include "_records.pxi"
 
 
 cdef class Matcher:
