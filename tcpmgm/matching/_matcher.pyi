@@ -2,7 +2,7 @@ import array
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, overload
 
-from typing_extensions import disjoint_base
+from typing_extensions import Self, disjoint_base
 
 from ..model.profile import Profile
 from ..model.rule import Rule
@@ -24,10 +24,24 @@ class RuleRecords:
 @disjoint_base
 class Matcher:
     def __init__(
-        self, rules: Iterable[Rule] = ..., *, default: Profile | None = ..., count_hits: bool = ...
+        self,
+        rules: Iterable[Rule] | RuleRecords = ...,
+        *,
+        default: Profile | None = ...,
+        count_hits: bool = ...,
     ) -> None: ...
+    @classmethod
+    def from_records(
+        cls,
+        records: RuleRecords,
+        *,
+        default: Profile | None = ...,
+        count_hits: bool = ...,
+        schema_version: int | None = ...,
+    ) -> Self: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Rule]: ...
+    def as_given(self) -> Iterator[Rule]: ...
     def __contains__(self, rule_id: object, /) -> bool: ...
     @overload
     def get(self, rule_id: int) -> Rule | None: ...
@@ -35,6 +49,10 @@ class Matcher:
     def get(self, rule_id: int, default: _T) -> Rule | _T: ...
     @property
     def default(self) -> Profile: ...
+    @property
+    def schema_version(self) -> int | None: ...
+    @property
+    def image_path(self) -> str | None: ...
     @property
     def nbytes(self) -> int: ...
     @property

@@ -22,7 +22,10 @@ if len(PROFILE_INT_NAMES) != N_PROFILE_INTS or PROFILE_FIELDS != (*PROFILE_INT_N
 cdef tuple PROFILE_INT_IS_FLAG = tuple(name in _FLAG_COLUMNS for name in PROFILE_INT_NAMES)
 cdef tuple CHECKED = _CHECKED_ATTRIBUTES    # Rule._from_checked's values, by name
 cdef dict RULE_PROTO_CODES = {}             # Rule.proto name -> code (the registry only grows)
-cdef int64_t ID_LOW = ID_MIN
+# The ranges of docs/behaviour.md#a-rule as C ints (tcpmgm.limits is their definition).
+cdef int64_t ID_LOW = ID_MIN, ID_HIGH = ID_MAX
+cdef int64_t PRIORITY_LOW = PRIORITY_MIN, PRIORITY_HIGH = PRIORITY_MAX
+cdef int64_t PORT_HIGH = PORT_MAX
 cdef object EMPTY_ATTRS = Profile().attrs    # a profile without attrs: the model's empty mapping
 
 cdef extern from *:
@@ -175,40 +178,13 @@ cdef class RuleRecords:
     def append(self, rule):
         """Add a validated :class:`tcpmgm.Rule` (the ranges of ``tcpmgm.limits`` are checked
         again, with the same ``RuleError``, for a rule made around them)."""
-        cdef RuleIn r
-        cdef ProfileRec p
-        cdef dict fields
-        if not isinstance(rule, Rule):
-            check_unique_ids((rule,))                  # raises the matchers' TypeError
-        fields = PyObject_GenericGetDict(rule, NULL)
-        memset(&r, 0, sizeof(RuleIn))
-        rule_id = fields["id"]
-        if not in_range(rule_id, ID_MIN, ID_MAX):
-            check_id(rule_id, rule_id)
-        r.id = rule_id
-        priority = fields["priority"]
-        if not in_range(priority, PRIORITY_MIN, PRIORITY_MAX):
-            check_priority(rule_id, priority, priority)
-        r.priority = priority
-        for name in ("remote_port", "local_port"):
-            port = fields[name]
-            if not in_range(port, 0, PORT_MAX):
-                check_port(rule_id, name, port, port)
-        r.rport = fields["remote_port"]
-        r.lport = fields["local_port"]
-        r.proto = rule_proto_code(rule_id, fields["proto"])
-        prefix_fields(fields["remote_prefix"], &r.rfam, &r.rplen, &r.rhi, &r.rlo)
-        prefix_fields(fields["local_prefix"], &r.lfam, &r.lplen, &r.lhi, &r.llo)
-        tag = fields["local_tag"]
-        r.tag = NONE if tag is None else self.intern(tag)
-        read_profile(self, rule_id, fields["profile"], &p)
-        self.append_checked(&r, &p)
+        append_rule(self, rule)
 
     def __len__(self):
         return self.n_recs
 
     def __contains__(self, rule_id):
-        return in_range(rule_id, ID_MIN, ID_MAX) and type(rule_id) is int and self.has_id(rule_id)
+        return type(rule_id) is int and in_range(rule_id, ID_LOW, ID_HIGH) and self.has_id(rule_id)
 
     def rules(self):
         """The rules as given, each made when the iteration reaches it."""
@@ -299,29 +275,75 @@ cdef int grow_id_slots(RuleRecords self) except -1:
     self.id_mask = size - 1
     return 0
 
-cdef int read_profile(RuleRecords self, object rule_id, object profile, ProfileRec* p) except -1:
-    cdef dict values = PyObject_GenericGetDict(profile, NULL)
+cdef int profile_ints(object rule_id, object profile, ProfileRec* p) except -1:
+    """A Profile's integers into ``p`` (flags as 0/1).  Read as attributes: asking for the
+    instance dict would make one for each profile (Python keeps a dataclass's attributes
+    without a dict until someone asks for it), a million dicts for a million rules."""
     cdef int k
     for k in range(N_PROFILE_INTS):
-        value = values[PROFILE_INT_NAMES[k]]
+        value = getattr(profile, PROFILE_INT_NAMES[k])
         if not in_range(value, INT32_LOW, INT32_HIGH):
             raise ValueError(f"rule {rule_id}: profile {PROFILE_INT_NAMES[k]} {shown(value)} "
                              "does not fit the compiled matcher")
         p.value[k] = value
-    attrs = values["attrs"]
-    if attrs is self.attrs_seen:                   # the same mapping as the rule before
-        p.attrs = self.attrs_seen_index
-        return 0
+    return 0
+
+
+cdef str attrs_text(object rule_id, object attrs, dict known):
+    """format_attrs' text of a profile's attrs, None for none.  Text not in ``known`` is checked
+    to read back as the same attrs (attrs_of_text), once per distinct text."""
     if not attrs:
-        p.attrs = NONE
+        return None
+    text = format_attrs(attrs)
+    if text not in known and attrs_of_text(text) != attrs:
+        raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names and integers")
+    return text
+
+
+cdef int append_rule(RuleRecords records, object rule) except -1:
+    """``records.append(rule)``: a validated Rule's fields into a RuleIn and a ProfileRec."""
+    cdef RuleIn r
+    cdef ProfileRec p
+    cdef dict fields
+    if not isinstance(rule, Rule):
+        check_unique_ids((rule,))                  # raises the matchers' TypeError
+    fields = PyObject_GenericGetDict(rule, NULL)
+    memset(&r, 0, sizeof(RuleIn))
+    memset(&p, 0, sizeof(ProfileRec))
+    # Rule and from_row refuse values outside these ranges; a rule made around them
+    # (Rule._from_checked) gets the same RuleError, not a C overflow.
+    rule_id = fields["id"]
+    if not in_range(rule_id, ID_LOW, ID_HIGH):
+        check_id(rule_id, rule_id)
+    r.id = rule_id
+    priority = fields["priority"]
+    if not in_range(priority, PRIORITY_LOW, PRIORITY_HIGH):
+        check_priority(rule_id, priority, priority)
+    r.priority = priority
+    port = fields["remote_port"]
+    if not in_range(port, 0, PORT_HIGH):
+        check_port(rule_id, "remote_port", port, port)
+    r.rport = port
+    port = fields["local_port"]
+    if not in_range(port, 0, PORT_HIGH):
+        check_port(rule_id, "local_port", port, port)
+    r.lport = port
+    r.proto = rule_proto_code(rule_id, fields["proto"])
+    prefix_fields(fields["remote_prefix"], &r.rfam, &r.rplen, &r.rhi, &r.rlo)
+    prefix_fields(fields["local_prefix"], &r.lfam, &r.lplen, &r.lhi, &r.llo)
+    tag = fields["local_tag"]
+    r.tag = NONE if tag is None else records.intern(tag)
+    profile = fields["profile"]
+    profile_ints(rule_id, profile, &p)
+    attrs = profile.attrs
+    if attrs is records.attrs_seen:                # the same mapping as the rule before
+        p.attrs = records.attrs_seen_index
     else:
-        text = format_attrs(attrs)
-        if text not in self.string_index and attrs_of_text(text) != attrs:
-            raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names "
-                             "and integers")
-        p.attrs = self.intern(text)
-    self.attrs_seen = attrs
-    self.attrs_seen_index = p.attrs
+        text = attrs_text(rule_id, attrs, records.string_index)
+        p.attrs = NONE if text is None else records.intern(text)
+        records.attrs_seen = attrs
+        records.attrs_seen_index = p.attrs
+    records.append_checked(&r, &p)
     return 0
 
 
@@ -335,8 +357,6 @@ cdef int check_rule_in(const RuleIn* r, const ProfileRec* p, Py_ssize_t n_string
         why = "protocol code out of range"
     elif not prefix_ok(r.rfam, r.rplen, r.rhi, r.rlo) or not prefix_ok(r.lfam, r.lplen, r.lhi, r.llo):
         why = "a prefix that is not a masked IPv4 or IPv6 prefix"
-    elif r.rfam and r.lfam and r.rfam != r.lfam:
-        why = "remote and local prefixes of different families"
     elif r.tag != NONE and r.tag >= n_strings:
         why = "tag index out of range"
     elif p.attrs != NONE and p.attrs >= n_strings:
