@@ -668,6 +668,28 @@ def test_a_profiles_attrs_string_out_of_range(crafted):
     assert crafted(change) == change.want
 
 
+@pytest.mark.parametrize(
+    ("k", "value", "want"),
+    [
+        (0, -1, "connect_timeout is -1, outside 0..2147483647"),
+        (5, 3, "alias_mode is 3, outside 0..2"),
+        (7, 2, "keepalive is 2, outside 0..1"),
+    ],
+)
+def test_a_profile_value_outside_its_columns_range(crafted, k, value, want):
+    """The ranges Rule.from_row gives the columns: a profile made from the image is one a row can give."""
+    assert crafted(lambda image: image.set("PROFILES", 0, f"value{k}", value)) == f"PROFILES[0]: {want}"
+
+
+def test_a_profiles_attrs_text_that_names_no_attribute(crafted):
+    def change(image):
+        tag = image.get("RULES", first(image, "RULES", lambda i: image.get("RULES", i, "tag") != NONE), "tag")
+        image.set("PROFILES", 0, "attrs", tag)
+
+    assert crafted(change).startswith("PROFILES[0]: attrs ")
+    assert "unknown attribute" in crafted(change)
+
+
 def test_a_protocol_name_string_out_of_range(crafted):
     def change(image):
         n = image.header("n_strings")

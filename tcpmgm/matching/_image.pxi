@@ -905,6 +905,7 @@ cdef int map_image(Core* c, object path) except -1:
     madvise(p, size, MADV_RANDOM)
     c.map = p
     c.map_size = size
+    c.nbytes = size               # Matcher.nbytes: the mapping is this matcher's block (shared)
     return 0
 
 
@@ -965,8 +966,9 @@ cdef object open_image(type cls, object path, bint count_hits):
     target = os.fsdecode(os.fspath(path))
     cdef Matcher matcher = cls.__new__(cls)
     map_image(&matcher.c, target)
-    matcher._serve(count_hits)
-    if not matcher.c.flags & HAS_INDEX:
+    cdef bint indexed = matcher.c.flags & HAS_INDEX
+    matcher._serve(count_hits and indexed)     # without the index: only to make its default profile
+    if not indexed:
         try:
             matcher = cls.from_records(records_of_image(&matcher.c), default=matcher._default,
                                        count_hits=count_hits, schema_version=matcher.c.schema_version or None)
