@@ -390,7 +390,8 @@ cdef int build_tables(Core* c, RuleRecords records, object default) except -1:
     profile_ints(0, default, &wanted)
     text = attrs_text(0, default.attrs, index)
     wanted.attrs = NONE if text is None else index.setdefault(text, len(index))
-    memcpy(c.profiles, records.profiles, records.n_profiles * sizeof(ProfileRec))
+    if records.n_profiles:        # records without rules may have no table at all (NULL): memcpy wants a valid source
+        memcpy(c.profiles, records.profiles, records.n_profiles * sizeof(ProfileRec))
     c.n_profiles = records.n_profiles
     c.default_profile = NONE
     for k in range(c.n_profiles):
