@@ -322,6 +322,17 @@ def test_read_batch_refuses_repeated_ids_and_keeps_the_row_order(twin):
     assert by_id[1].profile.keepalive is True and by_id[1].profile.keepidle == 0
 
 
+@compiled_only
+def test_a_default_beyond_what_a_record_holds_leaves_the_null_to_from_row():
+    """A default profile made around the ranges (keepidle 2**40): the C path cannot store it, so
+    a NULL there is not plain; the records then judge from_row's rule as any appended one."""
+    columns = SCHEMA_VERSIONS[2]
+    PureReader(columns)(_row(columns, id=1, proto="tcp"))
+    reader = rows.RowReader(columns, defaults=Profile(keepidle=2**40))
+    assert not reader._plain(_row(columns, id=1, proto="tcp"))
+    assert reader._plain(_row(columns, id=1, proto="tcp", keepidle=5))
+
+
 @pytest.mark.parametrize("twin", READER_TWINS)
 def test_read_batch_gives_the_defaults_attrs_to_a_row_without_attrs(twin):
     reader_cls, records_cls = twin
