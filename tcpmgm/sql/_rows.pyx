@@ -242,7 +242,8 @@ cdef class RowReader:
         return type(values) is tuple and self._read_plain(values, &rule, &profile)
 
     def read_batch(self, batch, RuleRecords records not None, list rejected, list warnings):
-        """As ``_rows_py.RowReader.read_batch``: the reload's loop over a batch, the plain rows in C."""
+        """As ``_rows_py.RowReader.read_batch``: the reload's loop over a batch, the plain rows in C
+        (so ``records`` are the compiled ``RuleRecords``; the pure reader takes either twin's)."""
         cdef RuleIn rule
         cdef ProfileRec profile
         cdef uint32_t attrs = NONE     # the defaults' attrs text in the records, interned at first use
