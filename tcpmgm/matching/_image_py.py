@@ -471,8 +471,9 @@ def _protocols(header: dict[str, Any], section: memoryview, strings: list[str]) 
             except ValueError as exc:
                 raise _Refused(f"protocol {name!r} has code {code} in the image: {exc}") from None
         if here != code:
-            shown = "unknown here, and registering it gives another" if here is None else f"{here} here"
-            raise _Refused(f"protocol {name!r} has code {code} in the image, {shown}")
+            # Unknown here: the code registering it would give.
+            given = len(protocols()) + 1 if here is None else here
+            raise _Refused(f"protocol {name!r} has code {code} in the image, {given} here")
         names.append(protocol_name(code))
     return names
 
