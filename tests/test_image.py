@@ -29,7 +29,7 @@ from tcpmgm.model.protocols import BUILTIN_PROTOCOLS, protocol_code
 compiled_only = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled classifier not in use")
 LISTENERS = {"internal": "192.0.2.1", "edge": "198.51.100.7", "v6": "2001:db8:ffff::1"}
 PROTOS = ["any", "tcp", "tls", "ws", "wss", "bin", "msrps"]
-ATTRS = [None, None, None, "nodelay=1", "tos=46;nodelay", "max_msg_chunks=8;sndbuf=65536", "mark=7"]
+ATTRS = [None, None, "", "", "nodelay=1", "tos=46;nodelay", "max_msg_chunks=8;sndbuf=65536", "mark=7"]
 DEFAULT = Profile(connect_timeout=250, keepcount=4, no_new_conn=True, attrs={"tos": 16})
 SCHEMA_VERSION = 2
 RULE_COUNT = 3000

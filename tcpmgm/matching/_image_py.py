@@ -562,8 +562,8 @@ def _rule(
     }
     try:
         rule = Rule.from_row(row, listeners=listeners, defaults=default)
-    except RuleError as exc:
-        raise _Refused(f"{what}: {exc}") from None
+    except RuleError as exc:  # its message names the rule already
+        raise _Refused(str(exc)) from None
     if rule.warnings or rule.remote_prefix != remote or rule.local_prefix != local or rule.local_tag != tag:
         raise _Refused(f"{what}: its records are not a rule as Rule.from_row makes it")
     return rule
