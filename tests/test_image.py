@@ -526,3 +526,18 @@ def test_an_opened_matcher_outlives_its_file(matcher_cls, saved, reference_answe
     path.unlink()
     assert answers(opened) == reference_answers
     assert opened.image_path == str(path)
+
+
+def test_sum64_is_the_contracts_statement():
+    """sum64 word by word as docs/architecture.md#the-image states it, on files of 0 to 40 words."""
+    rng = random.Random(64)
+    for n_words in [*range(9), 40]:
+        data = rng.randbytes(8 * n_words)
+        words = list(struct.unpack(f"={n_words}Q", data))
+        lanes = [0xCBF29CE484222325 ^ j for j in range(4)]
+        for i, word in enumerate(words):
+            lanes[i % 4] = ((lanes[i % 4] ^ (0 if i == 3 else word)) * 0x100000001B3) % 2**64
+        expected = len(data)
+        for lane in lanes:
+            expected = ((expected ^ lane) * 0x100000001B3) % 2**64
+        assert image.sum64(data) == expected

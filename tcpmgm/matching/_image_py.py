@@ -136,14 +136,15 @@ class Image(NamedTuple):
 
 def sum64(data: bytes | bytearray | memoryview) -> int:
     """The image checksum of ``data`` (a whole file, a multiple of 8 bytes), word 3 read as 0."""
-    words = memoryview(data).cast("B").cast("Q")
-    h = [_BASIS ^ lane for lane in range(_LANES)]
+    words = memoryview(data).cast("B").cast("Q").tolist()
+    if len(words) > CHECKSUM_OFFSET // 8:
+        words[CHECKSUM_OFFSET // 8] = 0
+    h = []
     for lane in range(_LANES):
-        acc = h[lane]
-        for i in range(lane, len(words), _LANES):
-            word = 0 if i == CHECKSUM_OFFSET // 8 else words[i]
+        acc = _BASIS ^ lane
+        for word in words[lane::_LANES]:
             acc = ((acc ^ word) * _P) & _M64
-        h[lane] = acc
+        h.append(acc)
     r = len(words) * 8
     for lane in range(_LANES):
         r = ((r ^ h[lane]) * _P) & _M64
