@@ -24,6 +24,7 @@ from tcpmgm import ImageError, Profile, ReferenceMatcher, Rule, TcpMgmError
 from tcpmgm.matching import _image_py as image
 from tcpmgm.matching import matcher as matcher_module
 from tcpmgm.model.limits import ID_MAX
+from tcpmgm.model.profile import known_attrs
 from tcpmgm.model.protocols import BUILTIN_PROTOCOLS, protocol_code
 
 compiled_only = pytest.mark.skipif(not matcher_module.COMPILED, reason="compiled classifier not in use")
@@ -472,6 +473,28 @@ def test_a_protocol_whose_code_cannot_be_given_is_refused(matcher_cls, tmp_path)
     assert out == f"refused: image {path}: protocol 'xp1' has code {base + 1} in the image, {base + 2} here"
     out = _in_process(matcher_cls, "open", path, "xp2", "xp1")
     assert out == f"refused: image {path}: protocol 'xp1' has code {base + 1} in the image, {base + 2} here"
+
+
+def test_attrs_names_registered_only_by_the_writer_are_kept(matcher_cls, tmp_path):
+    """A process serving from an image need not register the attrs names its writer did."""
+    path = tmp_path / "attrs.img"
+    kind = "reference" if matcher_cls is ReferenceMatcher else "compiled"
+    writer = textwrap.dedent(
+        """
+        import sys
+        from tcpmgm import Profile, ReferenceMatcher, Rule, register_attr
+        from tcpmgm.matching import matcher
+        register_attr("x_written_elsewhere", 0, 9)
+        cls = ReferenceMatcher if sys.argv[1] == "reference" else matcher.Matcher
+        profile = Profile(attrs={"x_written_elsewhere": 9, "tos": 4})
+        cls([Rule(id=3, profile=profile)], default=profile).save(sys.argv[2])
+        """
+    )
+    subprocess.run([sys.executable, "-c", writer, kind, str(path)], check=True)
+    assert "x_written_elsewhere" not in known_attrs()
+    opened = matcher_cls.open(path)
+    assert dict(opened.get(3).profile.attrs) == {"x_written_elsewhere": 9, "tos": 4}
+    assert dict(opened.default.attrs) == {"x_written_elsewhere": 9, "tos": 4}
 
 
 # -- saving is atomic, an opened matcher owns what it read ----------------------------------

@@ -11,11 +11,13 @@ its rules again.
 Every rule read back is made by :meth:`Rule.from_row <tcpmgm.model.rule.Rule.from_row>`,
 the one validator, from the row its records describe; a record that
 ``from_row`` refuses, or would change (a prefix with host bits set, a
-mapped IPv6 prefix), makes the image corrupt, not a different rule.
+mapped IPv6 prefix), makes the image corrupt, not a different rule.  Only the
+``attrs`` text is read apart (:func:`_attrs_of`): without the registry of names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import struct
@@ -26,7 +28,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..model.errors import ImageError, RuleError
-from ..model.profile import PROFILE_FIELDS, Profile, format_attrs, parse_attrs
+from ..model.limits import ATTR_MAX, ATTR_MIN
+from ..model.profile import PROFILE_FIELDS, Profile, format_attrs
 from ..model.protocols import ANY, protocol_code, protocol_name, protocols, register_protocol
 from ..model.rule import Rule
 
@@ -406,12 +409,11 @@ def _records(header: dict[str, Any], section: dict[int, memoryview]) -> Image:
     """The rules of the records sections, each validated as a row by Rule.from_row."""
     strings = _strings(header, section[STRING_OFFSETS], section[STRING_BYTES])
     proto_names = _protocols(header, section[PROTOCOLS], strings)
-    profiles = [_profile_values(k, rec, strings) for k, rec in enumerate(PROFILE_REC.iter_unpack(section[PROFILES]))]
+    profiles = [_profile_rec(k, rec, strings) for k, rec in enumerate(PROFILE_REC.iter_unpack(section[PROFILES]))]
     if header["default_profile"] >= len(profiles):
         raise _Refused(f"default profile {header['default_profile']} of {len(profiles)} profiles")
-    default_values = dict(profiles[header["default_profile"]])
-    default_values["attrs"] = _attrs_of(default_values["attrs"], "the default profile")
-    default = Profile(0, **default_values)
+    default_rec = profiles[header["default_profile"]]
+    default = Profile(0, **default_rec.values, attrs=default_rec.attrs)
     local_prefixes = [
         _prefix(hi, lo, family, plen, f"local prefix {k}")
         for k, (hi, lo, family, plen) in enumerate(PREFIX.iter_unpack(section[LPREFIXES]))
@@ -479,23 +481,42 @@ def _protocols(header: dict[str, Any], section: memoryview, strings: list[str]) 
     return names
 
 
-def _profile_values(k: int, rec: tuple[int, ...], strings: list[str]) -> dict[str, Any]:
-    """A ProfileRec's values as a row names them (attrs as its text; "" for none, which a
-    row's NULL would not be: that takes the default profile's)."""
-    values: dict[str, Any] = dict(zip(PROFILE_FIELDS, rec[:N_PROFILE_INTS]))
+class _ProfileRec(NamedTuple):
+    """A ProfileRec read: its integers by name (as a row holds them) and its attrs."""
+
+    values: dict[str, int]
+    attrs: dict[str, int]
+
+
+def _profile_rec(k: int, rec: tuple[int, ...], strings: list[str]) -> _ProfileRec:
+    values = dict(zip(PROFILE_FIELDS, rec[:N_PROFILE_INTS]))
     for i in _FLAG_FIELDS:
         if rec[i] not in (0, 1):
             raise _Refused(f"profile {k}: {PROFILE_FIELDS[i]} is {rec[i]}, a flag is 0 or 1")
-    attrs = rec[N_PROFILE_INTS]
-    values["attrs"] = "" if attrs == NONE else _string(strings, attrs, f"profile {k} attrs")
-    return values
+    index = rec[N_PROFILE_INTS]
+    attrs = {} if index == NONE else _attrs_of(_string(strings, index, f"profile {k} attrs"), f"profile {k}")
+    return _ProfileRec(values, attrs)
 
 
 def _attrs_of(text: str, what: str) -> dict[str, int]:
-    try:
-        return parse_attrs(text)
-    except ValueError as exc:
-        raise _Refused(f"{what}: attrs {text!r}: {exc}") from None
+    """The attrs of ``format_attrs``' text (``name=value;...``, names sorted), read without
+    the registry of names: the writer validated them against its own, and a process that
+    serves lookups need not register the names the writer did (as the compiled twin reads
+    them, _records.pxi).  Anything ``format_attrs`` does not write is refused."""
+    attrs = {}
+    for item in text.split(";"):
+        name, _, value = item.partition("=")
+        try:
+            number = int(value) if value.isascii() else None
+        except ValueError:
+            number = None
+        if not name.isidentifier() or number is None or not ATTR_MIN <= number <= ATTR_MAX:
+            raise _Refused(f"{what}: attrs {text!r} are not names with integers")
+        attrs[name] = number
+    # "+5", " 5", "1_0", a repeated or unsorted name: int() and a dict take them, format_attrs never writes them.
+    if format_attrs(attrs) != text:
+        raise _Refused(f"{what}: attrs {text!r} are not as format_attrs writes them")
+    return attrs
 
 
 def _prefix(hi: int, lo: int, family: int, plen: int, what: str) -> tuple[int, int, int] | None:
@@ -526,7 +547,7 @@ def _rule(
     rec: tuple[int, ...],
     strings: list[str],
     proto_names: list[str],
-    profiles: list[dict[str, Any]],
+    profiles: list[_ProfileRec],
     local_prefixes: list[tuple[int, int, int] | None],
     default: Profile,
 ) -> Rule:
@@ -559,7 +580,8 @@ def _rule(
         "local_addr": local_addr,
         "local_port": lport,
         "priority": priority,
-        **profiles[profile],
+        **profiles[profile].values,
+        "attrs": "",  # read apart from the registry (_attrs_of), given to the rule's profile below
     }
     try:
         rule = Rule.from_row(row, listeners=listeners, defaults=default)
@@ -567,7 +589,8 @@ def _rule(
         raise _Refused(str(exc)) from None
     if rule.warnings or rule.remote_prefix != remote or rule.local_prefix != local or rule.local_tag != tag:
         raise _Refused(f"{what}: its records are not a rule as Rule.from_row makes it")
-    return rule
+    attrs = profiles[profile].attrs
+    return dataclasses.replace(rule, profile=rule.profile.replace(attrs=attrs)) if attrs else rule
 
 
 def _check_id_index(ids: Sequence[int], ids_sorted: Sequence[int], rank_of_sorted: Sequence[int]) -> None:
