@@ -185,9 +185,9 @@ def _sections(
     rules_by_rank: Sequence[Rule], given: Sequence[Rule], default: Profile
 ) -> tuple[dict[str, int], list[bytes]]:
     """The header's counts and the records sections (8..17) of these rules, numbered as the
-    compiled records number them:
-    strings, profiles and local prefixes by first appearance in the order given (a rule's
-    tag, then its profile's attrs), then the default profile, then the protocol names."""
+    compiled build numbers them (_records.pxi, _build.pxi): strings, profiles and local
+    prefixes by first appearance in the order given (a rule's tag, then its profile's attrs),
+    then the protocol names in code order, then the default profile and its attrs."""
     strings, profiles, local_ids = _Interned(), _Interned(), _Interned()
     local_ids(None)  # local id 0: any
 
@@ -210,9 +210,9 @@ def _sections(
             rhi, rlo, NONE, local_id, rule.priority, profile, tag, proto,
             rule.remote_port, rule.local_port, rfam, rplen, 0,
         )  # fmt: skip
-    default_index = profile_rec(default)
     names = protocols()
     protocol_strings = [strings(name) for name in names]
+    default_index = profile_rec(default)
 
     rank_of = {rule.id: rank for rank, rule in enumerate(rules_by_rank)}
     ids_sorted = sorted(rank_of)
