@@ -470,7 +470,6 @@ def test_a_crafted_record_is_refused(matcher_cls, saved, tmp_path):
         (table[2 * image.GIVEN], "=I", n_rules),  # a given rank past the rules
         (table[2 * image.IDS_SORTED], "=q", ID_MAX),  # ids_sorted out of order
         (table[2 * image.RANK_OF_SORTED], "=I", 0xFFFFFFF0),
-        (table[2 * image.ID_OF_RANK], "=q", 0),  # id 0 is the default's
         (128, "=I", 0xFFFFFFF0),  # default_profile
     ]
     for where, fmt, value in crafts:
@@ -479,6 +478,27 @@ def test_a_crafted_record_is_refused(matcher_cls, saved, tmp_path):
         path.write_bytes(resealed(crafted))
         with pytest.raises(ImageError, match=rf"^image {path}: "):
             matcher_cls.open(path)
+
+
+def test_the_reference_refuses_records_that_are_no_rules(tmp_path):
+    """The reference makes every rule with Rule.from_row: records it refuses or would change,
+    or ranks out of key order, are a corrupt image (with a right checksum)."""
+    ReferenceMatcher([Rule(id=1, remote=ipaddress.ip_network("10.0.0.0/8")), Rule(id=2, priority=1)]).save(
+        tmp_path / "two.img"
+    )
+    data = (tmp_path / "two.img").read_bytes()
+    table = image.SECTIONS.unpack_from(data, image.HEADER.size)
+    rules_at, ids_at = table[2 * image.RULES], table[2 * image.ID_OF_RANK]
+    path = tmp_path / "crafted.img"
+    for where, fmt, value, message in [
+        (ids_at, "=q", 0, "id must be a positive integer"),
+        (rules_at, "=Q", 0x0A010000 << 32, "its records are not a rule"),  # 10.1.0.0/8: host bits set
+        (rules_at + 24, "=i", 5, "does not rank after"),  # rank 0's priority past rank 1's
+        (rules_at + 48 + 36, "=H", 3, "does not rank after"),  # rank 1 names a protocol: it would rank first
+    ]:
+        crafted = bytearray(data)
+        struct.pack_into(fmt, crafted, where, value)
+        refused(ReferenceMatcher, path, resealed(crafted), message)
 
 
 # -- protocols registered elsewhere -----------------------------------------------------
