@@ -494,7 +494,7 @@ def test_the_reference_refuses_records_that_are_no_rules(tmp_path):
         (ids_at, "=q", 0, "id must be a positive integer"),
         (rules_at, "=Q", 0x0A010000 << 32, "its records are not a rule"),  # 10.1.0.0/8: host bits set
         (rules_at + 24, "=i", 5, "does not rank after"),  # rank 0's priority past rank 1's
-        (rules_at + 48 + 36, "=H", 3, "does not rank after"),  # rank 1 names a protocol: it would rank first
+        (rules_at + 48 + 24, "=i", -1, "does not rank after"),  # rank 1's priority before rank 0's
     ]:
         crafted = bytearray(data)
         struct.pack_into(fmt, crafted, where, value)
