@@ -22,7 +22,6 @@ import ipaddress
 import os
 import struct
 import sys
-import tempfile
 from array import array
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -32,6 +31,7 @@ from ..model.limits import ATTR_MAX, ATTR_MIN
 from ..model.profile import PROFILE_FIELDS, Profile, format_attrs
 from ..model.protocols import ANY, protocol_code, protocol_name, protocols, register_protocol
 from ..model.rule import Rule
+from .publish import publish
 
 __all__ = ["Image", "read_image", "sum64", "write_image"]
 
@@ -281,40 +281,15 @@ def write_image(
     default: Profile,
     schema_version: int | None,
 ) -> None:
-    """Write the image of these rules to ``path`` atomically: a temporary file in the same
-    directory, flushed to disk, then renamed over ``path`` (a reader sees the old file or the
-    new one, never part of one); on any failure the temporary file is removed and ``path``
-    is left as it was."""
+    """Write the image of these rules to ``path`` atomically (:func:`.publish.publish`)."""
     data = image_bytes(rules_by_rank, given, default, schema_version)
-    target = os.fspath(path)
-    folder = os.path.dirname(target) or "."
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            # mkstemp makes the file private; an image is read by every worker, as any file it writes.
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    _sync_folder(folder)
 
+    def write(fd: int) -> None:
+        with memoryview(data) as rest:
+            while rest:
+                rest = rest[os.write(fd, rest) :]
 
-def _sync_folder(folder: str) -> None:
-    """Make the rename durable (the folder's entry); best effort where a folder cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    publish(path, write)
 
 
 # -- reading ------------------------------------------------------------------------------
