@@ -11,13 +11,11 @@ its rules again.
 Every rule read back is made by :meth:`Rule.from_row <tcpmgm.model.rule.Rule.from_row>`,
 the one validator, from the row its records describe; a record that
 ``from_row`` refuses, or would change (a prefix with host bits set, a
-mapped IPv6 prefix), makes the image corrupt, not a different rule.  Only the
-``attrs`` text is read apart (:func:`_attrs_of`): without the registry of names.
+mapped IPv6 prefix), makes the image corrupt, not a different rule.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import struct
@@ -27,9 +25,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..model.errors import ImageError, RuleError
-from ..model.limits import ATTR_MAX, ATTR_MIN
-from ..model.profile import PROFILE_FIELDS, Profile, format_attrs
-from ..model.protocols import ANY, protocol_code, protocol_name, protocols, register_protocol
+from ..model.profile import PROFILE_FIELDS, Profile, format_attrs, parse_attrs
+from ..model.protocols import ANY, protocol_code, protocols, register_protocol
 from ..model.rule import Rule
 from .publish import publish
 
@@ -381,35 +378,42 @@ def _section_table(data: memoryview, header: dict[str, Any]) -> dict[int, tuple[
 
 
 def _records(header: dict[str, Any], section: dict[int, memoryview]) -> Image:
-    """The rules of the records sections, each validated as a row by Rule.from_row."""
+    """The rules of the records sections: every index checked first, then the protocols the
+    image names registered (nothing is registered for an image refused by then), then each
+    rule made by Rule.from_row and checked to rank after the one before."""
     strings = _strings(header, section[STRING_OFFSETS], section[STRING_BYTES])
-    proto_names = _protocols(header, section[PROTOCOLS], strings)
+    proto_names, unknown = _protocols(section[PROTOCOLS], strings)
     profiles = [_profile_rec(k, rec, strings) for k, rec in enumerate(PROFILE_REC.iter_unpack(section[PROFILES]))]
     if header["default_profile"] >= len(profiles):
-        raise _Refused(f"default profile {header['default_profile']} of {len(profiles)} profiles")
+        raise _Refused(f"default_profile {header['default_profile']} is not a profile (n_profiles {len(profiles)})")
     default_rec = profiles[header["default_profile"]]
     default = Profile(0, **default_rec.values, attrs=default_rec.attrs)
     local_prefixes = [
-        _prefix(hi, lo, family, plen, f"local prefix {k}")
+        _prefix(hi, lo, family, plen, f"LPREFIXES[{k}]")
         for k, (hi, lo, family, plen) in enumerate(PREFIX.iter_unpack(section[LPREFIXES]))
     ]
-
+    if local_prefixes[0] is not None or None in local_prefixes[1:]:
+        raise _Refused("LPREFIXES: local id 0, and only it, is 'any'")
     n = header["n_rules"]
     ids = section[ID_OF_RANK].cast("q")
-    by_rank = []
-    for rank, rec in enumerate(RULE_REC.iter_unpack(section[RULES])):
-        by_rank.append(_rule(ids[rank], rec, strings, proto_names, profiles, local_prefixes, default))
-    for rank in range(1, n):
-        if by_rank[rank - 1].order >= by_rank[rank].order:
-            raise _Refused(
-                f"rules by rank: rule {by_rank[rank].id} at rank {rank} does not rank after rule {by_rank[rank - 1].id}"
-            )
     if header["max_id"] != max(ids, default=0):
         raise _Refused(f"max_id {header['max_id']}, the rules' largest id is {max(ids, default=0)}")
     _check_id_index(ids, section[IDS_SORTED].cast("q"), section[RANK_OF_SORTED].cast("I"))
     given = section[GIVEN].cast("I")
     if sorted(given) != list(range(n)):
         raise _Refused("GIVEN is not an order of the ranks")
+    rows = [
+        _row(ids[rank], rec, strings, len(proto_names), len(profiles), local_prefixes)
+        for rank, rec in enumerate(RULE_REC.iter_unpack(section[RULES]))
+    ]
+
+    _register(unknown)
+    by_rank = [row.rule(proto_names, profiles, default) for row in rows]
+    for rank in range(1, n):
+        if by_rank[rank - 1].order >= by_rank[rank].order:
+            raise _Refused(
+                f"rules by rank: rule {by_rank[rank].id} at rank {rank} does not rank after rule {by_rank[rank - 1].id}"
+            )
     schema_version = header["schema_version"] or None
     return Image(tuple(by_rank[rank] for rank in given), default, schema_version)
 
@@ -436,24 +440,34 @@ def _string(strings: list[str], index: int, what: str) -> str:
     return strings[index]
 
 
-def _protocols(header: dict[str, Any], section: memoryview, strings: list[str]) -> list[str]:
-    """The protocol names by the image's codes (index 0: any), each given the same code
-    here: registered when unknown and registering gives that code, else refused."""
-    names = [ANY]
+def _protocols(section: memoryview, strings: list[str]) -> tuple[list[str], dict[str, int]]:
+    """The protocol names by the image's codes (index 0: any), and those unknown here with the
+    code registering them in code order will give: every code must be this process's."""
+    names, unknown = [ANY], dict[str, int]()
+    following = len(protocols()) + 1
     for k, index in enumerate(section.cast("I")):
-        name, code = _string(strings, index, f"protocol {k + 1}"), k + 1
+        name, code = _string(strings, index, f"PROTOCOLS[{k}]"), k + 1
         here = protocol_code(name)
-        if here is None and len(protocols()) + 1 == code:
-            try:
-                here = register_protocol(name)
-            except ValueError as exc:
-                raise _Refused(f"protocol {name!r} has code {code} in the image: {exc}") from None
+        if here is None:
+            here = unknown.get(name)
+            if here is None:
+                here = unknown[name] = following
+                following += 1
         if here != code:
-            # Unknown here: the code registering it would give.
-            given = len(protocols()) + 1 if here is None else here
-            raise _Refused(f"protocol {name!r} has code {code} in the image, {given} here")
-        names.append(protocol_name(code))
-    return names
+            raise _Refused(f"protocol {name!r} has code {code} in the image, {here} here")
+        names.append(name)
+    return names, unknown
+
+
+def _register(unknown: dict[str, int]) -> None:
+    """Register the image's protocols unknown here, each under the code the image gives it."""
+    for name, code in unknown.items():
+        try:
+            registered = register_protocol(name)
+        except ValueError as exc:
+            raise _Refused(f"protocol {name!r} cannot be registered here: {exc}") from None
+        if registered != code:  # another thread registered one in between
+            raise _Refused(f"protocol {name!r} has code {code} in the image, {registered} here")
 
 
 class _ProfileRec(NamedTuple):
@@ -467,29 +481,20 @@ def _profile_rec(k: int, rec: tuple[int, ...], strings: list[str]) -> _ProfileRe
     values = dict(zip(PROFILE_FIELDS, rec[:N_PROFILE_INTS]))
     for i in _FLAG_FIELDS:
         if rec[i] not in (0, 1):
-            raise _Refused(f"profile {k}: {PROFILE_FIELDS[i]} is {rec[i]}, a flag is 0 or 1")
+            raise _Refused(f"PROFILES[{k}]: {PROFILE_FIELDS[i]} is {rec[i]}, a flag is 0 or 1")
     index = rec[N_PROFILE_INTS]
-    attrs = {} if index == NONE else _attrs_of(_string(strings, index, f"profile {k} attrs"), f"profile {k}")
+    attrs = {} if index == NONE else _attrs_of(_string(strings, index, f"PROFILES[{k}] attrs"), f"PROFILES[{k}]")
     return _ProfileRec(values, attrs)
 
 
 def _attrs_of(text: str, what: str) -> dict[str, int]:
-    """The attrs of ``format_attrs``' text (``name=value;...``, names sorted), read without
-    the registry of names: the writer validated them against its own, and a process that
-    serves lookups need not register the names the writer did (as the compiled twin reads
-    them, _records.pxi).  Anything ``format_attrs`` does not write is refused."""
-    attrs = {}
-    for item in text.split(";"):
-        name, _, value = item.partition("=")
-        try:
-            number = int(value) if value.isascii() else None
-        except ValueError:
-            number = None
-        if not name.isidentifier() or number is None or not ATTR_MIN <= number <= ATTR_MAX:
-            raise _Refused(f"{what}: attrs {text!r} are not names with integers")
-        attrs[name] = number
-    # "+5", " 5", "1_0", a repeated or unsorted name: int() and a dict take them, format_attrs never writes them.
-    if format_attrs(attrs) != text:
+    """The attrs of a profile's text, read by parse_attrs (the model's one reading: registered
+    names in their ranges, as the compiled twin checks them), and as format_attrs writes them."""
+    try:
+        attrs = parse_attrs(text)
+    except ValueError as exc:
+        raise _Refused(f"{what}: attrs {text!r}: {exc}") from None
+    if format_attrs(attrs) != text:  # "tos = 1", a repeated name: parse_attrs takes them, no writer writes them
         raise _Refused(f"{what}: attrs {text!r} are not as format_attrs writes them")
     return attrs
 
@@ -517,55 +522,81 @@ def _network_text(prefix: tuple[int, int, int] | None) -> str | None:
     return f"{_address(family, value)}/{plen}"
 
 
-def _rule(
+class _Row(NamedTuple):
+    """One RuleRec with every index checked: the row Rule.from_row makes its rule from."""
+
+    rule_id: int
+    proto: int
+    remote: tuple[int, int, int] | None
+    rport: int
+    local: tuple[int, int, int] | None
+    lport: int
+    priority: int
+    profile: int
+    tag: str | None
+
+    def rule(self, proto_names: list[str], profiles: list[_ProfileRec], default: Profile) -> Rule:
+        """The rule, made by Rule.from_row (the protocols registered); refused unless from_row
+        takes the row as it is."""
+        local_addr, listeners = _network_text(self.local), None
+        if self.tag is not None:
+            # from_row takes a tag for the address of its listener: one address, the local prefix.
+            local = self.local
+            if local is None or local[2] != (32 if local[0] == 4 else 128):
+                raise _Refused(f"rule {self.rule_id}: socket tag {self.tag!r} without a local address")
+            listeners, local_addr = {self.tag: str(_address(local[0], local[1]))}, self.tag
+        profile = profiles[self.profile]
+        row = {
+            "id": self.rule_id,
+            "proto": proto_names[self.proto],
+            "remote_addr": _network_text(self.remote),
+            "remote_port": self.rport,
+            "local_addr": local_addr,
+            "local_port": self.lport,
+            "priority": self.priority,
+            **profile.values,
+            "attrs": format_attrs(profile.attrs),
+        }
+        try:
+            rule = Rule.from_row(row, listeners=listeners, defaults=default)
+        except RuleError as exc:  # its message names the rule already
+            raise _Refused(str(exc)) from None
+        if rule.warnings or (rule.remote_prefix, rule.local_prefix, rule.local_tag) != (
+            self.remote,
+            self.local,
+            self.tag,
+        ):
+            raise _Refused(f"rule {self.rule_id}: its records are not a rule as Rule.from_row makes it")
+        return rule
+
+
+def _row(
     rule_id: int,
     rec: tuple[int, ...],
     strings: list[str],
-    proto_names: list[str],
-    profiles: list[_ProfileRec],
+    n_protocol_codes: int,
+    n_profiles: int,
     local_prefixes: list[tuple[int, int, int] | None],
-    default: Profile,
-) -> Rule:
-    """The rule of one RuleRec, made by Rule.from_row from the row it describes."""
-    rhi, rlo, _node, local_id, priority, profile, tag_index, proto, rport, lport, rfam, rplen, _pad = rec
+) -> _Row:
+    rhi, rlo, _node, local_id, priority, profile, tag, proto, rport, lport, rfam, rplen, _pad = rec
     what = f"rule {rule_id}"
-    if proto >= len(proto_names):
-        raise _Refused(f"{what}: protocol code {proto}, the image names {len(proto_names) - 1}")
-    if profile >= len(profiles):
-        raise _Refused(f"{what}: profile {profile} of {len(profiles)}")
+    if proto >= n_protocol_codes:
+        raise _Refused(f"{what}: protocol code {proto}, the image names {n_protocol_codes - 1}")
+    if profile >= n_profiles:
+        raise _Refused(f"{what}: profile {profile} of {n_profiles}")
     if local_id >= len(local_prefixes):
         raise _Refused(f"{what}: local prefix {local_id} of {len(local_prefixes) - 1}")
-    remote = _prefix(rhi, rlo, rfam, rplen, f"{what} remote")
-    local = local_prefixes[local_id] if local_id else None
-    if local_id and local is None:
-        raise _Refused(f"{what}: local prefix {local_id} is 'any'")
-    local_addr = _network_text(local)
-    listeners = None
-    tag = None if tag_index == NONE else _string(strings, tag_index, f"{what} tag")
-    if tag is not None:
-        # from_row takes a tag for the address its listener has: one address, the local prefix.
-        if local is None or local[2] != (32 if local[0] == 4 else 128):
-            raise _Refused(f"{what}: socket tag {tag!r} without a local address")
-        listeners, local_addr = {tag: str(_address(local[0], local[1]))}, tag
-    row = {
-        "id": rule_id,
-        "proto": proto_names[proto],
-        "remote_addr": _network_text(remote),
-        "remote_port": rport,
-        "local_addr": local_addr,
-        "local_port": lport,
-        "priority": priority,
-        **profiles[profile].values,
-        "attrs": "",  # read apart from the registry (_attrs_of), given to the rule's profile below
-    }
-    try:
-        rule = Rule.from_row(row, listeners=listeners, defaults=default)
-    except RuleError as exc:  # its message names the rule already
-        raise _Refused(str(exc)) from None
-    if rule.warnings or rule.remote_prefix != remote or rule.local_prefix != local or rule.local_tag != tag:
-        raise _Refused(f"{what}: its records are not a rule as Rule.from_row makes it")
-    attrs = profiles[profile].attrs
-    return dataclasses.replace(rule, profile=rule.profile.replace(attrs=attrs)) if attrs else rule
+    return _Row(
+        rule_id,
+        proto,
+        _prefix(rhi, rlo, rfam, rplen, f"{what} remote"),
+        rport,
+        local_prefixes[local_id],
+        lport,
+        priority,
+        profile,
+        None if tag == NONE else _string(strings, tag, f"{what} tag"),
+    )
 
 
 def _check_id_index(ids: Sequence[int], ids_sorted: Sequence[int], rank_of_sorted: Sequence[int]) -> None:
