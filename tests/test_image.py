@@ -606,6 +606,31 @@ def test_a_failed_save_leaves_the_old_file(matcher_cls, saved, tmp_path):
     assert path.read_bytes() == data
 
 
+def test_a_save_that_fails_half_written_leaves_the_old_file(matcher_cls, saved):
+    """The disk full half-way (a file size limit, which binds root too): OSError, the old
+    image whole, no temporary file left."""
+    path, data = saved
+    kind = "reference" if matcher_cls is ReferenceMatcher else "compiled"
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from tcpmgm import ReferenceMatcher, Rule
+        from tcpmgm.matching import matcher
+        cls = ReferenceMatcher if sys.argv[1] == "reference" else matcher.Matcher
+        built = cls([Rule(id=i, priority=i) for i in range(1, 2000)])
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+        try:
+            built.save(sys.argv[2])
+        except OSError as exc:
+            print("failed:", exc.errno)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, kind, str(path)], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("failed:"), done.stdout + done.stderr
+    assert path.read_bytes() == data and _leftovers(path.parent) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory")
 def test_a_save_into_a_folder_without_write_permission_leaves_the_old_file(matcher_cls, saved):
     path, data = saved
