@@ -63,7 +63,7 @@ def images(tmp_path_factory):
     written = []
     for twin in TWINS:
         path = folder / f"{twin.__name__}.img"
-        twin.from_records(RULES, default=DEFAULT, schema_version=2).save(path)
+        twin(RULES, default=DEFAULT).save(path)
         written.append((twin.__name__, path.read_bytes()))
     return written, folder
 
