@@ -373,8 +373,28 @@ def test_both_twins_write_the_same_records(tmp_path):
     compiled_counts, compiled_sections = records_of(compiled_path.read_bytes())
     pure_counts, pure_sections = records_of(pure_path.read_bytes())
     assert compiled_counts == pure_counts
+    # A RuleRec's node is the index's (NONE without HAS_INDEX): the one field the twins write apart.
+    rules_at = image.RULES - image.N_INDEX_SECTIONS
+    assert all(node == image.NONE for node in _nodes(pure_sections[rules_at]))
+    assert any(node != image.NONE for node in _nodes(compiled_sections[rules_at]))
+    compiled_sections[rules_at] = _without_nodes(compiled_sections[rules_at])
     for k, (mine, theirs) in enumerate(zip(pure_sections, compiled_sections), image.N_INDEX_SECTIONS):
         assert mine == theirs, image.SECTION_NAMES[k]
+
+
+_NODE_OFFSET = 16  # RuleRec.node: after rhi, rlo
+
+
+def _nodes(rules: bytes) -> list[int]:
+    return [struct.unpack_from("=I", rules, at + _NODE_OFFSET)[0] for at in range(0, len(rules), image.RULE_REC.size)]
+
+
+def _without_nodes(rules: bytes) -> bytes:
+    """RULES with every node NONE, as an image without the index has them."""
+    out = bytearray(rules)
+    for at in range(0, len(out), image.RULE_REC.size):
+        struct.pack_into("=I", out, at + _NODE_OFFSET, image.NONE)
+    return bytes(out)
 
 
 # -- refusals ---------------------------------------------------------------------------
