@@ -316,3 +316,15 @@ def test_rules_of_one_profile_share_one_profile_record():
     # One 48-byte ProfileRec (the default's, which every rule has) against one per rule and the
     # default's; every other array is the same, each section padded to 64 bytes.
     assert distinct.nbytes - shared.nbytes == (-(-5001 * 48 // 64) * 64) - 64
+
+
+@compiled_only
+def test_a_profile_the_records_cannot_hold_is_refused_by_name():
+    from tcpmgm.matching._matcher import Matcher
+
+    # Profiles made directly skip the attrs registry and the column ranges; the compiled matcher
+    # keeps attrs as text and integers as C ints, so it refuses what it could not give back.
+    with pytest.raises(ValueError, match=r"rule 4: profile attrs .* are not names and integers"):
+        Matcher([Rule(4, profile=Profile(attrs={"a;b": 1}))])
+    with pytest.raises(ValueError, match="rule 5: profile keepidle 2147483648 does not fit"):
+        Matcher([Rule(5, profile=Profile(keepidle=2**31))])

@@ -207,6 +207,7 @@ cdef class RuleRecords:
 
 # -- the records' tables ----------------------------------------------------------------------
 
+
 cdef uint32_t intern_profile(RuleRecords self, const ProfileRec* profile) except NONE:
     cdef uint64_t h
     cdef uint32_t k
@@ -225,6 +226,7 @@ cdef uint32_t intern_profile(RuleRecords self, const ProfileRec* profile) except
     self.n_profiles += 1
     return self.n_profiles - 1
 
+
 cdef int grow_profile_slots(RuleRecords self) except -1:
     cdef uint64_t size = pow2_at_least(4 * (<uint64_t>self.n_profiles + 1)), h
     cdef uint32_t k
@@ -241,6 +243,7 @@ cdef int grow_profile_slots(RuleRecords self) except -1:
     self.profile_slots = slots
     self.profile_mask = size - 1
     return 0
+
 
 cdef bint put_id(int64_t* slots, uint64_t mask, int64_t rule_id) noexcept nogil:
     """Put ``rule_id`` in an id set of ``mask + 1`` slots (0: empty) with room left; whether
@@ -324,8 +327,13 @@ cdef str attrs_text(object rule_id, object attrs, dict known):
     if not attrs:
         return None
     text = format_attrs(attrs)
-    if text not in known and attrs_of_text(text) != attrs:
-        raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names and integers")
+    if text not in known:
+        try:
+            same = attrs_of_text(text) == attrs
+        except ValueError:             # a name holding ";" or "=", a value that is no int
+            same = False
+        if not same:
+            raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names and integers")
     return text
 
 
