@@ -174,8 +174,9 @@ def test_the_pure_records_keep_the_rules_as_given():
     for rule in rules:
         kept.append(rule)
     assert list(kept.rules()) == rules and all(a is b for a, b in zip(kept.rules(), rules))
-    assert len(kept) == 3 and 1 in kept and 2 in kept and 3 not in kept and "1" not in kept
-    with pytest.raises(TypeError, match="RuleRecords holds Rule objects, got dict"):
+    assert len(kept) == 3 and 1 in kept and 2 in kept and 3 not in kept
+    assert "1" not in kept and 1.0 not in kept and True not in kept
+    with pytest.raises(TypeError, match=r"rules must be tcpmgm\.Rule objects, got dict"):
         kept.append({"id": 4})
 
 
