@@ -11,8 +11,9 @@ from ..model.rule import Rule
 
 __all__ = ["check_schema_version", "check_top_hits_n", "check_unique_ids", "lookup_port", "lookup_proto"]
 
-# The largest schema version an image's header holds (a uint32; 0 there means unknown).
-SCHEMA_VERSION_MAX = 0xFFFFFFFF
+# The largest schema version a matcher keeps: the image header's field is a uint32 in which 0
+# means unknown, and 0xFFFFFFFF is NONE in every uint32 of the format.
+SCHEMA_VERSION_MAX = 0xFFFFFFFE
 
 
 def check_unique_ids(rules: Iterable[Rule]) -> list[Rule]:
@@ -64,4 +65,4 @@ def check_schema_version(version: Any) -> None:
     if type(version) is not int:
         raise TypeError(f"schema_version: expected int or None, got {type(version).__name__}")
     if not 1 <= version <= SCHEMA_VERSION_MAX:
-        raise ValueError(f"schema_version: {shown(version)} is outside 1..{SCHEMA_VERSION_MAX}")
+        raise ValueError(f"schema_version: {shown(version)} is not a schema version")
