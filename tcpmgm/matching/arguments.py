@@ -9,7 +9,11 @@ from ..model.errors import RuleError, shown
 from ..model.protocols import protocol_code
 from ..model.rule import Rule
 
-__all__ = ["check_top_hits_n", "check_unique_ids", "lookup_port", "lookup_proto"]
+__all__ = ["check_schema_version", "check_top_hits_n", "check_unique_ids", "lookup_port", "lookup_proto"]
+
+# The largest schema version a matcher keeps: the image header's field is a uint32 in which 0
+# means unknown, and 0xFFFFFFFF is NONE in every uint32 of the format.
+SCHEMA_VERSION_MAX = 0xFFFFFFFE
 
 
 def check_unique_ids(rules: Iterable[Rule]) -> list[Rule]:
@@ -52,3 +56,13 @@ def check_top_hits_n(n: Any) -> None:
         raise TypeError(f"n: expected int, got {type(n).__name__}")
     if n < 0:
         raise ValueError(f"n must be 0 or more, not {n}")
+
+
+def check_schema_version(version: Any) -> None:
+    """``from_records``' ``schema_version``: ``None`` (unknown) or an ``int`` 1..SCHEMA_VERSION_MAX."""
+    if version is None:
+        return
+    if type(version) is not int:
+        raise TypeError(f"schema_version: expected int or None, got {type(version).__name__}")
+    if not 1 <= version <= SCHEMA_VERSION_MAX:
+        raise ValueError(f"schema_version: {shown(version)} is not a schema version")

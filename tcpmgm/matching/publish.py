@@ -1,7 +1,8 @@
-"""Publishing a file atomically: how both twins' ``save`` put an image in place (docs/architecture.md#the-image).
+"""Publishing a file atomically: how the reference's ``save`` puts an image in place (docs/architecture.md#saving).
 
-Neutral on purpose (imports nothing of tcpmgm), so that the compiled matcher
-can use it without importing its pure twin.
+The procedure is the compiled ``Matcher.save``'s (``_save`` in ``_image.pxi``);
+neutral on purpose (it imports nothing of tcpmgm), so that the compiled
+matcher can call it instead of keeping its own copy.
 """
 
 from __future__ import annotations

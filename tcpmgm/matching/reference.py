@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import array
 import heapq
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
-from . import _addr_py, _batch_py
-from .arguments import check_top_hits_n, check_unique_ids, lookup_port, lookup_proto
+from . import _addr_py, _batch_py, _image_py
+from .arguments import check_schema_version, check_top_hits_n, check_unique_ids, lookup_port, lookup_proto
 from .explanation import Explanation, explanation
 from .filters import Filters, host_prefix, matches
 
 __all__ = ["Explanation", "ReferenceMatcher"]
+
+
+@runtime_checkable
+class _Records(Protocol):
+    """A RuleRecords of either twin, as a matcher reads it: its rules as given (told from
+    an iterable of rules by that method)."""
+
+    def rules(self) -> Iterator[Rule]: ...
 
 
 class ReferenceMatcher:
@@ -33,9 +42,15 @@ class ReferenceMatcher:
     like the compiled one's, it counts C memory, and the reference owns none.
     """
 
-    def __init__(self, rules: Iterable[Rule] = (), *, default: Profile | None = None, count_hits: bool = True) -> None:
-        ordered = sorted(check_unique_ids(rules), key=Rule.key)
+    def __init__(
+        self, rules: Iterable[Rule] | _Records = (), *, default: Profile | None = None, count_hits: bool = True
+    ) -> None:
+        given = check_unique_ids(rules.rules() if isinstance(rules, _Records) else rules)
+        ordered = sorted(given, key=Rule.key)
+        self._given: tuple[Rule, ...] = tuple(given)
         self._rules: tuple[Rule, ...] = tuple(ordered)
+        self._schema_version: int | None = None
+        self._image_path: str | None = None
         self._by_id = {rule.id: rule for rule in ordered}
         self._default = (default if default is not None else default_profile()).replace(id=0)
         self._filters = [Filters.of(rule) for rule in ordered]
@@ -46,6 +61,55 @@ class ReferenceMatcher:
         self._hits: dict[int, int] | None = dict.fromkeys([0, *self._by_id], 0) if count_hits else None
         self._lookups = 0  # lookups answered, counted whether or not per rule
         self._hits_lock = threading.Lock()
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Rule] | _Records,
+        *,
+        default: Profile | None = None,
+        count_hits: bool = True,
+        schema_version: int | None = None,
+    ) -> ReferenceMatcher:
+        """A matcher of ``records`` (a RuleRecords, or rules) that knows the schema version
+        of the table they were read from (``None``: unknown)."""
+        check_schema_version(schema_version)
+        matcher = cls(records, default=default, count_hits=count_hits)
+        matcher._schema_version = schema_version
+        return matcher
+
+    # -- the image (docs/architecture.md#the-image) ------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write this matcher's image to ``path``, atomically (the old file, if any, stays
+        whole until the new one replaces it).  The reference writes no lookup index: the
+        compiled matcher opening it builds one from the records."""
+        _image_py.write_image(path, self._rules, self._given, self._default, self._schema_version)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, count_hits: bool = True) -> ReferenceMatcher:
+        """The matcher of the image at ``path`` (written by either twin); :class:`ImageError`
+        for a file that is not a whole, intact image this tcpmgm reads.  The file is read
+        whole: replacing or removing it afterwards changes nothing here."""
+        image = _image_py.read_image(path)
+        matcher = cls.from_records(
+            image.rules, default=image.default, count_hits=count_hits, schema_version=image.schema_version
+        )
+        matcher._image_path = os.fspath(path)
+        return matcher
+
+    @property
+    def schema_version(self) -> int | None:
+        """The schema version of the table the rules came from (``from_records``, or the image); ``None``: unknown."""
+        return self._schema_version
+
+    @property
+    def image_path(self) -> str | None:
+        """The image file this matcher was opened from; ``None`` when it was built."""
+        return self._image_path
+
+    def as_given(self) -> Iterator[Rule]:
+        """The rules in the order they were given to the build (an image keeps that order)."""
+        return iter(self._given)
 
     # -- container protocol --------------------------------------------------
     def __len__(self) -> int:
