@@ -295,3 +295,39 @@ def test_compile_command_failures(table, tmp_path):
     unwritable = run("compile", "--db", scratch.url, "--out", "nowhere/rules.img", cwd=tmp_path)
     assert error_line(unwritable, 1).startswith("tcpmgm: error: cannot write the image nowhere/rules.img: ")
     assert not (tmp_path / "rules.img").exists()
+
+
+def test_without_inotify_auto_polls_and_inotify_is_an_error(serving, monkeypatch):
+    from tcpmgm.service import filewatch
+
+    def no_inotify(directory):
+        raise OSError(24, "inotify_init1: Too many open files")  # the per-user limit of instances, say
+
+    monkeypatch.setattr(filewatch, "_Inotify", no_inotify)
+    path, from_image = serving
+    with pytest.raises(OSError, match="Too many open files"):
+        from_image(method="inotify")
+    mgr = from_image()
+    assert mgr.image_watcher.active_method == "poll"
+    publish(path, [{"id": 4, "proto": "tcp"}])
+    assert wait_until(lambda: mgr.lookup("tcp", "192.0.2.1").id == 4)
+
+
+@pytest.mark.skipif("inotify" not in FOLLOW, reason="inotify is Linux only")
+def test_a_directory_gone_from_inotify_is_polled(tmp_path):
+    """The watch on a directory ends with the directory (removed, or a volume unmounted): the
+    watcher then polls the path, and a file published there again is taken."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    path = folder / "rules.img"
+    publish(path, [{"id": 1, "proto": "tcp"}])
+    mgr = tcpmgm.TcpMgm.from_image(path, method="inotify", poll_interval=POLL)
+    try:
+        os.remove(path)
+        folder.rmdir()
+        assert wait_until(lambda: mgr.image_watcher.active_method == "poll")
+        folder.mkdir()
+        publish(path, [{"id": 6, "proto": "tcp"}])
+        assert wait_until(lambda: mgr.lookup("tcp", "192.0.2.1").id == 6)
+    finally:
+        mgr.close()
