@@ -331,3 +331,26 @@ def test_a_directory_gone_from_inotify_is_polled(tmp_path):
         assert wait_until(lambda: mgr.lookup("tcp", "192.0.2.1").id == 6)
     finally:
         mgr.close()
+
+
+def test_the_admin_endpoint_of_an_image_manager(serving):
+    import json
+
+    from tcpmgm.service import mi
+
+    path, from_image = serving
+    mgr = from_image(watch=False)
+    dispatcher = mi.Dispatcher(mgr)
+
+    def ask(method, **params):
+        status, body = dispatcher.handle(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        )
+        assert status == 200
+        return json.loads(body)
+
+    publish(path, [{"id": 8, "proto": "tcp"}, {"id": 9, "proto": "tls"}])
+    assert ask("tcp_reload")["result"]["loaded"] == 2  # tcp_reload re-opens the image
+    assert [rule["id"] for rule in ask("tcp_list")["result"]["rules"]] == [8, 9]
+    error = ask("tcp_opensips_check")["error"]
+    assert error["code"] == mi.SERVER_ERROR and f"serves the image {path}" in error["message"]
