@@ -162,17 +162,20 @@ class FileWatcher:
         self._forget_parent()
         if self.running:
             return self
+        self._close_descriptors()  # of a thread that ended
         self._stop.clear()
         self.active_method = "poll"
         if self.method != "poll":
             try:
-                self._inotify = _Inotify(os.path.dirname(self.path))
-                self._wake = os.pipe()
-                self.active_method = "inotify"
+                inotify = _Inotify(os.path.dirname(self.path))
             except OSError as exc:
                 if self.method == "inotify":
                     raise
                 log.info("no inotify for %s (%s): polling every %.2f s", self.path, exc, self.interval)
+            else:
+                self._inotify = inotify
+                self._wake = os.pipe()
+                self.active_method = "inotify"
         run: Callable[[], None] = self._run_inotify
         if self.active_method == "poll":
             # The first stat taken now: a file published from here on differs from it.
