@@ -70,7 +70,7 @@ def test_container_protocol(matcher_cls):
     assert len(matcher) == 5
     assert [rule.id for rule in matcher] == [rule.id for rule in sorted(RULES, key=Rule.key)]
     assert 3 in matcher and 8 not in matcher and "3" not in matcher
-    assert matcher.get(9) is RULES[2]
+    assert matcher.get(9) == RULES[2] and matcher.get(9).profile == RULES[2].profile  # made on demand: equal, not the same
     assert matcher.get(8) is None and matcher.get(8, "none") == "none"
     assert matcher.default.id == 0
 

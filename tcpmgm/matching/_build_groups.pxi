@@ -4,36 +4,75 @@
 
 # -- local prefixes ----------------------------------------------------------------
 
-cdef int build_locals(Core* c, dict local_ids, dict local_slots) except -1:
-    cdef uint64_t size = pow2_at_least(2 * len(local_ids) + 2)
-    cdef uint64_t h, hi, lo
-    cdef uint32_t fp
-    cdef int family, plen
-    c.n_local = len(local_ids)
-    c.n_lslots = len(local_slots)
-    c.ltable = <LocalEntry*>calloc(size, sizeof(LocalEntry))
-    c.lprefixes = <Prefix*>calloc(c.n_local + 1, sizeof(Prefix))
-    c.lslots = <Prefix*>calloc(c.n_lslots + 1, sizeof(Prefix))
-    if c.ltable == NULL or c.lprefixes == NULL or c.lslots == NULL:
+cdef uint32_t local_id(Core* c, Scratch* s, uint8_t family, uint8_t plen, uint64_t hi, uint64_t lo) except 0:
+    """The id of a local prefix (1, 2, ... in order of first use), entered in ``lprefixes`` and
+    ``ltable`` on first use.  ``ltable`` is kept at pow2_at_least(2 * n_local + 2) slots, at
+    most half full, so that a probe ends at an empty slot."""
+    cdef uint32_t fp = <uint32_t>family << 8 | plen
+    cdef uint64_t h
+    if c.ltable == NULL or 2 * (<uint64_t>c.n_local + 1) + 2 > c.lmask + 1:
+        grow_ltable(c, 2 * (<uint64_t>c.n_local + 1) + 2)
+    h = local_hash(hi, lo, fp) & c.lmask
+    while c.ltable[h].fp != 0:
+        if c.ltable[h].fp == fp and c.ltable[h].hi == hi and c.ltable[h].lo == lo:
+            return c.ltable[h].id
+        h = (h + 1) & c.lmask
+    c.n_local += 1
+    c.lprefixes = <Prefix*>grow(c.lprefixes, &s.cap_local, <uint64_t>c.n_local + 1, sizeof(Prefix))
+    memset(&c.lprefixes[c.n_local], 0, sizeof(Prefix))       # the padding too: image bytes
+    c.lprefixes[c.n_local].hi, c.lprefixes[c.n_local].lo = hi, lo
+    c.lprefixes[c.n_local].family, c.lprefixes[c.n_local].plen = family, plen
+    c.ltable[h].hi, c.ltable[h].lo, c.ltable[h].fp, c.ltable[h].id = hi, lo, fp, c.n_local
+    return c.n_local
+
+
+cdef int grow_ltable(Core* c, uint64_t need) except -1:
+    """Rehash ``ltable`` into pow2_at_least(need) slots."""
+    cdef uint64_t size = pow2_at_least(need), h
+    cdef uint32_t lid, fp
+    cdef LocalEntry* table = <LocalEntry*>calloc(size, sizeof(LocalEntry))
+    cdef const Prefix* p
+    if table == NULL:
         raise MemoryError()
+    for lid in range(1, c.n_local + 1):
+        p = &c.lprefixes[lid]
+        fp = <uint32_t>p.family << 8 | p.plen
+        h = local_hash(p.hi, p.lo, fp) & (size - 1)
+        while table[h].fp != 0:
+            h = (h + 1) & (size - 1)
+        table[h].hi, table[h].lo, table[h].fp, table[h].id = p.hi, p.lo, fp, lid
+    free(c.ltable)
+    c.ltable = table
     c.lmask = size - 1
-    for prefix, lid in local_ids.items():
-        plen = split_prefix(prefix, &family, &hi, &lo)
-        c.lprefixes[lid].family = family
-        c.lprefixes[lid].plen = plen
-        c.lprefixes[lid].hi = hi
-        c.lprefixes[lid].lo = lo
-        fp = <uint32_t>family << 8 | <uint32_t>plen
-        h = local_hash(hi, lo, fp) & c.lmask
-        while c.ltable[h].fp != 0:
-            h = (h + 1) & c.lmask
-        c.ltable[h].hi = hi
-        c.ltable[h].lo = lo
-        c.ltable[h].fp = fp
-        c.ltable[h].id = lid
-    for (family, plen), slot in local_slots.items():
-        c.lslots[slot].family = family
-        c.lslots[slot].plen = plen
+    return 0
+
+
+cdef uint32_t local_slot(Core* c, Scratch* s, uint8_t family, uint8_t plen) noexcept:
+    """The local slot of a (family, length), numbered in order of first use."""
+    cdef uint32_t* slot = &s.lslot_of_shape[family == 6][plen]
+    if slot[0] == NONE:
+        slot[0] = c.n_lslots
+        c.n_lslots += 1
+    return slot[0]
+
+
+cdef int build_lslots(Core* c, Scratch* s) except -1:
+    """The local slots' shapes, and the (empty) tables of a matcher without local prefixes."""
+    cdef int f, plen
+    if c.ltable == NULL:
+        grow_ltable(c, 2)
+    if c.lprefixes == NULL:
+        c.lprefixes = <Prefix*>calloc(1, sizeof(Prefix))          # local id 0: unused, zero
+    else:
+        memset(&c.lprefixes[0], 0, sizeof(Prefix))
+    c.lslots = <Prefix*>calloc(c.n_lslots + 1, sizeof(Prefix))
+    if c.lprefixes == NULL or c.lslots == NULL:
+        raise MemoryError()
+    for f in range(2):
+        for plen in range(129):
+            if s.lslot_of_shape[f][plen] != NONE:
+                c.lslots[s.lslot_of_shape[f][plen]].family = 6 if f else 4
+                c.lslots[s.lslot_of_shape[f][plen]].plen = plen
     return 0
 
 
@@ -44,7 +83,7 @@ cdef int grow_table(Core* c) except -1:
     cdef Entry* old = c.table
     cdef uint64_t size = pow2_at_least(4 * (c.n_entries + 1)) if old != NULL else 64
     cdef uint64_t h, i
-    c.table = <Entry*>malloc(size * sizeof(Entry))
+    c.table = <Entry*>calloc(size, sizeof(Entry))       # the padding zero: image bytes
     if c.table == NULL:
         c.table = old
         raise MemoryError()
@@ -120,6 +159,7 @@ cdef int new_group(Core* c, uint32_t rank, uint32_t mask, uint32_t lslot) except
     g.proto = r.proto
     g.rport = r.rport
     g.lport = r.lport
+    g.pad = 0
     return 0
 
 

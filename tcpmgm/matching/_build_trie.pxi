@@ -25,7 +25,7 @@ cdef int insert_prefixes(Core* c, PendingPrefix* pending, uint32_t n) except -1:
     made the trie insert the largest part of the build (a cache miss per level)."""
     cdef uint32_t i, node = NONE
     cdef PendingPrefix* p
-    qsort(pending, n, sizeof(PendingPrefix), compare_prefixes)
+    sort_records(pending, n)
     for i in range(n):
         p = &pending[i]
         if not (i and p.family == pending[i - 1].family and p.hi == pending[i - 1].hi
@@ -139,6 +139,7 @@ cdef void copy_short(const Core* c, ShortPrefix* short, const Node* node) noexce
         short.lport = first_group.lport
     else:
         short.proto = NO_SHORT_KEY
+        short.rport = short.lport = 0     # unused; zero, so that the same rules give the same image
 
 
 cdef int fill_slots(Core* c, Slot* slots, int bits, uint32_t idx, uint32_t* stack, int depth) except -1:

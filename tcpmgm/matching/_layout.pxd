@@ -62,7 +62,7 @@
 # The lookup (``classify`` in _lookup.pxi) and why it answers docs/behaviour.md#which-rule-wins
 # exactly are described there.
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from *:
     """
@@ -87,6 +87,9 @@ cdef enum:
     G_LOCAL = 8
     G_INLINE = 16             # the group's single key is stored in the group
     LAST_SHORT = 0x8000       # ShortPrefix.group_cnt: the last record of its chain
+    N_PROFILE_INTS = 11       # a profile's integers: PROFILE_FIELDS without "attrs" (checked at import)
+    N_SECTIONS = 18           # the arrays of a Core, in image order (image_sections in _build.pxi)
+    HAS_INDEX = 1             # Core.flags: sections 0..7 (the lookup index) are filled
 
 
 ctypedef struct Node:         # 40 bytes
@@ -133,10 +136,33 @@ ctypedef struct ShortPrefix:  # 16 bytes, four per cache line: a prefix shorter 
     uint16_t rport, lport     # local address (0: any), so that no group read is needed;
                               # else proto = NO_SHORT_KEY
 
-ctypedef struct RuleRec:      # per rank, for the build and explain
-    uint32_t node             # remote prefix node, NONE for any
-    uint32_t local_id         # 0 for any
-    uint16_t proto, rport, lport, pad
+ctypedef struct RuleRec:      # 48 bytes, per rank: what explain, get and iteration read (the image's RULES)
+    uint64_t rhi, rlo         # remote prefix (key form), 0 when rfam == 0
+    uint32_t node             # remote prefix node, NONE for any (and in an image without HAS_INDEX)
+    uint32_t local_id         # 0 for any; else its lprefixes entry
+    int32_t priority
+    uint32_t profile          # index in Core.profiles
+    uint32_t tag              # local_tag: string index, NONE for none
+    uint16_t proto, rport, lport
+    uint8_t rfam, rplen       # rfam 0: remote "any"
+    uint32_t pad              # 0
+
+ctypedef struct RuleIn:       # 64 bytes: one validated rule as given, the build's input (RuleRecords)
+    int64_t id
+    uint64_t rhi, rlo         # remote prefix, masked, as the lookup's 128-bit key
+    uint64_t lhi, llo         # local prefix, same form
+    int32_t priority
+    uint32_t profile          # index into the records' profile table
+    uint32_t tag              # local_tag: string index, NONE for no tag
+    uint16_t proto            # protocol code (0: any)
+    uint16_t rport, lport
+    uint8_t rfam, rplen       # rfam 0: remote "any"; 4 or 6 else
+    uint8_t lfam, lplen       # lfam 0: local "any"
+    uint16_t pad              # 0
+
+ctypedef struct ProfileRec:   # 48 bytes: a profile without its id
+    int32_t value[N_PROFILE_INTS]   # PROFILE_FIELDS without "attrs", in that order (flags as 0/1)
+    uint32_t attrs            # string index of format_attrs(profile.attrs), NONE for no attrs
 
 ctypedef struct Core:
     Node* nodes
@@ -153,19 +179,33 @@ ctypedef struct Core:
     uint64_t n_entries
     LocalEntry* ltable
     uint64_t lmask
-    Prefix* lprefixes         # by local id (0 unused)
+    Prefix* lprefixes         # by local id (0 unused, all zero)
     uint32_t n_local
     Prefix* lslots            # (family, plen) per local slot
     uint32_t n_lslots
     uint32_t any_off, any_cnt, any_best
-    RuleRec* rules
+    RuleRec* rules            # by rank
     int64_t* id_of_rank
     int64_t* ids_sorted
     uint32_t* rank_of_sorted
     uint32_t n_rules
     int64_t max_id
+    ProfileRec* profiles      # the distinct profiles (RuleRec.profile indexes them)
+    uint32_t n_profiles
+    uint32_t default_profile  # the matcher's default profile (id 0) in profiles
+    uint32_t* string_offsets  # string k: string_bytes[string_offsets[k]:string_offsets[k + 1]], UTF-8
+    char* string_bytes
+    uint32_t n_strings
+    uint32_t* protocols       # the string index of the name of protocol code k + 1, by k
+    uint32_t n_protocols
+    uint32_t* given           # the rank of the i-th rule given to the build
+    uint32_t flags            # HAS_INDEX
+    uint32_t schema_version   # 0: unknown
     size_t nbytes             # C memory owned, for Matcher.nbytes
-    void* arena               # once built: the block holding the arrays a lookup reads
+    void* map                 # an opened image's mapping (NULL when built): free_core unmaps it
+    size_t map_size
+    void* arena               # a built matcher: ONE block holding the N_SECTIONS arrays, each
+    size_t arena_size         # 64-aligned, in section order (the image body's layout)
 
 ctypedef struct Query:        # one lookup's arguments, as the lookup reads them
     uint64_t rhi, rlo, lhi, llo
@@ -184,6 +224,9 @@ cdef inline void check_layout() noexcept nogil:
     static_check(sizeof(LocalEntry) == 24)
     static_check(sizeof(Slot) == 8)
     static_check(sizeof(ShortPrefix) == 16)
-    static_check(sizeof(RuleRec) == 16)
+    static_check(sizeof(Prefix) == 24)
+    static_check(sizeof(RuleRec) == 48)
+    static_check(sizeof(RuleIn) == 64)
+    static_check(sizeof(ProfileRec) == 48)
     static_check(ANY_PROTO_KEY >= MAX_PROTO_CODE)      # no rule's protocol is a marker
     static_check(NO_SHORT_KEY >= MAX_PROTO_CODE)

@@ -198,7 +198,5 @@ cdef bint rank_matches(const Core* c, uint32_t rank, const Query* q) noexcept no
     cdef const RuleRec* r = &c.rules[rank]
     cdef Prefix remote
     memset(&remote, 0, sizeof(Prefix))     # family 0: any
-    if r.node != NONE:
-        remote.hi, remote.lo = c.nodes[r.node].hi, c.nodes[r.node].lo
-        remote.family, remote.plen = c.nodes[r.node].family, c.nodes[r.node].plen
+    remote.hi, remote.lo, remote.family, remote.plen = r.rhi, r.rlo, r.rfam, r.rplen
     return rule_matches(r.proto, r.rport, r.lport, &remote, &c.lprefixes[r.local_id], q)

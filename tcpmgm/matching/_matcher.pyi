@@ -2,24 +2,46 @@ import array
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, overload
 
-from typing_extensions import disjoint_base
+from typing_extensions import Self, disjoint_base
 
 from ..model.profile import Profile
 from ..model.rule import Rule
 from .explanation import Explanation
 
-__all__ = ["Matcher"]
+__all__ = ["Matcher", "RuleRecords"]
 
 _T = TypeVar("_T")
 
 # Extension types: their C layout rules them out as one of several bases (PEP 800).
 @disjoint_base
+class RuleRecords:
+    def __init__(self) -> None: ...
+    def append(self, rule: Rule) -> None: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, rule_id: object, /) -> bool: ...
+    def rules(self) -> Iterator[Rule]: ...
+
+@disjoint_base
 class Matcher:
     def __init__(
-        self, rules: Iterable[Rule] = ..., *, default: Profile | None = ..., count_hits: bool = ...
+        self,
+        rules: Iterable[Rule] | RuleRecords = ...,
+        *,
+        default: Profile | None = ...,
+        count_hits: bool = ...,
     ) -> None: ...
+    @classmethod
+    def from_records(
+        cls,
+        records: RuleRecords,
+        *,
+        default: Profile | None = ...,
+        count_hits: bool = ...,
+        schema_version: int | None = ...,
+    ) -> Self: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Rule]: ...
+    def as_given(self) -> Iterator[Rule]: ...
     def __contains__(self, rule_id: object, /) -> bool: ...
     @overload
     def get(self, rule_id: int) -> Rule | None: ...
@@ -27,6 +49,10 @@ class Matcher:
     def get(self, rule_id: int, default: _T) -> Rule | _T: ...
     @property
     def default(self) -> Profile: ...
+    @property
+    def schema_version(self) -> int | None: ...
+    @property
+    def image_path(self) -> str | None: ...
     @property
     def nbytes(self) -> int: ...
     @property

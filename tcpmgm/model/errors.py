@@ -13,6 +13,7 @@ __all__ = [
     "ArgumentError",
     "ConnectionDropped",
     "DatabaseError",
+    "ImageError",
     "MessageTimeout",
     "MessageTooFragmented",
     "NoNewConnection",
@@ -153,6 +154,11 @@ class ArgumentError(TcpMgmError, ValueError):
 
 class SchemaError(TcpMgmError, ValueError):
     """The table is missing, has the wrong version, or lacks a column."""
+
+
+class ImageError(TcpMgmError, ValueError):
+    """An image file tcpmgm cannot open: truncated, corrupt, foreign or of another format
+    version (docs/architecture.md#the-image); the message is ``image {path}: {reason}``."""
 
 
 class DatabaseError(TcpMgmError):
