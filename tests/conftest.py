@@ -8,7 +8,7 @@ from checkout import CHECKOUT, import_error, installed_elsewhere, not_compiled_m
 from hypothesis import HealthCheck, settings
 
 import tcpmgm
-from tcpmgm.matching import addresses
+from tcpmgm.matching import addresses, records
 from tcpmgm.matching import matcher as matcher_module
 from tcpmgm.sql import rows
 
@@ -17,7 +17,7 @@ pytest_plugins = ("dbservers",)
 
 # Running from a source checkout must not quietly test the pure fallback in
 # place of the compiled modules: the package the tests import has to be built.
-if not (addresses.COMPILED and matcher_module.COMPILED and rows.COMPILED) and os.environ.get(
+if not (addresses.COMPILED and matcher_module.COMPILED and records.COMPILED and rows.COMPILED) and os.environ.get(
     "TCPMGM_NO_EXTENSIONS", ""
 ) in ("", "0"):
     raise pytest.UsageError(

@@ -10,12 +10,13 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from row_outcomes import outcome
+from row_outcomes import PureRecords, batch_outcome
 from tables import create_plain_table, insert
 
 import tcpmgm
 from tcpmgm import ReferenceMatcher, Rule, RuleError
 from tcpmgm.matching import matcher as matcher_module
+from tcpmgm.matching import records
 from tcpmgm.model.limits import ID_MAX, PRIORITY_MAX, PRIORITY_MIN, PROFILE_INT_MAX
 from tcpmgm.model.profile import PROFILE_FIELDS, default_profile
 from tcpmgm.service import manager
@@ -77,7 +78,8 @@ def test_compiled_reader_takes_exactly_what_from_row_takes(columns):
         if column not in columns:
             continue
         values = tuple(row(**{column: value}).get(c) for c in columns)
-        assert outcome(compiled, values) == outcome(pure, values), (column, value)
+        expected = batch_outcome(pure, PureRecords(), values)
+        assert batch_outcome(compiled, records.RuleRecords(), values) == expected, (column, value)
 
 
 @pytest.mark.parametrize(

@@ -159,7 +159,7 @@ def test_records_accept_a_repeated_id_that_the_build_refuses(twin):
 
 def test_records_refuse_what_is_not_a_rule(twin):
     _, records_cls = twin
-    with pytest.raises(TypeError, match="tcpmgm.Rule"):
+    with pytest.raises(TypeError, match=r"tcpmgm\.Rule"):
         records_cls().append({"id": 1})
 
 
@@ -276,7 +276,7 @@ def test_a_matcher_from_records_holds_no_python_object_per_rule():
     for n in (2000, 20000):
         rules = generated_rules(n, seed=n)
         records_grown, records = _blocks_held(lambda rules=rules: records_of(RuleRecords, rules))
-        matcher_grown, matcher = _blocks_held(lambda records=records: Matcher.from_records(records))
+        matcher_grown, _kept = _blocks_held(lambda records=records: Matcher.from_records(records))
         grown[n] = (records_grown, matcher_grown)
         del rules
     # 18,000 more rules: the same few blocks (strings, caches), not one more block per rule.

@@ -16,6 +16,7 @@ import pytest
 
 import tcpmgm.matching
 from tcpmgm import Rule
+from tcpmgm.matching import records
 from tcpmgm.model.rule import _CHECKED_ATTRIBUTES, ATTRIBUTES
 from tcpmgm.sql import rows
 from tcpmgm.sql.schema import SCHEMA_VERSIONS
@@ -45,12 +46,16 @@ def test_from_checked_takes_one_value_per_declared_attribute():
 
 
 @pytest.mark.skipif(not rows.COMPILED, reason="compiled modules disabled by TCPMGM_NO_EXTENSIONS")
-def test_the_compiled_shortcut_writes_the_declared_attributes():
+def test_a_rule_from_the_compiled_readers_records_has_the_declared_attributes():
     columns = SCHEMA_VERSIONS[2]
-    Rule.from_row({"id": 1, "proto": "tls"})  # the shortcut knows a spelling once from_row has accepted it
+    Rule.from_row({"id": 1, "proto": "tls"})  # the C path knows a spelling once from_row has accepted it
     row = {"id": 9, "proto": "tls", "remote_addr": "2001:db8::/32", "local_port": 5061, "priority": -1}
-    rule = rows.RowReader(columns)._plain(tuple(row.get(column) for column in columns))
-    assert rule is not None
+    values = tuple(row.get(column) for column in columns)
+    reader = rows.RowReader(columns)
+    assert reader._plain(values)
+    made = records.RuleRecords()
+    reader.read_batch([values], made, [], [])
+    (rule,) = made.rules()
     assert tuple(vars(rule)) == ATTRIBUTES
     assert vars(rule) == vars(Rule.from_row(row))
 

@@ -372,12 +372,12 @@ cdef int build_tables(Core* c, RuleRecords records, object default) except -1:
     strings = list(records.strings)
     index = dict(records.string_index)
     names = protocols()
-    cdef uint32_t k
+    cdef uint32_t k, n_names = len(names)
     cdef ProfileRec wanted
     for k in range(records.n_recs):
-        if records.recs[k].proto > len(names):
+        if records.recs[k].proto > n_names:
             raise ValueError(f"rule {records.recs[k].id}: protocol code {records.recs[k].proto} is not registered")
-    c.n_protocols = len(names)
+    c.n_protocols = n_names
     c.protocols = <uint32_t*>malloc((c.n_protocols + 1) * sizeof(uint32_t))
     c.profiles = <ProfileRec*>malloc((records.n_profiles + 1) * sizeof(ProfileRec))
     if c.protocols == NULL or c.profiles == NULL:

@@ -1,11 +1,19 @@
 # The compiled matcher's data layout: its constants and structs (cimported by the parts of
 # _matcher.pyx and by the benchmarks' linear scan).
 #
+# Records
+#     A build reads the rules as ``RuleIn`` records (``RuleRecords``, _records.pxi), each with
+#     its profile as an index into a table of distinct ``ProfileRec``s and its tag as an index
+#     into a table of strings.  A built matcher keeps the same: ``RuleRec`` per rank, the
+#     profiles, the strings, and makes Rule and Profile objects only when asked
+#     (docs/architecture.md#rule-records).
+#
 # Rank
-#     The rules are sorted once by ``Rule.order``: :meth:`tcpmgm.Rule.key` (the one definition
-#     of the key, docs/behaviour.md#which-rule-wins) packed by the rule into one int with the
-#     same order, read as two C integers (which the ranges of ``tcpmgm.limits``,
-#     docs/behaviour.md#a-rule, guarantee; a rule outside them is refused by name).  Each rule
+#     The rules are sorted once by :meth:`tcpmgm.Rule.key` (the one definition of the key,
+#     docs/behaviour.md#which-rule-wins), packed from each RuleIn's fields as ``Rule.order``
+#     packs them (the levels read from model/key.py, _build.pxi) into two C integers (which the
+#     ranges of ``tcpmgm.limits``, docs/behaviour.md#a-rule, guarantee; a rule outside them is
+#     refused by name).  Each rule
 #     gets its position, its *rank*: "smallest key among the matching rules" is then "smallest
 #     rank among the matching rules".  Every structure below stores ranks, every comparison is
 #     one integer compare, and nothing here re-derives the key.  ``NONE`` is "no rule".
@@ -55,9 +63,13 @@
 #       first insert wins); the table is at most half full, so a probe ends at an empty slot;
 #     - every rule's protocol code is below ``MAX_PROTO_CODE``, so the markers ``ANY_PROTO_KEY``
 #       and ``NO_SHORT_KEY`` never collide with a rule's protocol; local id 0 is "no local prefix";
-#     - the arrays a lookup reads end up in one block (``arena``), in 2 MB pages where Linux
-#       offers them; the struct sizes are checked at compile time (``check_layout``) because
-#       they decide how many records share a 64-byte cache line.
+#     - all N_SECTIONS arrays end up in one block (``arena``), in 2 MB pages where Linux offers
+#       them, laid out as the image's body (docs/architecture.md#the-image): in section order
+#       (``image_sections``, _build.pxi), each at a multiple of 64 bytes, every gap and padding
+#       byte zero, so that the same rules give the same bytes; an opened image maps the same
+#       layout (``map``) and the same lookup reads it;
+#     - the struct sizes are checked at compile time (``check_layout``): they decide how many
+#       records share a 64-byte cache line, and they are the image's format.
 #
 # The lookup (``classify`` in _lookup.pxi) and why it answers docs/behaviour.md#which-rule-wins
 # exactly are described there.

@@ -14,6 +14,7 @@ One extension module in parts (docs/architecture.md):
     _query.pxi           a lookup's arguments into a Query (parse_query: shared, _matcher.pxd)
     _buffers.pxi         lookup_many's buffers and its batch pipeline
     _hits.pxi            the per-rule hit counts and why they are exact with threads
+    _image.pxi           save and open: the Core as a file, a checked file mapped as a Core
     _matcher.pyx         this file: the Python API, the Matcher class
 """
 
@@ -65,6 +66,7 @@ include "_build.pxi"
 include "_build_trie.pxi"
 include "_build_groups.pxi"
 include "_records.pxi"
+include "_image.pxi"
 
 
 cdef class Matcher:
@@ -271,6 +273,22 @@ cdef class Matcher:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.c.n_rules} rules>"
+
+    # -- the image (_image.pxi, docs/architecture.md#the-image) ---------------------------------
+    def save(self, path):
+        """Write this matcher's image to ``path`` atomically: a new file in the same folder,
+        fsync'd, then renamed over ``path``, so that a process opening it gets the old image
+        or the new one, never a part of one."""
+        save_image(self, path)
+
+    @classmethod
+    def open(cls, path, *, count_hits=True):
+        """The matcher of the image at ``path``, mapped read-only and shared: every process
+        that opens the same file shares its pages.  A file that is not a whole, intact image
+        of this format, or whose index does not hold together, is refused with
+        :class:`tcpmgm.ImageError`.  An image without the index (the pure twin writes those)
+        is built from its records instead.  The hit counts are this matcher's own."""
+        return open_image(cls, path, count_hits)
 
     # -- hit counts ----------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from ..matching.records import RuleRecords
 from ..model.errors import ArgumentError, RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
@@ -202,11 +203,11 @@ def _rules(rows: Sequence[Mapping[str, Any]], table: RuleTable) -> list[Rule]:
         return []
     columns = tuple(rows[0])
     reader = row_reader(columns, listeners=table.listeners, defaults=table.default)
-    rules: list[Rule] = []
+    records = RuleRecords()
     rejected: list[RuleError] = []
     warnings: list[RuleWarning] = []
-    reader.read_batch([tuple(row[c] for c in columns) for row in rows], rules, rejected, warnings, set())
-    return rules
+    reader.read_batch([tuple(row[c] for c in columns) for row in rows], records, rejected, warnings)
+    return list(records.rules())
 
 
 def _connection(connection: Connection) -> str:

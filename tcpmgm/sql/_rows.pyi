@@ -3,6 +3,7 @@ from typing import Any
 
 from typing_extensions import disjoint_base
 
+from ..matching._matcher import RuleRecords
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile
 from ..model.rule import Rule
@@ -26,8 +27,7 @@ class RowReader:
     def read_batch(
         self,
         batch: Iterable[Sequence[Any]],
-        rules: list[Rule],
+        records: RuleRecords,
         rejected: list[RuleError],
         warnings: list[RuleWarning],
-        seen_ids: set[int],
     ) -> None: ...

@@ -4,18 +4,23 @@ A :class:`RowReader` is made once per load for the column order of the
 ``SELECT``.  Called with one row's values it returns the :class:`Rule` that
 :meth:`Rule.from_row` makes of them, or raises its :class:`RuleError`;
 :meth:`RowReader.read_batch` does that for a batch of rows the way a reload
-needs it: bad rows and repeated ids collected, warnings gathered.
+needs it: the rules appended to a matcher's :class:`RuleRecords`, bad rows and
+repeated ids collected, warnings gathered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model.errors import RuleError, RuleWarning
 from ..model.profile import Profile, default_profile
 from ..model.rule import Rule
 from .nulls import null_warnings
+
+if TYPE_CHECKING:
+    # Either twin's records (the compiled reader takes the compiled ones only).
+    from ..matching.records import RuleRecords
 
 __all__ = ["RowReader"]
 
@@ -40,25 +45,23 @@ class RowReader:
     def read_batch(
         self,
         batch: Iterable[Sequence[Any]],
-        rules: list[Rule],
+        records: RuleRecords,
         rejected: list[RuleError],
         warnings: list[RuleWarning],
-        seen_ids: set[int],
     ) -> None:
-        """Append each row's rule to ``rules`` or its error to ``rejected`` (an id
-        in ``seen_ids`` is a repeated id), and the warnings of accepted rows,
-        NULLs in ``not_null`` columns included, to ``warnings``."""
+        """Append each row's rule to ``records`` or its error to ``rejected`` (an id
+        already in ``records`` is a repeated id), in row order, and the warnings of
+        accepted rows, NULLs in ``not_null`` columns included, to ``warnings``."""
         for values in batch:
             try:
                 rule = self(values)
             except RuleError as exc:
                 rejected.append(exc)
                 continue
-            if rule.id in seen_ids:
+            if rule.id in records:
                 rejected.append(RuleError(rule.id, "id", values[self.columns.index("id")], "duplicate id"))
                 continue
-            seen_ids.add(rule.id)
-            rules.append(rule)
+            records.append(rule)
             warnings.extend(rule.warnings)
             nulls = [c for c, v in zip(self.columns, values) if v is None and c in self.not_null]
             if nulls:

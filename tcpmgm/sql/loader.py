@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable
 
+from ..matching.records import RuleRecords
 from ..model.errors import DatabaseError, RuleError, RuleWarning, SchemaError
 from ..model.profile import Profile
 from ..model.rule import Rule
@@ -44,10 +45,19 @@ BATCH_SIZE = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class LoadResult:
-    rules: tuple[Rule, ...]
+    """What a load read: the accepted rules as a matcher's build records (in table order), the
+    rejected rows' errors and the warnings (both in row order), the table's schema version."""
+
+    records: RuleRecords
     rejected: tuple[RuleError, ...]
     warnings: tuple[RuleWarning, ...]
     schema_version: int
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The accepted rules as :class:`Rule` objects, in table order (made on demand from the
+        compiled records: a reload that only builds a matcher never needs them)."""
+        return tuple(self.records.rules())
 
 
 def _table_columns(conn: Any, dialect: Dialect, names: TableNames) -> list[str]:
@@ -124,10 +134,9 @@ def load_rules(
     select = ", ".join(q(names.column(c)) for c in canonical)
 
     read = row_reader(canonical, listeners=listeners, defaults=defaults)
-    rules: list[Rule] = []
+    records = RuleRecords()
     rejected: list[RuleError] = []
     warnings: list[RuleWarning] = []
-    seen_ids: set[int] = set()
     failure = f"reading table {names.table!r} failed"
     own: Exception | None = None
     with gc_paused(), work_on(conn, failure, stream=dialect) as cur:
@@ -139,7 +148,7 @@ def load_rules(
             if progress is not None:
                 progress(len(batch))
             try:
-                read.read_batch(batch, rules, rejected, warnings, seen_ids)
+                read.read_batch(batch, records, rejected, warnings)
             except Exception as exc:
                 own = exc
                 break
@@ -147,4 +156,4 @@ def load_rules(
         # tcpmgm's own failure (not the driver's) keeps its type and traceback for
         # the reload that reports it.
         raise own
-    return LoadResult(tuple(rules), tuple(rejected), tuple(warnings), version)
+    return LoadResult(records, tuple(rejected), tuple(warnings), version)

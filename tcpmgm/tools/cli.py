@@ -442,7 +442,7 @@ def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
             conn, mgr.source.dialect, mgr.names, listeners=mgr.listeners, defaults=mgr.default, progress=update
         )
     seconds = time.perf_counter() - started
-    with _progress("linting", lambda: len(loaded.rules)) as update:
+    with _progress("linting", lambda: len(loaded.records)) as update:
         # Every loader warning is a finding, so that one count (the findings') is shown everywhere.
         findings = rejected_findings(loaded.rejected) + lint(loaded.rules, progress=update, warnings=loaded.warnings)
     errors = sum(f.severity == "error" for f in findings)
@@ -450,7 +450,7 @@ def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
     if as_json:
         _echo_json(
             {
-                "loaded": len(loaded.rules),
+                "loaded": len(loaded.records),
                 "rejected": len(loaded.rejected),
                 "schema_version": loaded.schema_version,
                 "seconds": round(seconds, 3),
@@ -461,7 +461,7 @@ def check(mgr: TcpMgm, as_json: bool, opensips: bool) -> None:
         )
     else:
         click.echo(
-            f"loaded {len(loaded.rules)} rule(s), rejected {len(loaded.rejected)}, "
+            f"loaded {len(loaded.records)} rule(s), rejected {len(loaded.rejected)}, "
             f"schema version {loaded.schema_version}, {seconds * 1000:.1f} ms"
         )
         for finding in findings:

@@ -4,7 +4,8 @@ Whatever a driver (or an attacker with write access to the table) puts in a
 column, of whatever type, ``from_row`` gives a ``Rule`` within the ranges of
 docs/behaviour.md#a-rule or a ``RuleError`` whose message is short and can always be formatted;
 nothing else comes out.  The compiled ``RowReader`` gives the same outcome on
-the same row: the same rule, attribute for attribute, or the same message.
+the same row: its records give back the same rule, attribute for attribute,
+with the same warnings, or it refuses the row with the same message.
 The example budget comes from the hypothesis profile (tests/conftest.py).
 """
 
@@ -13,9 +14,10 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from row_outcomes import HugeRepr, RaisingRepr, outcome
+from row_outcomes import HugeRepr, PureReader, PureRecords, RaisingRepr, batch_outcome
 
 from tcpmgm import Rule, RuleError
+from tcpmgm.matching import records
 from tcpmgm.model.limits import (
     ATTR_MAX,
     ATTR_MIN,
@@ -29,7 +31,6 @@ from tcpmgm.model.limits import (
 from tcpmgm.model.profile import PROFILE_FIELDS, attr_spec
 from tcpmgm.model.rule import COLUMNS
 from tcpmgm.sql import rows
-from tcpmgm.sql._rows_py import RowReader as PureReader
 from tcpmgm.sql.schema import SCHEMA_VERSIONS
 
 LISTENERS = {"internal": "10.0.0.1", "v6": "2001:db8::1", "broken": "not an address", "zoned": "fe80::1%eth0"}
@@ -219,5 +220,5 @@ def test_from_row_gives_a_rule_or_a_rule_error(columns, data):
 def test_compiled_reader_agrees_with_from_row(columns, data):
     values = data.draw(row_values(columns))
     listeners = data.draw(st.sampled_from([None, LISTENERS]))
-    first = outcome(PureReader(columns, listeners=listeners), values)  # registers accepted spellings first
-    assert outcome(rows.RowReader(columns, listeners=listeners), values) == first
+    first = batch_outcome(PureReader(columns, listeners=listeners), PureRecords(), values)  # registers spellings
+    assert batch_outcome(rows.RowReader(columns, listeners=listeners), records.RuleRecords(), values) == first
