@@ -10,8 +10,10 @@ path has been given a new file.  It learns of one in one of two ways:
   watch on the file's *directory* for ``IN_MOVED_TO`` (a rename onto the
   path) and ``IN_CLOSE_WRITE`` (a writer that wrote the path in place),
   filtered by the file's name.  A watch on the file itself would follow the
-  old inode and never hear of the rename.  Idle costs nothing, and a new file
-  is noticed at once.
+  old inode and never hear of the rename.  A new file is noticed at once;
+  idle, one ``os.stat`` of the directory every ``interval`` seconds checks
+  that it is still the one watched (a directory removed or replaced: the
+  watcher polls from then on).
 - **poll** (anywhere, and where inotify fails: no ``libc`` symbol, the
   per-user watch limit reached): ``os.stat`` every ``interval`` seconds,
   compared as ``(st_dev, st_ino, st_mtime_ns, st_size)``.  A rename gives the
@@ -78,6 +80,14 @@ class _Inotify:
             os.close(fd)
             raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
         self.fd = fd
+        self.directory = directory
+        self.watched = _directory_identity(directory)  # the directory the watch is on
+
+    def still_watched(self) -> bool:
+        """Whether the directory at the path is still the one watched.  The kernel ends a watch
+        (IN_IGNORED) only when the directory's inode goes, and a mapped image in it keeps the
+        inode of a removed directory alive: the watch then stays on it, silent."""
+        return _directory_identity(self.directory) == self.watched
 
     def changes(self, name: bytes) -> tuple[bool, bool]:
         """Read the pending events: (the file ``name`` got new content, the watch is gone)."""
@@ -100,6 +110,14 @@ class _Inotify:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _directory_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def file_identity(path: str) -> tuple[int, int, int, int] | None:
@@ -231,16 +249,22 @@ class FileWatcher:
         waiting.register(inotify.fd, select.POLLIN)
         waiting.register(wake[0], select.POLLIN)
         while not self._stop.is_set():
-            waiting.poll()  # no timeout: stop() wakes it through the pipe
+            # Woken by an event or by stop() (through the pipe), or after `interval` to check the directory.
+            waiting.poll(self.interval * 1000)
             if self._stop.is_set():
                 return
             changed, gone = inotify.changes(name)
             if changed:
                 self._changed()
-            if gone:
-                log.warning("the directory of %s is gone from inotify: polling every %.2f s", self.path, self.interval)
+            if gone or not inotify.still_watched():
+                log.warning(
+                    "the directory of %s was removed or replaced: polling every %.2f s", self.path, self.interval
+                )
                 self.active_method = "poll"
-                self._run_poll(file_identity(self.path))
+                now = file_identity(self.path)
+                if now is not None:
+                    self._changed()  # whatever the new directory holds already
+                self._run_poll(now)
                 return
 
     def _run_poll(self, last: tuple[int, int, int, int] | None) -> None:
