@@ -168,8 +168,8 @@ class TcpMgm:
         With ``watch`` (the default) a new file at ``path`` is put in service as soon as it is
         noticed (:meth:`watch_image`: ``method`` ``"auto"``, ``"inotify"`` or ``"poll"``,
         ``poll_interval`` seconds between two polls).  The image is refused as ``Matcher.open``
-        refuses it (:class:`ImageError`, or the ``OSError`` of a file that cannot be read);
-        a later image that is refused keeps the one in service (:meth:`reload`).
+        refuses it (:class:`ImageError`: a file that cannot be read, or is no whole image this
+        tcpmgm reads); a later image that is refused keeps the one in service (:meth:`reload`).
 
         After ``os.fork()`` a child must follow the image itself: call :meth:`from_image` in the
         child, or :meth:`watch_image` on the manager it inherited (the watcher's thread stays in
