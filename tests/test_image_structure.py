@@ -659,6 +659,28 @@ def test_a_rules_remote_that_is_no_prefix(crafted):
     assert crafted(change) == change.want
 
 
+@pytest.mark.parametrize("name", ["RULES", "LPREFIXES"])
+def test_a_prefix_with_host_bits(crafted, name):
+    """A rule made from the image must be one a row can give: ipaddress refuses host bits."""
+
+    def change(image):
+        low, length, family = ("rlo", "rplen", "rfam") if name == "RULES" else ("lo", "plen", "family")
+        i = first(image, name, lambda i: image.get(name, i, family) == 6)
+        image.set(name, i, low, image.get(name, i, low) | 1).set(name, i, length, 64)
+        change.want = f"{name}[{i}]: its prefix has bits set past its length 64"
+
+    assert crafted(change) == change.want
+
+
+def test_an_ipv4_mapped_remote(crafted):
+    def change(image):
+        i = first(image, "RULES", lambda i: image.get("RULES", i, "rfam") == 6)
+        image.set("RULES", i, "rhi", 0).set("RULES", i, "rlo", 0xFFFF_0A00_0000).set("RULES", i, "rplen", 104)
+        change.want = f"RULES[{i}]: an IPv4-mapped IPv6 prefix (a rule holds those as IPv4)"
+
+    assert crafted(change) == change.want
+
+
 def test_a_profiles_attrs_string_out_of_range(crafted):
     def change(image):
         n = image.header("n_strings")

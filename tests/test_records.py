@@ -139,7 +139,10 @@ def test_records_give_back_the_rules_given(twin):
 def test_records_know_their_ids(twin):
     _, records_cls = twin
     rules = generated_rules(500, seed=3)
-    records = records_of(records_cls, rules)
+    records = records_of(records_cls, rules[:100])
+    assert rules[0].id in records and rules[200].id not in records
+    for rule in rules[100:]:  # asked before: the ids appended later are known too
+        records.append(rule)
     assert all(rule.id in records for rule in rules)
     missing = set(range(1, 5001)) - {rule.id for rule in rules}
     assert not any(rule_id in records for rule_id in missing)
@@ -299,3 +302,29 @@ def test_a_lookup_allocates_nothing_once_its_profile_is_made():
         for query in lookups:
             matcher.lookup(*query)
     assert sys.getallocatedblocks() - before < 20
+
+
+@compiled_only
+def test_rules_of_one_profile_share_one_profile_record():
+    from tcpmgm.matching._matcher import Matcher
+
+    def rules(profile_of):
+        return [Rule(i, remote=ipaddress.IPv4Network((i << 8, 24)), profile=profile_of(i)) for i in range(1, 5001)]
+
+    shared = Matcher(rules(lambda i: Profile()))
+    distinct = Matcher(rules(lambda i: Profile(keepidle=10000 + i)))
+    # One 48-byte ProfileRec (the default's, which every rule has) against one per rule and the
+    # default's; every other array is the same, each section padded to 64 bytes.
+    assert distinct.nbytes - shared.nbytes == (-(-5001 * 48 // 64) * 64) - 64
+
+
+@compiled_only
+def test_a_profile_the_records_cannot_hold_is_refused_by_name():
+    from tcpmgm.matching._matcher import Matcher
+
+    # Profiles made directly skip the attrs registry and the column ranges; the compiled matcher
+    # keeps attrs as text and integers as C ints, so it refuses what it could not give back.
+    with pytest.raises(ValueError, match=r"rule 4: profile attrs .* are not names and integers"):
+        Matcher([Rule(4, profile=Profile(attrs={"a;b": 1}))])
+    with pytest.raises(ValueError, match="rule 5: profile keepidle 2147483648 does not fit"):
+        Matcher([Rule(5, profile=Profile(keepidle=2**31))])

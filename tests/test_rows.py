@@ -174,8 +174,9 @@ def test_the_pure_records_keep_the_rules_as_given():
     for rule in rules:
         kept.append(rule)
     assert list(kept.rules()) == rules and all(a is b for a, b in zip(kept.rules(), rules))
-    assert len(kept) == 3 and 1 in kept and 2 in kept and 3 not in kept and "1" not in kept
-    with pytest.raises(TypeError, match="RuleRecords holds Rule objects, got dict"):
+    assert len(kept) == 3 and 1 in kept and 2 in kept and 3 not in kept
+    assert "1" not in kept and 1.0 not in kept and True not in kept
+    with pytest.raises(TypeError, match=r"rules must be tcpmgm\.Rule objects, got dict"):
         kept.append({"id": 4})
 
 
@@ -320,6 +321,17 @@ def test_read_batch_refuses_repeated_ids_and_keeps_the_row_order(twin):
     assert by_id[1].remote_prefix == (4, 0x0A000000, 8) and by_id[2].remote_prefix == (4, 0x0A010000, 16)
     assert by_id[3].profile.keepidle == 7200 and by_id[5].profile.attrs == {"tos": 184}
     assert by_id[1].profile.keepalive is True and by_id[1].profile.keepidle == 0
+
+
+@compiled_only
+def test_a_default_beyond_what_a_record_holds_leaves_the_null_to_from_row():
+    """A default profile made around the ranges (keepidle 2**40): the C path cannot store it, so
+    a NULL there is not plain; the records then judge from_row's rule as any appended one."""
+    columns = SCHEMA_VERSIONS[2]
+    PureReader(columns)(_row(columns, id=1, proto="tcp"))
+    reader = rows.RowReader(columns, defaults=Profile(keepidle=2**40))
+    assert not reader._plain(_row(columns, id=1, proto="tcp"))
+    assert reader._plain(_row(columns, id=1, proto="tcp", keepidle=5))
 
 
 @pytest.mark.parametrize("twin", READER_TWINS)

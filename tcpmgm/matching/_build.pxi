@@ -325,11 +325,8 @@ cdef int build_core(Core* c, RuleRecords records, object default) except -1:
     Everything runs over C records: the ranks come from sorting the keys packed in C, and no
     Python object is made per rule.  At the end every array moves into one block laid out as
     the image's body (``move_to_arena``)."""
-    cdef uint32_t n = records.n_recs
+    cdef uint32_t n = records.n_recs, i
     cdef int64_t repeated
-    if records.first_repeat != NONE:
-        repeated = records.recs[records.first_repeat].id
-        raise RuleError(repeated, "id", repeated, "duplicate id")
     c.n_rules = n
     c.flags = HAS_INDEX
     build_tables(c, records, default)
@@ -360,6 +357,11 @@ cdef int build_core(Core* c, RuleRecords records, object default) except -1:
         if c.root[family == 6] != NONE:
             build_slots(c, family)
     build_ids(c)
+    for i in range(1, n):
+        if c.ids_sorted[i] == c.ids_sorted[i - 1]:
+            # The matchers' error: the first rule, in the order given, whose id came before.
+            repeated = first_repeated_id(records.recs, n)
+            raise RuleError(repeated, "id", repeated, "duplicate id")
     move_to_arena(c)
     c.nbytes = c.arena_size
     return 0

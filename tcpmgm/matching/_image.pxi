@@ -317,6 +317,8 @@ cdef enum:
     F_RULE_PROFILE
     F_RULE_PROTO
     F_LPREFIX_ZERO
+    F_HOST_BITS
+    F_MAPPED
     F_IDS_UNSORTED
     F_IDS_MAX
     F_STRING_FIRST
@@ -348,6 +350,8 @@ cdef dict FAULT_TEXT = {
     F_RULE_PROFILE: "{section}[{index}]: profile {a} is not one (n_profiles {b})",
     F_RULE_PROTO: "{section}[{index}]: protocol code {a} is not in PROTOCOLS (n_protocols {b})",
     F_LPREFIX_ZERO: "{section}[0] (no local prefix) is not all zero",
+    F_HOST_BITS: "{section}[{index}]: its prefix has bits set past its length {b}",
+    F_MAPPED: "{section}[{index}]: an IPv4-mapped IPv6 prefix (a rule holds those as IPv4)",
     F_IDS_UNSORTED: "{section}[{index}]: id {a} does not follow {b} (the ids must be sorted and distinct)",
     F_IDS_MAX: "{section}: the largest id is {a}, max_id {b}",
     F_STRING_FIRST: "{section}[0] is {a}, not 0",
@@ -373,6 +377,17 @@ cdef inline bint is_rank(uint32_t value, uint32_t n_rules) noexcept nogil:
 cdef inline bint is_shape(uint32_t family, uint32_t plen) noexcept nogil:
     """A prefix's (family, length): IPv4 up to /32, IPv6 up to /128."""
     return ((family == 4) & (plen <= 32)) | ((family == 6) & (plen <= 128))
+
+
+cdef inline bint is_masked(uint64_t hi, uint64_t lo, uint32_t plen) noexcept nogil:
+    """No bit set past the length (for IPv4, in the key's top 32 bits, none below them either):
+    a prefix as a rule holds it, which ``ipaddress`` takes back."""
+    return ((hi & ~mask_hi(plen)) == 0) & ((lo & ~mask_lo(plen)) == 0)
+
+
+cdef inline bint is_mapped(uint32_t family, uint64_t hi, uint64_t lo, uint32_t plen) noexcept nogil:
+    """An IPv6 prefix inside ::ffff:0:0/96, which model/prefix.py's unmap_ipv6 makes IPv4."""
+    return (family == 6) & (plen >= 96) & (hi == 0) & ((lo >> 32) == 0xFFFF)
 
 
 cdef inline bint fault(Fault* f, int kind, int section, int64_t index, int64_t a, int64_t b,
@@ -502,12 +517,21 @@ cdef bint check_ltable(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_prefixes(const View* v, int section, uint32_t first, uint32_t count, Fault* f) noexcept nogil:
+cdef bint check_prefixes(const View* v, int section, uint32_t first, uint32_t count, bint as_rules,
+                        Fault* f) noexcept nogil:
+    """Each a (family, length) a mask can take; ``as_rules``: also one a rule holds (its
+    ``local``: masked, not IPv4-mapped)."""
     cdef const Prefix* prefixes = <const Prefix*>v.at[section]
+    cdef const Prefix* p
     cdef uint32_t i
     for i in range(first, first + count):
-        if not is_shape(prefixes[i].family, prefixes[i].plen):
-            return fault(f, F_SHAPE, section, i, prefixes[i].family, prefixes[i].plen)
+        p = &prefixes[i]
+        if not is_shape(p.family, p.plen):
+            return fault(f, F_SHAPE, section, i, p.family, p.plen)
+        if as_rules and not is_masked(p.hi, p.lo, p.plen):
+            return fault(f, F_HOST_BITS, section, i, p.family, p.plen)
+        if as_rules and is_mapped(p.family, p.hi, p.lo, p.plen):
+            return fault(f, F_MAPPED, section, i, 0, 0)
     return False
 
 
@@ -520,7 +544,8 @@ cdef bint check_rules(const View* v, Fault* f) noexcept nogil:
         r = &rules[i]
         if (((not indexed) | is_index(r.node, v.h.n_nodes)) & (r.local_id <= v.h.n_local)
                 & (r.profile < v.h.n_profiles) & is_index(r.tag, v.h.n_strings) & (r.proto <= v.h.n_protocols)
-                & (is_shape(r.rfam, r.rplen) | ((r.rfam == 0) & (r.rplen == 0)))):
+                & (is_shape(r.rfam, r.rplen) | ((r.rfam == 0) & (r.rplen == 0)))
+                & is_masked(r.rhi, r.rlo, r.rplen) & (not is_mapped(r.rfam, r.rhi, r.rlo, r.rplen))):
             continue
         if indexed and not is_index(r.node, v.h.n_nodes):
             return fault(f, F_RULE_NODE, S_RULES, i, r.node, v.h.n_nodes)
@@ -532,7 +557,11 @@ cdef bint check_rules(const View* v, Fault* f) noexcept nogil:
             return fault(f, F_STRING, S_RULES, i, r.tag, v.h.n_strings)
         if r.proto > v.h.n_protocols:
             return fault(f, F_RULE_PROTO, S_RULES, i, r.proto, v.h.n_protocols)
-        return fault(f, F_SHAPE, S_RULES, i, r.rfam, r.rplen)
+        if not (is_shape(r.rfam, r.rplen) | ((r.rfam == 0) & (r.rplen == 0))):
+            return fault(f, F_SHAPE, S_RULES, i, r.rfam, r.rplen)
+        if not is_masked(r.rhi, r.rlo, r.rplen):       # remote "any" included: 0, 0 /0
+            return fault(f, F_HOST_BITS, S_RULES, i, r.rfam, r.rplen)
+        return fault(f, F_MAPPED, S_RULES, i, 0, 0)
     return False
 
 
@@ -745,7 +774,7 @@ cdef int check_sections(View* v, uint64_t file_size, object path) except -1:
 
 cdef str described(const Fault* f):
     return FAULT_TEXT[f.kind].format(
-        section=SECTION_NAMES[f.section], index=f.index, a=f.a, b=f.b, c=f.c, end=f.a + f.b,
+        section=SECTION_NAMES[f.section], index=f.index, a=f.a, b=f.b, c=f.c, end=(<object>f.a) + f.b,
         field=PROFILE_INT_NAMES[f.c] if f.kind == F_PROFILE_VALUE else None)
 
 
@@ -758,12 +787,12 @@ cdef int check_records(const View* v, object path) except -1:
         refuse(path, FAULT_TEXT[F_LPREFIX_ZERO].format(section="LPREFIXES"))
     with nogil:
         bad = (check_string_starts(v, &f) or check_protocol_names(v, &f) or check_profiles(v, &f)
-               or check_prefixes(v, S_LPREFIXES, 1, v.h.n_local, &f) or check_rules(v, &f)
+               or check_prefixes(v, S_LPREFIXES, 1, v.h.n_local, True, &f) or check_rules(v, &f)
                or check_ids(v, &f) or check_rank_list(v, S_GIVEN, &f))
         if not bad and v.h.flags & HAS_INDEX:
             bad = (check_nodes(v, &f) or check_groups(v, &f) or check_table(v, &f)
                    or check_slots(v, S_SLOTS4, &f) or check_slots(v, S_SLOTS6, &f) or check_pool(v, &f)
-                   or check_ltable(v, &f) or check_prefixes(v, S_LSLOTS, 0, v.h.n_lslots, &f))
+                   or check_ltable(v, &f) or check_prefixes(v, S_LSLOTS, 0, v.h.n_lslots, False, &f))
     if bad:
         refuse(path, described(&f))
     return 0

@@ -20,10 +20,10 @@ cdef class RuleRecords:
     cdef uint32_t n_profiles, cap_profiles
     cdef uint32_t* profile_slots
     cdef uint64_t profile_mask
-    # The ids appended: open-addressing hash set of the ids themselves (0, below every id: empty).
+    # The ids appended: open-addressing hash set of the ids themselves (0, below every id: empty),
+    # made at the first has_id (NULL until then).
     cdef int64_t* id_slots
     cdef uint64_t id_mask
-    cdef uint32_t first_repeat        # the first rule whose id came before it, NONE if none
     # The strings (tags, attrs text): few distinct ones, kept as Python str.
     cdef list strings
     cdef dict string_index

@@ -20,7 +20,7 @@ One extension module in parts (docs/architecture.md):
 
 from cpython.array cimport array, clone
 from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT32_MAX, INT32_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
@@ -193,7 +193,7 @@ cdef class Matcher:
             attrs = self._attrs[k] = attrs_of_text(self._text(k))
         return attrs
 
-    cdef inline object _profile(self, uint32_t rank):
+    cdef object _profile(self, uint32_t rank):
         """The Profile of rank ``rank``: made at first need, the same object ever after."""
         cdef PyObject* cached = self._profile_of_rank[rank]
         if cached != NULL:
@@ -333,6 +333,8 @@ cdef class Matcher:
             self._hits[hit_slot(rank)] += 1
         if rank == NONE:
             return self._default
+        if self._profile_of_rank[rank] != NULL:       # made before: no call, no allocation
+            return <object>self._profile_of_rank[rank]
         return self._profile(rank)
 
     def explain(self, proto, remote_ip, remote_port=0, local_ip=None, local_port=0):

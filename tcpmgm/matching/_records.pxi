@@ -4,8 +4,8 @@
 # A rule given to a build is one RuleIn (64 bytes, _layout.pxd); its profile is an index into the
 # records' table of distinct ProfileRecs (a million rules of one profile keep one ProfileRec, found
 # by a C hash of its bytes), its tag and attrs text indices into a table of the few distinct
-# strings.  The ids appended are a C open-addressing set, so that ``rule_id in records`` (the
-# loader's duplicate check) keeps no Python int per rule.  The compiled row reader fills records
+# strings.  The ids appended are a C open-addressing set, made at the first ``rule_id in
+# records`` (the loader's duplicate check), so that it keeps no Python int per rule.  The compiled row reader fills records
 # through ``append_checked`` and ``intern`` (_matcher.pxd); Python callers append Rules.
 
 from types import MappingProxyType
@@ -28,17 +28,9 @@ cdef int64_t PRIORITY_LOW = PRIORITY_MIN, PRIORITY_HIGH = PRIORITY_MAX
 cdef int64_t PORT_HIGH = PORT_MAX
 cdef object EMPTY_ATTRS = Profile().attrs    # a profile without attrs: the model's empty mapping
 
-cdef extern from *:
-    """
-    #define TCPMGM_INT32_MIN (-2147483647 - 1)
-    #define TCPMGM_INT32_MAX 2147483647
-    """
-    const int64_t INT32_LOW "TCPMGM_INT32_MIN"
-    const int64_t INT32_HIGH "TCPMGM_INT32_MAX"
-
 
 cdef inline uint64_t profile_hash(const ProfileRec* p) noexcept nogil:
-    cdef uint64_t words[6]
+    cdef uint64_t words[6]          # 48 bytes (check_layout)
     cdef uint64_t h = 0
     cdef int k
     memcpy(words, p, sizeof(ProfileRec))
@@ -130,7 +122,6 @@ cdef class RuleRecords:
     """
 
     def __cinit__(self):
-        self.first_repeat = NONE
         self.strings = []
         self.string_index = {}
         self.attrs_seen_index = NONE
@@ -144,7 +135,13 @@ cdef class RuleRecords:
     # -- the C API (_matcher.pxd) ------------------------------------------------------------
     cdef bint has_id(self, int64_t rule_id) noexcept:
         cdef uint64_t h
-        if self.id_slots == NULL or rule_id < ID_LOW:
+        cdef uint32_t i
+        if rule_id < ID_LOW:
+            return False
+        if self.id_slots == NULL and not fill_id_set(self):
+            for i in range(self.n_recs):               # no memory for the set: slower, still right
+                if self.recs[i].id == rule_id:
+                    return True
             return False
         h = id_hash(rule_id) & self.id_mask
         while self.id_slots[h] != 0:
@@ -169,8 +166,8 @@ cdef class RuleRecords:
         self.recs[at] = rule[0]
         self.recs[at].pad = 0
         self.recs[at].profile = intern_profile(self, profile)
-        if add_id(self, rule.id) and self.first_repeat == NONE:
-            self.first_repeat = at
+        if self.id_slots != NULL:                     # once asked, the set follows every append
+            add_id(self, rule.id)
         self.n_recs = at + 1
         return 0
 
@@ -210,6 +207,7 @@ cdef class RuleRecords:
 
 # -- the records' tables ----------------------------------------------------------------------
 
+
 cdef uint32_t intern_profile(RuleRecords self, const ProfileRec* profile) except NONE:
     cdef uint64_t h
     cdef uint32_t k
@@ -228,6 +226,7 @@ cdef uint32_t intern_profile(RuleRecords self, const ProfileRec* profile) except
     self.n_profiles += 1
     return self.n_profiles - 1
 
+
 cdef int grow_profile_slots(RuleRecords self) except -1:
     cdef uint64_t size = pow2_at_least(4 * (<uint64_t>self.n_profiles + 1)), h
     cdef uint32_t k
@@ -245,35 +244,68 @@ cdef int grow_profile_slots(RuleRecords self) except -1:
     self.profile_mask = size - 1
     return 0
 
-cdef bint add_id(RuleRecords self, int64_t rule_id) except -1:
-    """Put ``rule_id`` in the id set; whether it was there already."""
-    cdef uint64_t h
-    if self.id_slots == NULL or 2 * (<uint64_t>self.n_recs + 1) > self.id_mask + 1:
-        grow_id_slots(self)
-    h = id_hash(rule_id) & self.id_mask
-    while self.id_slots[h] != 0:
-        if self.id_slots[h] == rule_id:
+
+cdef bint put_id(int64_t* slots, uint64_t mask, int64_t rule_id) noexcept nogil:
+    """Put ``rule_id`` in an id set of ``mask + 1`` slots (0: empty) with room left; whether
+    it was there already."""
+    cdef uint64_t h = id_hash(rule_id) & mask
+    while slots[h] != 0:
+        if slots[h] == rule_id:
             return True
-        h = (h + 1) & self.id_mask
-    self.id_slots[h] = rule_id
+        h = (h + 1) & mask
+    slots[h] = rule_id
     return False
 
-cdef int grow_id_slots(RuleRecords self) except -1:
-    cdef uint64_t size = pow2_at_least(4 * (<uint64_t>self.n_recs + 1)), h, i
+
+cdef bint fill_id_set(RuleRecords self) noexcept:
+    """The records' id set, made at the first question (a build alone never asks, and at a
+    million rules the set is a cache miss per rule and 32 MB); false without the memory."""
+    cdef uint64_t size = pow2_at_least(4 * (<uint64_t>self.n_recs + 1))
+    cdef uint32_t i
+    cdef int64_t* slots = <int64_t*>calloc(size, sizeof(int64_t))
+    if slots == NULL:
+        return False
+    for i in range(self.n_recs):
+        put_id(slots, size - 1, self.recs[i].id)
+    self.id_slots = slots
+    self.id_mask = size - 1
+    return True
+
+
+cdef int add_id(RuleRecords self, int64_t rule_id) except -1:
+    """Put ``rule_id`` in the id set (kept half empty at most)."""
+    cdef uint64_t size, i
+    cdef int64_t* slots
+    if 2 * (<uint64_t>self.n_recs + 1) > self.id_mask + 1:
+        size = pow2_at_least(4 * (<uint64_t>self.n_recs + 1))
+        slots = <int64_t*>calloc(size, sizeof(int64_t))
+        if slots == NULL:
+            raise MemoryError()
+        for i in range(self.id_mask + 1):
+            if self.id_slots[i] != 0:
+                put_id(slots, size - 1, self.id_slots[i])
+        free(self.id_slots)
+        self.id_slots = slots
+        self.id_mask = size - 1
+    put_id(self.id_slots, self.id_mask, rule_id)
+    return 0
+
+
+cdef int64_t first_repeated_id(const RuleIn* recs, uint32_t n) except -1:
+    """The id of the first rule whose id an earlier rule has (in the order given), 0 if none."""
+    cdef uint64_t size = pow2_at_least(2 * (<uint64_t>n + 1))
+    cdef uint32_t i
+    cdef int64_t found = 0
     cdef int64_t* slots = <int64_t*>calloc(size, sizeof(int64_t))
     if slots == NULL:
         raise MemoryError()
-    if self.id_slots != NULL:
-        for i in range(self.id_mask + 1):
-            if self.id_slots[i] != 0:
-                h = id_hash(self.id_slots[i]) & (size - 1)
-                while slots[h] != 0:
-                    h = (h + 1) & (size - 1)
-                slots[h] = self.id_slots[i]
-    free(self.id_slots)
-    self.id_slots = slots
-    self.id_mask = size - 1
-    return 0
+    for i in range(n):
+        if put_id(slots, size - 1, recs[i].id):
+            found = recs[i].id
+            break
+    free(slots)
+    return found
+
 
 cdef int profile_ints(object rule_id, object profile, ProfileRec* p) except -1:
     """A Profile's integers into ``p`` (flags as 0/1).  Read as attributes: asking for the
@@ -282,7 +314,7 @@ cdef int profile_ints(object rule_id, object profile, ProfileRec* p) except -1:
     cdef int k
     for k in range(N_PROFILE_INTS):
         value = getattr(profile, PROFILE_INT_NAMES[k])
-        if not in_range(value, INT32_LOW, INT32_HIGH):
+        if not in_range(value, INT32_MIN, INT32_MAX):
             raise ValueError(f"rule {rule_id}: profile {PROFILE_INT_NAMES[k]} {shown(value)} "
                              "does not fit the compiled matcher")
         p.value[k] = value
@@ -295,8 +327,13 @@ cdef str attrs_text(object rule_id, object attrs, dict known):
     if not attrs:
         return None
     text = format_attrs(attrs)
-    if text not in known and attrs_of_text(text) != attrs:
-        raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names and integers")
+    if text not in known:
+        try:
+            same = attrs_of_text(text) == attrs
+        except ValueError:             # a name holding ";" or "=", a value that is no int
+            same = False
+        if not same:
+            raise ValueError(f"rule {rule_id}: profile attrs {shown(dict(attrs))} are not names and integers")
     return text
 
 

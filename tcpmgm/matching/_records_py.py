@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..model.rule import Rule
+from .arguments import check_unique_ids
 
 __all__ = ["RuleRecords"]
 
@@ -28,7 +29,7 @@ class RuleRecords:
     def append(self, rule: Rule) -> None:
         """Append ``rule``; a repeated id is kept, for the matcher build to refuse by name."""
         if not isinstance(rule, Rule):
-            raise TypeError(f"RuleRecords holds Rule objects, got {type(rule).__name__}")
+            check_unique_ids((rule,))  # raises the matchers' TypeError
         self._rules.append(rule)
         self._ids.add(rule.id)
 
@@ -36,7 +37,8 @@ class RuleRecords:
         return len(self._rules)
 
     def __contains__(self, rule_id: object) -> bool:
-        return rule_id in self._ids
+        # An id is an int: 1.0 and True, equal to 1 in a set, are no id (as in the compiled twin).
+        return type(rule_id) is int and rule_id in self._ids
 
     def rules(self) -> Iterator[Rule]:
         """The rules as given."""

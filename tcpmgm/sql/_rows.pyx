@@ -17,6 +17,7 @@ or refuses it with its message, and its :class:`Rule` is appended as it is.
 
 from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from tcpmgm.matching._addr cimport unmap_ipv4
@@ -73,7 +74,6 @@ cdef extern from "sys/socket.h":
     int AF_INET6
 
 cdef enum:
-    MAX_COLUMNS = 64
     # Protocol spellings known to the C path; a table with more spellings than this reads the
     # others through from_row's table of accepted spellings (a dict look-up, still no from_row).
     MAX_SPELLINGS = 32
@@ -91,6 +91,8 @@ if len(_INT_PROFILE_FIELDS) != N_PROFILE_INTS:
     raise ImportError("tcpmgm.sql._rows: ProfileRec holds another number of profile integers than the model has")
 
 cdef int NOT_PLAIN = -1
+# What a ProfileRec value holds; a default profile made around the ranges may hold more.
+cdef int64_t INT32_MIN = -2**31, INT32_MAX = 2**31 - 1
 
 
 ctypedef struct Spelling:       # a proto text from_row accepted, and its protocol's code
@@ -182,12 +184,13 @@ cdef class RowReader:
     cdef str attrs_text            # format_attrs of the defaults' attrs, None for none
     cdef Py_ssize_t n_columns
     cdef Py_ssize_t n_not_null
-    cdef Py_ssize_t not_null_index[MAX_COLUMNS]
+    cdef Py_ssize_t* not_null_index  # the not_null columns' indices (malloc'd)
     cdef Py_ssize_t i_id, i_proto, i_remote, i_rport, i_local, i_lport, i_priority, i_attrs
     cdef Py_ssize_t int_index[N_PROFILE_INTS]   # -1: the table lacks the column
     cdef int64_t int_top[N_PROFILE_INTS]
     cdef bint int_flag[N_PROFILE_INTS]
     cdef int32_t int_default[N_PROFILE_INTS]
+    cdef bint int_default_fits[N_PROFILE_INTS]  # false: a NULL there goes to from_row (the records refuse it)
     cdef Spelling spellings[MAX_SPELLINGS]
     cdef Py_ssize_t n_spellings
 
@@ -197,8 +200,10 @@ cdef class RowReader:
         self.listeners = listeners
         self.defaults = defaults if defaults is not None else default_profile()
         self.n_columns = len(self.columns)
-        if self.n_columns > MAX_COLUMNS:
-            raise ValueError(f"a row of {self.n_columns} columns is more than the {MAX_COLUMNS} a rule table has room for")
+        free(self.not_null_index)
+        self.not_null_index = <Py_ssize_t*>malloc(max(self.n_columns, 1) * sizeof(Py_ssize_t))
+        if self.not_null_index == NULL:
+            raise MemoryError()
         self.n_not_null = 0
         for i, name in enumerate(self.columns):
             if name in self.not_null:
@@ -218,9 +223,14 @@ cdef class RowReader:
             self.int_index[k] = where.get(name, -1)
             self.int_top[k] = top
             self.int_flag[k] = name in _FLAG_COLUMNS
-            self.int_default[k] = int(getattr(self.defaults, name))
+            default = int(getattr(self.defaults, name))
+            self.int_default_fits[k] = INT32_MIN <= default <= INT32_MAX
+            self.int_default[k] = default if self.int_default_fits[k] else 0
         self.attrs_text = format_attrs(self.defaults.attrs) or None
         self.n_spellings = 0
+
+    def __dealloc__(self):
+        free(self.not_null_index)
 
     def __call__(self, values):
         return Rule.from_row(dict(zip(self.columns, values)), listeners=self.listeners, defaults=self.defaults)
@@ -232,16 +242,21 @@ cdef class RowReader:
         return type(values) is tuple and self._read_plain(values, &rule, &profile)
 
     def read_batch(self, batch, RuleRecords records not None, list rejected, list warnings):
-        """As ``_rows_py.RowReader.read_batch``: the reload's loop over a batch, the plain rows in C."""
+        """As ``_rows_py.RowReader.read_batch``: the reload's loop over a batch, the plain rows in C
+        (so ``records`` are the compiled ``RuleRecords``; the pure reader takes either twin's)."""
         cdef RuleIn rule
         cdef ProfileRec profile
-        cdef uint32_t attrs = NONE if self.attrs_text is None else records.intern(self.attrs_text)
+        cdef uint32_t attrs = NONE     # the defaults' attrs text in the records, interned at first use
+        cdef bint attrs_interned = self.attrs_text is None
         cdef Py_ssize_t i
         for values in batch:
             if type(values) is tuple and self._read_plain(values, &rule, &profile):
                 if records.has_id(rule.id):
                     rejected.append(RuleError(rule.id, "id", values[self.i_id], "duplicate id"))
                     continue
+                if not attrs_interned:
+                    attrs = records.intern(self.attrs_text)
+                    attrs_interned = True
                 profile.attrs = attrs
                 records.append_checked(&rule, &profile)
                 continue
@@ -341,6 +356,8 @@ cdef class RowReader:
         for k in range(N_PROFILE_INTS):
             item = self._at(values, self.int_index[k])
             if item == <PyObject*>None:
+                if not self.int_default_fits[k]:
+                    return False
                 profile.value[k] = self.int_default[k]
                 continue
             if not PyLong_CheckExact(item) or not int64_of(item, &number):

@@ -1,5 +1,5 @@
-"""``RowReader``: table rows to rules, compiled (``_rows.pyx``) or its pure twin; :func:`row_reader`
-makes the one every reader of the table uses."""
+"""``RowReader``: table rows to rules and into a matcher's records, compiled (``_rows.pyx``) or its
+pure twin; :func:`row_reader` makes the one every reader of the table uses."""
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
