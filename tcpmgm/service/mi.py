@@ -284,7 +284,7 @@ class Dispatcher:
 
     # -- the methods: each one's docstring begins with what `help` answers for it --
     def tcp_reload(self) -> dict[str, Any]:
-        """reloads the rules from the database and answers the report"""
+        """reloads the rules (from the database, or the image served) and answers the report"""
         report = self.mgr.reload()
         return {
             "loaded": report.loaded,

@@ -1,6 +1,6 @@
 """The ``tcpmgm`` command line.
 
-Table commands (``db init``, ``add``, ``rm``, ``list``, ``match``, ``check``)
+Table commands (``db init``, ``add``, ``rm``, ``list``, ``match``, ``check``, ``compile``)
 take ``--db URL`` (default ``$TCPMGM_DB``, else ``sqlite:///tcpmgm.db``, a
 file in the current directory), ``--table``, ``--column NAME=COL`` and
 ``--listener TAG=ADDR``.  Expected failures print one line on stderr: exit
@@ -481,6 +481,39 @@ def _check_opensips(mgr: TcpMgm, as_json: bool) -> None:
             click.echo(line)
     if report.differs:
         click.get_current_context().exit(1)
+
+
+# -- compile --------------------------------------------------------------------------
+
+
+@cli.command("compile")
+@click.option(
+    "--out",
+    required=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="The image file to write: replaced by an atomic rename, never rewritten in place.",
+)
+@click.option("--strict", is_flag=True, help="Write nothing when the table has a row it rejects (exit 1).")
+@_with_manager
+def compile_image(mgr: TcpMgm, out: str, strict: bool) -> None:
+    """Compile the table into a rule image, which worker processes serve (TcpMgm.from_image).
+
+    The image is written beside FILE and renamed onto it, so a worker
+    following FILE finds the old image or the new one, whole.  Rows the table
+    rejects are left out, with a note on stderr (`tcpmgm check` lists them);
+    with --strict nothing is written and the exit status is 1.
+    """
+    mgr.strict = strict
+    report = mgr.compile(out)
+    version = "unknown" if report.schema_version is None else report.schema_version
+    click.echo(
+        f"compiled {report.loaded} rule(s) into {out} (schema version {version}, {report.seconds * 1000:.1f} ms)"
+    )
+    if report.rejected:
+        click.echo(
+            f"tcpmgm: note: {len(report.rejected)} row(s) rejected and left out (`tcpmgm check` lists them)", err=True
+        )
 
 
 # -- mi -------------------------------------------------------------------------------
