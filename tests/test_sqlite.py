@@ -457,8 +457,10 @@ def _assert_old_rules_serve(mgr):
 def test_an_unexpected_matcher_failure_is_a_reload_error(path, monkeypatch, caplog):
     mgr = _serving_one_rule(path)
 
-    def broken(*args, **kwargs):
-        raise ValueError("the matcher cannot take this")
+    class broken:  # the manager builds with Matcher.from_records
+        @staticmethod
+        def from_records(*args, **kwargs):
+            raise ValueError("the matcher cannot take this")
 
     monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
     with (

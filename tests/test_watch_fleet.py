@@ -211,8 +211,10 @@ def test_a_reload_that_fails_unexpectedly_is_not_a_lost_connection(tmp_path, mon
         ):
             assert wait_until(lambda: watcher.reloads >= 1)
 
-            def broken(*args, **kwargs):
-                raise RuntimeError("matcher build failed")
+            class broken:  # the manager builds with Matcher.from_records
+                @staticmethod
+                def from_records(*args, **kwargs):
+                    raise RuntimeError("matcher build failed")
 
             monkeypatch.setattr(tcpmgm.service.manager, "Matcher", broken)
             scratch.execute("INSERT INTO tcp_mgm (id, proto) VALUES (%s, %s)", (5, "tls"))
