@@ -381,8 +381,11 @@ cdef inline bint is_shape(uint32_t family, uint32_t plen) noexcept nogil:
 
 cdef inline bint is_masked(uint64_t hi, uint64_t lo, uint32_t plen) noexcept nogil:
     """No bit set past the length (for IPv4, in the key's top 32 bits, none below them either):
-    a prefix as a rule holds it, which ``ipaddress`` takes back."""
-    return ((hi & ~mask_hi(plen)) == 0) & ((lo & ~mask_lo(plen)) == 0)
+    a prefix as a rule holds it, which ``ipaddress`` takes back.  The length is clamped: the
+    checks run branch-free, so this also runs for a length is_shape refuses (a shift by more
+    than 64 bits would be undefined behaviour)."""
+    cdef int length = plen if plen <= 128 else 128
+    return ((hi & ~mask_hi(length)) == 0) & ((lo & ~mask_lo(length)) == 0)
 
 
 cdef inline bint is_mapped(uint32_t family, uint64_t hi, uint64_t lo, uint32_t plen) noexcept nogil:
