@@ -475,9 +475,9 @@ def test_a_fault_anywhere_in_a_large_image(tmp_path, large_image, section, field
 @pytest.mark.parametrize(
     "change",
     [
-        lambda image: image.set("NODES", 0, "child0", image.header("n_nodes")),   # a record's fault
-        lambda image: image.set_header("n_nodes", image.header("n_nodes") + 1),   # a count's
-        lambda image: image.set_section("RULES", 8, 64),                          # a section's place
+        lambda image: image.set("NODES", 0, "child0", image.header("n_nodes")),
+        lambda image: image.set_header("n_nodes", image.header("n_nodes") + 1),
+        lambda image: image.set_section("RULES", 8, 64),
     ],
     ids=["record", "count", "section"],
 )
