@@ -424,6 +424,75 @@ def test_a_node_that_is_its_own_child(crafted):
     assert crafted(change) == change.want
 
 
+def test_the_nodes_are_stored_parent_before_child(saved):
+    """The build stores the trie in preorder, so that open's check of a child's length reads a
+    nearby node: a node's first child is the next node, every child comes after its parent."""
+    _, data = saved
+    image = Image(data)
+    for i in range(image.count("NODES")):
+        children = [image.get("NODES", i, f"child{side}") for side in (0, 1)]
+        present = [child for child in children if child != NONE]
+        assert all(child > i for child in present), (i, children)
+        if present:
+            assert present[0] == i + 1, (i, children)
+
+
+@pytest.fixture(scope="module")
+def large_image(tmp_path_factory) -> bytes:
+    """An image of many check chunks (open checks each chunk right after its checksum)."""
+    path = tmp_path_factory.mktemp("large") / "large.img"
+    Matcher(WORKLOADS["carrier"](20_000, 0, seed=9).rules).save(path)
+    data = path.read_bytes()
+    assert len(data) > 16 * (1 << 17)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "want"),
+    [
+        ("NODES", "own_best", NONE - 1, "NODES[{i}]: rank 4294967294 is not a rule (n_rules 20000)"),
+        ("RULES", "profile", NONE - 1, "RULES[{i}]: profile 4294967294 is not one (n_profiles {n_profiles})"),
+        ("GIVEN", "rank", 20_000, "GIVEN[{i}]: rank 20000 is not a rule (n_rules 20000)"),
+        ("SLOTS4", "chain", NONE - 1, "SLOTS4[{i}]: chain 4294967294 is not in POOL (n_pool {n_pool})"),
+    ],
+)
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_fault_anywhere_in_a_large_image(tmp_path, large_image, section, field, value, want, where):
+    """Every record of a streamed section is checked, the ones at a chunk's edge and the last
+    one included."""
+    image = Image(large_image)
+    n = image.count(section)
+    i = {"first": 0, "middle": n // 2, "last": n - 1}[where]
+    image.set(section, i, field, value)
+    path = tmp_path / "crafted.img"
+    path.write_bytes(image.sealed())
+    with pytest.raises(ImageError) as caught:
+        Matcher.open(path)
+    reason = want.format(i=i, n_profiles=image.header("n_profiles"), n_pool=image.header("n_pool"))
+    assert str(caught.value) == f"image {path}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda image: image.set("NODES", 0, "child0", image.header("n_nodes")),
+        lambda image: image.set_header("n_nodes", image.header("n_nodes") + 1),
+        lambda image: image.set_section("RULES", 8, 64),
+    ],
+    ids=["record", "count", "section"],
+)
+def test_an_unsealed_change_is_refused_as_corrupt(tmp_path, saved, change):
+    """The checks run along with the checksum, but a file whose sum is wrong is refused for that
+    first: whatever else is wrong with it follows from the damage."""
+    _, data = saved
+    image = Image(data)
+    change(image)
+    path = tmp_path / "damaged.img"
+    path.write_bytes(bytes(image.data))
+    with pytest.raises(ImageError, match=r": corrupt: checksum "):
+        Matcher.open(path)
+
+
 def test_node_groups_beyond_the_groups(crafted):
     def change(image):
         i = first(image, "NODES", lambda i: image.get("NODES", i, "group_cnt") > 0)

@@ -350,6 +350,7 @@ cdef int build_core(Core* c, RuleRecords records, object default) except -1:
     read_rules(c, records, &s)
     rank_rules(c, records, &s, lslot_of)
     insert_prefixes(c, s.pending, s.n_pending)
+    store_preorder(c)
     build_lslots(c, &s)
     build_groups(c, lslot_of)
     build_bounds(c)

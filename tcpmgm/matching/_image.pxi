@@ -7,13 +7,15 @@
 # memory; ``open`` maps the file read-only and shared (every process that opens it shares its
 # pages) and points the Core at it, so the lookup code runs unchanged on a mapping.
 #
-# A mapping is trusted only once it is checked, in this order, each check before anything relies
-# on what it guards: the header (magic, byte order, version, size), the checksum (sum64, the
-# whole file), the sections' places and sizes against the header's counts, then every index a
-# lookup, explain, get or iteration follows, one pass per array in C (map_checked).  A file with a
-# right checksum is not thereby one tcpmgm wrote: the structural pass is what keeps a crafted
-# file from sending a lookup out of its arrays or into an endless loop.  Only then does the Core
-# point into the mapping.
+# A mapping is trusted only once it is checked, each check before anything relies on what it
+# guards: the header (magic, byte order, version, size), the sections' places and sizes against
+# the header's counts, then in one pass over the file the checksum (sum64) and, chunk by chunk
+# right after each chunk's sum while it is in cache, every index a lookup, explain, get or
+# iteration follows in the large arrays, in C (checksum_and_check); then the small arrays
+# (map_checked).  A wrong sum is reported before any other fault.  A file with a right checksum
+# is not thereby one tcpmgm wrote: the structural checks are what keep a crafted file from
+# sending a lookup out of its arrays or into an endless loop.  Only then does the Core point
+# into the mapping.
 
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport errno
@@ -83,16 +85,22 @@ cdef extern from *:
         for (int j = 0; j < 4; j++) s->h[j] = TCPMGM_SUM64_BASIS ^ (uint64_t)j;
     }
 
-    /* ``n_blocks`` blocks of four words that start at a file offset that is a multiple of 32. */
+    /* ``n_blocks`` blocks of four words that start at a file offset that is a multiple of 32.
+       Not inlined into open's pass (checksum_and_check), whose checks would take the registers
+       the four lanes need; each word loaded on its own (memcpy of 8: one load, no copy). */
+    __attribute__((noinline))
     static void tcpmgm_sum64_blocks(tcpmgm_sum64* s, const void* data, size_t n_blocks) {
         const unsigned char* p = (const unsigned char*)data;
-        uint64_t h0 = s->h[0], h1 = s->h[1], h2 = s->h[2], h3 = s->h[3], w[4];
+        uint64_t h0 = s->h[0], h1 = s->h[1], h2 = s->h[2], h3 = s->h[3], w0, w1, w2, w3;
         for (size_t i = 0; i < n_blocks; i++, p += 32) {
-            memcpy(w, p, 32);
-            h0 = (h0 ^ w[0]) * TCPMGM_SUM64_PRIME;
-            h1 = (h1 ^ w[1]) * TCPMGM_SUM64_PRIME;
-            h2 = (h2 ^ w[2]) * TCPMGM_SUM64_PRIME;
-            h3 = (h3 ^ w[3]) * TCPMGM_SUM64_PRIME;
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + 8, 8);
+            memcpy(&w2, p + 16, 8);
+            memcpy(&w3, p + 24, 8);
+            h0 = (h0 ^ w0) * TCPMGM_SUM64_PRIME;
+            h1 = (h1 ^ w1) * TCPMGM_SUM64_PRIME;
+            h2 = (h2 ^ w2) * TCPMGM_SUM64_PRIME;
+            h3 = (h3 ^ w3) * TCPMGM_SUM64_PRIME;
         }
         s->h[0] = h0; s->h[1] = h1; s->h[2] = h2; s->h[3] = h3;
     }
@@ -183,6 +191,7 @@ cdef enum:
     S_PROTOCOLS = 16
     S_GIVEN = 17
     N_INDEX_SECTIONS = 8          # sections 0..7: the lookup index, filled only with HAS_INDEX
+    CHECK_CHUNK = 1 << 17         # bytes summed, then checked, at a time: well inside a core's L2
 
 cdef bytes IMAGE_MAGIC = b"TCPMGMIM"
 cdef uint64_t SIZE_FROM_OFFSETS = 0xFFFFFFFFFFFFFFFFULL   # STRING_BYTES: its size is the last offset
@@ -291,6 +300,12 @@ ctypedef struct Fault:        # what a check found wrong (kind F_NONE: nothing),
     int kind
     int section
     int64_t index, a, b, c
+
+ctypedef struct Pass:         # the records' checks run during the checksum (checksum_and_check)
+    uint64_t done[N_SECTIONS]     # each streamed section's records checked so far
+    uint64_t table_used           # TABLE's entries in use among them
+    bint bad                      # a check failed: ``f`` says which (the rest are skipped)
+    Fault f
 
 cdef enum:
     F_NONE = 0
@@ -413,13 +428,15 @@ cdef inline bint longer_child(const Node* nodes, uint32_t n_nodes, uint32_t i, u
     return (child == NONE) | (nodes[read].plen > nodes[i].plen)
 
 
-cdef bint check_nodes(const View* v, Fault* f) noexcept nogil:
+cdef bint check_nodes(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     """Children in range and longer than their parent (so a descent ends within 129 steps),
-    groups in range, bounds that are ranks."""
+    groups in range, bounds that are ranks.  A child's length is a read elsewhere in NODES: the
+    build stores the nodes in preorder (store_preorder), so it is the next node or one a
+    subtree further, near enough to be in cache."""
     cdef const Node* nodes = <const Node*>v.at[S_NODES]
     cdef const Node* n
     cdef uint32_t i, b, child, n_nodes = v.h.n_nodes, n_rules = v.h.n_rules, n_groups = v.h.n_groups
-    for i in range(n_nodes):
+    for i in range(<uint32_t>first, <uint32_t>end):
         n = &nodes[i]
         if not (is_shape(n.family, n.plen) & is_index(n.child[0], n_nodes) & is_index(n.child[1], n_nodes)
                 & (n.group_off <= n_groups) & (n.group_cnt <= n_groups - n.group_off)
@@ -441,13 +458,13 @@ cdef bint check_nodes(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_groups(const View* v, Fault* f) noexcept nogil:
+cdef bint check_groups(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     cdef const Group* groups = <const Group*>v.at[S_GROUPS]
     cdef const Group* g
     cdef uint32_t i
     cdef uint32_t known = G_PROTO | G_RPORT | G_LPORT | G_LOCAL | G_INLINE
     cdef bint no_table = v.size[S_TABLE] == 0
-    for i in range(v.h.n_groups):
+    for i in range(<uint32_t>first, <uint32_t>end):
         g = &groups[i]
         if (is_rank(g.best, v.h.n_rules) & ((g.mask & ~known) == 0) & (g.local_id <= v.h.n_local)
                 & (((g.mask & G_LOCAL) == 0) | (g.lslot < v.h.n_lslots))
@@ -466,14 +483,21 @@ cdef bint check_groups(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_table(const View* v, Fault* f) noexcept nogil:
-    """Ranks, and at least one empty slot: a probe walks until it meets one."""
+cdef bint check_table(const View* v, uint64_t first, uint64_t end, uint64_t* used, Fault* f) noexcept nogil:
+    """Ranks, counting the entries in use into ``used`` (for table_end)."""
     cdef const Entry* table = <const Entry*>v.at[S_TABLE]
-    cdef uint64_t i, size = v.size[S_TABLE] // sizeof(Entry), used = 0
-    for i in range(size):
+    cdef uint64_t i, in_use = 0
+    for i in range(first, end):
         if not is_rank(table[i].rank, v.h.n_rules):
             return fault(f, F_RANK, S_TABLE, i, table[i].rank, v.h.n_rules)
-        used += table[i].rank != NONE
+        in_use += table[i].rank != NONE
+    used[0] += in_use
+    return False
+
+
+cdef bint table_end(const View* v, uint64_t used, Fault* f) noexcept nogil:
+    """At least one empty slot (a probe walks until it meets one), as many in use as the header says."""
+    cdef uint64_t size = v.size[S_TABLE] // sizeof(Entry)
     if size and used == size:
         return fault(f, F_TABLE_FULL, S_TABLE, 0, size, 0)
     if used != v.h.n_entries:
@@ -481,10 +505,10 @@ cdef bint check_table(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_slots(const View* v, int section, Fault* f) noexcept nogil:
+cdef bint check_slots(const View* v, int section, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     cdef const Slot* slots = <const Slot*>v.at[section]
     cdef uint64_t i
-    for i in range(v.size[section] // sizeof(Slot)):
+    for i in range(first, end):
         if is_index(slots[i].chain, v.h.n_pool) & is_index(slots[i].start, v.h.n_nodes):
             continue
         if not is_index(slots[i].chain, v.h.n_pool):
@@ -493,15 +517,21 @@ cdef bint check_slots(const View* v, int section, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_pool(const View* v, Fault* f) noexcept nogil:
-    """Groups and ranks in range; the last record ends a chain, so no chain runs off the pool."""
+cdef bint check_pool(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
+    """Groups and ranks in range."""
     cdef const ShortPrefix* pool = <const ShortPrefix*>v.at[S_POOL]
     cdef uint32_t i
-    for i in range(v.h.n_pool):
+    for i in range(<uint32_t>first, <uint32_t>end):
         if groups_fault(f, S_POOL, i, pool[i].group_off, pool[i].group_cnt & ~LAST_SHORT, v.h.n_groups):
             return True
         if not is_rank(pool[i].own_best, v.h.n_rules):
             return fault(f, F_RANK, S_POOL, i, pool[i].own_best, v.h.n_rules)
+    return False
+
+
+cdef bint pool_end(const View* v, Fault* f) noexcept nogil:
+    """The last record ends a chain, so no chain runs off the pool."""
+    cdef const ShortPrefix* pool = <const ShortPrefix*>v.at[S_POOL]
     if v.h.n_pool and not pool[v.h.n_pool - 1].group_cnt & LAST_SHORT:
         return fault(f, F_POOL_UNENDED, S_POOL, 0, 0, 0)
     return False
@@ -538,12 +568,12 @@ cdef bint check_prefixes(const View* v, int section, uint32_t first, uint32_t co
     return False
 
 
-cdef bint check_rules(const View* v, Fault* f) noexcept nogil:
+cdef bint check_rules(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     cdef const RuleRec* rules = <const RuleRec*>v.at[S_RULES]
     cdef const RuleRec* r
     cdef uint32_t i
     cdef bint indexed = v.h.flags & HAS_INDEX
-    for i in range(v.h.n_rules):
+    for i in range(<uint32_t>first, <uint32_t>end):
         r = &rules[i]
         if (((not indexed) | is_index(r.node, v.h.n_nodes)) & (r.local_id <= v.h.n_local)
                 & (r.profile < v.h.n_profiles) & is_index(r.tag, v.h.n_strings) & (r.proto <= v.h.n_protocols)
@@ -568,22 +598,35 @@ cdef bint check_rules(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_ids(const View* v, Fault* f) noexcept nogil:
-    """The id index: ids sorted and distinct (get's binary search halves them), from 1 to
-    max_id (lookup_many's id width), each at a rank that holds it, so that it is a one-to-one
-    map of the rules' ids, ID_OF_RANK included."""
+# The id index: ids sorted and distinct (get's binary search halves them), from 1 to max_id
+# (lookup_many's id width), each at a rank that holds it, so that it is a one-to-one map of the
+# rules' ids, ID_OF_RANK included: check_ids_sorted, check_id_ranks, ids_end.
+
+cdef bint check_ids_sorted(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
+    cdef const int64_t* ids = <const int64_t*>v.at[S_IDS_SORTED]
+    cdef uint32_t i
+    for i in range(<uint32_t>max(first, 1), <uint32_t>end):
+        if ids[i] <= ids[i - 1]:
+            return fault(f, F_IDS_UNSORTED, S_IDS_SORTED, i, ids[i], ids[i - 1])
+    return False
+
+
+cdef bint check_id_ranks(const View* v, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     cdef const int64_t* id_of_rank = <const int64_t*>v.at[S_ID_OF_RANK]
     cdef const int64_t* ids = <const int64_t*>v.at[S_IDS_SORTED]
     cdef const uint32_t* ranks = <const uint32_t*>v.at[S_RANK_OF_SORTED]
     cdef uint32_t i, n = v.h.n_rules
-    for i in range(1, n):
-        if ids[i] <= ids[i - 1]:
-            return fault(f, F_IDS_UNSORTED, S_IDS_SORTED, i, ids[i], ids[i - 1])
-    for i in range(n):
+    for i in range(<uint32_t>first, <uint32_t>end):
         if ranks[i] >= n:
             return fault(f, F_RANK, S_RANK_OF_SORTED, i, ranks[i], n)
         if id_of_rank[ranks[i]] != ids[i]:
             return fault(f, F_ID_RANK, S_RANK_OF_SORTED, i, ranks[i], id_of_rank[ranks[i]], ids[i])
+    return False
+
+
+cdef bint ids_end(const View* v, Fault* f) noexcept nogil:
+    cdef const int64_t* ids = <const int64_t*>v.at[S_IDS_SORTED]
+    cdef uint32_t n = v.h.n_rules
     if n and ids[0] < 1:
         return fault(f, F_ID_RANGE, S_IDS_SORTED, 0, ids[0], v.h.max_id)
     if (ids[n - 1] if n else 0) != v.h.max_id:
@@ -591,10 +634,10 @@ cdef bint check_ids(const View* v, Fault* f) noexcept nogil:
     return False
 
 
-cdef bint check_rank_list(const View* v, int section, Fault* f) noexcept nogil:
+cdef bint check_rank_list(const View* v, int section, uint64_t first, uint64_t end, Fault* f) noexcept nogil:
     cdef const uint32_t* ranks = <const uint32_t*>v.at[section]
     cdef uint32_t i
-    for i in range(v.h.n_rules):
+    for i in range(<uint32_t>first, <uint32_t>end):
         if ranks[i] >= v.h.n_rules:
             return fault(f, F_RANK, section, i, ranks[i], v.h.n_rules)
     return False
@@ -651,22 +694,91 @@ cdef int refuse(object path, str reason) except -1:
     raise ImageError(f"image {path}: {reason}")
 
 
-cdef uint64_t image_checksum(const uint8_t* base, uint64_t file_size) noexcept nogil:
-    """sum64 of a mapped image (``file_size``: a multiple of 64, at least the header), its
-    checksum field read as 0."""
+cdef inline size_t streamed_record(int section) noexcept nogil:
+    """The record size of a section checked during the checksum (check_streamed), else 0: the
+    large arrays; the small ones are checked after it (check_rest)."""
+    if section == S_NODES:
+        return sizeof(Node)
+    if section == S_GROUPS:
+        return sizeof(Group)
+    if section == S_TABLE:
+        return sizeof(Entry)
+    if section == S_SLOTS4 or section == S_SLOTS6:
+        return sizeof(Slot)
+    if section == S_POOL:
+        return sizeof(ShortPrefix)
+    if section == S_RULES:
+        return sizeof(RuleRec)
+    if section == S_IDS_SORTED:
+        return sizeof(int64_t)
+    if section == S_RANK_OF_SORTED or section == S_GIVEN:
+        return sizeof(uint32_t)
+    return 0
+
+
+cdef bint check_streamed(const View* v, int section, uint64_t first, uint64_t end, Pass* p) noexcept nogil:
+    """Records ``first`` to ``end`` of a streamed section."""
+    if section == S_NODES:
+        return check_nodes(v, first, end, &p.f)
+    if section == S_GROUPS:
+        return check_groups(v, first, end, &p.f)
+    if section == S_TABLE:
+        return check_table(v, first, end, &p.table_used, &p.f)
+    if section == S_SLOTS4 or section == S_SLOTS6:
+        return check_slots(v, section, first, end, &p.f)
+    if section == S_POOL:
+        return check_pool(v, first, end, &p.f)
+    if section == S_RULES:
+        return check_rules(v, first, end, &p.f)
+    if section == S_IDS_SORTED:
+        return check_ids_sorted(v, first, end, &p.f)
+    if section == S_RANK_OF_SORTED:
+        return check_id_ranks(v, first, end, &p.f)
+    return check_rank_list(v, S_GIVEN, first, end, &p.f)
+
+
+cdef void check_through(const View* v, uint64_t checked, Pass* p) noexcept nogil:
+    """Check the streamed sections' records not checked yet that lie wholly in the file's first
+    ``checked`` bytes (any placement check_sections let through, overlapping ones included)."""
+    cdef int k
+    cdef uint64_t offset, ready
+    cdef size_t record
+    for k in range(N_SECTIONS):
+        record = streamed_record(k)
+        if p.bad or record == 0 or v.size[k] == 0:
+            continue
+        offset = <const uint8_t*>v.at[k] - v.base
+        if checked <= offset:
+            continue
+        ready = min(checked - offset, v.size[k]) // record
+        if ready > p.done[k]:
+            p.bad = check_streamed(v, k, p.done[k], ready, p)
+            p.done[k] = ready
+
+
+cdef uint64_t checksum_and_check(const View* v, uint64_t file_size, bint placed, Pass* p) noexcept nogil:
+    """sum64 of the mapped image (``file_size``: a multiple of 64, at least the header), its
+    checksum field read as 0; with ``placed`` (the sections checked), each chunk's records are
+    checked right after its sum, while the chunk is still in cache: one pass over the file
+    instead of two.  The first fault stops the checks, not the sum."""
     cdef Sum64 s
     cdef uint64_t first[4]
-    memcpy(first, base, 32)
+    cdef uint64_t at = 32, step
+    memcpy(first, v.base, 32)
     first[3] = 0                  # the checksum: word 3
     sum64_start(&s)
     sum64_blocks(&s, first, 1)
-    sum64_blocks(&s, base + 32, (file_size - 32) // 32)
+    while at < file_size:
+        step = min(<uint64_t>CHECK_CHUNK, file_size - at)
+        sum64_blocks(&s, v.base + at, step // 32)
+        at += step
+        if placed:
+            check_through(v, at, p)
     return sum64_end(&s, file_size)
 
 
 cdef int check_header(const ImageHeader* h, uint64_t file_size, object path) except -1:
-    """What the header says of the file, and the checksum over all of it."""
-    cdef uint64_t checksum
+    """What the header says of the file (the checksum comes with the records: checksum_and_check)."""
     if memcmp(h.magic, <const char*>IMAGE_MAGIC, 8) != 0:
         refuse(path, "not a tcpmgm image")
     if h.byte_order != IMAGE_BYTE_ORDER:
@@ -680,10 +792,6 @@ cdef int check_header(const ImageHeader* h, uint64_t file_size, object path) exc
         refuse(path, f"{file_size} bytes, but the header says {h.file_size}")
     if file_size % IMAGE_ALIGN:
         refuse(path, f"file size {file_size} is not a multiple of {IMAGE_ALIGN}")
-    with nogil:
-        checksum = image_checksum(<const uint8_t*>h, file_size)
-    if checksum != h.checksum:
-        refuse(path, f"corrupt: checksum {h.checksum:#018x}, the content sums to {checksum:#018x}")
     return 0
 
 
@@ -781,23 +889,22 @@ cdef str described(const Fault* f):
         field=PROFILE_INT_NAMES[f.c] if f.kind == F_PROFILE_VALUE else None)
 
 
-cdef int check_records(const View* v, object path) except -1:
-    """Every index in every array, one pass per array, without the GIL."""
-    cdef Fault f
+cdef int check_rest(const View* v, Pass* p, object path) except -1:
+    """After the streamed records (checksum_and_check): the small arrays and what holds for a
+    whole array, without the GIL."""
+    cdef Fault* f = &p.f
     cdef bint bad
     cdef const Prefix* no_local = <const Prefix*>v.at[S_LPREFIXES]
     if no_local.family or no_local.plen or no_local.hi or no_local.lo:
         refuse(path, FAULT_TEXT[F_LPREFIX_ZERO].format(section="LPREFIXES"))
     with nogil:
-        bad = (check_string_starts(v, &f) or check_protocol_names(v, &f) or check_profiles(v, &f)
-               or check_prefixes(v, S_LPREFIXES, 1, v.h.n_local, True, &f) or check_rules(v, &f)
-               or check_ids(v, &f) or check_rank_list(v, S_GIVEN, &f))
+        bad = (check_string_starts(v, f) or check_protocol_names(v, f) or check_profiles(v, f)
+               or check_prefixes(v, S_LPREFIXES, 1, v.h.n_local, True, f) or ids_end(v, f))
         if not bad and v.h.flags & HAS_INDEX:
-            bad = (check_nodes(v, &f) or check_groups(v, &f) or check_table(v, &f)
-                   or check_slots(v, S_SLOTS4, &f) or check_slots(v, S_SLOTS6, &f) or check_pool(v, &f)
-                   or check_ltable(v, &f) or check_prefixes(v, S_LSLOTS, 0, v.h.n_lslots, False, &f))
+            bad = (table_end(v, p.table_used, f) or pool_end(v, f) or check_ltable(v, f)
+                   or check_prefixes(v, S_LSLOTS, 0, v.h.n_lslots, False, f))
     if bad:
-        refuse(path, described(&f))
+        refuse(path, described(f))
     return 0
 
 
@@ -885,13 +992,33 @@ cdef int point_core(Core* c, const View* v) noexcept:
 
 cdef int map_checked(Core* c, const uint8_t* base, uint64_t file_size, object path) except -1:
     cdef View v
+    cdef Pass p
+    cdef uint64_t checksum
+    cdef bint placed
     memset(&v, 0, sizeof(View))
+    memset(&p, 0, sizeof(Pass))
     v.base = base
     v.h = <const ImageHeader*>base
     check_header(v.h, file_size, path)
-    check_counts(v.h, file_size, path)
-    check_sections(&v, file_size, path)
-    check_records(&v, path)
+    # The counts and the sections read only the header and STRING_OFFSETS, each read checked,
+    # so they can come before the checksum, which then runs with the records' checks; a file
+    # that fails them or the records is still refused as corrupt first when its sum is wrong.
+    placement_refused = None
+    try:
+        check_counts(v.h, file_size, path)
+        check_sections(&v, file_size, path)
+    except ImageError as exc:
+        placement_refused = exc
+    placed = placement_refused is None
+    with nogil:
+        checksum = checksum_and_check(&v, file_size, placed, &p)
+    if checksum != v.h.checksum:
+        refuse(path, f"corrupt: checksum {v.h.checksum:#018x}, the content sums to {checksum:#018x}")
+    if placement_refused is not None:
+        raise placement_refused
+    if p.bad:
+        refuse(path, described(&p.f))
+    check_rest(&v, &p, path)
     check_text(&v, path)
     check_attrs(&v, path)
     check_protocols(&v, path)

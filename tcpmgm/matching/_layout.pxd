@@ -58,6 +58,12 @@
 #     - a group's ``best`` is its smallest rank; a rule set's groups are contiguous and sorted by
 #       ``best``, so its first group's ``best`` is the set's ``own_best``;
 #     - ``sub_best`` <= ``own_best`` and <= every child's ``sub_best``;
+#     - a child is longer than its parent (a descent ends within 129 steps; an opened image is
+#       refused otherwise) and stored after it: the nodes are in depth-first preorder
+#       (``store_preorder``, _build_trie.pxi), IPv4's trie first, so a node's first child is the
+#       next node and a path's nodes lie near each other.  The lookup needs only the first of
+#       these; the order makes open's check of each child's length read nearby memory instead of
+#       a random place in the nodes (docs/architecture.md#opening-and-why-each-check);
 #     - a slot's chain is sorted by ``own_best``, its last record flagged with ``LAST_SHORT``;
 #     - a hash key maps to the smallest rank with that key (ranks are inserted ascending, the
 #       first insert wins); the table is at most half full, so a probe ends at an empty slot;
