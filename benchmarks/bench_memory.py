@@ -23,8 +23,9 @@ own, then:
 - **image**: a child imports tcpmgm, reads its RSS, opens the image
   (``Matcher.open``; and ``TcpMgm.from_image`` in another child when it
   exists), makes some thousand lookups and reads its RSS again.
-- **PSS**: K = 1, 4 and 16 worker processes that each opened the image and
-  made some thousand lookups, beside K bare interpreters with tcpmgm imported,
+- **PSS**: K = 1, 4 and 16 worker processes that each opened the image (as a
+  worker serves it: ``TcpMgm.from_image``, following the file; ``Matcher.open``
+  where that does not exist) and made some thousand lookups, beside K bare interpreters with tcpmgm imported,
   and the built child above: the sum of their ``Pss`` (smaps_rollup), read by
   the parent while they all wait.
 
@@ -286,13 +287,17 @@ CHILDREN = {"fill", "built", "bare", "image", "worker", "profile"}
 
 def child_main(args: argparse.Namespace) -> int:
     if args.child == "worker":
-        # A serving worker: open, look up, say so, then hold still until the parent has read its PSS.
+        # A serving worker: open (as a worker serves, following the file, where TcpMgm.from_image
+        # exists), look up, say so, then hold still until the parent has read its PSS.
+        import tcpmgm
         from tcpmgm.matching.matcher import Matcher
 
-        served = Matcher.open(args.image)
+        served: Any = tcpmgm.TcpMgm.from_image(args.image) if args.how == "tcpmgm" else Matcher.open(args.image)
         serve(served.lookup, random_lookups(LOOKUPS, seed=os.getpid()))
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.read()
+        if args.how == "tcpmgm":
+            served.close()  # its image watcher's thread
         return 0
     if args.child == "bare" and args.wait:
         result = child_bare()
@@ -382,12 +387,13 @@ def measure(rows: int, workers: Sequence[int], tmp: str, profile: bool) -> dict[
         pss = []
         with waiting([("--child", "bare", "--wait")]) as bare_one:
             bare_one_pss = total_pss(bare_one)
+        how = "tcpmgm" if hasattr(tcpmgm.TcpMgm, "from_image") else "open"
         for count in workers:
-            with waiting([("--child", "worker", "--image", image)] * count) as procs:
+            with waiting([("--child", "worker", "--image", image, "--how", how)] * count) as procs:
                 worker_pss = total_pss(procs)
             with waiting([("--child", "bare", "--wait")] * count) as procs:
                 bare_pss = total_pss(procs)
-            pss.append({"workers": count, "worker_pss": worker_pss, "bare_pss": bare_pss})
+            pss.append({"workers": count, "worker_pss": worker_pss, "bare_pss": bare_pss, "how": how})
         out["pss"] = {"built_process": built_pss, "bare_one": bare_one_pss, "by_count": pss}
     out["load_after"] = load()
     if profile:  # after the figures, so that it does not disturb them
@@ -446,6 +452,11 @@ def derived(m: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def share(part: float) -> str:
+    """A small share as 1/N (1/52), a large one as a ratio (0.81x)."""
+    return f"1/{1 / part:,.0f}" if 0 < part < 0.5 else f"{part:.2f}x"
+
+
 def mb(value: float) -> str:
     return f"{value / 1e6:,.1f}"
 
@@ -471,7 +482,7 @@ def markdown(results: Sequence[dict[str, Any]], header: str) -> str:
             f" | {d['c_bytes_per_rule']:,.0f} | {slash(d['peak_ratio'], '.2f')} | {slash(d['reload_seconds'], '.2f')}"
             f" | {format(d['save_seconds'], '.3f') if 'save_seconds' in d else '-'}"
             f" | {format(d['open_ms'], '.2f') + ' (' + format(d['reopen_ms'], '.2f') + ')' if 'open_ms' in d else '-'}"
-            f" | {'1/' + format(1 / d['open_share'], ',.0f') if 'open_share' in d else '-'}"
+            f" | {share(d['open_share']) if 'open_share' in d else '-'}"
             f" | {d['load'][0]:.2f} → {d['load'][1]:.2f} |"
         )
     if any("pss" in d for d in rows):
@@ -529,7 +540,7 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"| open ≤ {TARGET_OPEN_MS:g} ms | {d['open_ms']:.2f} ms | {verdict(d['open_ms'] <= TARGET_OPEN_MS)} |"
         )
         out.append(
-            f"| open ≤ 1/{1 / TARGET_OPEN_SHARE:.0f} of a SQLite reload | 1/{1 / d['open_share']:,.0f} of"
+            f"| open ≤ 1/{1 / TARGET_OPEN_SHARE:.0f} of a SQLite reload | {share(d['open_share'])} of"
             f" {d['reload_seconds'][0]:.2f} s | {verdict(d['open_share'] <= TARGET_OPEN_SHARE)} |"
         )
     else:
@@ -551,7 +562,7 @@ def plot(results: Sequence[dict[str, Any]], path: str, note: str) -> None:
     measured sizes written out, solid lines for what a process holds, dotted for the C arrays.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     rows = [derived(m) for m in results]
     lines = [
@@ -577,6 +588,8 @@ def plot(results: Sequence[dict[str, Any]], path: str, note: str) -> None:
     ax.set_yscale("log")
     ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     ax.set_xlabel("N (carrier rules)")
     ax.set_ylabel("bytes per rule (RSS over the bare interpreter, /proc)")
     ax.grid(True, which="major", alpha=0.3)
@@ -620,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        args.rows = int(args.rows)
+        args.rows = int(args.rows or 0)  # the fill, built and image children are given one
         return child_main(args)
     sizes = [int(n) for n in args.rows.split(",")] if args.rows else list(QUICK_ROWS if args.quick else DEFAULT_ROWS)
     workers = (
@@ -663,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as file:
             json.dump({"header": header, "measured": results, "derived": [derived(m) for m in results]}, file, indent=1)
     if args.plot:
-        plot(results, args.plot, header.split(";")[0])
+        when = time.strftime("%Y-%m-%d", time.gmtime())
+        loads = f"load {results[0]['load_measuring']:.1f} → {results[-1]['load_after']:.1f}"
+        plot(results, args.plot, f"{Matcher.__name__}, {when}, {os.cpu_count()} CPUs, {loads}")
     return 0
 
 
