@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, NamedTuple
 from urllib.parse import urlsplit
 
@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         f"matcher {Matcher.__module__}.{Matcher.__name__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(HEADER)
+    measured: list[tuple[str, int, Figures]] = []
     for backend in args.backends.split(","):
         try:
             scratch = SCRATCH[backend]()
@@ -326,9 +327,38 @@ def main(argv: list[str] | None = None) -> int:
                 before = os.getloadavg()[0]
                 figures = measure(backend, url, n, args.reloads, args.profile)
                 print(format_row(backend, n, figures, (before, os.getloadavg()[0])), flush=True)
+                measured.append((backend, n, figures))
         finally:
             scratch.__exit__(*sys.exc_info())
+    if measured:
+        print("\n" + "\n".join(targets(measured)))
     return 0
+
+
+TARGET_RATIO = 1.5  # issue 12 item 4: reload at most 1.5x the plain driver's fetch (SQLite, PostgreSQL)
+
+
+def targets(measured: Sequence[tuple[str, int, Figures]]) -> list[str]:
+    """Issue 12's reload targets, per backend and size: reload ≤ 1.5x the driver's ``fetchall``
+    (SQLite and PostgreSQL; MariaDB is shown, without a target), and the later reloads no slower
+    than the first (judged on the wall clock, with a 10% allowance for a shared machine)."""
+    out = ["| target | backend | rows | measured | status |", "|---|---|---:|---|---|"]
+    for backend, rows, figures in measured:
+        times = [total for total, _ in figures.reloads]
+        ratios = [t / figures.fetches["fetchall"] for t in times]
+        shown = " / ".join(f"{r:.2f}" for r in ratios)
+        if backend in ("sqlite", "postgres"):
+            status = "met" if max(ratios) <= TARGET_RATIO else f"**missed** by {max(ratios) / TARGET_RATIO:.2f}x"
+        else:
+            status = "no target"
+        out.append(f"| reload ≤ {TARGET_RATIO}x `fetchall` | {backend} | {rows:,} | {shown}x | {status} |")
+        later = max(times[1:], default=times[0]) / times[0]
+        status = "met" if later <= 1.1 else f"**missed**: {later:.2f}x the first"
+        out.append(
+            f"| reloads 2, 3 no slower than 1 | {backend} | {rows:,} | "
+            f"{' / '.join(f'{t:.2f}' for t in times)} s | {status} |"
+        )
+    return out
 
 
 if __name__ == "__main__":
