@@ -55,7 +55,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -168,15 +168,14 @@ def serve(lookup: Any, lookups: Sequence[tuple[str, str, int, str, int]]) -> Non
 
 
 def child_fill(rows: int, db: str) -> dict[str, Any]:
-    from bench_reload import carrier_rows, fill
+    import sqlite3
+
+    from bench_reload import carrier_rows, fill  # the table bench_reload.py fills, the same rows
 
     import tcpmgm
 
     started = time.perf_counter()
-    url = f"sqlite:///{db}"
-    tcpmgm.TcpMgm(url).create_schema()
-    import sqlite3
-
+    tcpmgm.TcpMgm(f"sqlite:///{db}").create_schema()
     conn = sqlite3.connect(db, isolation_level=None)
     fill("sqlite", conn, carrier_rows(rows))
     conn.close()
@@ -247,6 +246,8 @@ def child_image(rows: int, image: str, how: str) -> dict[str, Any]:
         again = Matcher.open(image)
         reopen.append(time.perf_counter() - started)
         del again
+    if how == "tcpmgm":
+        served.close()  # its image watcher's thread
     return {"base": base, "rss": after, "open_seconds": open_seconds, "reopen_seconds": min(reopen)}
 
 
@@ -465,26 +466,36 @@ def slash(values: Sequence[float], form: str) -> str:
     return " / ".join(format(v, form) for v in values)
 
 
+# The columns of the memory table: heading, and the cell of one N's derived figures ("-": not measured).
+COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("N", lambda d: f"{d['rows']:,}"),
+    ("built B/rule, reload 1 / 2 / 3", lambda d: slash(d["built_bytes_per_rule"], ",.0f")),
+    ("image B/rule (`Matcher.open`)", lambda d: f"{d['image_bytes_per_rule']:,.0f}"),
+    ("`TcpMgm.from_image` B/rule", lambda d: f"{d['from_image_bytes_per_rule']:,.0f}"),
+    ("C bytes/rule (`nbytes`)", lambda d: f"{d['c_bytes_per_rule']:,.0f}"),
+    ("image file B/rule", lambda d: f"{d['image_bytes'] / d['rows']:,.0f}"),
+    ("peak / in service, reload 1 / 2 / 3", lambda d: slash(d["peak_ratio"], ".2f")),
+    ("reload s, 1 / 2 / 3", lambda d: slash(d["reload_seconds"], ".2f")),
+    ("save s", lambda d: f"{d['save_seconds']:.3f}"),
+    ("open ms (again)", lambda d: f"{d['open_ms']:.2f} ({d['reopen_ms']:.2f})"),
+    ("open / reload 1", lambda d: share(d["open_share"])),
+    ("load before → after", lambda d: f"{d['load'][0]:.2f} → {d['load'][1]:.2f}"),
+)
+
+
+def cell(figure: Callable[[dict[str, Any]], str], d: dict[str, Any]) -> str:
+    try:
+        return figure(d)
+    except KeyError:
+        return "-"
+
+
 def markdown(results: Sequence[dict[str, Any]], header: str) -> str:
     rows = [derived(m) for m in results]
     lines = [header, ""]
-    lines += [
-        "| N | built B/rule, reload 1 / 2 / 3 | image B/rule (`Matcher.open`) | `TcpMgm.from_image` B/rule"
-        " | C bytes/rule (`nbytes`) | peak / in service, reload 1 / 2 / 3 | reload s, 1 / 2 / 3 | save s"
-        " | open ms (again) | open / reload 1 | load before → after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for d in rows:
-        lines.append(
-            f"| {d['rows']:,} | {slash(d['built_bytes_per_rule'], ',.0f')}"
-            f" | {format(d['image_bytes_per_rule'], ',.0f') if 'image_bytes_per_rule' in d else '-'}"
-            f" | {format(d['from_image_bytes_per_rule'], ',.0f') if 'from_image_bytes_per_rule' in d else '-'}"
-            f" | {d['c_bytes_per_rule']:,.0f} | {slash(d['peak_ratio'], '.2f')} | {slash(d['reload_seconds'], '.2f')}"
-            f" | {format(d['save_seconds'], '.3f') if 'save_seconds' in d else '-'}"
-            f" | {format(d['open_ms'], '.2f') + ' (' + format(d['reopen_ms'], '.2f') + ')' if 'open_ms' in d else '-'}"
-            f" | {share(d['open_share']) if 'open_share' in d else '-'}"
-            f" | {d['load'][0]:.2f} → {d['load'][1]:.2f} |"
-        )
+    lines.append("| " + " | ".join(heading for heading, _ in COLUMNS) + " |")
+    lines.append("|" + "---:|" * len(COLUMNS))
+    lines += ["| " + " | ".join(cell(figure, d) for _, figure in COLUMNS) + " |" for d in rows]
     if any("pss" in d for d in rows):
         lines += [
             "",
