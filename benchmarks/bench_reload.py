@@ -313,23 +313,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(HEADER)
     measured: list[tuple[str, int, Figures]] = []
-    for backend in args.backends.split(","):
-        try:
-            scratch = SCRATCH[backend]()
-            url, conn = scratch.__enter__()
-        except Exception as exc:
-            print(f"| {backend} | - | unavailable: {' '.join(str(exc).split())[:60]} | | | | | | | | |")
-            continue
-        try:
+    with contextlib.ExitStack() as scratches:
+        reachable = {}
+        for backend in args.backends.split(","):
+            try:
+                reachable[backend] = scratches.enter_context(SCRATCH[backend]())
+            except Exception as exc:
+                print(f"| {backend} | - | unavailable: {' '.join(str(exc).split())[:60]} | | | | | | | | |")
+        for url, _ in reachable.values():
             tcpmgm.TcpMgm(url).create_schema()
-            for n in sizes:
-                fill(backend, conn, carrier_rows(n))
+        for n in sizes:
+            # Generated once for every backend, and gone before the measurements.
+            rows = carrier_rows(n)
+            for backend, (_, conn) in reachable.items():
+                fill(backend, conn, rows)
+            del rows
+            for backend, (url, _) in reachable.items():
                 before = os.getloadavg()[0]
                 figures = measure(backend, url, n, args.reloads, args.profile)
                 print(format_row(backend, n, figures, (before, os.getloadavg()[0])), flush=True)
                 measured.append((backend, n, figures))
-        finally:
-            scratch.__exit__(*sys.exc_info())
     if measured:
         print("\n" + "\n".join(targets(measured)))
     return 0
