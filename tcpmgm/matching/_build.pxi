@@ -7,25 +7,69 @@ cdef extern from *:
     #if defined(__linux__)
     #include <sys/mman.h>
     #endif
-    /* A large matcher's lookup-path arrays go into 2 MB pages where the OS offers
-       them: a lookup reads a few random cache lines spread over tens of megabytes,
-       and with 4 KB pages each of those also costs a TLB miss and a page walk
-       (a two-dimensional one under a hypervisor).  Freed with free(). */
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    #endif
+    /* A large matcher's block is mapped on its own, in 2 MB pages where the OS offers them:
+       a lookup reads a few random cache lines spread over tens of megabytes, and with 4 KB
+       pages each of those also costs a TLB miss and a page walk (a two-dimensional one under
+       a hypervisor).  Mapped, not malloc'd: unmapping it gives the memory back to the OS at
+       once, where glibc would keep a freed block of that size in its heap (it raises its mmap
+       threshold after such a free), and every reload would add a matcher's worth of RSS
+       (benchmarks/README.md#memory-reloads-and-images). */
     #define TCPMGM_HUGE_PAGE ((size_t)2 << 20)
+    static int tcpmgm_arena_mapped(size_t size) {
+    #if defined(__linux__) && defined(MAP_ANONYMOUS)
+        return size >= 2 * TCPMGM_HUGE_PAGE;
+    #else
+        return 0;
+    #endif
+    }
+    static size_t tcpmgm_arena_span(size_t size) {   /* what a mapped block of size spans */
+        return (size + TCPMGM_HUGE_PAGE - 1) & ~(TCPMGM_HUGE_PAGE - 1);
+    }
     static void* tcpmgm_arena_alloc(size_t size) {
-    #if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (size >= 2 * TCPMGM_HUGE_PAGE) {
-            void* p = NULL;
-            size_t rounded = (size + TCPMGM_HUGE_PAGE - 1) & ~(TCPMGM_HUGE_PAGE - 1);
-            if (posix_memalign(&p, TCPMGM_HUGE_PAGE, rounded) != 0) return NULL;
-            madvise(p, rounded, MADV_HUGEPAGE);      /* advice only: 4 KB pages still work */
-            return p;
+    #if defined(__linux__) && defined(MAP_ANONYMOUS)
+        if (tcpmgm_arena_mapped(size)) {
+            size_t span = tcpmgm_arena_span(size), head;
+            /* One huge page more than needed, then the slack on both sides unmapped: the block
+               starts on a 2 MB boundary, which a huge page needs. */
+            char* p = (char*)mmap(NULL, span + TCPMGM_HUGE_PAGE, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == (char*)MAP_FAILED) return NULL;
+            head = (TCPMGM_HUGE_PAGE - ((size_t)p & (TCPMGM_HUGE_PAGE - 1))) & (TCPMGM_HUGE_PAGE - 1);
+            if (head) munmap(p, head);
+            munmap(p + head + span, TCPMGM_HUGE_PAGE - head);
+    #if defined(MADV_HUGEPAGE)
+            madvise(p + head, span, MADV_HUGEPAGE);      /* advice only: 4 KB pages still work */
+    #endif
+            return p + head;
         }
     #endif
         return malloc(size ? size : 1);
     }
+    static void tcpmgm_arena_free(void* p, size_t size) {
+    #if defined(__linux__) && defined(MAP_ANONYMOUS)
+        if (tcpmgm_arena_mapped(size)) { munmap(p, tcpmgm_arena_span(size)); return; }
+    #endif
+        free(p);
+    }
+    /* The build frees its growing arrays once they are copied into the block; glibc keeps
+       those holes in its heap unless asked to give back what is free. */
+    static void tcpmgm_give_back(void) {
+    #if defined(__GLIBC__)
+        malloc_trim(0);
+    #endif
+    }
     """
     void* arena_alloc "tcpmgm_arena_alloc"(size_t size) nogil
+    void arena_free "tcpmgm_arena_free"(void* p, size_t size) nogil
+    void give_back_free_memory "tcpmgm_give_back"() nogil
+
+cdef enum:
+    # From this many rules on, a build and a free end with give_back_free_memory: a few
+    # milliseconds against megabytes that glibc would otherwise keep after every reload.
+    GIVE_BACK_RULES = 65536
 
 cdef extern from "sys/mman.h" nogil:
     int munmap(void* addr, size_t length)
@@ -545,7 +589,7 @@ cdef void free_core(Core* c) noexcept:
     if c.map != NULL:
         munmap(c.map, c.map_size)
     elif c.arena != NULL:
-        free(c.arena)
+        arena_free(c.arena, c.arena_size)
     else:
         image_sections(c, where, size)
         for k in range(N_SECTIONS):

@@ -98,9 +98,12 @@ cdef class Matcher:
         reset_core(&self.c)
 
     def __dealloc__(self):
+        cdef bint large = self.c.n_rules >= GIVE_BACK_RULES
         self._forget_objects()
         free_core(&self.c)
         free(self._hits)
+        if large:                                  # its per-rule arrays freed: back to the OS (_build.pxi)
+            give_back_free_memory()
 
     def __init__(self, rules=(), *, default=None, count_hits=True):
         if self._built:
@@ -127,6 +130,8 @@ cdef class Matcher:
         self._default = (default if default is not None else default_profile()).replace(id=0)
         free_core(&self.c)                         # a half-built Core of an earlier failed call
         build_core(&self.c, records, self._default)
+        if self.c.n_rules >= GIVE_BACK_RULES:      # the build's scratch, freed: back to the OS (_build.pxi)
+            give_back_free_memory()
         self.c.schema_version = version
         self._serve(count_hits)
         return 0
