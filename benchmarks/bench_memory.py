@@ -182,6 +182,9 @@ def child_fill(rows: int, db: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
+IN_SERVICE: list[Any] = []  # what a child serves, held for its parent's reading of its PSS
+
+
 def child_built(rows: int, db: str, image: str | None) -> dict[str, Any]:
     """Three reloads from SQLite (RSS, peak, time each), then the image written from the matcher."""
     import tcpmgm
@@ -210,6 +213,9 @@ def child_built(rows: int, db: str, image: str | None) -> dict[str, Any]:
         out["save_seconds"] = time.perf_counter() - started
         out["image_bytes"] = os.path.getsize(image)
     out["rollup"] = rollup()
+    # Kept until the process ends: a --wait child's PSS is read after this returns, and the
+    # matcher's block is unmapped as soon as the last reference goes.
+    IN_SERVICE.append(mgr)
     return out
 
 

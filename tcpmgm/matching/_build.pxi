@@ -70,6 +70,7 @@ cdef enum:
     # From this many rules on, a build and a free end with give_back_free_memory: a few
     # milliseconds against megabytes that glibc would otherwise keep after every reload.
     GIVE_BACK_RULES = 65536
+    TRIM_SECTION_BYTES = 8 << 20     # move_to_arena gives back each freed array from this size on
 
 cdef extern from "sys/mman.h" nogil:
     int munmap(void* addr, size_t length)
@@ -402,6 +403,7 @@ cdef int build_core(Core* c, RuleRecords records, object default) except -1:
         if c.root[family == 6] != NONE:
             build_slots(c, family)
     build_ids(c)
+    memory = None                  # the scratch, freed before the block is filled (a reload's peak)
     for i in range(1, n):
         if c.ids_sorted[i] == c.ids_sorted[i - 1]:
             # The matchers' error: the first rule, in the order given, whose id came before.
@@ -574,6 +576,10 @@ cdef int move_to_arena(Core* c) except -1:
             memcpy(arena + offset, where[k][0], size[k])
             memset(arena + offset + size[k], 0, aligned64(size[k]) - size[k])
         free(where[k][0])
+        if size[k] >= TRIM_SECTION_BYTES:
+            # The block's pages become resident as they are written: giving each freed array
+            # back before the next is copied keeps a reload's peak near one copy, not two.
+            give_back_free_memory()
         where[k][0] = arena + offset if size[k] else NULL
         offset += aligned64(size[k])
     c.arena = arena
