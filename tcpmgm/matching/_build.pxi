@@ -16,7 +16,7 @@ cdef extern from *:
        a hypervisor).  Mapped, not malloc'd: unmapping it gives the memory back to the OS at
        once, where glibc would keep a freed block of that size in its heap (it raises its mmap
        threshold after such a free), and every reload would add a matcher's worth of RSS
-       (benchmarks/README.md#memory-reloads-and-images). */
+       (docs/architecture.md#a-reload). */
     #define TCPMGM_HUGE_PAGE ((size_t)2 << 20)
     static int tcpmgm_arena_mapped(size_t size) {
     #if defined(__linux__) && defined(MAP_ANONYMOUS)
